@@ -1,0 +1,119 @@
+"""Recipe → components: look each ``type`` up in the registry, validate its options, construct it.
+
+Every failure here is the user's (an unknown name, a bad option, a field the dataset lacks, data
+that do not fit the modality) and becomes a :class:`RecipeError` naming the recipe key.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from modkit.batch import Batch
+from modkit.data import Column, DatasetSource, ModalityView, Records, split_records, weak_supervision
+from modkit.engine import MultimodalVAE
+from modkit.errors import ModkitError, RecipeError
+from modkit.modality import Modality
+from modkit.plugins import PluginSet
+from modkit.recipe import Component, Recipe, component_config
+from modkit.subsets import SubsetSampler
+
+
+@dataclass
+class Setup:
+    recipe: Recipe
+    model: MultimodalVAE
+    sampler: SubsetSampler
+    train: ModalityView
+    test: ModalityView
+
+
+def lookup(plugins: PluginSet, kind: str, component: Component, key: str, source: str | None):
+    if not plugins.registry.has(kind, component.type):
+        names = plugins.registry.names(kind)
+        raise RecipeError(key, f"unknown {kind} '{component.type}' (available: {', '.join(names) or 'none'}){plugins.broken_hint()}", source)
+    return plugins.registry.get(kind, component.type)
+
+
+def load_records(recipe: Recipe, plugins: PluginSet, source: str | None) -> tuple[Records, np.ndarray, np.ndarray]:
+    """The dataset plugin's records and the train/test row indices (a seeded split if it has none)."""
+    spec = recipe.data.dataset
+    cls = lookup(plugins, "dataset", spec, "data.dataset", source)
+    config = component_config(spec, getattr(cls, "Config", None) or DatasetSource.Config, "data.dataset", source)
+    root = Path(recipe.data.root or "data")
+    splits = cls(config, root).load()
+    if "all" in splits:
+        records = splits["all"]
+        train, test = split_records(records, recipe.data.test_fraction, recipe.data.split_seed)
+        return records, train, test
+    if "train" not in splits or "test" not in splits:
+        raise ModkitError(f"dataset '{spec.type}' returned splits {sorted(splits)}; expected 'all' or 'train' and 'test'")
+    train_records, test_records = splits["train"], splits["test"]
+    return _Concat(train_records, test_records), np.arange(len(train_records)), len(train_records) + np.arange(len(test_records))
+
+
+class _Concat(Records):
+    """Train and test records as one index space, so views only hold row numbers."""
+
+    def __init__(self, a: Records, b: Records):
+        self.a, self.b = a, b
+        self.fields = list(dict.fromkeys([*a.fields, *b.fields]))
+
+    def __len__(self) -> int:
+        return len(self.a) + len(self.b)
+
+    def get(self, i: int):
+        return self.a.get(i) if i < len(self.a) else self.b.get(i - len(self.a))
+
+    def describe(self, i: int) -> str:
+        return self.a.describe(i) if i < len(self.a) else self.b.describe(i - len(self.a))
+
+
+def build_modalities(recipe: Recipe, plugins: PluginSet, records: Records, train_rows: np.ndarray, run_dir: Path | None, source: str | None) -> dict[str, Modality]:
+    modalities: dict[str, Modality] = {}
+    for name, spec in recipe.modalities.items():
+        key = f"modalities.{name}"
+        cls = lookup(plugins, "modality", spec, f"{key}.type", source)
+        config = component_config(spec, cls.Config, key, source)
+        field = recipe.field_of(name)
+        if records.fields and field not in records.fields:
+            raise RecipeError(f"{key}.field", f"dataset '{recipe.data.dataset.type}' has no field '{field}' (fields: {', '.join(records.fields)})", source)
+        modality = cls(name, config, recipe.model.latent_dim)
+        modality.prepare(Column(records, field, train_rows), run_dir)
+        modalities[name] = modality
+    return modalities
+
+
+def check_data(view: ModalityView, source: str | None) -> None:
+    """Run the first rows through each modality's ``check`` so size mismatches fail before training."""
+    n = min(len(view), 4)
+    if n == 0:
+        raise ModkitError("the training split is empty")
+    batch: Batch = view.__getitems__(list(range(n)))
+    for name, modality in view.modalities.items():
+        try:
+            modality.check(batch.data[name])
+        except ValueError as exc:
+            raise RecipeError(f"modalities.{name}", f"does not fit the data in field '{view.fields[name]}': {exc}", source) from None
+
+
+def build(recipe: Recipe, plugins: PluginSet, run_dir: Path | None = None, source: str | None = None) -> Setup:
+    plugins.require_ok(recipe.plugins)
+    records, train_rows, test_rows = load_records(recipe, plugins, source)
+    modalities = build_modalities(recipe, plugins, records, train_rows, run_dir, source)
+    names = list(modalities)
+    fields = {n: recipe.field_of(n) for n in names}
+
+    fusion_cls = lookup(plugins, "fusion", recipe.model.fusion, "model.fusion", source)
+    fusion = fusion_cls(names, recipe.model.latent_dim, component_config(recipe.model.fusion, fusion_cls.Config, "model.fusion", source))
+    sampler_cls = lookup(plugins, "sampler", recipe.model.sampler, "model.sampler", source)
+    sampler = sampler_cls(len(names), component_config(recipe.model.sampler, sampler_cls.Config, "model.sampler", source), seed=recipe.seed)
+
+    rows, presence = weak_supervision(train_rows, len(names), recipe.data.paired_fraction, recipe.data.split_seed)
+    skip = recipe.data.on_bad_sample == "skip"
+    train = ModalityView(records, modalities, fields, rows, presence, skip_bad=skip)
+    test = ModalityView(records, modalities, fields, test_rows, skip_bad=skip)
+    check_data(train, source)
+    model = MultimodalVAE(modalities, fusion, recipe.model.latent_dim)
+    return Setup(recipe, model, sampler, train, test)

@@ -1,0 +1,233 @@
+"""Datasets as rows of raw values, viewed through the model's modalities as batches with presence.
+
+A dataset plugin returns :class:`Records` per split. :class:`ModalityView` maps each recipe
+modality to a record field, preprocesses and collates, and ANDs the dataset's own missing
+values with a per-row presence mask (weak supervision). Batches are built in ``__getitems__``
+so torch's DataLoader (workers, pinned memory) fetches whole batches at once.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Sequence
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor
+
+from modkit.batch import Batch
+from modkit.errors import DataError
+from modkit.modality import Modality
+
+
+class Records:
+    """A split's rows: ``get(i)`` returns ``{field: raw value or None}``; None means missing."""
+
+    fields: list[str] = []
+
+    def __len__(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def get(self, i: int) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def describe(self, i: int) -> str:
+        """How to name row ``i`` in an error message (a file and line, a path)."""
+        return f"row {i}"
+
+    def values(self, field: str) -> list[Any]:
+        """Every raw value of one field (used by ``Modality.prepare`` to fit tokenizers)."""
+        return [self.get(i).get(field) for i in range(len(self))]
+
+
+class Column:
+    """One field of some rows, read lazily: what ``Modality.prepare`` fits on."""
+
+    def __init__(self, records: Records, field: str, rows: Sequence[int]):
+        self.records, self.field, self.rows = records, field, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[Any]:
+        for r in self.rows:
+            yield self.records.get(int(r)).get(self.field)
+
+
+class ArrayRecords(Records):
+    """In-memory arrays, one per field, already in model-ready form (the fast path: one index op per batch)."""
+
+    def __init__(self, arrays: dict[str, Any], present: dict[str, np.ndarray] | None = None):
+        self.arrays = {k: torch.as_tensor(v) for k, v in arrays.items()}
+        lengths = {len(v) for v in self.arrays.values()}
+        if len(lengths) != 1:
+            raise DataError(f"fields have different lengths: { {k: len(v) for k, v in self.arrays.items()} }")
+        self.n = lengths.pop()
+        self.present = {k: torch.as_tensor(v, dtype=torch.bool) for k, v in (present or {}).items()}
+        self.fields = list(self.arrays)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def get(self, i: int) -> dict[str, Any]:
+        return {k: (v[i] if k not in self.present or self.present[k][i] else None) for k, v in self.arrays.items()}
+
+    def take(self, index: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+        ones = torch.ones(len(index), dtype=torch.bool)
+        return {k: (v[index], self.present[k][index] if k in self.present else ones) for k, v in self.arrays.items()}
+
+    def values(self, field: str) -> list[Any]:
+        return [self.get(i)[field] for i in range(self.n)]
+
+
+class DatasetConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: str
+
+
+class DatasetSource:
+    """Base class for dataset plugins: ``load()`` returns ``{"train": Records, "test": Records}`` or ``{"all": Records}``."""
+
+    Config: ClassVar[type[DatasetConfig]] = DatasetConfig
+
+    def __init__(self, config: DatasetConfig, root: Path):
+        self.config = config
+        self.root = root
+
+    def load(self) -> dict[str, Records]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class ModalityView(torch.utils.data.Dataset):
+    """Rows of a :class:`Records` seen as batches for the model's modalities."""
+
+    def __init__(self, records: Records, modalities: dict[str, Modality], fields: dict[str, str],
+                 rows: np.ndarray | None = None, presence: np.ndarray | None = None, skip_bad: bool = False):
+        self.records = records
+        self.modalities = modalities
+        self.names = list(modalities)
+        self.fields = fields
+        self.rows = torch.as_tensor(np.arange(len(records)) if rows is None else rows, dtype=torch.long)
+        n = len(self.names)
+        self.presence = torch.ones(len(self.rows), n, dtype=torch.bool) if presence is None else torch.as_tensor(presence, dtype=torch.bool)
+        self.skip_bad = skip_bad
+        self.skipped = 0
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> Batch:
+        return self.__getitems__([i])
+
+    def __getitems__(self, index: Sequence[int]) -> Batch:
+        index = torch.as_tensor(index, dtype=torch.long)
+        rows = self.rows[index]
+        presence = self.presence[index].clone()
+        if isinstance(self.records, ArrayRecords):
+            taken = self.records.take(rows)
+            data = {}
+            for j, name in enumerate(self.names):
+                values, present = taken[self.fields[name]]
+                data[name] = values
+                presence[:, j] &= present
+            return Batch(data, presence)
+        return self._per_item(rows, presence)
+
+    def _per_item(self, rows: Tensor, presence: Tensor) -> Batch:
+        samples: dict[str, list] = {name: [] for name in self.names}
+        keep = []
+        for b, r in enumerate(rows.tolist()):
+            record = self.records.get(r)
+            try:
+                row = {}
+                for j, name in enumerate(self.names):
+                    value = record.get(self.fields[name]) if presence[b, j] else None
+                    row[name] = None if value is None else self._preprocess(name, value, r)
+            except DataError:
+                if not self.skip_bad:
+                    raise
+                self.skipped += 1
+                continue
+            keep.append(b)
+            for j, name in enumerate(self.names):
+                presence[b, j] &= row[name] is not None
+                samples[name].append(row[name])
+        presence = presence[keep]
+        data = {name: self.modalities[name].collate(samples[name]) for name in self.names} if keep else {}
+        return Batch(data, presence)
+
+    def _preprocess(self, name: str, value: Any, r: int) -> Any:
+        try:
+            return self.modalities[name].preprocess(value)
+        except DataError as exc:
+            raise DataError(f"{self.records.describe(r)}, field '{self.fields[name]}': {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - any failure to read a value is bad data, named
+            raise DataError(f"{self.records.describe(r)}, field '{self.fields[name]}': {type(exc).__name__}: {exc}") from None
+
+
+def split_records(records: Records, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded random train/test split of row indices."""
+    perm = np.random.default_rng(seed).permutation(len(records))
+    n_test = max(1, int(round(test_fraction * len(records))))
+    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+def weak_supervision(rows: np.ndarray, n_modalities: int, paired_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """MVAE's protocol: keep ``paired_fraction`` of rows paired; split every other row into one row per modality.
+
+    Returns (rows, presence): paired rows see all modalities; each unpaired row appears N times,
+    each time with one modality only, so the model never sees its modalities together.
+    """
+    if paired_fraction >= 1.0 or n_modalities == 1:
+        return rows, np.ones((len(rows), n_modalities), dtype=bool)
+    perm = np.random.default_rng(seed + 1).permutation(len(rows))
+    n_paired = int(round(paired_fraction * len(rows)))
+    paired, unpaired = rows[perm[:n_paired]], rows[perm[n_paired:]]
+    out_rows = np.concatenate([paired, np.repeat(unpaired, n_modalities)])
+    presence = np.concatenate([np.ones((len(paired), n_modalities), dtype=bool),
+                               np.tile(np.eye(n_modalities, dtype=bool), (len(unpaired), 1))])
+    return out_rows, presence
+
+
+class EpochBatchSampler(torch.utils.data.Sampler):
+    """Batches of indices from a permutation seeded by (seed, epoch): no state to checkpoint.
+
+    ``rank``/``world`` shard each batch-aligned permutation like DistributedSampler (padding by
+    wrap-around so every rank gets the same number of steps); ``start`` skips batches already
+    done, for an exact mid-epoch resume.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world: int = 1):
+        self.n, self.batch_size, self.seed, self.shuffle, self.rank, self.world = n, batch_size, seed, shuffle, rank, world
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def steps(self) -> int:
+        return math.ceil(math.ceil(self.n / self.world) / self.batch_size)
+
+    def __len__(self) -> int:
+        return self.steps() - self.start
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.shuffle:
+            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch))
+        else:
+            order = torch.arange(self.n)
+        per_rank = math.ceil(self.n / self.world)
+        if per_rank * self.world > self.n:
+            order = torch.cat([order, order[: per_rank * self.world - self.n]])
+        mine = order[self.rank :: self.world]
+        for step in range(self.start, self.steps()):
+            yield mine[step * self.batch_size : (step + 1) * self.batch_size].tolist()
+
+
+def _identity(batch: Batch) -> Batch:
+    return batch
+
+
+def make_loader(view: ModalityView, sampler: EpochBatchSampler, num_workers: int = 0, pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(view, batch_sampler=sampler, collate_fn=_identity, num_workers=num_workers,
+                                       pin_memory=pin_memory, persistent_workers=num_workers > 0)

@@ -1,0 +1,81 @@
+"""Fusion strategies: how unimodal experts combine into latents, and the objective on them.
+
+A fusion is an ``nn.Module`` plugin. The engine hands it the model (to encode each present
+modality once and decode each modality once) and a :class:`SubsetPlan`; it returns the loss.
+PoE lives in the ``modkit_poe`` plugin; MoE, MoPoE, MEME, latent mixing and M2 plug in the same way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+from modkit.gaussian import DiagGaussian, Experts, product_of_experts
+
+if TYPE_CHECKING:
+    from modkit.batch import Batch
+    from modkit.engine import MultimodalVAE
+
+
+class FusionConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: str
+
+
+@dataclass
+class SubsetPlan:
+    """The subsets of one step: ``mask`` (S, N) on the device, and per modality the subset rows that contain it.
+
+    ``rows[i]`` indexes the subsets holding modality i (on the device); ``counts[i]`` is its length,
+    known on the host so shapes never need a device sync.
+    """
+
+    mask: Tensor
+    rows: list[Tensor]
+    counts: list[int]
+
+    @classmethod
+    def from_mask(cls, mask: Tensor, device: torch.device | str = "cpu") -> "SubsetPlan":
+        mask = mask.to(torch.bool).cpu()
+        rows = [torch.nonzero(mask[:, i]).flatten() for i in range(mask.shape[1])]
+        return cls(
+            mask=mask.to(device, non_blocking=True),
+            rows=[r.to(device, non_blocking=True) for r in rows],
+            counts=[len(r) for r in rows],
+        )
+
+    @property
+    def n_subsets(self) -> int:
+        return self.mask.shape[0]
+
+
+@dataclass
+class LossOutput:
+    """The scalar to minimise and detached per-sample-mean terms for logging (``loss``, ``kl``, ``rec/<m>``, …)."""
+
+    loss: Tensor
+    terms: dict[str, Tensor] = field(default_factory=dict)
+
+
+class Fusion(nn.Module):
+    """Base class for fusion plugins."""
+
+    Config: ClassVar[type[FusionConfig]] = FusionConfig
+    #: False for strategies that ignore the subset sampler (e.g. MoE uses unimodal posteriors only)
+    uses_sampler: ClassVar[bool] = True
+
+    def __init__(self, names: list[str], latent_dim: int, config: FusionConfig):
+        super().__init__()
+        self.names = list(names)
+        self.latent_dim = latent_dim
+        self.config = config
+
+    def loss(self, model: "MultimodalVAE", batch: "Batch", plan: SubsetPlan, beta: float) -> LossOutput:
+        raise NotImplementedError
+
+    def posterior(self, experts: Experts, subsets: Tensor) -> DiagGaussian:
+        """q(z | the modalities of each subset row ∩ present): (S, B, D). Default: PoE with the prior expert."""
+        return DiagGaussian(*product_of_experts(experts, subsets, prior=True))

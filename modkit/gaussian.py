@@ -1,0 +1,97 @@
+"""Diagonal-Gaussian experts and their product, the arithmetic every fusion shares.
+
+The product of experts (MVAE) is computed in precision space as one matrix product over the
+subset × modality mask, so any number of subsets costs one ``einsum``. Log-variances arrive
+bounded (see :func:`modkit.nn.bounded_logvar`), so precisions stay finite in float32: this is
+what keeps training at lr 1e-3 free of the NaNs the reference code produced.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+class Experts(NamedTuple):
+    """Unimodal Gaussian experts for a batch: ``mu``/``logvar`` are (N, B, D), ``present`` is (B, N) bool."""
+
+    mu: Tensor
+    logvar: Tensor
+    present: Tensor
+
+
+class DiagGaussian:
+    """A batch of diagonal Gaussians with leading shape ``mu.shape[:-1]``."""
+
+    def __init__(self, mu: Tensor, logvar: Tensor):
+        self.mu, self.logvar = mu, logvar
+
+    @property
+    def mean(self) -> Tensor:
+        return self.mu
+
+    @property
+    def std(self) -> Tensor:
+        return torch.exp(0.5 * self.logvar)
+
+    def rsample(self, n: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+        shape = self.mu.shape if n is None else (n, *self.mu.shape)
+        eps = torch.randn(shape, device=self.mu.device, dtype=self.mu.dtype, generator=generator)
+        return self.mu + eps * self.std
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """Log-density summed over the last dim; ``z`` broadcasts against the batch shape."""
+        return gaussian_log_prob(z, self.mu, self.logvar)
+
+    def kl_to_standard_normal(self) -> Tensor:
+        return kl_standard_normal(self.mu, self.logvar)
+
+
+def gaussian_log_prob(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    return -0.5 * (LOG_2PI + logvar + (z - mu) ** 2 * torch.exp(-logvar)).sum(-1)
+
+
+def kl_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu, exp(logvar)) ‖ N(0, I)), summed over the last dim."""
+    return 0.5 * (torch.exp(logvar) + mu**2 - 1.0 - logvar).sum(-1)
+
+
+def kl_gaussians(mu1: Tensor, logvar1: Tensor, mu2: Tensor, logvar2: Tensor) -> Tensor:
+    """KL(N1 ‖ N2) for diagonal Gaussians, summed over the last dim."""
+    return 0.5 * (logvar2 - logvar1 + (torch.exp(logvar1) + (mu1 - mu2) ** 2) * torch.exp(-logvar2) - 1.0).sum(-1)
+
+
+def product_of_experts(experts: Experts, subsets: Tensor, prior: bool = True) -> tuple[Tensor, Tensor]:
+    """Fuse experts for many subsets at once.
+
+    ``subsets`` is (S, N) — the same subsets for every sample — or (S, B, N) per sample; it is
+    ANDed with ``experts.present`` so a missing modality never contributes. With ``prior`` the
+    N(0, I) prior expert is included (MVAE). Returns ``mu``, ``logvar`` of shape (S, B, D).
+    An empty subset without the prior expert yields precision 0; callers must mask such rows.
+    """
+    present = experts.present.T.unsqueeze(-1)  # (N, B, 1): an absent expert is exactly zero, even if its input was garbage
+    precision = torch.where(present, torch.exp(-experts.logvar.float()), 0.0)  # (N, B, D)
+    weighted_mu = torch.where(present, precision * experts.mu.float(), 0.0)
+    mask = subsets.to(torch.float32)
+    if mask.dim() == 2:
+        total = torch.einsum("sn,nbd->sbd", mask, precision)
+        total_mu = torch.einsum("sn,nbd->sbd", mask, weighted_mu)
+    else:
+        total = torch.einsum("sbn,nbd->sbd", mask, precision)
+        total_mu = torch.einsum("sbn,nbd->sbd", mask, weighted_mu)
+    if prior:
+        total = total + 1.0
+    else:
+        total = total.clamp_min(torch.finfo(torch.float32).tiny)
+    mu = total_mu / total
+    logvar = -torch.log(total)
+    return mu, logvar
+
+
+def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    eps = torch.randn(mu.shape, device=mu.device, dtype=mu.dtype, generator=generator)
+    return mu + eps * torch.exp(0.5 * logvar)

@@ -1,0 +1,110 @@
+"""The modality contract: what a plugin supplies so the engine can use a kind of data.
+
+A modality turns one column of a dataset into a Gaussian expert (``encode``), turns latents
+back into likelihood parameters (``decode``), scores data under them (``log_likelihood``),
+batches samples with missing ones as first-class (``preprocess`` + ``collate``), and shows a
+sample to a person (``render``). The engine never names a modality; it only calls these.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence, Union
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from modkit.likelihoods import Likelihood
+from modkit.nn import over_leading
+
+if TYPE_CHECKING:
+    from modkit.data import Column
+
+#: What a modality's batched data is: one tensor, or a dict of tensors (tokens + lengths, …).
+Data = Union[Tensor, dict[str, Tensor]]
+
+
+class ModalityConfig(BaseModel):
+    """Options every modality has; plugins subclass this and add their own."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: str
+    weight: float = Field(1.0, ge=0, description="λ, the weight of this modality's log-likelihood")
+    field: str | None = Field(None, description="dataset column (default: the modality's name)")
+
+
+class Modality(nn.Module):
+    """Base class for modality plugins. Subclasses set ``Config`` and build ``likelihood``."""
+
+    Config: ClassVar[type[ModalityConfig]] = ModalityConfig
+    #: number of trailing dims of one sample's decoder output that form the event (decode reshaping)
+    likelihood: Likelihood
+
+    def __init__(self, name: str, config: ModalityConfig, latent_dim: int):
+        super().__init__()
+        self.name = name
+        self.config = config
+        self.latent_dim = latent_dim
+
+    @property
+    def weight(self) -> float:
+        return self.config.weight
+
+    # -- data --------------------------------------------------------------------------------
+    def prepare(self, column: "Column", run_dir: Path | None) -> None:
+        """Fit data-dependent state (a tokenizer, a vocabulary) on the training column.
+
+        Always called after ``__init__`` and before training or loading a checkpoint, so a plugin
+        whose network size depends on the data builds it here. ``column`` iterates the training
+        split's raw values lazily (``None`` for missing); state to keep goes in ``run_dir`` (reuse it
+        when it is already there, as on resume). Default: nothing to fit.
+        """
+
+    def preprocess(self, value: Any) -> Tensor | dict[str, Tensor]:
+        """One raw value (file path, string, number, array) → a tensor for one sample."""
+        return torch.as_tensor(np.asarray(value))
+
+    def placeholder(self) -> Tensor | dict[str, Tensor]:
+        """Stand-in for a missing sample (never scored: presence masks it out)."""
+        raise NotImplementedError(f"{type(self).__name__} must define placeholder()")
+
+    def collate(self, samples: Sequence[Tensor | dict[str, Tensor] | None]) -> Data:
+        """Stack preprocessed samples; ``None`` (missing) becomes the placeholder."""
+        filled = [self.placeholder() if s is None else s for s in samples]
+        if isinstance(filled[0], dict):
+            return {k: torch.stack([f[k] for f in filled]) for k in filled[0]}
+        return torch.stack(filled)
+
+    def check(self, x: Data) -> None:
+        """Raise ``ValueError`` with a readable message if batched data do not fit this modality's config."""
+
+    # -- model -------------------------------------------------------------------------------
+    def encode(self, x: Data) -> tuple[Tensor, Tensor]:
+        """Batched data → (mu, logvar), each (B, latent_dim)."""
+        raise NotImplementedError
+
+    def decoder_net(self, z: Tensor) -> Tensor:
+        """(M, latent_dim) → (M, *output shape): the decoder proper on a flat batch of latents."""
+        raise NotImplementedError
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Latents of any leading shape (*lead, D) → likelihood parameters (*lead, *output shape)."""
+        return over_leading(self.decoder_net, z)
+
+    def log_likelihood(self, out: Tensor, x: Data) -> Tensor:
+        """log p(x | out) per sample; ``out`` is (*lead, B, ...), ``x`` is (B, ...); returns (*lead, B)."""
+        return self.likelihood.log_prob(out, x)
+
+    def predict(self, out: Tensor) -> Data:
+        """A point estimate of the data from decoder output (mean, or most likely class)."""
+        return self.likelihood.mean(out)
+
+    def accuracy(self, out: Tensor, x: Data) -> Tensor | None:
+        """Per-sample correctness in [0, 1] for discrete modalities (cross-modal coherence); None if not discrete."""
+        return None
+
+    # -- people ------------------------------------------------------------------------------
+    def render(self, x: Data) -> np.ndarray | str:
+        """One sample (no batch dim) → an RGB float image (H, W, 3) in [0, 1], or a string."""
+        raise NotImplementedError

@@ -1,0 +1,145 @@
+"""Run-directory I/O. Every file is written to a temporary sibling, fsynced, then renamed:
+a crash leaves either the old file or the new one, never half of one."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from modkit.errors import ModkitError
+
+CHECKPOINT = "checkpoint.pt"
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
+RECIPE = "recipe.yaml"
+METRICS_JSONL = "metrics.jsonl"
+METRICS_CSV = "metrics.csv"
+SUMMARY = "summary.json"
+SAMPLES_PNG = "samples.png"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ModkitError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise ModkitError(f"cannot write {path}: {exc.strerror or exc}") from None
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
+    """Write the new checkpoint completely, then keep the old one as ``checkpoint.prev.pt``."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    current = run_dir / CHECKPOINT
+    staged = run_dir / (CHECKPOINT + ".new")
+    atomic_write_bytes(staged, buffer.getvalue())
+    if current.exists():
+        os.replace(current, run_dir / PREVIOUS_CHECKPOINT)
+    os.replace(staged, current)
+    _fsync_dir(run_dir)
+
+
+def load_checkpoint(run_dir: Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """The newest complete checkpoint (falls back to the previous one if the newest is unreadable)."""
+    errors = []
+    for name in (CHECKPOINT, CHECKPOINT + ".new", PREVIOUS_CHECKPOINT):
+        path = run_dir / name
+        if not path.exists():
+            continue
+        try:
+            return torch.load(path, map_location=map_location, weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - a torn file: try the older one
+            errors.append(f"{name}: {exc}")
+    detail = f" ({'; '.join(errors)})" if errors else ""
+    raise ModkitError(f"no usable checkpoint in {run_dir}{detail}")
+
+
+def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    atomic_write_text(run_dir / METRICS_JSONL, "".join(json.dumps(r, default=_jsonable) + "\n" for r in rows))
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(run_dir / METRICS_CSV, out.getvalue())
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / METRICS_JSONL
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def unique_run_dir(runs_dir: Path, name: str, stamp: str) -> Path:
+    base = runs_dir / f"{name}-{stamp}"
+    path, i = base, 1
+    while path.exists():
+        i += 1
+        path = base.with_name(f"{base.name}-{i}")
+    return path
+
+
+def ensure_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".modkit-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ModkitError(f"run directory {folder} is not writable: {exc.strerror or exc}") from None
+
+
+def iter_lines(values: Iterable[str]) -> str:
+    return "".join(f"{v}\n" for v in values)

@@ -1,0 +1,124 @@
+"""Subsets of modalities as rows of a boolean (S, N) matrix, and the samplers that choose them.
+
+The mask rows are ANDed with per-sample presence inside the fusion, so one matrix serves the
+whole batch. Samplers draw on the host from their own seeded generator (checkpointed), so no
+device sync is needed to know which decoders run on which rows.
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+
+def all_subsets(n: int) -> Tensor:
+    """All 2^n − 1 non-empty subsets; row i is the binary expansion of i + 1 (modality 0 = lowest bit)."""
+    codes = torch.arange(1, 2**n)
+    return (codes.unsqueeze(1) >> torch.arange(n)) & 1 == 1
+
+
+def singles(n: int) -> Tensor:
+    return torch.eye(n, dtype=torch.bool)
+
+
+def full(n: int) -> Tensor:
+    return torch.ones(1, n, dtype=torch.bool)
+
+
+def subset_names(mask: Tensor, names: list[str]) -> list[str]:
+    return ["+".join(n for n, on in zip(names, row.tolist()) if on) for row in mask]
+
+
+class SamplerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: str
+
+
+class SubsetSampler:
+    """Chooses the subsets whose ELBOs a training step sums. Subclasses implement ``sample``."""
+
+    Config: ClassVar[type[SamplerConfig]] = SamplerConfig
+    #: True when every call returns the same matrix (the engine then caches it on the device)
+    fixed: ClassVar[bool] = True
+
+    def __init__(self, n_modalities: int, config: SamplerConfig, seed: int = 0):
+        self.n = n_modalities
+        self.config = config
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def sample(self) -> Tensor:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+    def _random_subsets(self, k: int, exclude_trivial: bool) -> Tensor:
+        """k distinct-or-not random subsets; with ``exclude_trivial`` sizes are 2..n-1 (not full, not single)."""
+        if k == 0:
+            return torch.zeros(0, self.n, dtype=torch.bool)
+        pool = all_subsets(self.n)
+        if exclude_trivial:
+            sizes = pool.sum(1)
+            pool = pool[(sizes > 1) & (sizes < self.n)]
+            if len(pool) == 0:
+                return torch.zeros(0, self.n, dtype=torch.bool)
+        idx = torch.randint(len(pool), (k,), generator=self.generator)
+        return pool[idx]
+
+
+class AllSampler(SubsetSampler):
+    """Every non-empty subset (2^N − 1 rows): exact for small N."""
+
+    def sample(self) -> Tensor:
+        return all_subsets(self.n)
+
+
+class SinglesSampler(SubsetSampler):
+    """Each modality alone."""
+
+    def sample(self) -> Tensor:
+        return singles(self.n)
+
+
+class FullSampler(SubsetSampler):
+    """Only the joint subset of all modalities."""
+
+    def sample(self) -> Tensor:
+        return full(self.n)
+
+
+class KConfig(SamplerConfig):
+    k: int = Field(1, ge=0, description="number of random subsets per step")
+
+
+class MVAESampler(SubsetSampler):
+    """MVAE sub-sampled training: the full set, every single modality, and k random subsets of size 2..N−1."""
+
+    Config = KConfig
+
+    @property
+    def fixed(self) -> bool:  # type: ignore[override]
+        return self.config.k == 0 or self.n <= 2
+
+    def sample(self) -> Tensor:
+        rows = [full(self.n)] + ([singles(self.n)] if self.n > 1 else [])
+        rows.append(self._random_subsets(self.config.k, exclude_trivial=True))
+        return torch.cat(rows)
+
+
+class RandomSampler(SubsetSampler):
+    """k uniformly random non-empty subsets per step."""
+
+    Config = KConfig
+    fixed = False
+
+    def sample(self) -> Tensor:
+        return self._random_subsets(max(self.config.k, 1), exclude_trivial=False)
+
+
+BUILTIN_SAMPLERS = {"all": AllSampler, "mvae": MVAESampler, "singles": SinglesSampler, "random": RandomSampler, "full": FullSampler}

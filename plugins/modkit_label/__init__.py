@@ -1,0 +1,77 @@
+"""The label modality: one class out of K, with a categorical likelihood and an embedding encoder."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from modkit import DataError, Modality, ModalityConfig, hookimpl
+from modkit.likelihoods import Categorical
+from modkit.nn import GaussianHead, mlp
+
+
+class LabelConfig(ModalityConfig):
+    num_classes: int = Field(..., ge=2)
+    class_names: list[str] | None = Field(None, description="names shown in renders and accepted as input")
+    embedding_dim: int = Field(64, ge=1)
+    hidden: list[int] = Field([512, 512], min_length=1)
+
+
+class Label(Modality):
+    """Class ids (int64); a missing label is a first-class state, as in semi-supervised data."""
+
+    Config = LabelConfig
+
+    def __init__(self, name: str, config: LabelConfig, latent_dim: int):
+        super().__init__(name, config, latent_dim)
+        if config.class_names is not None and len(config.class_names) != config.num_classes:
+            from modkit import RecipeError
+
+            raise RecipeError(f"modalities.{name}.class_names", f"has {len(config.class_names)} names for {config.num_classes} classes")
+        self.embed = nn.Embedding(config.num_classes, config.embedding_dim)
+        self.encoder = mlp([config.embedding_dim, *config.hidden], final_activation=True)
+        self.head = GaussianHead(config.hidden[-1], latent_dim)
+        self.decoder = mlp([latent_dim, *reversed(config.hidden), config.num_classes])
+        self.likelihood = Categorical(event_dims=0)
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.head(self.encoder(self.embed(x.long().clamp(0, self.config.num_classes - 1))))
+
+    def decoder_net(self, z: Tensor) -> Tensor:
+        return self.decoder(z)
+
+    def preprocess(self, value) -> Tensor:
+        names = self.config.class_names
+        if isinstance(value, str) and names and value in names:
+            return torch.tensor(names.index(value))
+        try:
+            index = int(value)
+        except (TypeError, ValueError):
+            allowed = f" or one of {names}" if names else ""
+            raise DataError(f"label {value!r} is not a class id{allowed}") from None
+        if not 0 <= index < self.config.num_classes:
+            raise DataError(f"label {index} is outside 0..{self.config.num_classes - 1}")
+        return torch.tensor(index)
+
+    def placeholder(self) -> Tensor:
+        return torch.tensor(0)
+
+    def check(self, x: Tensor) -> None:
+        if x.dim() != 1 or x.is_floating_point():
+            raise ValueError(f"labels must be integer class ids, one per sample (got {x.dtype}, shape {tuple(x.shape)})")
+        if x.min() < 0 or x.max() >= self.config.num_classes:
+            raise ValueError(f"label {int(x.max())} is outside 0..{self.config.num_classes - 1} (num_classes {self.config.num_classes})")
+
+    def accuracy(self, out: Tensor, x: Tensor) -> Tensor:
+        return (out.argmax(-1) == x).float()
+
+    def render(self, x: Tensor) -> str:
+        index = int(x)
+        names = self.config.class_names
+        return names[index] if names else str(index)
+
+
+@hookimpl
+def modkit_register(registry):
+    registry.add_modality("label", Label)

@@ -1,0 +1,59 @@
+"""Installs modkit and its first-party plugins.
+
+Every folder ``plugins/modkit_<name>/`` is a package of its own that registers itself through
+the ``modkit`` entry-point group, exactly as a third-party plugin package would.
+"""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+PLUGINS = sorted(p.name for p in (HERE / "plugins").iterdir() if p.is_dir() and (p / "__init__.py").exists())
+
+
+def plugin_packages():
+    """Each plugin folder and its subpackages, mapped from plugins/ to top-level import names."""
+    packages, dirs = [], {}
+    for name in PLUGINS:
+        for sub in [""] + find_packages(str(HERE / "plugins" / name)):
+            package = name + ("." + sub if sub else "")
+            packages.append(package)
+            dirs[package] = "plugins/" + package.replace(".", "/")
+    return packages, dirs
+
+
+plugin_pkgs, plugin_dirs = plugin_packages()
+
+setup(
+    name="modkit",
+    version="0.1.0",
+    description="Multimodal variational autoencoders from plugins: PoE, MoE, MoPoE, MEME and more on one vectorized engine",
+    long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["modkit", "modkit.*"]) + plugin_pkgs,
+    package_dir={"modkit": "modkit", **plugin_dirs},
+    package_data={name: ["*.yaml", "*.txt", "*.json", "templates/*", "templates/**/*"] for name in ["modkit", *PLUGINS]},
+    include_package_data=True,
+    install_requires=[
+        "torch>=2.2",
+        "pluggy>=1.3",
+        "click>=8.1",
+        "pyyaml>=6.0",
+        "numpy>=1.24",
+        "pydantic>=2.5",
+        "tqdm>=4.66",
+        "scikit-learn>=1.3",
+        "pillow>=10.0",
+        "matplotlib>=3.7",
+        "transformers>=4.40",
+        "timm>=0.9",
+        "sentencepiece>=0.1.99",
+        "sacrebleu>=2.3",
+    ],
+    extras_require={"test": ["pytest>=7.4"]},
+    entry_points={
+        "console_scripts": ["modkit = modkit.cli:main"],
+        "modkit": [f"{name.removeprefix('modkit_')} = {name}" for name in PLUGINS],
+    },
+)
