@@ -106,7 +106,7 @@ def build(recipe: Recipe, plugins: PluginSet, run_dir: Path | None = None, sourc
     fields = {n: recipe.field_of(n) for n in names}
 
     fusion_cls = lookup(plugins, "fusion", recipe.model.fusion, "model.fusion", source)
-    fusion = fusion_cls(names, recipe.model.latent_dim, component_config(recipe.model.fusion, fusion_cls.Config, "model.fusion", source))
+    fusion = fusion_cls(modalities, recipe.model.latent_dim, component_config(recipe.model.fusion, fusion_cls.Config, "model.fusion", source))
     sampler_cls = lookup(plugins, "sampler", recipe.model.sampler, "model.sampler", source)
     sampler = sampler_cls(len(names), component_config(recipe.model.sampler, sampler_cls.Config, "model.sampler", source), seed=recipe.seed)
 

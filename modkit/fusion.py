@@ -7,7 +7,7 @@ PoE lives in the ``modkit_poe`` plugin; MoE, MoPoE, MEME, latent mixing and M2 p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Mapping
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -18,6 +18,7 @@ from modkit.gaussian import DiagGaussian, Experts, product_of_experts
 if TYPE_CHECKING:
     from modkit.batch import Batch
     from modkit.engine import MultimodalVAE
+    from modkit.modality import Modality
 
 
 class FusionConfig(BaseModel):
@@ -67,9 +68,11 @@ class Fusion(nn.Module):
     #: False for strategies that ignore the subset sampler (e.g. MoE uses unimodal posteriors only)
     uses_sampler: ClassVar[bool] = True
 
-    def __init__(self, names: list[str], latent_dim: int, config: FusionConfig):
+    def __init__(self, modalities: Mapping[str, "Modality"], latent_dim: int, config: FusionConfig):
+        """``modalities`` are the model's modality plugins, in order: read their shapes and ``feature_dim``
+        to size the fusion's own networks; do not keep them (the model owns them and passes itself to ``loss``)."""
         super().__init__()
-        self.names = list(names)
+        self.names = list(modalities)
         self.latent_dim = latent_dim
         self.config = config
 

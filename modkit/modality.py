@@ -38,8 +38,9 @@ class Modality(nn.Module):
     """Base class for modality plugins. Subclasses set ``Config`` and build ``likelihood``."""
 
     Config: ClassVar[type[ModalityConfig]] = ModalityConfig
-    #: number of trailing dims of one sample's decoder output that form the event (decode reshaping)
     likelihood: Likelihood
+    #: size of :meth:`features` (set in ``__init__`` or ``prepare``)
+    feature_dim: int
 
     def __init__(self, name: str, config: ModalityConfig, latent_dim: int):
         super().__init__()
@@ -80,9 +81,17 @@ class Modality(nn.Module):
         """Raise ``ValueError`` with a readable message if batched data do not fit this modality's config."""
 
     # -- model -------------------------------------------------------------------------------
-    def encode(self, x: Data) -> tuple[Tensor, Tensor]:
-        """Batched data → (mu, logvar), each (B, latent_dim)."""
+    def features(self, x: Data) -> Tensor:
+        """Batched data → deterministic (B, feature_dim) features: the encoder below its Gaussian head.
+
+        Fusions that mix features instead of experts (latent mixing, LCMVAE) and classifiers built on
+        an encoder (M2) use this; a frozen pretrained encoder is exposed here.
+        """
         raise NotImplementedError
+
+    def encode(self, x: Data) -> tuple[Tensor, Tensor]:
+        """Batched data → (mu, logvar), each (B, latent_dim). Default: the Gaussian head on :meth:`features`."""
+        return self.head(self.features(x))
 
     def decoder_net(self, z: Tensor) -> Tensor:
         """(M, latent_dim) → (M, *output shape): the decoder proper on a flat batch of latents."""

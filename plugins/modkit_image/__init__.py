@@ -34,11 +34,12 @@ class Image(Modality):
         size = math.prod(self.shape)
         self.encoder = mlp([size, *config.hidden], final_activation=True)
         self.head = GaussianHead(config.hidden[-1], latent_dim)
+        self.feature_dim = config.hidden[-1]
         self.decoder = mlp([latent_dim, *reversed(config.hidden), size])
         self.likelihood = make_likelihood(config.likelihood, event_dims=3, scale=config.scale, key=f"modalities.{name}.likelihood")
 
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.head(self.encoder(x.flatten(1).float()))
+    def features(self, x: Tensor) -> Tensor:
+        return self.encoder(x.flatten(1).float())
 
     def decoder_net(self, z: Tensor) -> Tensor:
         return self.decoder(z).view(-1, *self.shape)

@@ -32,11 +32,15 @@ class Label(Modality):
         self.embed = nn.Embedding(config.num_classes, config.embedding_dim)
         self.encoder = mlp([config.embedding_dim, *config.hidden], final_activation=True)
         self.head = GaussianHead(config.hidden[-1], latent_dim)
+        self.feature_dim = config.hidden[-1]
         self.decoder = mlp([latent_dim, *reversed(config.hidden), config.num_classes])
         self.likelihood = Categorical(event_dims=0)
 
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.head(self.encoder(self.embed(x.long().clamp(0, self.config.num_classes - 1))))
+    def features(self, x: Tensor) -> Tensor:
+        """Class ids (B,), or class probabilities (B, K) — a relaxed (Gumbel-softmax) or learned pseudo label."""
+        if x.is_floating_point() and x.dim() == 2:
+            return self.encoder(x @ self.embed.weight)
+        return self.encoder(self.embed(x.long().clamp(0, self.config.num_classes - 1)))
 
     def decoder_net(self, z: Tensor) -> Tensor:
         return self.decoder(z)
