@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from modkit import __version__, rundir
-from modkit.errors import ModkitError, RecipeError
+from modkit.errors import ModkitError
 from modkit.plugins import PluginSet, load_plugins
 from modkit.project import load_project
 from modkit.recipe import load_recipe, resolve_raw
@@ -115,6 +115,9 @@ def plugins_command() -> None:
         click.echo(f"  {info.name:<12} {info.package:<14} {info.source:<12} {status}")
     if plugins.broken:
         click.echo(f"{len(plugins.broken)} plugin(s) broken; commands that do not need them keep working.", err=True)
+
+
+# -- commands kept in their own modules: one add_command line each -------------------------------
 
 
 if __name__ == "__main__":  # pragma: no cover
