@@ -73,6 +73,11 @@ def product_of_experts(experts: Experts, subsets: Tensor, prior: bool = True) ->
     N(0, I) prior expert is included (MVAE). Returns ``mu``, ``logvar`` of shape (S, B, D).
     An empty subset without the prior expert yields precision 0; callers must mask such rows.
     """
+    with torch.autocast(experts.mu.device.type, enabled=False):  # precisions span e^±8: float32 even under AMP
+        return _product_of_experts(experts, subsets, prior)
+
+
+def _product_of_experts(experts: Experts, subsets: Tensor, prior: bool) -> tuple[Tensor, Tensor]:
     present = experts.present.T.unsqueeze(-1)  # (N, B, 1): an absent expert is exactly zero, even if its input was garbage
     precision = torch.where(present, torch.exp(-experts.logvar.float()), 0.0)  # (N, B, D)
     weighted_mu = torch.where(present, precision * experts.mu.float(), 0.0)

@@ -90,6 +90,8 @@ class TrainSpec(Strict):
     log_every: int = Field(50, ge=1)
     checkpoint_every: int | None = Field(None, ge=1, description="also checkpoint every N steps")
     progress: bool = True
+    amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision of the forward (autocast); fusion math stays float32")
+    compile: bool = Field(False, description="torch.compile the model's forward (the training step's objective)")
 
     @field_validator("device")
     @classmethod

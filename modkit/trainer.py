@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from modkit import rundir
+from modkit.accel import accelerate, optimizer_options
 from modkit.build import Setup, build
 from modkit.data import EpochBatchSampler, make_loader
 from modkit.errors import ModkitError
@@ -51,7 +52,7 @@ def seed_everything(seed: int) -> None:
 
 def make_optimizer(model: torch.nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
     cls = torch.optim.AdamW if spec.optimizer == "adamw" else torch.optim.Adam
-    return cls(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay, amsgrad=spec.amsgrad)
+    return cls(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay, amsgrad=spec.amsgrad, **optimizer_options(model))
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, spec: TrainSpec):
@@ -82,6 +83,7 @@ class Trainer:
         seed_everything(recipe.seed)
         self.setup: Setup = build(recipe, plugins, run_dir, source)
         self.model = self.setup.model.to(device)
+        self.accel = accelerate(self.model, device, recipe.train.amp, recipe.train.compile)
         self.sampler = self.setup.sampler
         self.optimizer = make_optimizer(self.model, recipe.train)
         self.scheduler = make_scheduler(self.optimizer, recipe.train)
@@ -141,10 +143,11 @@ class Trainer:
     def step(self, batch, beta: float) -> dict[str, torch.Tensor]:
         out = self.model(batch, self.plan(), beta)
         self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        self.accel.backward(out.loss)
         if self.recipe.train.grad_clip:
+            self.accel.unscale(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.train.grad_clip)
-        self.optimizer.step()
+        self.accel.step(self.optimizer)
         return out.terms
 
     def fit(self) -> None:

@@ -1,0 +1,220 @@
+"""What both benchmark workers share: the synthetic data, the timing loop, the memory probe.
+
+This file is imported by the modkit worker (modkit's venv) and by the MultiVae worker (the peer's
+own venv), so it uses only the standard library, numpy and torch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import statistics
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+
+#: Printed before the one JSON line a worker returns, so log noise on stdout cannot confuse run.py.
+RESULT_MARK = "@@BENCH@@ "
+SIDE = (1, 28, 28)  # each modality: a binary 784-d vector, stored as a 28×28 grey image
+PIXELS = 784
+
+
+def synthetic_data(n_modalities: int, n_rows: int, seed: int = 0) -> list[np.ndarray]:
+    """N binary 784-d modalities that share a class: each is its class prototype with 5 % of bits flipped.
+
+    Deterministic in (n_modalities, n_rows, seed), so the modkit and MultiVae workers see identical data.
+    """
+    rng = np.random.default_rng(seed)
+    prototypes = rng.random((10, n_modalities, PIXELS)) < 0.3
+    labels = rng.integers(10, size=n_rows)
+    out = []
+    for m in range(n_modalities):
+        flips = rng.random((n_rows, PIXELS)) < 0.05
+        out.append((prototypes[labels, m] ^ flips).astype(np.float32).reshape(n_rows, *SIDE))
+    return out
+
+
+def set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+# -- time ----------------------------------------------------------------------------------------
+
+def time_interleaved(steps: dict[str, Callable[[], None]], warmup: int, measure: int, max_seconds: float,
+                     min_steps: int = 5) -> dict[str, dict[str, list[float]]]:
+    """Run each step function in turn (A B A B …); per function, the wall and CPU time of each step in ms.
+
+    Interleaving puts the load of a shared machine on every contender alike. CPU time
+    (``time.process_time``: this process's user + system time) is what a step costs when the process
+    runs alone; with one thread it does not grow while other processes hold the cores, so it is the
+    steadier measure on a shared machine. After ``warmup`` rounds, at most ``measure`` rounds are timed,
+    fewer if ``max_seconds`` of wall time pass (never fewer than ``min_steps``).
+    """
+    for _ in range(warmup):
+        for fn in steps.values():
+            fn()
+    times: dict[str, dict[str, list[float]]] = {k: {"wall": [], "cpu": []} for k in steps}
+    started = time.perf_counter()
+    for i in range(measure):
+        for key, fn in steps.items():
+            c0, t0 = time.process_time(), time.perf_counter()
+            fn()
+            times[key]["wall"].append((time.perf_counter() - t0) * 1e3)
+            times[key]["cpu"].append((time.process_time() - c0) * 1e3)
+        if i + 1 >= min_steps and time.perf_counter() - started > max_seconds:
+            break
+    return times
+
+
+def summary(t: dict[str, list[float]]) -> dict:
+    """Medians of wall and CPU time (the reported numbers) and the wall quartiles, so noise shows."""
+    wall, cpu = t["wall"], t["cpu"]
+    q = statistics.quantiles(wall, n=4) if len(wall) >= 2 else [wall[0]] * 3
+    return {"wall_ms": round(statistics.median(wall), 2), "cpu_ms": round(statistics.median(cpu), 2),
+            "wall_q1_ms": round(q[0], 2), "wall_q3_ms": round(q[2], 2), "n": len(wall)}
+
+
+def rates(times: dict[str, dict[str, list[float]]], points: int) -> dict:
+    """Likelihood-estimation throughput (points/s) from the median wall and CPU time per call."""
+    out = {}
+    for key, t in times.items():
+        prefix = "" if key != "floor" else "floor_"
+        out[prefix + "points_per_s"] = round(points / (statistics.median(t["wall"]) / 1e3), 2)
+        out[prefix + "points_per_cpu_s"] = round(points / (statistics.median(t["cpu"]) / 1e3), 2)
+    return out
+
+
+# -- memory --------------------------------------------------------------------------------------
+
+def _status_kb(key: str) -> int | None:
+    try:
+        text = open("/proc/self/status").read()
+    except OSError:
+        return None
+    found = re.search(rf"{key}:\s+(\d+)", text)
+    return int(found.group(1)) if found else None
+
+
+class PeakMemory:
+    """Peak resident memory of this process over a region, in MiB.
+
+    torch's CPU tensors live in malloc'd memory that ``tracemalloc`` cannot see, so the probe is the
+    kernel's own high-water mark: ``VmHWM`` is reset by writing 5 to ``/proc/self/clear_refs`` at the
+    start of the region, giving the peak of the region alone; ``peak - start`` is what training added
+    (activations, gradients, optimizer state) on top of the imported libraries and the data. Where the
+    reset is not allowed, the process-lifetime ``ru_maxrss`` is the fallback (each configuration runs
+    in a fresh process, so that is still per configuration).
+    """
+
+    def __enter__(self) -> "PeakMemory":
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.method = "VmHWM after clear_refs"
+        except OSError:
+            self.method = "ru_maxrss"
+        self.start_kb = _status_kb("VmRSS") or 0
+        return self
+
+    def __exit__(self, *exc) -> None:
+        hwm = _status_kb("VmHWM") if self.method.startswith("VmHWM") else None
+        self.peak_kb = hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    def result(self) -> dict:
+        return {"peak_rss_mb": round(self.peak_kb / 1024, 1), "start_rss_mb": round(self.start_kb / 1024, 1),
+                "train_peak_mb": round((self.peak_kb - self.start_kb) / 1024, 1), "memory_probe": self.method}
+
+
+def emit(result: dict) -> None:
+    """Hand the result to run.py: one marked JSON line on stdout."""
+    sys.stdout.write(RESULT_MARK + json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+def base_args(parser) -> None:
+    parser.add_argument("--n", type=int, default=2, help="number of modalities")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--latent", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("BENCH_THREADS", "1")))
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--max-seconds", type=float, default=20.0)
+    parser.add_argument("--moe-k", type=int, default=1, help="MoE: latent samples per unimodal posterior")
+    parser.add_argument("--nll-k", type=int, default=1000)
+    parser.add_argument("--nll-points", type=int, default=32)
+    parser.add_argument("--nll-repeats", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+# -- the work floor ------------------------------------------------------------------------------
+
+#: rows each decoder must see per data point, per objective (MoE: times N·K, filled in by floor_rows)
+def floor_rows(objective: str, n: int, moe_k: int) -> int:
+    """How many latent rows per data point each decoder needs (each encoder always needs one).
+
+    MVAE full + singles: the joint latent and the modality's own single latent (2). MoPoE with one
+    mixture sample per point: 1. MoE with K samples: every modality's K latents, N·K.
+    """
+    return {"mvae": 2, "mopoe": 1, "moe": n * moe_k}[objective]
+
+
+class Floor:
+    """The bare networks of the benchmark (same shapes as modkit's image modality) and their Adam.
+
+    One step runs each encoder forward/backward on the batch and each decoder forward/backward on
+    exactly the rows the objective needs, scores them with the Bernoulli log-likelihood, and takes
+    the Adam step (fused kernels where torch has them): work that any engine must do. Decoder inputs are leaves that require grad, so the
+    decoder's input gradient (which a real model back-propagates into the encoders) is computed too.
+    """
+
+    def __init__(self, n: int, latent: int, rows_per_point: int, lr: float = 1e-3):
+        import torch
+        from torch import nn
+
+        self.torch = torch
+        self.encoders = nn.ModuleList(
+            nn.Sequential(nn.Linear(784, 512), nn.SiLU(), nn.Linear(512, 512), nn.SiLU(), nn.Linear(512, 2 * latent)) for _ in range(n))
+        self.decoders = nn.ModuleList(
+            nn.Sequential(nn.Linear(latent, 512), nn.SiLU(), nn.Linear(512, 512), nn.SiLU(), nn.Linear(512, 784)) for _ in range(n))
+        self.params = [*self.encoders.parameters(), *self.decoders.parameters()]
+        major, minor = (int(v) for v in torch.__version__.split(".")[:2])
+        fused = {"fused": True} if (major, minor) >= (2, 4) else {}  # the fastest Adam this torch has
+        self.optimizer = torch.optim.Adam(self.params, lr=lr, **fused)
+        self.latent, self.rows = latent, rows_per_point
+        self.last: dict[str, float] = {}
+
+    def step(self, xs: list) -> None:
+        torch = self.torch
+        F = torch.nn.functional
+        t0 = time.perf_counter()
+        loss = 0.0
+        for enc, dec, x in zip(self.encoders, self.decoders, xs):
+            flat = x.reshape(len(x), -1)
+            stats = enc(flat)
+            z = torch.randn(self.rows, len(x), self.latent, requires_grad=True)
+            out = dec(z.reshape(-1, self.latent)).reshape(self.rows, len(x), -1)
+            loss = loss + F.binary_cross_entropy_with_logits(out, flat.expand_as(out), reduction="sum") + stats.square().sum()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        t1 = time.perf_counter()
+        self.optimizer.step()
+        self.last = {"forward_backward_ms": (t1 - t0) * 1e3, "adam_ms": (time.perf_counter() - t1) * 1e3}
+
+    def nll_decode(self, xs: list, k: int, chunk_rows: int = 25_600) -> None:
+        """The likelihood estimator's floor: every decoder forward on K rows per point, scored (no grad)."""
+        torch = self.torch
+        F = torch.nn.functional
+        with torch.no_grad():
+            points = len(xs[0])
+            per_chunk = max(1, chunk_rows // points)
+            for start in range(0, k, per_chunk):
+                rows = min(per_chunk, k - start)
+                z = torch.randn(rows, points, self.latent)
+                for dec, x in zip(self.decoders, xs):
+                    out = dec(z.reshape(-1, self.latent)).reshape(rows, points, -1)
+                    F.binary_cross_entropy_with_logits(out, x.reshape(points, -1).expand_as(out), reduction="none").sum(-1)

@@ -1,0 +1,185 @@
+"""The modkit side of the benchmark: one configuration per process, run by modkit's own python.
+
+The model is built the way a user's recipe builds it (plugins, recipe validation, ``Trainer``), and
+the timed step is ``Trainer.step``, the one ``modkit train`` runs. Each modality is modkit's image
+plugin with shape [1, 28, 28] and hidden [512, 512]: 784→512→512→(μ, log σ²) encoders and
+64→512→512→784 Bernoulli decoders, SiLU between layers. The work floor (``bench_common.Floor``)
+is timed in the same process, step by step between modkit's steps.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from bench_common import Floor, PeakMemory, base_args, rates, emit, floor_rows, set_threads, summary, synthetic_data, time_interleaved
+
+#: benchmark objective → (modkit fusion, its options, modkit sampler)
+OBJECTIVES = {
+    "mvae": ("poe", {}, {"type": "mvae", "k": 0}),
+    "mopoe": ("mopoe", {}, "all"),
+    "moe": ("moe", {"objective": "dreg"}, "all"),
+}
+
+
+def recipe_dict(args, objective: str, n_rows: int) -> dict:
+    fusion, options, sampler = OBJECTIVES[objective]
+    if objective == "moe":
+        options = {**options, "k": args.moe_k}
+    train = {"device": "cpu", "progress": False, "lr": 1e-3}
+    if args.amp != "off":
+        train["amp"] = args.amp
+    if args.compile:
+        train["compile"] = True
+    return {
+        "name": f"bench-{objective}-{args.n}",
+        "seed": args.seed,
+        "plugins": ["bench_plugin"],
+        "data": {"dataset": {"type": "bench-synthetic", "n_modalities": args.n, "n_rows": n_rows, "seed": args.seed},
+                 "batch_size": args.batch},
+        "modalities": {f"m{i}": {"type": "image", "shape": [1, 28, 28], "hidden": [512, 512], "likelihood": "bernoulli"}
+                       for i in range(args.n)},
+        "model": {"latent_dim": args.latent, "fusion": {"type": fusion, **options}, "sampler": sampler,
+                  "beta": {"start": 1.0, "end": 1.0}},
+        "train": train,
+    }
+
+
+def make_trainer(args, objective: str, n_rows: int, run_dir: Path):
+    """A Trainer for the objective, or the reason it cannot be built (an unregistered fusion)."""
+    from modkit.errors import ModkitError
+    from modkit.plugins import load_plugins
+    from modkit.recipe import resolve_raw
+    from modkit.trainer import Trainer
+
+    plugins = load_plugins(["bench_plugin"])
+    fusion = OBJECTIVES[objective][0]
+    if not plugins.registry.has("fusion", fusion):
+        return None, f"fusion '{fusion}' is not registered (available: {', '.join(plugins.registry.names('fusion'))})"
+    try:
+        recipe, resolved = resolve_raw(recipe_dict(args, objective, n_rows), [], None, source="benchmark")
+        return Trainer(recipe, resolved, plugins, run_dir, torch.device("cpu"), source="benchmark", echo=lambda *a, **k: None), None
+    except ModkitError as exc:
+        return None, f"{fusion}: {exc}"
+
+
+def train(args) -> None:
+    n_batches = 4
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer, why = make_trainer(args, args.mode, n_batches * args.batch, Path(tmp))
+        if trainer is None:
+            emit({"engine": "modkit", "model": args.mode, "skipped": why})
+            return
+        view = trainer.setup.train
+        batches = [view.__getitems__(list(range(i * args.batch, (i + 1) * args.batch))) for i in range(n_batches)]
+        counter = [0]
+
+        def step() -> None:
+            batch = batches[counter[0] % n_batches]
+            counter[0] += 1
+            trainer.step(batch, 1.0)
+
+        trainer.model.train()
+        with PeakMemory() as memory:
+            for _ in range(3):
+                step()
+        if args.profile:
+            write_profile(step, Path(args.profile))
+        floor = Floor(args.n, args.latent, floor_rows(args.mode, args.n, args.moe_k))
+        xs = [[b.data[f"m{i}"] for i in range(args.n)] for b in batches]
+        adam: list[float] = []
+
+        def floor_step() -> None:
+            floor.step(xs[counter[0] % n_batches])
+            adam.append(floor.last["adam_ms"])
+
+        times = time_interleaved({"modkit": step, "floor": floor_step}, args.warmup, args.steps, args.max_seconds)
+        emit({"engine": "modkit", "model": args.mode, "amp": args.amp, "compile": args.compile,
+              **summary(times["modkit"]), **memory.result(),
+              "floor": {**summary(times["floor"]), "adam_ms": round(statistics.median(adam[-len(times["floor"]["wall"]):]), 2)}})
+
+
+def write_profile(step, path: Path, steps: int = 5) -> None:
+    """torch.profiler's op table over a few steps: where a step's time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+
+
+def estimator():
+    """modkit's own importance-sampled estimator when this modkit has it (``modkit eval``), else :func:`log_marginal`."""
+    try:
+        from modkit.likelihood_estimates import importance_log_likelihood
+    except ImportError:
+        return "benchmarks/modkit_worker.py:log_marginal (engine primitives)", log_marginal
+    return ("modkit.likelihood_estimates.importance_log_likelihood",
+            lambda model, batch, k: importance_log_likelihood(model, batch, model.names, model.names, k).log_p)
+
+
+@torch.no_grad()
+def log_marginal(model, batch, k: int, chunk_rows: int = 25_600) -> torch.Tensor:
+    """IWAE estimate of log p(x_1, …, x_N) per point with the joint posterior as proposal, vectorized over K × B.
+
+    Built from the engine's public primitives (encode, the fusion's posterior, weighted_reconstruction),
+    chunked over K so memory stays bounded.
+    """
+    from modkit.gaussian import gaussian_log_prob
+
+    full = torch.ones(1, len(model.names), dtype=torch.bool)
+    post = model.fusion.posterior(model.encode(batch), full)  # (1, B, D)
+    points = len(batch)
+    per_chunk = max(1, chunk_rows // points)
+    weights = []
+    for start in range(0, k, per_chunk):
+        z = post.rsample(min(per_chunk, k - start)).squeeze(1)  # (k', B, D)
+        rec, _ = model.weighted_reconstruction(z, batch)
+        zero = torch.zeros(())
+        weights.append(rec + gaussian_log_prob(z, zero, zero) - post.log_prob(z.unsqueeze(1)).squeeze(1))
+    return torch.logsumexp(torch.cat(weights), 0) - math.log(k)
+
+
+def nll(args) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer, why = make_trainer(args, "mvae", max(args.nll_points, args.batch), Path(tmp))
+        if trainer is None:
+            emit({"engine": "modkit", "skipped": why})
+            return
+        model = trainer.model.eval()
+        batch = trainer.setup.train.__getitems__(list(range(args.nll_points)))
+        floor = Floor(args.n, args.latent, 1)
+        xs = [batch.data[f"m{i}"] for i in range(args.n)]
+        name, estimate = estimator()
+        times = time_interleaved({"modkit": lambda: estimate(model, batch, args.nll_k),
+                                  "floor": lambda: floor.nll_decode(xs, args.nll_k)}, 1, args.nll_repeats, 0.0, args.nll_repeats)
+        emit({"engine": "modkit", "estimator": name, **rates(times, args.nll_points)})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=["mvae", "mopoe", "moe", "nll"])
+    base_args(parser)
+    parser.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--profile", default=None, help="write a torch.profiler table of 5 steps to this file")
+    args = parser.parse_args()
+    set_threads(args.threads)
+    torch.manual_seed(args.seed)
+    sys.path.insert(0, str(Path(__file__).parent))  # bench_plugin, for the recipe's plugins list
+    if args.mode == "nll":
+        nll(args)
+    else:
+        train(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""The peer side of the benchmark: MultiVae 1.0.3, run by the python of its own venv (see run.py).
+
+Builds MultiVae's MVAE, MoPoE and MMVAE with the same networks modkit's image modality builds
+(784→512→512→(μ, log σ²) encoders and 64→512→512→784 Bernoulli-logit decoders, SiLU between
+layers), on the same synthetic data, and times what MultiVae's ``BaseTrainer.train_step`` does per
+batch: ``model(inputs)``, backward, Adam step, ``loss.item()``. Its data loading and metric
+bookkeeping are left out, which only flatters the peer.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch import nn
+
+from bench_common import Floor, PeakMemory, SIDE, base_args, floor_rows, rates, emit, set_threads, summary, synthetic_data, time_interleaved
+
+
+def build(kind: str, n: int, latent: int, moe_k: int):
+    from multivae.models.base import BaseDecoder, BaseEncoder, ModelOutput
+
+    class Encoder(BaseEncoder):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(784, 512), nn.SiLU(), nn.Linear(512, 512), nn.SiLU())
+            self.head = nn.Linear(512, 2 * latent)
+
+        def forward(self, x):
+            mu, log_var = self.head(self.net(x.reshape(-1, 784))).chunk(2, dim=-1)
+            return ModelOutput(embedding=mu, log_covariance=log_var)
+
+    class Decoder(BaseDecoder):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(latent, 512), nn.SiLU(), nn.Linear(512, 512), nn.SiLU(), nn.Linear(512, 784))
+
+        def forward(self, z):
+            out = self.net(z.reshape(-1, z.shape[-1]))
+            return ModelOutput(reconstruction=out.reshape(*z.shape[:-1], *SIDE))
+
+    names = [f"m{i}" for i in range(n)]
+    common = dict(n_modalities=n, latent_dim=latent, input_dims={m: SIDE for m in names},
+                  decoders_dist={m: "bernoulli" for m in names})
+    encoders = {m: Encoder() for m in names}
+    decoders = {m: Decoder() for m in names}
+    if kind == "mvae":
+        from multivae.models import MVAE, MVAEConfig
+
+        # full + singles (use_subsampling, k = 0), β = 1 from the first step (warmup 0)
+        return MVAE(MVAEConfig(**common, use_subsampling=True, k=0, warmup=0, beta=1.0), encoders, decoders), names
+    if kind == "mopoe":
+        from multivae.models import MoPoE, MoPoEConfig
+
+        return MoPoE(MoPoEConfig(**common, beta=1.0), encoders, decoders), names  # all 2^N − 1 subsets
+    if kind == "moe":
+        from multivae.models import MMVAE, MMVAEConfig
+
+        config = MMVAEConfig(**common, K=moe_k, prior_and_posterior_dist="normal", learn_prior=False, beta=1.0, loss="dreg_looser")
+        return MMVAE(config, encoders, decoders), names
+    raise SystemExit(f"unknown peer model {kind}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=["mvae", "mopoe", "moe", "nll"])
+    base_args(parser)
+    args = parser.parse_args()
+    set_threads(args.threads)
+    torch.manual_seed(args.seed)
+    from multivae.data.datasets.base import MultimodalBaseDataset
+
+    kind = "mvae" if args.mode == "nll" else args.mode
+    model, names = build(kind, args.n, args.latent, args.moe_k)
+    if args.mode == "nll":
+        data = synthetic_data(args.n, args.nll_points, args.seed)
+        inputs = MultimodalBaseDataset({m: torch.from_numpy(x) for m, x in zip(names, data)})
+        model.eval()
+        floor = Floor(args.n, args.latent, 1)
+        xs = [inputs.data[m] for m in names]
+        times = time_interleaved({"peer": lambda: model.compute_joint_nll(inputs, K=args.nll_k, batch_size_K=100),
+                                  "floor": lambda: floor.nll_decode(xs, args.nll_k)}, 1, args.nll_repeats, 0.0, args.nll_repeats)
+        emit({"engine": "multivae", **rates(times, args.nll_points)})
+        return
+
+    n_batches = 4
+    data = synthetic_data(args.n, n_batches * args.batch, args.seed)
+    batches = [MultimodalBaseDataset({m: torch.from_numpy(x[i * args.batch:(i + 1) * args.batch]) for m, x in zip(names, data)})
+               for i in range(n_batches)]
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    counter = [0]
+
+    def step() -> None:
+        inputs = batches[counter[0] % n_batches]
+        counter[0] += 1
+        out = model(inputs, epoch=1, batch_ratio=0.0)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        out.loss.item()  # MultiVae's trainer reads the loss back every step
+
+    with PeakMemory() as memory:
+        for _ in range(3):
+            step()
+    # the floor, timed step by step between the peer's steps, so both feel the same machine load
+    floor = Floor(args.n, args.latent, floor_rows(kind, args.n, args.moe_k))
+    xs = [[torch.from_numpy(x[i * args.batch:(i + 1) * args.batch]) for x in data] for i in range(n_batches)]
+    times = time_interleaved({"peer": step, "floor": lambda: floor.step(xs[counter[0] % n_batches])},
+                             args.warmup, args.steps, args.max_seconds)
+    emit({"engine": "multivae", "model": kind, **summary(times["peer"]), **memory.result(),
+          "floor": summary(times["floor"])})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,345 @@
+"""modkit against MultiVae and against the work floor, in one command.
+
+    python benchmarks/run.py            # the full table (about 15–25 minutes on 2 shared cores)
+    python benchmarks/run.py --quick    # N = 2, 3 and fewer steps, for a first look
+
+Every configuration runs in a fresh process (so its peak memory is its own): modkit's in this python,
+MultiVae 1.0.3's in ``benchmarks/.venv-multivae``, a virtual environment this script creates on first
+use and that sees the same torch build as this python (through a ``.pth`` file), so both engines
+run the same kernels. MultiVae is never a dependency of modkit. Results go to
+``benchmarks/results/results.json`` and ``results.md`` (or ``--out``).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_common import RESULT_MARK  # noqa: E402
+
+PEER_VENV = HERE / ".venv-multivae"
+PEER_VERSION = "1.0.3"
+OBJECTIVES = ("mvae", "mopoe", "moe")
+LABELS = {"mvae": "MVAE (full + singles)", "mopoe": "MoPoE (all subsets)", "moe": "MoE"}
+
+
+# -- the peer's environment ------------------------------------------------------------------------
+
+def peer_python(create: bool) -> tuple[Path | None, str | None]:
+    """The python of the MultiVae venv, creating the venv when asked; or why there is none."""
+    python = PEER_VENV / "bin" / "python"
+    if python.exists() and _peer_ok(python):
+        return python, None
+    if not create:
+        return None, f"no MultiVae venv at {PEER_VENV} (run without --no-install to create it)"
+    import torch
+
+    print(f"creating {PEER_VENV} with multivae=={PEER_VERSION} (one time) …", flush=True)
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", str(PEER_VENV)], check=True)
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    torch_site = Path(torch.__file__).resolve().parents[1]
+    (Path(site) / "zz_same_torch.pth").write_text(str(torch_site) + "\n")  # the same torch build as modkit's
+    done = subprocess.run([str(python), "-m", "pip", "install", "-q", f"multivae=={PEER_VERSION}"], capture_output=True, text=True)
+    if done.returncode != 0 or not _peer_ok(python):
+        return None, f"installing multivae=={PEER_VERSION} failed: {done.stderr.strip().splitlines()[-1:]}"
+    return python, None
+
+
+def _peer_ok(python: Path) -> bool:
+    probe = subprocess.run([str(python), "-c", "import multivae, torch"], capture_output=True, text=True)
+    return probe.returncode == 0
+
+
+# -- running one configuration ---------------------------------------------------------------------
+
+def run_worker(python: Path, script: str, mode: str, options: dict, threads: int, timeout: float) -> dict:
+    """Run one worker in a fresh process and return its JSON result (or the error it ended with)."""
+    command = [str(python), str(HERE / script), mode, "--threads", str(threads)]
+    for key, value in options.items():
+        command += [f"--{key.replace('_', '-')}", str(value)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=HERE, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    for line in done.stdout.splitlines():
+        if line.startswith(RESULT_MARK):
+            result = json.loads(line[len(RESULT_MARK):])
+            result["process_s"] = round(time.perf_counter() - started, 1)
+            return result
+    tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+    return {"error": f"exit {done.returncode}: " + " | ".join(tail)}
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def show(label: str, res: dict) -> None:
+    if "skipped" in res or "error" in res:
+        say(f"  {label:28s} {res.get('skipped') or res.get('error')}")
+    elif "cpu_ms" in res:
+        say(f"  {label:28s} cpu {res['cpu_ms']:8.1f} ms  wall {res['wall_ms']:8.1f} ms  (floor cpu {res['floor']['cpu_ms']:.1f} ms)"
+            f"  train peak {res['train_peak_mb']:.0f} MB")
+    else:
+        say(f"  {label:28s} {res}")
+
+
+# -- the table ---------------------------------------------------------------------------------------
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def train_row(objective: str, n: int, batch: int, latent: int, mk: dict, peer: dict | None) -> dict:
+    """One configuration: both engines, their floors, and the derived ratios (all on median CPU time)."""
+    row = {"objective": objective, "n": n, "batch": batch, "latent": latent, "modkit": mk, "multivae": peer}
+    ok_mk = "cpu_ms" in mk
+    ok_peer = bool(peer) and "cpu_ms" in peer
+    if ok_mk:
+        row["overhead"] = ratio(mk["cpu_ms"], mk["floor"]["cpu_ms"])
+        row["overhead_wall"] = ratio(mk["wall_ms"], mk["floor"]["wall_ms"])
+    if ok_peer:
+        row["peer_overhead"] = ratio(peer["cpu_ms"], peer["floor"]["cpu_ms"])
+    if ok_mk and ok_peer:
+        row["speedup"] = ratio(peer["cpu_ms"], mk["cpu_ms"])
+        row["speedup_wall"] = ratio(peer["wall_ms"], mk["wall_ms"])
+        row["speedup_floor_normalised"] = ratio(row["peer_overhead"], row["overhead"])
+        row["memory_ratio"] = ratio(mk["train_peak_mb"], peer["train_peak_mb"])
+    return row
+
+
+def fmt(value, spec: str = ".1f", missing: str = "–") -> str:
+    return missing if value is None else format(value, spec)
+
+
+def step_cell(res: dict | None) -> str:
+    if not res:
+        return "–"
+    if "skipped" in res:
+        return "skipped¹"
+    if "error" in res:
+        return "error²"
+    return f"{res['cpu_ms']:.1f} ({res['wall_ms']:.0f})"
+
+
+def markdown(report: dict) -> str:
+    meta = report["meta"]
+    lines = [
+        f"# modkit vs MultiVae {PEER_VERSION} and the work floor",
+        "",
+        f"- date: {meta['date']}; command: `{meta['command']}`",
+        f"- machine: {meta['cpu']}, {meta['cores']} cores; torch {meta['torch']} ({meta['threads']} thread(s) per process); python {meta['python']}",
+        f"- load average (1, 5, 15 min) at start: {meta['load_start']}; at end: {meta['load_end']}",
+        "- times: median over the timed steps of CPU time per step in ms (wall-clock median in brackets). "
+        "modkit's steps and the floor's alternate in one process, as do MultiVae's and its floor's; "
+        "ratios use CPU time, which other processes on a shared machine do not inflate.",
+        "- memory: peak resident memory added by training over the resident memory before the first step "
+        "(`VmHWM` reset through `/proc/self/clear_refs`), in MB, one fresh process per configuration.",
+        "",
+        "## Training step (batch {batch}, latent {latent})".format(**meta["defaults"]),
+        "",
+        "| objective | N | modkit ms | floor ms | overhead | MultiVae ms | MultiVae / floor | speed-up | "
+        "speed-up (floor-normalised) | modkit MB | MultiVae MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    notes = set()
+    for row in report["train"]:
+        mk, peer = row["modkit"], row["multivae"]
+        for res in (mk, peer):
+            if res and ("skipped" in res or "error" in res):
+                notes.add(f"{row['objective']} N={row['n']} {'modkit' if res is mk else 'MultiVae'}: {res.get('skipped') or res.get('error')}")
+        floor = mk.get("floor") or (peer or {}).get("floor")
+        lines.append(
+            f"| {LABELS[row['objective']]} | {row['n']} | {step_cell(mk)} | "
+            f"{fmt(floor['cpu_ms']) if floor else '–'} | {fmt(row.get('overhead'), '.3f')} | {step_cell(peer)} | "
+            f"{fmt(row.get('peer_overhead'), '.2f')} | {fmt(row.get('speedup'), '.2f')}× | "
+            f"{fmt(row.get('speedup_floor_normalised'), '.2f')}× | {fmt(mk.get('train_peak_mb'), '.0f')} | "
+            f"{fmt((peer or {}).get('train_peak_mb'), '.0f')} |")
+    nll = report.get("nll")
+    if nll:
+        mk, peer = nll.get("modkit", {}), nll.get("multivae") or {}
+        lines += ["", f"## Likelihood estimation (joint, K = {meta['nll_k']}, N = 2, {meta['nll_points']} points)", "",
+                  "| engine | points/s (CPU time) | points/s (wall) | bare-decoder floor points/s (CPU) | fraction of floor |",
+                  "|---|---|---|---|---|"]
+        for name, res in (("modkit", mk), ("MultiVae", peer)):
+            if "points_per_cpu_s" in res:
+                lines.append(f"| {name} | {res['points_per_cpu_s']:.1f} | {res['points_per_s']:.1f} | "
+                             f"{res['floor_points_per_cpu_s']:.1f} | {res['points_per_cpu_s'] / res['floor_points_per_cpu_s']:.2f} |")
+            elif res:
+                lines.append(f"| {name} | {res.get('skipped') or res.get('error')} | | | |")
+        if mk.get("estimator"):
+            lines.append(f"\nmodkit estimator: `{mk['estimator']}`.")
+    if report.get("scaling"):
+        lines += ["", "## Scaling (MVAE, N = 3)", "",
+                  "| batch | latent | modkit ms | floor ms | overhead | MultiVae ms | speed-up | modkit MB | MultiVae MB |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for row in report["scaling"]:
+            mk, peer = row["modkit"], row["multivae"]
+            floor = mk.get("floor")
+            lines.append(f"| {row['batch']} | {row['latent']} | {step_cell(mk)} | {fmt(floor['cpu_ms']) if floor else '–'} | "
+                         f"{fmt(row.get('overhead'), '.3f')} | {step_cell(peer)} | {fmt(row.get('speedup'), '.2f')}× | "
+                         f"{fmt(mk.get('train_peak_mb'), '.0f')} | {fmt((peer or {}).get('train_peak_mb'), '.0f')} |")
+    lines += ["", "## Targets (CPU)", "", "| target | result | met |", "|---|---|---|"]
+    for target in report["targets"]:
+        lines.append(f"| {target['target']} | {target['result']} | {target['met']} |")
+    if notes:
+        lines += ["", "Notes:"] + [f"- {n}" for n in sorted(notes)]
+    return "\n".join(lines) + "\n"
+
+
+def targets(report: dict) -> list[dict]:
+    """The issue's CPU targets, judged from the rows (GPU targets are judged in a GPU session)."""
+    out = []
+    rows = {(r["objective"], r["n"]): r for r in report["train"]}
+
+    def add(target: str, values: list, check) -> None:
+        known = [v for v in values if v is not None]
+        if not known:
+            out.append({"target": target, "result": "not measured", "met": "–"})
+            return
+        out.append({"target": target, "result": ", ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in values),
+                    "met": "yes" if len(known) == len(values) and all(check(v) for v in known) else "no"})
+
+    for objective in ("mvae", "mopoe"):
+        ns = sorted(n for (o, n) in rows if o == objective)
+        add(f"{LABELS[objective]}: overhead ≤ 1.10 at N = {', '.join(map(str, ns))}",
+            [rows[(objective, n)].get("overhead") for n in ns], lambda v: v <= 1.10)
+    for objective, n, bound in (("mvae", 5, 1.35), ("mopoe", 5, 1.4), ("mopoe", 8, 20.0)):
+        if (objective, n) in rows:
+            add(f"{LABELS[objective]}: speed-up over MultiVae ≥ {bound}× at N = {n}", [rows[(objective, n)].get("speedup")],
+                lambda v, b=bound: v >= b)
+    memory = [r.get("memory_ratio") for r in report["train"] if r.get("memory_ratio") is not None]
+    if memory:
+        add("peak training memory no higher than MultiVae's (modkit / MultiVae, every configuration)", memory, lambda v: v <= 1.0)
+    nll = (report.get("nll") or {}).get("modkit") or {}
+    if "points_per_cpu_s" in nll:
+        add("likelihood estimation ≥ 0.9 of the bare-decoder floor", [round(nll["points_per_cpu_s"] / nll["floor_points_per_cpu_s"], 3)],
+            lambda v: v >= 0.9)
+    return out
+
+
+def uptime() -> str:
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="N = 2, 3, fewer steps, a smaller scaling sweep")
+    parser.add_argument("--n", default=None, help="comma-separated numbers of modalities (default 2,3,5,8)")
+    parser.add_argument("--objectives", default=",".join(OBJECTIVES))
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--latent", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process (1: steadiest on a shared machine)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per configuration (default 30, quick 8)")
+    parser.add_argument("--warmup", type=int, default=None)
+    parser.add_argument("--max-seconds", type=float, default=None, help="stop timing a configuration after this many seconds")
+    parser.add_argument("--moe-k", type=int, default=1)
+    parser.add_argument("--nll-k", type=int, default=1000)
+    parser.add_argument("--nll-points", type=int, default=None)
+    parser.add_argument("--no-nll", action="store_true")
+    parser.add_argument("--no-scaling", action="store_true")
+    parser.add_argument("--no-peer", action="store_true", help="modkit and the floor only")
+    parser.add_argument("--no-install", action="store_true", help="use the MultiVae venv only if it already exists")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds one configuration may take")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args(argv)
+
+    quick = args.quick
+    ns = [int(v) for v in (args.n or ("2,3" if quick else "2,3,5,8")).split(",")]
+    objectives = [o for o in args.objectives.split(",") if o]
+    unknown = [o for o in objectives if o not in OBJECTIVES]
+    if unknown:
+        parser.error(f"unknown objective {unknown[0]} (choose from {', '.join(OBJECTIVES)})")
+    timing = {"steps": args.steps or (8 if quick else 30), "warmup": args.warmup if args.warmup is not None else (2 if quick else 3),
+              "max_seconds": args.max_seconds or (10.0 if quick else 40.0), "moe_k": args.moe_k}
+    nll_points = args.nll_points or (8 if quick else 32)
+
+    peer, why = (None, "--no-peer") if args.no_peer else peer_python(create=not args.no_install)
+    if why and not args.no_peer:
+        say(f"MultiVae: {why}; its columns stay empty")
+    import torch
+
+    meta = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": "python benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+            "threads": args.threads, "load_start": uptime(), "defaults": {"batch": args.batch, "latent": args.latent},
+            "timing": timing, "nll_k": args.nll_k, "nll_points": nll_points, "multivae": PEER_VERSION if peer else None}
+    report: dict = {"meta": meta, "train": [], "scaling": []}
+    me = Path(sys.executable)
+
+    def pair(objective: str, n: int, batch: int, latent: int) -> dict:
+        options = {"n": n, "batch": batch, "latent": latent, **timing}
+        mk = run_worker(me, "modkit_worker.py", objective, options, args.threads, args.timeout)
+        show(f"modkit {objective} N={n} B={batch} D={latent}", mk)
+        res = None
+        if peer:
+            res = run_worker(peer, "peer_multivae.py", objective, options, args.threads, args.timeout)
+            show(f"MultiVae {objective} N={n} B={batch} D={latent}", res)
+        return train_row(objective, n, batch, latent, mk, res)
+
+    say(f"training steps: {', '.join(objectives)} at N = {ns} (load {uptime()})")
+    for objective in objectives:
+        for n in ns:
+            report["train"].append(pair(objective, n, args.batch, args.latent))
+
+    if not args.no_nll:
+        say(f"likelihood estimation: K = {args.nll_k}, {nll_points} points")
+        options = {"n": 2, "latent": args.latent, "nll_k": args.nll_k, "nll_points": nll_points}
+        report["nll"] = {"modkit": run_worker(me, "modkit_worker.py", "nll", options, args.threads, args.timeout)}
+        show("modkit nll", report["nll"]["modkit"])
+        if peer:
+            report["nll"]["multivae"] = run_worker(peer, "peer_multivae.py", "nll", options, args.threads, args.timeout)
+            show("MultiVae nll", report["nll"]["multivae"])
+
+    if not args.no_scaling and "mvae" in objectives:
+        say("scaling: MVAE, N = 3, batch and latent size")
+        sweep = [(64, args.latent), (1024, args.latent), (args.batch, 16), (args.batch, 256)]
+        if quick:
+            sweep = [(64, args.latent), (args.batch, 16)]
+        report["scaling"] = [pair("mvae", 3, b, d) for b, d in sweep]
+        base = next((r for r in report["train"] if r["objective"] == "mvae" and r["n"] == 3), None)
+        if base:
+            report["scaling"].insert(0, base)
+
+    meta["load_end"] = uptime()
+    report["targets"] = targets(report)
+    args.out.mkdir(parents=True, exist_ok=True)
+    _atomic_write(args.out / "results.json", json.dumps(report, indent=2) + "\n")
+    _atomic_write(args.out / "results.md", markdown(report))
+    say(f"wrote {args.out / 'results.json'} and {args.out / 'results.md'}")
+    return 0
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Opt-in speed for the training step: mixed precision (``train.amp``) and ``torch.compile`` (``train.compile``).
+
+Both are applied to the model object once (:func:`accelerate`), so the training loop stays the same:
+
+* ``amp: bf16`` or ``fp16`` runs the model's forward under ``torch.autocast`` on the model's device type
+  (CUDA or CPU). The fusion arithmetic that needs range (products of experts, KL, log-densities) is
+  kept in float32 by :mod:`modkit.gaussian` and the PoE fusion, whatever autocast does around them.
+* ``fp16`` also needs loss scaling so small gradients do not flush to zero: :class:`Accel` holds a
+  ``torch.amp.GradScaler`` and the trainer calls :meth:`Accel.backward` and :meth:`Accel.step`
+  (with a fused optimizer the scaler passes its inf check to the kernel: no host sync per step).
+* ``compile: true`` compiles the model's forward in place with ``nn.Module.compile`` (parameter names and
+  checkpoints are unchanged). ``MODKIT_COMPILE_BACKEND`` picks another dynamo backend (e.g. ``aot_eager``
+  to debug tracing without a C++ compiler).
+"""
+from __future__ import annotations
+
+import functools
+import os
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device | str, amp: str = "off"):
+    """An autocast context for ``amp`` on ``device``'s type; a disabled one for ``off``."""
+    device_type = torch.device(device).type
+    dtype = AMP_DTYPES.get(amp)
+    return torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
+def float32_region(t: Tensor):
+    """A context that turns autocast off on ``t``'s device: arithmetic inside stays in the dtype it is given."""
+    return torch.autocast(t.device.type, enabled=False)
+
+
+def with_autocast(forward: Callable, device: torch.device, amp: str) -> Callable:
+    @functools.wraps(forward)
+    def wrapped(*args, **kwargs):
+        with autocast(device, amp):
+            return forward(*args, **kwargs)
+
+    return wrapped
+
+
+class Accel:
+    """What the trainer needs from mixed precision: a loss-scaled backward and step (identity unless fp16)."""
+
+    def __init__(self, device: torch.device, amp: str = "off"):
+        self.amp = amp
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+
+    def backward(self, loss: Tensor) -> None:
+        self.scaler.scale(loss).backward()
+
+    def unscale(self, optimizer: torch.optim.Optimizer) -> None:
+        """Before clipping: bring the gradients back to their true scale."""
+        if self.scaler.is_enabled():
+            self.scaler.unscale_(optimizer)
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.scaler.is_enabled():
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            optimizer.step()
+
+
+def accelerate(model: nn.Module, device: torch.device, amp: str = "off", compile: bool = False) -> Accel:
+    """Apply ``amp`` and ``compile`` to ``model`` in place and return the :class:`Accel` for its step."""
+    if amp not in ("off", *AMP_DTYPES):
+        raise ValueError(f"amp must be off, bf16 or fp16 (got {amp!r})")
+    if amp != "off":
+        model.forward = with_autocast(model.forward, device, amp)  # instance attribute: DDP and compile see it
+    if compile:
+        model.compile(backend=os.environ.get("MODKIT_COMPILE_BACKEND", "inductor"))
+    return Accel(device, amp)
+
+
+def optimizer_options(model: nn.Module) -> dict:
+    """``fused=True`` where every parameter is a floating tensor on a device with fused Adam kernels
+    (CPU and CUDA in torch ≥ 2.4): one kernel per parameter instead of a dozen, about 3× faster on CPU."""
+    params = list(model.parameters())
+    ok = params and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    major, minor = (int(part) for part in torch.__version__.split(".")[:2])
+    return {"fused": True} if ok and (major, minor) >= (2, 4) else {}
