@@ -1,0 +1,72 @@
+"""The benchmark harness works end to end on a tiny configuration. No timing is asserted: numbers
+from a shared machine are reported by benchmarks/run.py, never judged by a test."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_common import Floor, floor_rows, synthetic_data  # noqa: E402
+
+
+def test_run_writes_json_and_markdown(tmp_path):
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--n", "2", "--objectives", "mvae", "--batch", "16",
+         "--latent", "8", "--steps", "2", "--warmup", "1", "--nll-k", "20", "--nll-points", "2", "--no-scaling",
+         "--no-peer", "--out", str(out)],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((out / "results.json").read_text())
+    mvae = report["train"][0]
+    assert (mvae["objective"], mvae["n"], mvae["batch"]) == ("mvae", 2, 16)
+    assert mvae["modkit"]["cpu_ms"] > 0 and mvae["modkit"]["floor"]["cpu_ms"] > 0 and mvae["modkit"]["n"] == 2
+    assert mvae["overhead"] == round(mvae["modkit"]["cpu_ms"] / mvae["modkit"]["floor"]["cpu_ms"], 3)
+    assert mvae["modkit"]["train_peak_mb"] >= 0 and mvae["multivae"] is None
+    assert report["nll"]["modkit"]["points_per_cpu_s"] > 0
+    assert any(t["target"].startswith("MVAE") for t in report["targets"])
+    table = (out / "results.md").read_text()
+    assert "| MVAE (full + singles) | 2 |" in table and "## Targets (CPU)" in table
+
+
+def test_an_unregistered_fusion_is_skipped_and_named(tmp_path, monkeypatch):
+    import argparse
+
+    import modkit_worker
+
+    monkeypatch.setitem(modkit_worker.OBJECTIVES, "nosuch", ("no-such-fusion", {}, "all"))
+    args = argparse.Namespace(n=2, batch=8, latent=4, seed=0, moe_k=1, amp="off", compile=False)
+    trainer, why = modkit_worker.make_trainer(args, "nosuch", 16, tmp_path)
+    assert trainer is None and "fusion 'no-such-fusion' is not registered" in why and "poe" in why
+
+
+def test_synthetic_data_is_binary_shared_and_deterministic():
+    a, b = synthetic_data(3, 50, seed=4), synthetic_data(3, 50, seed=4)
+    assert len(a) == 3 and a[0].shape == (50, 1, 28, 28) and a[0].dtype == np.float32
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert set(np.unique(a[0])) <= {0.0, 1.0}
+
+
+def test_floor_rows_follow_the_issue():
+    assert floor_rows("mvae", 5, 1) == 2  # joint + own single latent
+    assert floor_rows("mopoe", 5, 1) == 1  # one mixture sample per point
+    assert floor_rows("moe", 5, 3) == 15  # N·K
+
+
+def test_floor_decodes_exactly_the_rows_it_should():
+    import torch
+
+    floor = Floor(n=2, latent=4, rows_per_point=2)
+    calls = []
+    for dec in floor.decoders:
+        dec.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    xs = [torch.zeros(8, 1, 28, 28), torch.ones(8, 1, 28, 28)]
+    floor.step(xs)
+    assert calls == [16, 16]  # each decoder on 2B rows
+    assert all(p.grad is not None for p in floor.params)  # every network was back-propagated
