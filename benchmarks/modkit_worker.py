@@ -40,7 +40,7 @@ def recipe_dict(args, objective: str, n_rows: int) -> dict:
     return {
         "name": f"bench-{objective}-{args.n}",
         "seed": args.seed,
-        "plugins": ["bench_plugin"],
+        "plugins": ["bench_plugin", *extra_plugins(args)],
         "data": {"dataset": {"type": "bench-synthetic", "n_modalities": args.n, "n_rows": n_rows, "seed": args.seed},
                  "batch_size": args.batch},
         "modalities": {f"m{i}": {"type": "image", "shape": [1, 28, 28], "hidden": [512, 512], "likelihood": "bernoulli"}
@@ -51,6 +51,11 @@ def recipe_dict(args, objective: str, n_rows: int) -> dict:
     }
 
 
+def extra_plugins(args) -> list[str]:
+    """Plugin modules to load besides the installed ones (``--plugins``): a fusion under development."""
+    return [m for m in (getattr(args, "plugins", "") or "").split(",") if m]
+
+
 def make_trainer(args, objective: str, n_rows: int, run_dir: Path):
     """A Trainer for the objective, or the reason it cannot be built (an unregistered fusion)."""
     from modkit.errors import ModkitError
@@ -58,7 +63,7 @@ def make_trainer(args, objective: str, n_rows: int, run_dir: Path):
     from modkit.recipe import resolve_raw
     from modkit.trainer import Trainer
 
-    plugins = load_plugins(["bench_plugin"])
+    plugins = load_plugins(["bench_plugin", *extra_plugins(args)])
     fusion = OBJECTIVES[objective][0]
     if not plugins.registry.has("fusion", fusion):
         return None, f"fusion '{fusion}' is not registered (available: {', '.join(plugins.registry.names('fusion'))})"
@@ -170,6 +175,7 @@ def main() -> None:
     base_args(parser)
     parser.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--plugins", default="", help="comma-separated extra plugin modules to load")
     parser.add_argument("--profile", default=None, help="write a torch.profiler table of 5 steps to this file")
     args = parser.parse_args()
     set_threads(args.threads)

@@ -261,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--moe-k", type=int, default=1)
     parser.add_argument("--nll-k", type=int, default=1000)
     parser.add_argument("--nll-points", type=int, default=None)
+    parser.add_argument("--plugins", default="", help="extra modkit plugin modules to load (comma-separated), e.g. a fusion in development")
     parser.add_argument("--no-nll", action="store_true")
     parser.add_argument("--no-scaling", action="store_true")
     parser.add_argument("--no-peer", action="store_true", help="modkit and the floor only")
@@ -291,10 +292,11 @@ def main(argv: list[str] | None = None) -> int:
             "timing": timing, "nll_k": args.nll_k, "nll_points": nll_points, "multivae": PEER_VERSION if peer else None}
     report: dict = {"meta": meta, "train": [], "scaling": []}
     me = Path(sys.executable)
+    mk_extra = {"plugins": args.plugins} if args.plugins else {}
 
     def pair(objective: str, n: int, batch: int, latent: int) -> dict:
         options = {"n": n, "batch": batch, "latent": latent, **timing}
-        mk = run_worker(me, "modkit_worker.py", objective, options, args.threads, args.timeout)
+        mk = run_worker(me, "modkit_worker.py", objective, {**options, **mk_extra}, args.threads, args.timeout)
         show(f"modkit {objective} N={n} B={batch} D={latent}", mk)
         res = None
         if peer:
@@ -310,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_nll:
         say(f"likelihood estimation: K = {args.nll_k}, {nll_points} points")
         options = {"n": 2, "latent": args.latent, "nll_k": args.nll_k, "nll_points": nll_points}
-        report["nll"] = {"modkit": run_worker(me, "modkit_worker.py", "nll", options, args.threads, args.timeout)}
+        report["nll"] = {"modkit": run_worker(me, "modkit_worker.py", "nll", {**options, **mk_extra}, args.threads, args.timeout)}
         show("modkit nll", report["nll"]["modkit"])
         if peer:
             report["nll"]["multivae"] = run_worker(peer, "peer_multivae.py", "nll", options, args.threads, args.timeout)

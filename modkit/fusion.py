@@ -42,11 +42,10 @@ class SubsetPlan:
     def from_mask(cls, mask: Tensor, device: torch.device | str = "cpu") -> "SubsetPlan":
         mask = mask.to(torch.bool).cpu()
         rows = [torch.nonzero(mask[:, i]).flatten() for i in range(mask.shape[1])]
-        return cls(
-            mask=mask.to(device, non_blocking=True),
-            rows=[r.to(device, non_blocking=True) for r in rows],
-            counts=[len(r) for r in rows],
-        )
+        # from pinned memory a copy to the GPU is truly asynchronous; from pageable memory it waits for the stream
+        pin = torch.device(device).type == "cuda"
+        move = lambda t: (t.pin_memory() if pin else t).to(device, non_blocking=True)  # noqa: E731
+        return cls(mask=move(mask), rows=[move(r) for r in rows], counts=[len(r) for r in rows])
 
     @property
     def n_subsets(self) -> int:

@@ -82,12 +82,18 @@ def _product_of_experts(experts: Experts, subsets: Tensor, prior: bool) -> tuple
     precision = torch.where(present, torch.exp(-experts.logvar.float()), 0.0)  # (N, B, D)
     weighted_mu = torch.where(present, precision * experts.mu.float(), 0.0)
     mask = subsets.to(torch.float32)
-    if mask.dim() == 2:
-        total = torch.einsum("sn,nbd->sbd", mask, precision)
-        total_mu = torch.einsum("sn,nbd->sbd", mask, weighted_mu)
-    else:
-        total = torch.einsum("sbn,nbd->sbd", mask, precision)
-        total_mu = torch.einsum("sbn,nbd->sbd", mask, weighted_mu)
+    if mask.dim() == 2:  # the same subsets for every sample: two plain matrix products over (N, B·D)
+        n, b, d = precision.shape
+        flat_precision, flat_mu = precision.reshape(n, b * d), weighted_mu.reshape(n, b * d)
+        if prior:  # the prior expert's unit precision enters as the product's bias: no extra pass
+            total = torch.addmm(flat_precision.new_ones(1, 1), mask, flat_precision)
+        else:
+            total = (mask @ flat_precision).clamp_min(torch.finfo(torch.float32).tiny)
+        total_mu = mask @ flat_mu
+        inverse = total.reciprocal()  # the subset variance; one reciprocal serves mu and logvar
+        return (total_mu * inverse).view(-1, b, d), torch.log(inverse).view(-1, b, d)
+    total = torch.einsum("sbn,nbd->sbd", mask, precision)
+    total_mu = torch.einsum("sbn,nbd->sbd", mask, weighted_mu)
     if prior:
         total = total + 1.0
     else:

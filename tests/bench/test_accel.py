@@ -118,3 +118,26 @@ def test_bernoulli_log_prob_matches_the_closed_form():
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-4)
     half = Bernoulli(event_dims=3).log_prob(logits.to(torch.bfloat16), x)
     assert half.dtype == torch.float32  # the 75-term sum is taken in float32
+
+
+@pytest.mark.parametrize("prior", [True, False])
+def test_poe_rewrite_matches_brute_force_per_subset(prior):
+    """The matrix-product PoE against a loop over subsets and samples in float64."""
+    torch.manual_seed(2)
+    n, b, d = 4, 6, 3
+    mu, logvar = torch.randn(n, b, d), torch.randn(n, b, d)
+    present = torch.rand(b, n) > 0.25
+    mask = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 1], [1, 1, 1, 1]], dtype=torch.bool)
+    got_mu, got_logvar = product_of_experts(Experts(mu, logvar, present), mask, prior=prior)
+    per_sample = product_of_experts(Experts(mu, logvar, present), mask.unsqueeze(1).expand(-1, b, -1), prior=prior)
+    for s in range(len(mask)):
+        for j in range(b):
+            members = [i for i in range(n) if mask[s, i] and present[j, i]]
+            if not members and not prior:
+                continue
+            precision = sum((torch.exp(-logvar[i, j].double()) for i in members), torch.zeros(d, dtype=torch.float64))
+            weighted = sum((torch.exp(-logvar[i, j].double()) * mu[i, j].double() for i in members), torch.zeros(d, dtype=torch.float64))
+            precision = precision + (1.0 if prior else 0.0)
+            torch.testing.assert_close(got_mu[s, j].double(), weighted / precision, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(got_logvar[s, j].double(), -torch.log(precision), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(per_sample[0][s, j], got_mu[s, j], rtol=1e-5, atol=1e-6)
