@@ -46,14 +46,16 @@ def set_threads(threads: int) -> None:
 # -- time ----------------------------------------------------------------------------------------
 
 def time_interleaved(steps: dict[str, Callable[[], None]], warmup: int, measure: int, max_seconds: float,
-                     min_steps: int = 5) -> dict[str, dict[str, list[float]]]:
+                     min_steps: int = 5, sync: Callable[[], None] = lambda: None) -> dict[str, dict[str, list[float]]]:
     """Run each step function in turn (A B A B …); per function, the wall and CPU time of each step in ms.
 
     Interleaving puts the load of a shared machine on every contender alike. CPU time
     (``time.process_time``: this process's user + system time) is what a step costs when the process
     runs alone; with one thread it does not grow while other processes hold the cores, so it is the
     steadier measure on a shared machine. After ``warmup`` rounds, at most ``measure`` rounds are timed,
-    fewer if ``max_seconds`` of wall time pass (never fewer than ``min_steps``).
+    fewer if ``max_seconds`` of wall time pass (never fewer than ``min_steps``). On a GPU, ``sync``
+    (``torch.cuda.synchronize``) closes each step, so wall time is the GPU's time; CPU time then only
+    says how busy the host was.
     """
     for _ in range(warmup):
         for fn in steps.values():
@@ -62,8 +64,10 @@ def time_interleaved(steps: dict[str, Callable[[], None]], warmup: int, measure:
     started = time.perf_counter()
     for i in range(measure):
         for key, fn in steps.items():
+            sync()
             c0, t0 = time.process_time(), time.perf_counter()
             fn()
+            sync()
             times[key]["wall"].append((time.perf_counter() - t0) * 1e3)
             times[key]["cpu"].append((time.process_time() - c0) * 1e3)
         if i + 1 >= min_steps and time.perf_counter() - started > max_seconds:
@@ -149,6 +153,41 @@ def base_args(parser) -> None:
     parser.add_argument("--nll-points", type=int, default=32)
     parser.add_argument("--nll-repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+
+
+def device_tools(device: str):
+    """(torch device, a sync function for timing, a peak-memory probe factory) for ``device``."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return dev, lambda: torch.cuda.synchronize(dev), lambda: CudaPeakMemory(dev)
+    return dev, lambda: None, PeakMemory
+
+
+class CudaPeakMemory:
+    """Peak GPU memory held by torch's allocator over a region (``max_memory_allocated``), in MiB."""
+
+    def __init__(self, device):
+        import torch
+
+        self.torch, self.device = torch, device
+
+    def __enter__(self) -> "CudaPeakMemory":
+        self.torch.cuda.synchronize(self.device)
+        self.torch.cuda.reset_peak_memory_stats(self.device)
+        self.start = self.torch.cuda.memory_allocated(self.device)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.torch.cuda.synchronize(self.device)
+        self.peak = self.torch.cuda.max_memory_allocated(self.device)
+
+    def result(self) -> dict:
+        mib = 1024 * 1024
+        return {"peak_rss_mb": round(self.peak / mib, 1), "start_rss_mb": round(self.start / mib, 1),
+                "train_peak_mb": round((self.peak - self.start) / mib, 1), "memory_probe": "torch.cuda.max_memory_allocated"}
 
 
 # -- the work floor ------------------------------------------------------------------------------
@@ -172,7 +211,7 @@ class Floor:
     decoder's input gradient (which a real model back-propagates into the encoders) is computed too.
     """
 
-    def __init__(self, n: int, latent: int, rows_per_point: int, lr: float = 1e-3):
+    def __init__(self, n: int, latent: int, rows_per_point: int, lr: float = 1e-3, device: str = "cpu"):
         import torch
         from torch import nn
 
@@ -181,6 +220,9 @@ class Floor:
             nn.Sequential(nn.Linear(784, 512), nn.SiLU(), nn.Linear(512, 512), nn.SiLU(), nn.Linear(512, 2 * latent)) for _ in range(n))
         self.decoders = nn.ModuleList(
             nn.Sequential(nn.Linear(latent, 512), nn.SiLU(), nn.Linear(512, 512), nn.SiLU(), nn.Linear(512, 784)) for _ in range(n))
+        self.encoders.to(device)
+        self.decoders.to(device)
+        self.device = torch.device(device)
         self.params = [*self.encoders.parameters(), *self.decoders.parameters()]
         major, minor = (int(v) for v in torch.__version__.split(".")[:2])
         fused = {"fused": True} if (major, minor) >= (2, 4) else {}  # the fastest Adam this torch has
@@ -196,7 +238,7 @@ class Floor:
         for enc, dec, x in zip(self.encoders, self.decoders, xs):
             flat = x.reshape(len(x), -1)
             stats = enc(flat)
-            z = torch.randn(self.rows, len(x), self.latent, requires_grad=True)
+            z = torch.randn(self.rows, len(x), self.latent, device=self.device, requires_grad=True)
             out = dec(z.reshape(-1, self.latent)).reshape(self.rows, len(x), -1)
             loss = loss + F.binary_cross_entropy_with_logits(out, flat.expand_as(out), reduction="sum") + stats.square().sum()
         self.optimizer.zero_grad(set_to_none=True)
@@ -214,7 +256,7 @@ class Floor:
             per_chunk = max(1, chunk_rows // points)
             for start in range(0, k, per_chunk):
                 rows = min(per_chunk, k - start)
-                z = torch.randn(rows, points, self.latent)
+                z = torch.randn(rows, points, self.latent, device=self.device)
                 for dec, x in zip(self.decoders, xs):
                     out = dec(z.reshape(-1, self.latent)).reshape(rows, points, -1)
                     F.binary_cross_entropy_with_logits(out, x.reshape(points, -1).expand_as(out), reduction="none").sum(-1)

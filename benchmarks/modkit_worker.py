@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from bench_common import Floor, PeakMemory, base_args, rates, emit, floor_rows, set_threads, summary, synthetic_data, time_interleaved
+from bench_common import Floor, base_args, device_tools, rates, emit, floor_rows, set_threads, summary, synthetic_data, time_interleaved
 
 #: benchmark objective → (modkit fusion, its options, modkit sampler)
 OBJECTIVES = {
@@ -32,7 +32,7 @@ def recipe_dict(args, objective: str, n_rows: int) -> dict:
     fusion, options, sampler = OBJECTIVES[objective]
     if objective == "moe":
         options = {**options, "k": args.moe_k}
-    train = {"device": "cpu", "progress": False, "lr": 1e-3}
+    train = {"device": args.device, "progress": False, "lr": 1e-3}
     if args.amp != "off":
         train["amp"] = args.amp
     if args.compile:
@@ -69,7 +69,8 @@ def make_trainer(args, objective: str, n_rows: int, run_dir: Path):
         return None, f"fusion '{fusion}' is not registered (available: {', '.join(plugins.registry.names('fusion'))})"
     try:
         recipe, resolved = resolve_raw(recipe_dict(args, objective, n_rows), [], None, source="benchmark")
-        return Trainer(recipe, resolved, plugins, run_dir, torch.device("cpu"), source="benchmark", echo=lambda *a, **k: None), None
+        device = torch.device(getattr(args, "device", "cpu"))
+        return Trainer(recipe, resolved, plugins, run_dir, device, source="benchmark", echo=lambda *a, **k: None), None
     except ModkitError as exc:
         return None, f"{fusion}: {exc}"
 
@@ -82,7 +83,8 @@ def train(args) -> None:
             emit({"engine": "modkit", "model": args.mode, "skipped": why})
             return
         view = trainer.setup.train
-        batches = [view.__getitems__(list(range(i * args.batch, (i + 1) * args.batch))) for i in range(n_batches)]
+        device, sync, probe = device_tools(args.device)
+        batches = [view.__getitems__(list(range(i * args.batch, (i + 1) * args.batch))).to(device) for i in range(n_batches)]
         counter = [0]
 
         def step() -> None:
@@ -91,12 +93,12 @@ def train(args) -> None:
             trainer.step(batch, 1.0)
 
         trainer.model.train()
-        with PeakMemory() as memory:
+        with probe() as memory:
             for _ in range(3):
                 step()
         if args.profile:
             write_profile(step, Path(args.profile))
-        floor = Floor(args.n, args.latent, floor_rows(args.mode, args.n, args.moe_k))
+        floor = Floor(args.n, args.latent, floor_rows(args.mode, args.n, args.moe_k), device=args.device)
         xs = [[b.data[f"m{i}"] for i in range(args.n)] for b in batches]
         adam: list[float] = []
 
@@ -104,8 +106,8 @@ def train(args) -> None:
             floor.step(xs[counter[0] % n_batches])
             adam.append(floor.last["adam_ms"])
 
-        times = time_interleaved({"modkit": step, "floor": floor_step}, args.warmup, args.steps, args.max_seconds)
-        emit({"engine": "modkit", "model": args.mode, "amp": args.amp, "compile": args.compile,
+        times = time_interleaved({"modkit": step, "floor": floor_step}, args.warmup, args.steps, args.max_seconds, sync=sync)
+        emit({"engine": "modkit", "model": args.mode, "device": args.device, "amp": args.amp, "compile": args.compile,
               **summary(times["modkit"]), **memory.result(),
               "floor": {**summary(times["floor"]), "adam_ms": round(statistics.median(adam[-len(times["floor"]["wall"]):]), 2)}})
 
@@ -140,7 +142,7 @@ def log_marginal(model, batch, k: int, chunk_rows: int = 25_600) -> torch.Tensor
     """
     from modkit.gaussian import gaussian_log_prob
 
-    full = torch.ones(1, len(model.names), dtype=torch.bool)
+    full = torch.ones(1, len(model.names), dtype=torch.bool, device=model.device)
     post = model.fusion.posterior(model.encode(batch), full)  # (1, B, D)
     points = len(batch)
     per_chunk = max(1, chunk_rows // points)
@@ -148,7 +150,7 @@ def log_marginal(model, batch, k: int, chunk_rows: int = 25_600) -> torch.Tensor
     for start in range(0, k, per_chunk):
         z = post.rsample(min(per_chunk, k - start)).squeeze(1)  # (k', B, D)
         rec, _ = model.weighted_reconstruction(z, batch)
-        zero = torch.zeros(())
+        zero = z.new_zeros(())
         weights.append(rec + gaussian_log_prob(z, zero, zero) - post.log_prob(z.unsqueeze(1)).squeeze(1))
     return torch.logsumexp(torch.cat(weights), 0) - math.log(k)
 
@@ -160,13 +162,14 @@ def nll(args) -> None:
             emit({"engine": "modkit", "skipped": why})
             return
         model = trainer.model.eval()
-        batch = trainer.setup.train.__getitems__(list(range(args.nll_points)))
-        floor = Floor(args.n, args.latent, 1)
+        device, sync, _ = device_tools(args.device)
+        batch = trainer.setup.train.__getitems__(list(range(args.nll_points))).to(device)
+        floor = Floor(args.n, args.latent, 1, device=args.device)
         xs = [batch.data[f"m{i}"] for i in range(args.n)]
         name, estimate = estimator()
         times = time_interleaved({"modkit": lambda: estimate(model, batch, args.nll_k),
-                                  "floor": lambda: floor.nll_decode(xs, args.nll_k)}, 1, args.nll_repeats, 0.0, args.nll_repeats)
-        emit({"engine": "modkit", "estimator": name, **rates(times, args.nll_points)})
+                                  "floor": lambda: floor.nll_decode(xs, args.nll_k)}, 1, args.nll_repeats, 0.0, args.nll_repeats, sync=sync)
+        emit({"engine": "modkit", "device": args.device, "estimator": name, **rates(times, args.nll_points)})
 
 
 def main() -> None:

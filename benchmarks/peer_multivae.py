@@ -14,7 +14,7 @@ import time
 import torch
 from torch import nn
 
-from bench_common import Floor, PeakMemory, SIDE, base_args, floor_rows, rates, emit, set_threads, summary, synthetic_data, time_interleaved
+from bench_common import SIDE, Floor, base_args, device_tools, floor_rows, rates, emit, set_threads, summary, synthetic_data, time_interleaved
 
 
 def build(kind: str, n: int, latent: int, moe_k: int):
@@ -72,20 +72,22 @@ def main() -> None:
 
     kind = "mvae" if args.mode == "nll" else args.mode
     model, names = build(kind, args.n, args.latent, args.moe_k)
+    device, sync, probe = device_tools(args.device)
+    model.to(device)
     if args.mode == "nll":
         data = synthetic_data(args.n, args.nll_points, args.seed)
-        inputs = MultimodalBaseDataset({m: torch.from_numpy(x) for m, x in zip(names, data)})
+        inputs = MultimodalBaseDataset({m: torch.from_numpy(x).to(device) for m, x in zip(names, data)})
         model.eval()
-        floor = Floor(args.n, args.latent, 1)
+        floor = Floor(args.n, args.latent, 1, device=args.device)
         xs = [inputs.data[m] for m in names]
         times = time_interleaved({"peer": lambda: model.compute_joint_nll(inputs, K=args.nll_k, batch_size_K=100),
-                                  "floor": lambda: floor.nll_decode(xs, args.nll_k)}, 1, args.nll_repeats, 0.0, args.nll_repeats)
-        emit({"engine": "multivae", **rates(times, args.nll_points)})
+                                  "floor": lambda: floor.nll_decode(xs, args.nll_k)}, 1, args.nll_repeats, 0.0, args.nll_repeats, sync=sync)
+        emit({"engine": "multivae", "device": args.device, **rates(times, args.nll_points)})
         return
 
     n_batches = 4
     data = synthetic_data(args.n, n_batches * args.batch, args.seed)
-    batches = [MultimodalBaseDataset({m: torch.from_numpy(x[i * args.batch:(i + 1) * args.batch]) for m, x in zip(names, data)})
+    batches = [MultimodalBaseDataset({m: torch.from_numpy(x[i * args.batch:(i + 1) * args.batch]).to(device) for m, x in zip(names, data)})
                for i in range(n_batches)]
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
@@ -100,15 +102,15 @@ def main() -> None:
         optimizer.step()
         out.loss.item()  # MultiVae's trainer reads the loss back every step
 
-    with PeakMemory() as memory:
+    with probe() as memory:
         for _ in range(3):
             step()
     # the floor, timed step by step between the peer's steps, so both feel the same machine load
-    floor = Floor(args.n, args.latent, floor_rows(kind, args.n, args.moe_k))
-    xs = [[torch.from_numpy(x[i * args.batch:(i + 1) * args.batch]) for x in data] for i in range(n_batches)]
+    floor = Floor(args.n, args.latent, floor_rows(kind, args.n, args.moe_k), device=args.device)
+    xs = [[b.data[m] for m in names] for b in batches]
     times = time_interleaved({"peer": step, "floor": lambda: floor.step(xs[counter[0] % n_batches])},
-                             args.warmup, args.steps, args.max_seconds)
-    emit({"engine": "multivae", "model": kind, **summary(times["peer"]), **memory.result(),
+                             args.warmup, args.steps, args.max_seconds, sync=sync)
+    emit({"engine": "multivae", "model": kind, "device": args.device, **summary(times["peer"]), **memory.result(),
           "floor": summary(times["floor"])})
 
 
