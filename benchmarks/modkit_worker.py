@@ -32,7 +32,7 @@ def recipe_dict(args, objective: str, n_rows: int) -> dict:
     fusion, options, sampler = OBJECTIVES[objective]
     if objective == "moe":
         options = {**options, "k": args.moe_k}
-    train = {"device": args.device, "progress": False, "lr": 1e-3}
+    train = {"device": getattr(args, "device", "cpu"), "progress": False, "lr": 1e-3}
     if args.amp != "off":
         train["amp"] = args.amp
     if args.compile:
