@@ -56,8 +56,29 @@ def gaussian_log_prob(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
 
 
 def kl_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
-    """KL(N(mu, exp(logvar)) ‖ N(0, I)), summed over the last dim."""
-    return 0.5 * (torch.exp(logvar) + mu**2 - 1.0 - logvar).sum(-1)
+    """KL(N(mu, exp(logvar)) ‖ N(0, I)), summed over the last dim.
+
+    MoPoE evaluates this on every subset's posterior, (2^N − 1, B, D) elements, so it is a custom
+    autograd function: half the passes over memory of the composed version, forward and backward.
+    """
+    return _KLStandardNormal.apply(mu, logvar)
+
+
+class _KLStandardNormal(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, mu: Tensor, logvar: Tensor) -> Tensor:
+        var = torch.exp(logvar)
+        ctx.save_for_backward(mu, var)
+        terms = torch.addcmul((var - logvar).sub_(1.0), mu, mu)  # var + mu² − 1 − logvar, each ≥ 0
+        return terms.sum(-1).mul_(0.5)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        mu, var = ctx.saved_tensors
+        grad = grad.unsqueeze(-1)
+        grad_mu = grad * mu if ctx.needs_input_grad[0] else None
+        grad_logvar = (var - 1.0).mul_(0.5 * grad) if ctx.needs_input_grad[1] else None
+        return grad_mu, grad_logvar
 
 
 def kl_gaussians(mu1: Tensor, logvar1: Tensor, mu2: Tensor, logvar2: Tensor) -> Tensor:

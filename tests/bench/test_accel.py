@@ -141,3 +141,22 @@ def test_poe_rewrite_matches_brute_force_per_subset(prior):
             torch.testing.assert_close(got_mu[s, j].double(), weighted / precision, rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(got_logvar[s, j].double(), -torch.log(precision), rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(per_sample[0][s, j], got_mu[s, j], rtol=1e-5, atol=1e-6)
+
+
+def test_kl_standard_normal_matches_torch_distributions_and_its_gradients():
+    torch.manual_seed(3)
+    mu = torch.randn(5, 7, 4, dtype=torch.float64, requires_grad=True)
+    logvar = torch.randn(5, 7, 4, dtype=torch.float64, requires_grad=True)
+    from modkit.gaussian import kl_standard_normal
+
+    q = torch.distributions.Normal(mu, torch.exp(0.5 * logvar))
+    p = torch.distributions.Normal(torch.zeros_like(mu), torch.ones_like(mu))
+    expected = torch.distributions.kl_divergence(q, p).sum(-1)
+    got = kl_standard_normal(mu, logvar)
+    torch.testing.assert_close(got, expected)
+    weights = torch.rand(5, 7, dtype=torch.float64)
+    g_expected = torch.autograd.grad((expected * weights).sum(), (mu, logvar))
+    g_got = torch.autograd.grad((kl_standard_normal(mu, logvar) * weights).sum(), (mu, logvar))
+    for a, b in zip(g_got, g_expected):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(kl_standard_normal, (mu[:2, :2], logvar[:2, :2]))
