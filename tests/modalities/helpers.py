@@ -43,7 +43,7 @@ def poe_model(modalities: dict[str, Modality], latent_dim: int = 8) -> Multimoda
 
 
 def train_steps(model: MultimodalVAE, view: ModalityView, steps: int = 30, batch_size: int = 16, lr: float = 3e-3,
-                seed: int = 0) -> list[float]:
+                seed: int = 0, beta: float = 1.0) -> list[float]:
     """Adam on the PoE objective over every subset; returns the loss of each step."""
     torch.manual_seed(seed)
     plan = SubsetPlan.from_mask(all_subsets(len(model.names)))
@@ -53,7 +53,7 @@ def train_steps(model: MultimodalVAE, view: ModalityView, steps: int = 30, batch
     for step in range(steps):
         index = [(step * batch_size + i) % len(view) for i in range(batch_size)]
         batch = view.__getitems__(index)
-        out = model(batch, plan, beta=1.0)
+        out = model(batch, plan, beta=beta)
         optimizer.zero_grad()
         out.loss.backward()
         optimizer.step()
