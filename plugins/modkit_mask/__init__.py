@@ -19,7 +19,6 @@ from modkit_mask.metrics import confusion_matrix, iou_from_confusion, mean_iou, 
 class MaskConfig(ModalityConfig):
     num_classes: int = Field(..., ge=2, description="C, background included")
     shape: tuple[int, int] = Field(..., description="height, width (PNGs of another size are resized, nearest neighbour)")
-    class_names: list[str] | None = None
     palette: list[tuple[int, int, int]] | None = Field(None, description="RGB 0-255 per class for renders (default: the Pascal VOC colour map)")
     ignore_index: int = Field(255, description="pixels with this value are neither scored nor encoded")
     channels: list[int] | None = Field(None, min_length=1, description="conv channels per stride-2 stage (default: halve to ≤4 pixels)")
@@ -29,10 +28,8 @@ class MaskConfig(ModalityConfig):
     def _consistent(self) -> "MaskConfig":
         if min(self.shape) < 1:
             raise ValueError(f"shape must be positive (got {list(self.shape)})")
-        for option in ("class_names", "palette"):
-            value = getattr(self, option)
-            if value is not None and len(value) != self.num_classes:
-                raise ValueError(f"{option} has {len(value)} entries for {self.num_classes} classes")
+        if self.palette is not None and len(self.palette) != self.num_classes:
+            raise ValueError(f"palette has {len(self.palette)} entries for {self.num_classes} classes")
         if 0 <= self.ignore_index < self.num_classes:
             raise ValueError(f"ignore_index {self.ignore_index} is a class id (0..{self.num_classes - 1})")
         return self
