@@ -80,6 +80,8 @@ class Image(Modality):
 
     # -- data --------------------------------------------------------------------------------
     def _to_pil(self, img):
+        if self.shape[0] not in (1, 3):
+            raise DataError(f"image files and uint8 arrays are grey or RGB; the recipe's shape has {self.shape[0]} channels")
         img = img.convert("L" if self.shape[0] == 1 else "RGB")
         if img.size != (self.shape[2], self.shape[1]):
             img = img.resize((self.shape[2], self.shape[1]))
@@ -125,6 +127,17 @@ class Image(Modality):
             raise ValueError(f"samples have shape {tuple(x.shape[1:])}, the recipe's shape is {list(self.shape)}")
         if self.config.likelihood == "bernoulli" and (x.min() < 0 or x.max() > 1):
             raise ValueError("a Bernoulli likelihood needs values in [0, 1]")
+        if self.config.backbone is not None:  # e.g. a ViT built for 224×224 given 32×32 images
+            was_training = self.encoder.training
+            self.encoder.eval()
+            try:
+                with torch.no_grad():
+                    self.encoder(x[:1].float())
+            except (RuntimeError, AssertionError, ValueError) as exc:
+                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise ValueError(f"backbone '{self.config.backbone.name}' cannot take images of shape {list(self.shape)}: {message}") from None
+            finally:
+                self.encoder.train(was_training)
 
     def render(self, x: Tensor) -> np.ndarray:
         array = x.detach().float().cpu().clamp(0, 1).numpy()

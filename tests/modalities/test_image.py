@@ -156,3 +156,14 @@ def test_image_and_label_train_with_poe():
     model = poe_model({"image": image, "label": label})
     view = ModalityView(records, dict(model.modalities), {"image": "image", "label": "label"})
     assert_learns(train_steps(model, view, steps=30, lr=3e-3))
+
+
+def test_backbone_that_cannot_take_the_shape_fails_the_data_check():
+    image = make_modality(Image, shape=(3, 8, 8), architecture="conv", hidden=[16], backbone={"name": "test_vit"})
+    with pytest.raises(ValueError, match="backbone 'test_vit' cannot take images of shape"):
+        image.check(torch.rand(2, 3, 8, 8))
+
+
+def test_files_need_grey_or_rgb_shapes():
+    with pytest.raises(DataError, match="grey or RGB"):
+        make_modality(Image, shape=(2, 4, 4)).preprocess(np.zeros((4, 4), dtype=np.uint8))
