@@ -83,6 +83,21 @@ class GRUDecoder(nn.Module):
         out, _ = self.gru(torch.cat([self.embed(inputs), top], dim=-1), h0)
         return self.out(out)
 
+    # incremental decoding: O(1) work per generated token
+    def start(self, cond: Tensor) -> dict[str, Tensor]:
+        states = cond.view(-1, self.layers, self.hidden)
+        return {"h": torch.tanh(states).transpose(0, 1).contiguous(), "top": states[:, -1]}
+
+    def step(self, state: dict[str, Tensor], token: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Feed one token per row (M,) → next-token logits (M, V) and the new state."""
+        x = torch.cat([self.embed(token), state["top"]], dim=-1).unsqueeze(1)
+        out, h = self.gru(x, state["h"])
+        return self.out(out[:, 0]), {"h": h, "top": state["top"]}
+
+    @staticmethod
+    def reorder(state: dict[str, Tensor], index: Tensor) -> dict[str, Tensor]:
+        return {"h": state["h"].index_select(1, index), "top": state["top"].index_select(0, index)}
+
 
 class TransformerDecoder(nn.Module):
     """A causal pre-norm transformer decoder that cross-attends to the latent's projection (one memory token)."""
@@ -104,18 +119,29 @@ class TransformerDecoder(nn.Module):
         h = self.layers(h, cond.unsqueeze(1), tgt_mask=causal)
         return self.out(self.norm(h))
 
+    # incremental decoding: the prefix is re-read each step (no key/value cache; sequences are short)
+    def start(self, cond: Tensor) -> dict[str, Tensor]:
+        return {"cond": cond, "prefix": cond.new_zeros((cond.shape[0], 0), dtype=torch.long)}
 
-def next_log_probs(decoder: nn.Module, cond: Tensor, prefix: Tensor) -> Tensor:
-    """log p(next token | prefix, z) over the vocabulary; padding and bos can never be generated."""
-    logits = decoder(cond, prefix)[:, -1].float()
-    logits[:, PAD] = float("-inf")
-    logits[:, BOS] = float("-inf")
+    def step(self, state: dict[str, Tensor], token: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        prefix = torch.cat([state["prefix"], token.unsqueeze(1)], dim=1)
+        return self(state["cond"], prefix)[:, -1], {"cond": state["cond"], "prefix": prefix}
+
+    @staticmethod
+    def reorder(state: dict[str, Tensor], index: Tensor) -> dict[str, Tensor]:
+        return {k: v.index_select(0, index) for k, v in state.items()}
+
+
+def allowed_log_probs(logits: Tensor) -> Tensor:
+    """log p(next token) over the vocabulary; padding and bos can never be generated."""
+    logits = logits.float().clone()
+    logits[..., PAD] = float("-inf")
+    logits[..., BOS] = float("-inf")
     return torch.log_softmax(logits, dim=-1)
 
 
-def _finish(prefix: Tensor, max_length: int) -> tuple[Tensor, Tensor]:
-    """Strip bos; pad after the first eos; lengths include the eos (or are max_length without one)."""
-    tokens = prefix[:, 1 : max_length + 1]
+def _finish(tokens: Tensor) -> tuple[Tensor, Tensor]:
+    """Pad after the first eos; lengths include the eos (or are the full length without one)."""
     is_eos = tokens == EOS
     seen = torch.cumsum(is_eos.int(), dim=1)
     after = (seen - is_eos.int()) > 0
@@ -129,13 +155,14 @@ def _finish(prefix: Tensor, max_length: int) -> tuple[Tensor, Tensor]:
 @torch.no_grad()
 def greedy(decoder: nn.Module, cond: Tensor, max_length: int) -> tuple[Tensor, Tensor]:
     """Most likely token at each step: (M, cond_dim) → tokens (M, L), lengths (M,)."""
-    m = cond.shape[0]
-    prefix = torch.full((m, 1), BOS, dtype=torch.long, device=cond.device)
+    state = decoder.start(cond)
+    token = torch.full((cond.shape[0],), BOS, dtype=torch.long, device=cond.device)
+    out = []
     for _ in range(max_length):
-        token = next_log_probs(decoder, cond, prefix).argmax(-1, keepdim=True)
-        prefix = torch.cat([prefix, token], dim=1)
-    tokens, lengths = _finish(prefix, max_length)
-    return tokens, lengths
+        logits, state = decoder.step(state, token)
+        token = allowed_log_probs(logits).argmax(-1)
+        out.append(token)
+    return _finish(torch.stack(out, dim=1))
 
 
 def length_penalty(length: Tensor, alpha: float) -> Tensor:
@@ -152,30 +179,32 @@ def beam_search(decoder: nn.Module, cond: Tensor, max_length: int, beam_size: in
     """
     m, k = cond.shape[0], beam_size
     device = cond.device
-    cond_k = cond.repeat_interleave(k, dim=0)
-    prefix = torch.full((m * k, 1), BOS, dtype=torch.long, device=device)
+    state = decoder.start(cond.repeat_interleave(k, dim=0))
+    token = torch.full((m * k,), BOS, dtype=torch.long, device=device)
+    history = torch.zeros((m * k, 0), dtype=torch.long, device=device)
     scores = torch.full((m, k), float("-inf"), device=device)
     scores[:, 0] = 0.0
     finished = torch.zeros(m * k, dtype=torch.bool, device=device)
     lengths = torch.zeros(m * k, dtype=torch.long, device=device)
+    offsets = torch.arange(m, device=device).unsqueeze(1) * k
     for _ in range(max_length):
-        logp = next_log_probs(decoder, cond_k, prefix)  # (M·k, V)
+        logits, state = decoder.step(state, token)
+        logp = allowed_log_probs(logits)  # (M·k, V)
         vocab = logp.shape[-1]
         frozen = torch.full_like(logp, float("-inf"))
         frozen[:, EOS] = 0.0
         logp = torch.where(finished.unsqueeze(-1), frozen, logp)
-        total = (scores.view(-1, 1) + logp).view(m, k * vocab)
-        scores, index = total.topk(k, dim=1)
-        beam = index // vocab
-        token = index % vocab
-        source = (beam + torch.arange(m, device=device).unsqueeze(1) * k).view(-1)
-        prefix = torch.cat([prefix[source], token.view(-1, 1)], dim=1)
+        scores, index = (scores.view(-1, 1) + logp).view(m, k * vocab).topk(k, dim=1)
+        source = (index // vocab + offsets).view(-1)
+        token = (index % vocab).view(-1)
+        state = decoder.reorder(state, source)
+        history = torch.cat([history[source], token.unsqueeze(1)], dim=1)
         was_finished = finished[source]
         lengths = lengths[source] + (~was_finished).long()
-        finished = was_finished | (token.view(-1) == EOS)
+        finished = was_finished | (token == EOS)
     ranked = scores / length_penalty(lengths.view(m, k), alpha)
-    best = ranked.argmax(1) + torch.arange(m, device=device) * k
-    return _finish(prefix[best], max_length)
+    best = ranked.argmax(1) + offsets.squeeze(1)
+    return _finish(history[best])
 
 
 def sequence_log_prob(decoder: nn.Module, cond: Tensor, tokens: Tensor, lengths: Tensor) -> Tensor:

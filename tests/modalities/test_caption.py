@@ -218,3 +218,16 @@ def test_caption_and_label_train_with_poe(architecture):
     model = poe_model({"caption": text, "label": label})
     view = ModalityView(records, dict(model.modalities), {"caption": "caption", "label": "label"})
     assert_learns(train_steps(model, view, steps=40, lr=3e-3), factor=0.8)
+
+
+@pytest.mark.parametrize("decoder_cls", [GRUDecoder, TransformerDecoder])
+def test_incremental_steps_equal_teacher_forcing(decoder_cls):
+    torch.manual_seed(1)
+    decoder = (GRUDecoder(9, 8, 16, 2, 0.0) if decoder_cls is GRUDecoder else TransformerDecoder(9, 6, 16, 2, 2, 0.0)).eval()
+    cond = torch.randn(3, decoder.cond_dim)
+    inputs = shift_right(torch.randint(4, 9, (3, 6)))
+    expected = decoder(cond, inputs)
+    state = decoder.start(cond)
+    for t in range(6):
+        logits, state = decoder.step(state, inputs[:, t])
+        assert torch.allclose(logits, expected[:, t], atol=1e-5)
