@@ -32,16 +32,24 @@ class PretrainedEncoder(nn.Module):
         self.config = config
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(config.name, local_files_only=True)
-            self.model = AutoModel.from_pretrained(config.name, local_files_only=True)
+            model = AutoModel.from_pretrained(config.name, local_files_only=True)
         except (OSError, ValueError) as exc:
             raise RecipeError(f"{key}.name", f"cannot load '{config.name}' locally (nothing is downloaded): {str(exc).splitlines()[0]}") from None
-        self.model.requires_grad_(False)
-        self.model.eval()
-        self.out_features: int = self.model.config.hidden_size
+        # held outside the module tree: its weights come from `name` at every build, so they stay out of
+        # checkpoints and optimisers (a frozen BERT would otherwise be copied into every checkpoint)
+        self._held = [model]
+        model.requires_grad_(False)
+        model.eval()
+        self.out_features: int = model.config.hidden_size
 
-    def train(self, mode: bool = True) -> "PretrainedEncoder":
-        super().train(mode)
-        self.model.eval()  # frozen: dropout off even while the rest trains
+    @property
+    def model(self) -> nn.Module:
+        return self._held[0]
+
+    def _apply(self, fn, recurse: bool = True):
+        """``.to(device)``/``.half()`` reach the held model too, though it is not a registered submodule."""
+        super()._apply(fn, recurse)
+        self._held[0]._apply(fn)
         return self
 
     def tokenize(self, text: str) -> dict[str, Tensor]:

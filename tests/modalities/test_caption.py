@@ -195,10 +195,17 @@ def test_pretrained_encoder_from_a_tiny_saved_config(tmp_path, pooling):
     expected = hidden[:, 0] if pooling == "cls" else (hidden * m).sum(1) / m.sum(1)
     text.train()
     assert torch.allclose(text.features(x), expected, atol=1e-5)  # eval mode even while training: no dropout
+    assert not text.pretrained.model.training
     mu, _ = text.encode(x)
     (mu.sum() + text.log_likelihood(text.decode(mu), x).sum()).backward()
-    assert all(p.grad is None and not p.requires_grad for p in text.pretrained.parameters())
+    held = list(text.pretrained.model.parameters())
+    assert held and all(p.grad is None and not p.requires_grad for p in held)
     assert text.head.linear.weight.grad is not None
+    # frozen weights come from the folder at every build: not in checkpoints or the optimiser, but moved with the model
+    assert not any(k.startswith("pretrained.") for k in text.state_dict())
+    assert not any(p is q for p in text.parameters() for q in held)
+    text.to(torch.float64)
+    assert all(p.dtype == torch.float64 for p in held)
 
 
 def test_pretrained_encoder_never_downloads():
