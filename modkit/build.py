@@ -13,7 +13,7 @@ import numpy as np
 from modkit.batch import Batch
 from modkit.data import Column, DatasetSource, ModalityView, Records, split_records, weak_supervision
 from modkit.engine import MultimodalVAE
-from modkit.errors import ModkitError, RecipeError
+from modkit.errors import DataError, ModkitError, RecipeError
 from modkit.modality import Modality
 from modkit.plugins import PluginSet
 from modkit.recipe import Component, Recipe, component_config
@@ -46,11 +46,22 @@ def load_records(recipe: Recipe, plugins: PluginSet, source: str | None) -> tupl
     if "all" in splits:
         records = splits["all"]
         train, test = split_records(records, recipe.data.test_fraction, recipe.data.split_seed)
-        return records, train, test
-    if "train" not in splits or "test" not in splits:
+    elif "train" not in splits or "test" not in splits:
         raise ModkitError(f"dataset '{spec.type}' returned splits {sorted(splits)}; expected 'all' or 'train' and 'test'")
-    train_records, test_records = splits["train"], splits["test"]
-    return _Concat(train_records, test_records), np.arange(len(train_records)), len(train_records) + np.arange(len(test_records))
+    else:
+        train_records, test_records = splits["train"], splits["test"]
+        records = _Concat(train_records, test_records)
+        train, test = np.arange(len(train_records)), len(train_records) + np.arange(len(test_records))
+    check_problems(records, recipe.data.on_bad_sample)
+    return records, train, test
+
+
+def check_problems(records: Records, on_bad_sample: str) -> None:
+    """Stop before training on rows the dataset already found bad, unless the recipe skips them."""
+    problems = records.problems()
+    if problems and on_bad_sample == "error":
+        more = f" (and {len(problems) - 1} more bad row{'s' if len(problems) > 2 else ''})" if len(problems) > 1 else ""
+        raise DataError(f"{problems[0]}{more}; set data.on_bad_sample: skip to skip bad samples")
 
 
 class _Concat(Records):
@@ -69,6 +80,9 @@ class _Concat(Records):
     def describe(self, i: int) -> str:
         return self.a.describe(i) if i < len(self.a) else self.b.describe(i - len(self.a))
 
+    def problems(self) -> list[str]:
+        return self.a.problems() + self.b.problems()
+
 
 def build_modalities(recipe: Recipe, plugins: PluginSet, records: Records, train_rows: np.ndarray, run_dir: Path | None, source: str | None) -> dict[str, Modality]:
     modalities: dict[str, Modality] = {}
@@ -80,17 +94,19 @@ def build_modalities(recipe: Recipe, plugins: PluginSet, records: Records, train
         if records.fields and field not in records.fields:
             raise RecipeError(f"{key}.field", f"dataset '{recipe.data.dataset.type}' has no field '{field}' (fields: {', '.join(records.fields)})", source)
         modality = cls(name, config, recipe.model.latent_dim)
-        modality.prepare(Column(records, field, train_rows), run_dir)
+        modality.prepare(Column(records, field, train_rows, skip_bad=recipe.data.on_bad_sample == "skip"), run_dir)
         modalities[name] = modality
     return modalities
 
 
 def check_data(view: ModalityView, source: str | None) -> None:
     """Run the first rows through each modality's ``check`` so size mismatches fail before training."""
-    n = min(len(view), 4)
+    n = min(len(view), 4 if not view.skip_bad else 64)
     if n == 0:
         raise ModkitError("the training split is empty")
     batch: Batch = view.__getitems__(list(range(n)))
+    if len(batch) == 0:
+        raise ModkitError(f"the first {n} training samples are all bad (skipped); check the data")
     for name, modality in view.modalities.items():
         try:
             modality.check(batch.data[name])
