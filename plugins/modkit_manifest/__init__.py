@@ -72,26 +72,38 @@ def read_rows(path: Path, fmt: str) -> list[tuple[int, dict[str, Any] | str]]:
         if len(cells) != len(header):
             rows.append((number, f"has {len(cells)} cells, the header has {len(header)} ({', '.join(header)})"))
             continue
-        rows.append((number, {h: parse_cell(c) for h, c in zip(header, cells)}))
-    return rows
+        rows.append((number, {h: (c.strip() or None) for h, c in zip(header, cells)}))
+    typed = {h: cell_type([row[h] for _, row in rows if isinstance(row, dict)]) for h in header}
+    return [(number, {h: typed[h](v) if v is not None else None for h, v in row.items()} if isinstance(row, dict) else row)
+            for number, row in rows]
 
 
-def parse_cell(cell: str) -> Any:
-    """CSV text → number, list (JSON ``[..]``) or string; empty → None."""
-    cell = cell.strip()
-    if not cell:
-        return None
-    if cell.startswith("["):
-        try:
-            return json.loads(cell)
-        except json.JSONDecodeError:
-            return cell
-    for number in (int, float):
-        try:
-            return number(cell)
-        except ValueError:
-            pass
-    return cell
+def as_number(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def as_list(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text  # stays a string: the row is flagged as inconsistent with the column
+
+
+def cell_type(cells: list[str | None]):
+    """A CSV column's parser: numbers if every cell is one, JSON lists if the first cell is ``[…]``, else text."""
+    present = [c for c in cells if c is not None]
+    if not present:
+        return str
+    try:
+        for c in present:
+            as_number(c)
+        return as_number
+    except ValueError:
+        pass
+    return as_list if present[0].startswith("[") else str
 
 
 def is_empty(value: Any) -> bool:
