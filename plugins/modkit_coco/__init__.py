@@ -28,6 +28,8 @@ class CocoConfig(DatasetConfig):
     dir: str | None = Field(None, description="folder under data.root (default: data.root if it holds annotations/, else coco)")
     captions: Literal["all", "first"] = Field("all", description="one row per caption, or the first caption per image")
     masks: bool = Field(False, description="add a 'mask' field from instances_<split>.json")
+    mask_size: tuple[int, int] | None = Field(None, description="height, width to resize masks to (nearest), as the "
+                                              "image modality resizes images; set it to the mask modality's shape")
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -131,6 +133,7 @@ class Coco(DatasetSource):
         categories = sorted(data.get("categories", []), key=lambda c: c["id"])
         index = {c["id"]: k + 1 for k, c in enumerate(categories)}
         self.mask_class_names = ["background", *[c["name"] for c in categories]]
+        size = self.config.mask_size
         by_image: dict[int, list] = {}
         for ann in data["annotations"]:
             by_image.setdefault(ann["image_id"], []).append(ann)
@@ -146,6 +149,11 @@ class Coco(DatasetSource):
                     mask[rasterize(ann["segmentation"], h, w)] = index[ann["category_id"]]
                 except (ValueError, KeyError, TypeError) as exc:
                     raise DataError(f"{path} annotation {ann.get('id')}: bad segmentation: {exc}") from None
+            if size is not None and mask.shape != tuple(size):
+                from PIL import Image
+
+                resized = Image.fromarray(mask.astype(np.int32), mode="I").resize((size[1], size[0]), Image.NEAREST)
+                mask = np.asarray(resized, dtype=np.int64)
             return mask
 
         return paint

@@ -210,6 +210,8 @@ def test_coco_masks_from_polygons_and_rle(load, tmp_path):
     expected[rle] = 1  # the crowd of people
     assert np.array_equal(mask, expected)
     assert splits["train"].get(2)["mask"].sum() == 0  # the giraffe image has no instances
+    _, splits = load("coco", tmp_path, masks=True, mask_size=[12, 16])  # as the image modality resizes: nearest, ×2
+    assert np.array_equal(splits["train"].get(0)["mask"], expected.repeat(2, 0).repeat(2, 1))
 
 
 def test_coco_empty_caption(load, tmp_path):
