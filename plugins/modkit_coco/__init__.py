@@ -122,41 +122,57 @@ class Coco(DatasetSource):
                 masks.append((painter, image) if painter and image else None)
         columns: dict[str, Any] = {"image": images, "caption": captions}
         if self.config.masks:
-            columns["mask"] = lambda i: masks[i][0](masks[i][1]) if masks[i] else None
+            columns["mask"] = LazyMasks(masks)
         return ColumnRecords(columns, n=len(names), names=names, errors=errors)
 
-    def mask_painter(self, folder: Path, name: str):
+    def mask_painter(self, folder: Path, name: str) -> "MaskPainter":
         path = folder / "annotations" / f"instances_{name}.json"
         if not path.is_file():
             raise DataError(f"masks: true needs {path}")
-        data = read_json(path)
+        painter = MaskPainter(path, read_json(path), self.config.mask_size)
+        self.mask_class_names = painter.class_names
+        return painter
+
+
+class MaskPainter:
+    """Draws one image's instance annotations as a class map (picklable, for DataLoader workers)."""
+
+    def __init__(self, path: Path, data: dict[str, Any], size: tuple[int, int] | None):
+        self.path, self.size = path, size
         categories = sorted(data.get("categories", []), key=lambda c: c["id"])
-        index = {c["id"]: k + 1 for k, c in enumerate(categories)}
-        self.mask_class_names = ["background", *[c["name"] for c in categories]]
-        size = self.config.mask_size
-        by_image: dict[int, list] = {}
+        self.index = {c["id"]: k + 1 for k, c in enumerate(categories)}
+        self.class_names = ["background", *[c["name"] for c in categories]]
+        self.by_image: dict[int, list] = {}
         for ann in data["annotations"]:
-            by_image.setdefault(ann["image_id"], []).append(ann)
+            self.by_image.setdefault(ann["image_id"], []).append(ann)
 
-        def paint(image: dict[str, Any]) -> np.ndarray:
-            """Large objects first, so small ones stay visible on top."""
-            h, w = int(image["height"]), int(image["width"])
-            mask = np.zeros((h, w), dtype=np.int64)
-            for ann in sorted(by_image.get(image["id"], []), key=lambda a: -float(a.get("area", 0))):
-                if ann.get("category_id") not in index:
-                    raise DataError(f"{path} annotation {ann.get('id')}: category {ann.get('category_id')} is not in 'categories'")
-                try:
-                    mask[rasterize(ann["segmentation"], h, w)] = index[ann["category_id"]]
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise DataError(f"{path} annotation {ann.get('id')}: bad segmentation: {exc}") from None
-            if size is not None and mask.shape != tuple(size):
-                from PIL import Image
+    def __call__(self, image: dict[str, Any]) -> np.ndarray:
+        """Large objects first, so small ones stay visible on top."""
+        h, w = int(image["height"]), int(image["width"])
+        mask = np.zeros((h, w), dtype=np.int64)
+        for ann in sorted(self.by_image.get(image["id"], []), key=lambda a: -float(a.get("area", 0))):
+            if ann.get("category_id") not in self.index:
+                raise DataError(f"{self.path} annotation {ann.get('id')}: category {ann.get('category_id')} is not in 'categories'")
+            try:
+                mask[rasterize(ann["segmentation"], h, w)] = self.index[ann["category_id"]]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise DataError(f"{self.path} annotation {ann.get('id')}: bad segmentation: {exc}") from None
+        if self.size is not None and mask.shape != tuple(self.size):
+            from PIL import Image
 
-                resized = Image.fromarray(mask.astype(np.int32), mode="I").resize((size[1], size[0]), Image.NEAREST)
-                mask = np.asarray(resized, dtype=np.int64)
-            return mask
+            resized = Image.fromarray(mask.astype(np.int32), mode="I").resize((self.size[1], self.size[0]), Image.NEAREST)
+            mask = np.asarray(resized, dtype=np.int64)
+        return mask
 
-        return paint
+
+class LazyMasks:
+    """The mask column: row ``i``'s mask, drawn when the row is read."""
+
+    def __init__(self, rows: list):
+        self.rows = rows
+
+    def __call__(self, i: int) -> np.ndarray | None:
+        return self.rows[i][0](self.rows[i][1]) if self.rows[i] else None
 
 
 @hookimpl

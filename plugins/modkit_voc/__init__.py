@@ -49,6 +49,16 @@ def check_mask(path: str) -> str:
     return path
 
 
+class CheckedMasks:
+    """A lazy column: mask path ``i``, checked when read (a class, not a lambda, so DataLoader workers can pickle it)."""
+
+    def __init__(self, paths: list[str]):
+        self.paths = paths
+
+    def __call__(self, i: int) -> str:
+        return check_mask(self.paths[i])
+
+
 class Voc(DatasetSource):
     """Pascal VOC semantic segmentation: JPEG images and palette-PNG class masks (21 classes, 255 ignored)."""
 
@@ -79,7 +89,7 @@ class Voc(DatasetSource):
             missing = [p for p in (images[k], masks[k]) if not Path(p).is_file()]
             if missing:
                 errors[k] = f"{listing} line {number} ({image_id}): file not found: {missing[0]}"
-        mask_column = (lambda i: check_mask(masks[i])) if self.config.check_masks else masks
+        mask_column = CheckedMasks(masks) if self.config.check_masks else masks
         return ColumnRecords({"image": images, "mask": mask_column}, n=len(entries),
                              names=[f"{listing} line {n} ({i})" for n, i in entries], errors=errors)
 

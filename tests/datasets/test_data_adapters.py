@@ -306,3 +306,16 @@ def test_parallel_text_misaligned_and_empty(load, tmp_path):
     assert splits["train"].problems() == [f"{tmp_path / 'train.vi'} line 2: empty sentence"]
     with pytest.raises(DataError, match="parallel text file not found"):
         load("parallel_text", tmp_path, languages=["en", "de"])
+
+
+def test_lazy_records_pickle_for_dataloader_workers(load, tmp_path):
+    """Workers started by spawn/forkserver receive the records pickled: lazy columns must survive it."""
+    import pickle
+
+    write_coco(tmp_path / "coco")
+    _, coco = load("coco", tmp_path, masks=True)
+    again = pickle.loads(pickle.dumps(coco["train"]))
+    assert np.array_equal(again.get(0)["mask"], coco["train"].get(0)["mask"])
+    write_voc(tmp_path / "voc", {"a": np.zeros((3, 3), dtype=np.uint8), "b": np.ones((3, 3), dtype=np.uint8)})
+    _, voc = load("voc", tmp_path / "voc")
+    assert pickle.loads(pickle.dumps(voc["train"])).get(0)["mask"] == voc["train"].get(0)["mask"]
