@@ -101,9 +101,10 @@ def build_modalities(recipe: Recipe, plugins: PluginSet, records: Records, train
 
 def check_data(view: ModalityView, source: str | None) -> None:
     """Run the first rows through each modality's ``check`` so size mismatches fail before training."""
-    n = min(len(view), 4 if not view.skip_bad else 64)
-    if n == 0:
+    if len(view) == 0:
         raise ModkitError("the training split is empty")
+    # in-memory data are checked whole (cheap); files are checked on a few rows, then row by row as read
+    n = len(view) if view.in_memory else min(len(view), 4 if not view.skip_bad else 64)
     batch: Batch = view.__getitems__(list(range(n)))
     if len(batch) == 0:
         raise ModkitError(f"the first {n} training samples are all bad (skipped); check the data")

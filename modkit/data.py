@@ -183,6 +183,11 @@ class ModalityView(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
+    @property
+    def in_memory(self) -> bool:
+        """Every modality reads a model-ready array field: batches are one index op, no preprocess."""
+        return isinstance(self.records, ArrayRecords) and all(self.fields[n] in self.records.arrays for n in self.names)
+
     def __getitem__(self, i: int) -> Batch:
         return self.__getitems__([i])
 
@@ -190,7 +195,7 @@ class ModalityView(torch.utils.data.Dataset):
         index = torch.as_tensor(index, dtype=torch.long)
         rows = self.rows[index]
         presence = self.presence[index].clone()
-        if isinstance(self.records, ArrayRecords) and all(self.fields[n] in self.records.arrays for n in self.names):
+        if self.in_memory:
             taken = self.records.take(rows)
             data = {}
             for j, name in enumerate(self.names):
