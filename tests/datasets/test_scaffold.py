@@ -21,7 +21,7 @@ def test_generates_every_template_with_names_filled(tmp_path):
     target = tmp_path / "modkit-heart-rate"
     files = sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())
     assert files == ["README.md", "modkit_heart_rate/__init__.py", "modkit_heart_rate/example.yaml",
-                     "modkit_heart_rate/modality.py", "modkit_heart_rate/toy.py", "pyproject.toml", "tests/test_modality.py"]
+                     "modkit_heart_rate/modality.py", "modkit_heart_rate/toy.py", "pyproject.toml", "tests/test_heart_rate.py"]
     assert len(template_files("modality")) == len(list(TEMPLATES.rglob("*.tmpl"))) == len(files)
     for path in target.rglob("*"):
         if path.is_file():
@@ -85,7 +85,7 @@ def test_round_trip_pip_install_plugins_and_its_own_test(tmp_path, monkeypatch):
     finally:
         pip("uninstall", "-y", "-q", names["dist"])
         monkeypatch.undo()  # off sys.path again (the folder holds the build's egg-info)
-        for module in [m for m in sys.modules if m == names["package"] or m.startswith(names["package"] + ".")]:
+        for module in [m for m in sys.modules if m.startswith(names["package"]) or m == f"test_{name}"]:
             del sys.modules[module]
     with pytest.raises(importlib.metadata.PackageNotFoundError):
         importlib.metadata.distribution(names["dist"])
