@@ -138,21 +138,25 @@ class LatentMix(Fusion):
     def encode(self, model, batch) -> MixedExperts:
         """Features once; the unimodal experts q(z | x_i) are the mixer given modality i alone."""
         feats = self.features(model, batch)
-        singles = torch.eye(len(feats), dtype=torch.bool, device=batch.present.device).unsqueeze(1) & batch.present.unsqueeze(0)
-        mu, logvar = self.mix(feats, singles)
+        singles = torch.eye(len(feats), dtype=torch.bool, device=batch.present.device)
+        mu, logvar = self._posterior(feats, batch.present, singles)
         return MixedExperts.build(mu, logvar, batch.present, feats)
 
     def posterior(self, experts: Experts, subsets: Tensor) -> DiagGaussian:
+        """The mixer given the subset's present modalities (never the downstream task); N(0, I) if none."""
         if not isinstance(experts, MixedExperts):
             raise TypeError("latent_mix posteriors need the features from LatentMix.encode (use model.encode)")
+        return DiagGaussian(*self._posterior(experts.features, experts.present, subsets))
+
+    def _posterior(self, feats: list[Tensor], present: Tensor, subsets: Tensor) -> tuple[Tensor, Tensor]:
         mask = subsets.to(torch.bool)
-        mask = (mask.unsqueeze(1) if mask.dim() == 2 else mask) & experts.present.unsqueeze(0)  # (S, B, N)
-        mu, logvar = self.mix(experts.features, mask)
+        mask = (mask.unsqueeze(1) if mask.dim() == 2 else mask) & present.unsqueeze(0)  # (S, B, N)
         if self.task_index is not None:
             mask = mask.clone()
             mask[..., self.task_index] = False
+        mu, logvar = self.mix(feats, mask)
         some = mask.any(-1, keepdim=True)
-        return DiagGaussian(torch.where(some, mu, 0.0), torch.where(some, logvar, 0.0))
+        return torch.where(some, mu, 0.0), torch.where(some, logvar, 0.0)
 
     # -- training -------------------------------------------------------------------------------
     def input_mask(self, present: Tensor) -> Tensor:
