@@ -36,6 +36,7 @@ class Meme(Fusion):
         super().__init__(modalities, latent_dim, config)
         if len(modalities) < 2:
             raise RecipeError("model.fusion", "meme needs at least two modalities (one supervises the other)")
+        self.register_buffer("weights", torch.tensor([[m.weight] for m in modalities.values()], dtype=torch.float32), persistent=False)
         self.pseudo = nn.ParameterDict()
         if config.pseudo_samples:
             for name, modality in modalities.items():
@@ -62,16 +63,15 @@ class Meme(Fusion):
         z = torch.cat([z0.unsqueeze(0), extra])  # (1 + K, N, B, D)
         ll = torch.stack([ll.float() for ll in model.log_likelihoods(z, batch)])  # (N_t, 1 + K, N_s, B)
         rec = torch.diagonal(ll[:, 0], dim1=0, dim2=1).T  # (N, B): log p(x_s | z_s)
-        weights = torch.tensor([model.modalities[m].weight for m in model.names], device=rec.device).unsqueeze(-1)
 
         # q(t|z) = Π_{t ∈ others} p(x_t | z): the decoders of the other modalities classify z
         log_qt = torch.where(others.permute(2, 0, 1).unsqueeze(1), ll, 0.0).sum(0)  # (1 + K, N, B)
         log_qt_s = log_marginal_from_samples(log_qt, cfg.include_posterior_sample)
         cond_kl = self._conditional_kl(experts, others, has_others, z0)
-        sup, w = supervised_term(weights * rec, log_qt[0], cond_kl, log_qt_s, cfg.supervision, beta)
+        sup, w = supervised_term(self.weights * rec, log_qt[0], cond_kl, log_qt_s, cfg.supervision, beta)
 
         prior_kl = self._unpaired_kl(model, mu, logvar, z0)
-        unsup = weights * rec - beta * prior_kl
+        unsup = self.weights * rec - beta * prior_kl
 
         valid = present.T  # (N, B): direction s exists where s is observed
         bound = torch.where(has_others, sup, unsup)
