@@ -175,7 +175,11 @@ class LatentMix(Fusion):
         clean = feats
         if self.training and self.config.feature_mask > 0:
             feats = [f * (torch.rand_like(f) >= self.config.feature_mask) for f in feats]
-        mu, logvar = self.mix(feats, self.input_mask(present))
+        visible = present
+        if self.task_index is not None:  # the task is never an input, so dropout must not keep it instead of one
+            visible = present.clone()
+            visible[:, self.task_index] = False
+        mu, logvar = self.mix(feats, self.input_mask(visible))
         z = reparameterize(mu, logvar) if self.training else mu
         kl = kl_standard_normal(mu, logvar)
         n = len(batch)
