@@ -221,8 +221,9 @@ class LatentMix(Fusion):
         terms = {"loss": loss.detach(), "kl": (torch.where(valid, kl, 0.0).sum() / n).detach(),
                  f"rec/{name}": (torch.where(valid, ll, 0.0).sum() / n).detach()}
         acc = task.accuracy(out, batch.data[name])
-        if acc is not None:
-            terms[f"acc/{name}"] = (torch.where(valid, acc, 0.0).sum() / valid.sum().clamp_min(1)).detach()
+        if acc is not None:  # per-sample means, so epoch averages are exact: accuracy = correct / scored
+            terms[f"correct/{name}"] = (torch.where(valid, acc, 0.0).sum() / n).detach()
+            terms["scored"] = (valid.sum() / n).detach()
         return LossOutput(loss, terms)
 
 

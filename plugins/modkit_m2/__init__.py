@@ -158,10 +158,11 @@ class M2(Fusion):
         loss = -bound.sum() / n
         correct = (logits.argmax(cax) == y_data.long()).float()
         correct = correct.flatten(1).mean(-1) if correct.dim() > 1 else correct
-        count = sup.sum().clamp_min(1)
+        # per-sample means like every logged term (so epoch averages are exact): accuracy = correct / labelled
         terms.update(loss=loss.detach(), kl=(torch.where(has_x, kl, 0.0).sum() / n).detach(),
-                     log_qy=(torch.where(sup, log_qy, 0.0).sum() / count).detach(),
-                     acc=(torch.where(sup, correct, 0.0).sum() / count).detach(), tau=tau.detach())
+                     log_qy=(torch.where(sup, log_qy, 0.0).sum() / n).detach(),
+                     correct=(torch.where(sup, correct, 0.0).sum() / n).detach(),
+                     labelled=(sup.sum() / n).detach(), tau=tau.detach())
         return LossOutput(loss, terms)
 
     # -- inference ------------------------------------------------------------------------------

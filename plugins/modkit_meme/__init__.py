@@ -80,7 +80,8 @@ class Meme(Fusion):
         kl = torch.where(has_others, cond_kl, prior_kl)
         terms = {"loss": loss.detach(), "kl": (torch.where(valid, kl, 0.0).sum() / b).detach(),
                  "log_qt_s": (torch.where(paired, log_qt_s, 0.0).sum() / b).detach(),
-                 "w": (torch.where(paired, w, 0.0).sum() / paired.sum().clamp_min(1)).detach()}
+                 "w": (torch.where(paired, w, 0.0).sum() / b).detach(),  # mean ratio = w / paired
+                 "paired": (paired.sum() / b).detach()}
         for i, name in enumerate(model.names):
             terms[f"rec/{name}"] = (torch.where(valid[i], rec[i], 0.0).sum() / b).detach()
         return LossOutput(loss, terms)

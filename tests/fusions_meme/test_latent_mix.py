@@ -76,7 +76,7 @@ def test_downstream_head_replaces_the_task_decoder(tiny, first_batch):
     model.train()
     out = fusion.loss(model, batch, None, 1.0)
     out.loss.backward()
-    assert {"loss", "rec/label", "acc/label"} <= set(out.terms)
+    assert {"loss", "rec/label", "correct/label", "scored"} <= set(out.terms)
     grads = lambda m: sum(p.grad.abs().sum().item() for p in m.parameters() if p.grad is not None)  # noqa: E731
     assert grads(fusion.mixer) > 0 and grads(label.task_head) > 0
     assert grads(model.modalities["image"]) == 0  # frozen feature encoders
