@@ -1,4 +1,5 @@
 """The MEME fusion's loss against the objective written out by hand on real digits modalities."""
+import pytest
 import torch
 
 from modkit.gaussian import kl_gaussians, kl_standard_normal, reparameterize
@@ -62,3 +63,43 @@ def test_pseudo_samples_get_gradients_only_from_unpaired_samples(tiny, first_bat
     present[:, 1] = False
     fusion.loss(model, batch.with_present(present), None, 1.0).loss.backward()
     assert fusion.pseudo["label"].grad.abs().sum() > 0  # image-only rows: the label pseudo-samples are their prior
+
+
+THIRD = "modalities.digit={type: label, num_classes: 10, field: label, hidden: [32], embedding_dim: 8}"
+
+
+def test_three_modalities_use_the_product_of_the_other_two_as_prior(tiny, first_batch):
+    setup = tiny("digits-meme", THIRD, "model.fusion.samples=0", "model.fusion.supervision=2")
+    model, fusion = setup.model, setup.model.fusion
+    batch = first_batch(setup.train, 8)
+    with torch.no_grad():
+        torch.manual_seed(4)
+        out = fusion.loss(model, batch, None, 1.0)
+        torch.manual_seed(4)
+        e = model.encode(batch)
+        z = reparameterize(e.mu, e.logvar)
+        names = model.names
+        ll = [[model.modalities[t].log_likelihood(model.modalities[t].decode(z[s]), batch.data[t]) for t in names] for s in range(3)]
+        total = 0
+        for s in range(3):
+            others = [t for t in range(3) if t != s]
+            prec = sum(torch.exp(-e.logvar[t].double()) for t in others)  # PoE of the other two, by hand
+            mu = sum(e.mu[t].double() * torch.exp(-e.logvar[t].double()) for t in others) / prec
+            kl = kl_gaussians(e.mu[s].double(), e.logvar[s].double(), mu, -torch.log(prec))
+            log_qt = sum(ll[s][t] for t in others)
+            total = total + ll[s][s] - log_qt - kl + 2.0 * log_qt
+        expected = -total.sum() / len(batch)
+    torch.testing.assert_close(out.loss.double(), expected, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("combine", ["poe", "moe"])
+def test_three_modalities_train_with_missing_ones(tiny, combine):
+    setup = tiny("digits-meme-partial", THIRD, f"model.fusion.combine={combine}", "model.fusion.pseudo_samples=8")
+    model = setup.model
+    batch = setup.train.__getitems__(list(range(0, len(setup.train), 25)))
+    present = batch.present.clone()
+    present[::3, 2] = False  # some rows lose the third modality too: partially paired triples
+    out = model(batch.with_present(present), None, 1.0)
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
