@@ -121,3 +121,4 @@ def test_temperature_anneals_with_training_steps(tiny, first_batch):
     model.train()
     taus = [fusion.loss(model, batch, None, 1.0).terms["tau"].item() for _ in range(3)]
     assert taus == pytest.approx([1.0, math.exp(-0.1), math.exp(-0.2)], rel=1e-5)
+    assert int(model.state_dict()["fusion.step"]) == 3  # the schedule's clock is checkpointed, so resume continues it
