@@ -42,15 +42,17 @@ class M2Config(FusionConfig):
 
 
 class M2Experts(Experts):
-    """Experts plus what :meth:`M2.posterior` needs: the input features and the target's one-hot code."""
+    """Experts plus what :meth:`M2.posterior` needs: the input features, the target's one-hot code and
+    where that code is known (False at ignored pixels)."""
 
     features: list[Tensor]
     target_code: Tensor
+    target_known: Tensor
 
     @classmethod
-    def build(cls, mu, logvar, present, features, target_code) -> "M2Experts":
+    def build(cls, mu, logvar, present, features, target_code, target_known) -> "M2Experts":
         experts = cls(mu, logvar, present)
-        experts.features, experts.target_code = features, target_code
+        experts.features, experts.target_code, experts.target_known = features, target_code, target_known
         return experts
 
 
@@ -113,6 +115,13 @@ class M2(Fusion):
         """Logits of q(y|x): (..., F_in) → (..., *y_shape)."""
         return self.classifier(h).reshape(*h.shape[:-1], *self.y_shape)
 
+    def target_code(self, y_data: Tensor) -> tuple[Tensor, Tensor]:
+        """Target ids → one-hot codes (B, *y_shape) and where they are known (broadcastable): ids outside
+        0..K−1 (a mask's ignore_index) are unknown there, and q(y|x) fills them in like a missing target."""
+        known = (y_data >= 0) & (y_data < self.num_classes)
+        cax = 1 + self.class_pos
+        return one_hot(torch.where(known, y_data, 0), self.num_classes, cax), known.unsqueeze(cax)
+
     def encode_zc(self, h: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """q(z_c | x, y): inputs (..., F_in) and codes (..., *y_shape) → mu, logvar (..., D − |y|)."""
         return self.z_head(self.z_encoder(torch.cat([h, y.flatten(h.dim() - 1)], dim=-1)))
@@ -129,11 +138,12 @@ class M2(Fusion):
         y_data = batch.data[self.target]
         target = model.modalities[self.target]
         log_qy = target.log_likelihood(logits, y_data).float()  # log q(y|x), summed over pixels
-        code = one_hot(y_data, self.num_classes, cax)
+        code, known = self.target_code(y_data)
         tau = self.tau
         if self.training:
             self.step += 1
-        y = torch.where(labelled.view(-1, *[1] * len(self.y_shape)), code, relaxed_one_hot(logits, tau, cax, cfg.hard))
+        given = labelled.view(-1, *[1] * len(self.y_shape)) & known
+        y = torch.where(given, code, relaxed_one_hot(logits, tau, cax, cfg.hard))
         zc_mu, zc_logvar = self.encode_zc(h, y)
         z = torch.cat([reparameterize(zc_mu, zc_logvar), y.flatten(1)], dim=-1)
         lls = model.log_likelihoods(z.unsqueeze(0), batch)
@@ -156,8 +166,9 @@ class M2(Fusion):
             bound = torch.where(has_x, torch.where(labelled, elbo + cfg.alpha * log_qy, elbo + entropy(logits, cax)), 0.0)
         bound = bound + target.weight * read
         loss = -bound.sum() / n
-        correct = (logits.argmax(cax) == y_data.long()).float()
-        correct = correct.flatten(1).mean(-1) if correct.dim() > 1 else correct
+        hit = (logits.argmax(cax) == y_data.long()) & known.squeeze(cax)
+        n_known = known.squeeze(cax).float()
+        correct = hit.float().flatten(1).sum(-1) / n_known.flatten(1).sum(-1).clamp_min(1) if hit.dim() > 1 else hit.float()
         # per-sample means like every logged term (so epoch averages are exact): accuracy = correct / labelled
         terms.update(loss=loss.detach(), kl=(torch.where(has_x, kl, 0.0).sum() / n).detach(),
                      log_qy=(torch.where(sup, log_qy, 0.0).sum() / n).detach(),
@@ -168,19 +179,19 @@ class M2(Fusion):
     # -- inference ------------------------------------------------------------------------------
     def encode(self, model, batch) -> M2Experts:
         feats = self.input_features(model, batch)
-        code = one_hot(batch.data[self.target], self.num_classes, 1 + self.class_pos)
+        code, known = self.target_code(batch.data[self.target])
         singles = torch.eye(len(self.names), dtype=torch.bool, device=batch.present.device)
-        mu, logvar = self._posterior(feats, code, batch.present, singles)
-        return M2Experts.build(mu, logvar, batch.present, feats, code)
+        mu, logvar = self._posterior(feats, code, known, batch.present, singles)
+        return M2Experts.build(mu, logvar, batch.present, feats, code, known)
 
     def posterior(self, experts: Experts, subsets: Tensor) -> DiagGaussian:
         """q(z | subset): y is the given one-hot if the target is in the subset, else q(y|x)'s probabilities
         (uniform with no input); z_c ~ q(z_c | x, y) if an input is in the subset, else the prior N(0, I)."""
         if not isinstance(experts, M2Experts):
             raise TypeError("m2 posteriors need the features from M2.encode (use model.encode)")
-        return DiagGaussian(*self._posterior(experts.features, experts.target_code, experts.present, subsets))
+        return DiagGaussian(*self._posterior(experts.features, experts.target_code, experts.target_known, experts.present, subsets))
 
-    def _posterior(self, feats, code, present, subsets) -> tuple[Tensor, Tensor]:
+    def _posterior(self, feats, code, known, present, subsets) -> tuple[Tensor, Tensor]:
         mask = subsets.to(torch.bool)
         mask = (mask.unsqueeze(1) if mask.dim() == 2 else mask) & present.unsqueeze(0)  # (S, B, N)
         xm = mask[..., self.inputs]
@@ -189,7 +200,8 @@ class M2(Fusion):
         spatial = [1] * len(self.y_shape)
         probs = torch.softmax(self.classify(h), dim=2 + self.class_pos)
         probs = torch.where(has_x.view(*has_x.shape, *spatial), probs, 1.0 / self.num_classes)
-        y = torch.where(mask[..., self.t_index].view(*has_x.shape, *spatial), code, probs)
+        given = mask[..., self.t_index].view(*has_x.shape, *spatial) & known  # unknown pixels: q(y|x)
+        y = torch.where(given, code, probs)
         zc_mu, zc_logvar = self.encode_zc(h, y)
         keep = has_x.unsqueeze(-1)
         zc_mu, zc_logvar = torch.where(keep, zc_mu, 0.0), torch.where(keep, zc_logvar, 0.0)

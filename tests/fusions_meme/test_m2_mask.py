@@ -64,3 +64,40 @@ def test_m2_per_pixel_target():
     torch.testing.assert_close(y_img.sum(1), torch.ones(b, 4, 4))  # per-pixel class probabilities
     torch.testing.assert_close(y_both[:3].argmax(1), batch.data["mask"][:3])  # given masks are their one-hot codes
     torch.testing.assert_close(y_both[3:], y_img[3:])  # missing masks fall back to q(y|x)
+
+
+def test_m2_with_the_mask_plugin_and_ignored_pixels():
+    from modkit_mask import Mask as MaskPlugin, MaskConfig
+
+    torch.manual_seed(0)
+    d = 64
+    modalities = {"image": Image("image", ImageConfig(type="image", shape=(1, 8, 8), hidden=[16]), d),
+                  "seg": MaskPlugin("seg", MaskConfig(type="mask", num_classes=3, shape=(4, 4), hidden=16), d)}
+    fusion = M2(modalities, d, M2Config(type="m2", hidden=[16]))
+    assert fusion.target == "seg" and fusion.y_shape == (3, 4, 4)
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.modalities = nn.ModuleDict(modalities)
+            self.names = list(modalities)
+            self.fusion = fusion
+
+        def log_likelihoods(self, z, batch):
+            return [m.log_likelihood(m.decode(z), batch.data[n]) for n, m in self.modalities.items()]
+
+    model = Model()
+    seg = torch.randint(3, (4, 4, 4))
+    seg[0, 0, :] = 255  # ignored pixels (the mask plugin's ignore_index)
+    batch = Batch({"image": torch.rand(4, 1, 8, 8), "seg": seg}, torch.ones(4, 2, dtype=torch.bool))
+    out = fusion.loss(model, batch, None, 1.0)
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    with torch.no_grad():
+        experts = fusion.encode(model, batch)
+        both, image = fusion.posterior(experts, torch.tensor([[True, True], [True, False]])).mu[:, :, -48:].view(2, 4, 3, 4, 4)
+    # known pixels carry the given class; ignored ones fall back to q(y|x), like an unlabelled image
+    torch.testing.assert_close(both[0, :, 1:].argmax(0), seg[0, 1:])
+    torch.testing.assert_close(both[0, :, 1:].amax(0), torch.ones(3, 4))  # one-hot there
+    torch.testing.assert_close(both[0, :, 0], image[0, :, 0])
+    torch.testing.assert_close(both[1:].argmax(1), seg[1:])
