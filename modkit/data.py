@@ -228,6 +228,9 @@ def _identity(batch: Batch) -> Batch:
     return batch
 
 
-def make_loader(view: ModalityView, sampler: EpochBatchSampler, num_workers: int = 0, pin_memory: bool = False) -> torch.utils.data.DataLoader:
+def make_loader(view: ModalityView, sampler: EpochBatchSampler, num_workers: int = 0, pin_memory: bool = False,
+                generator: torch.Generator | None = None) -> torch.utils.data.DataLoader:
+    """``generator`` seeds the workers; pass one so that starting an epoch does not draw from the global RNG
+    (DataLoader does, once per ``iter``), which would shift the training noise after a mid-epoch resume."""
     return torch.utils.data.DataLoader(view, batch_sampler=sampler, collate_fn=_identity, num_workers=num_workers,
-                                       pin_memory=pin_memory, persistent_workers=num_workers > 0)
+                                       pin_memory=pin_memory, persistent_workers=num_workers > 0, generator=generator)

@@ -221,7 +221,8 @@ class Trainer:
         self.batches = EpochBatchSampler(len(self.setup.train), batch_size // dist.world, seed=recipe.seed,
                                          rank=dist.rank, world=dist.world)
         pin = device.type == "cuda"
-        self.loader = make_loader(self.setup.train, self.batches, recipe.data.num_workers, pin)
+        self.loader = make_loader(self.setup.train, self.batches, recipe.data.num_workers, pin,
+                                  generator=torch.Generator().manual_seed(rank_seed(recipe.seed, dist.rank)))
         self._fixed_plan = SubsetPlan.from_mask(self.sampler.sample(), device) if self.sampler.fixed else None
         self.net = self._wrap(self.model)
         # the divergence guard's device-side state, and what it did
@@ -304,8 +305,12 @@ class Trainer:
             return False
         state = self.checkpoint_state()
         if self.dist.main:
-            rundir.save_checkpoint(self.run_dir, state)
-            rundir.write_metrics(self.run_dir, self.rows)
+            try:
+                rundir.save_checkpoint(self.run_dir, state)
+                rundir.write_metrics(self.run_dir, self.rows)
+            except ModkitError as exc:
+                raise ModkitError(f"{exc}. {self.run_dir} keeps its last complete checkpoint; free some space or make the "
+                                  f"directory writable, then continue with: modkit train --resume {self.run_dir}") from None
         return True
 
     def load(self) -> dict[str, Any]:
