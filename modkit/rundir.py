@@ -98,7 +98,10 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
     torch.save(state, buffer)
     current = run_dir / CHECKPOINT
     staged = run_dir / (CHECKPOINT + ".new")
-    atomic_write_bytes(staged, buffer.getvalue())
+    try:
+        atomic_write_bytes(staged, buffer.getvalue())
+    except ModkitError as exc:
+        raise ModkitError(str(exc).replace(str(staged), str(current), 1)) from None
     try:
         if current.exists():
             os.replace(current, run_dir / PREVIOUS_CHECKPOINT)
