@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -96,17 +97,23 @@ def train(recipe: Path | None, overrides: tuple[str, ...], device: str | None, o
 
     dist, dist_device = distributed.init(parsed.train.device)
     try:
-        def prepare_run_dir() -> Path:
+        def prepare_run_dir() -> tuple[Path, bool]:
             run_dir = choose_run_dir()
+            created = not run_dir.exists()
             rundir.ensure_writable(run_dir)
-            if resume is None:
-                write_recipe(run_dir, resolved)
-            return run_dir
+            return run_dir, created
 
-        run_dir = _on_rank0(prepare_run_dir, dist)
+        run_dir, created = _on_rank0(prepare_run_dir, dist)
         plugins = _plugins(parsed.plugins, project.plugins)
         torch_device = dist_device or resolve_device(parsed.train.device)
-        trainer = Trainer(parsed, resolved, plugins, run_dir, torch_device, source, echo=click.echo, dist=dist)
+        try:
+            trainer = Trainer(parsed, resolved, plugins, run_dir, torch_device, source, echo=click.echo, dist=dist)
+        except BaseException:
+            if created and dist.main:  # a recipe that fails to build leaves no empty run directory behind
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        if resume is None and dist.main:
+            write_recipe(run_dir, resolved)
         if resume is not None:
             trainer.restore()
             trainer.echo(f"resuming {run_dir} at epoch {trainer.state.epoch + 1} (step {trainer.state.global_step})")
@@ -125,7 +132,7 @@ def train(recipe: Path | None, overrides: tuple[str, ...], device: str | None, o
         if dist.main:
             raise
         if not getattr(exc, "shown_by_rank0", False):  # rank 0 reports errors every rank shares
-                click.echo(f"error (rank {dist.rank}): {exc}", err=True)
+            click.echo(f"error (rank {dist.rank}): {exc}", err=True)
         sys.exit(exc.exit_code)
     finally:
         distributed.shutdown()

@@ -25,6 +25,8 @@ class Records:
     """A split's rows: ``get(i)`` returns ``{field: raw value or None}``; None means missing."""
 
     fields: list[str] = []
+    #: True when every value is already in memory, so reading all rows is cheap (checked whole at build)
+    in_memory: ClassVar[bool] = False
 
     def __len__(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -57,6 +59,8 @@ class Column:
 
 class ArrayRecords(Records):
     """In-memory arrays, one per field, already in model-ready form (the fast path: one index op per batch)."""
+
+    in_memory: ClassVar[bool] = True
 
     def __init__(self, arrays: dict[str, Any], present: dict[str, np.ndarray] | None = None):
         self.arrays = {k: torch.as_tensor(v) for k, v in arrays.items()}

@@ -37,6 +37,8 @@ class MemmapRecords(ArrayRecords):
     ``present`` optionally gives per-field boolean masks (small: one byte per row) for missing values.
     """
 
+    in_memory = False  # build checks a few rows, not the whole file
+
     def __init__(self, files: dict[str, str | Path | np.memmap], present: dict[str, Any] | None = None):
         self.paths: dict[str, Path] = {}
         for name, source in files.items():
