@@ -16,7 +16,7 @@ import json
 
 import torch
 
-from conftest import load, modkit_here, modkit_subprocess
+from dist_helpers import load, modkit_here, modkit_subprocess
 from modkit.data import EpochBatchSampler
 
 

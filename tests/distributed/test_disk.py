@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import leftovers, load, modkit_here
+from dist_helpers import leftovers, load, modkit_here
 from modkit import rundir
 from modkit.errors import ModkitError
 from modkit.trainer import Trainer

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from conftest import leftovers, load, modkit_here
+from dist_helpers import leftovers, load, modkit_here
 from modkit.batch import Batch
 from modkit.trainer import Trainer
 

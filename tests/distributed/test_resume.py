@@ -7,7 +7,7 @@ import signal
 
 import torch
 
-from conftest import STEPS_PER_EPOCH, leftovers, load, modkit_here, modkit_subprocess
+from dist_helpers import STEPS_PER_EPOCH, leftovers, load, modkit_here, modkit_subprocess
 
 SETS = ["--set", "train.checkpoint_every=5", "--set", "train.epochs=3"]
 
