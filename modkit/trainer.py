@@ -555,8 +555,9 @@ class Trainer:
                     raise KeyboardInterrupt
                 return  # the terminal and torchrun both deliver one Ctrl-C: count it once
             self._signal, self._signal_at = signum, time.monotonic()
-            print(f"received {signal.Signals(signum).name}: saving a checkpoint after this step "
-                  "(send it again to stop at once)", file=sys.stderr, flush=True)
+            if self.dist.main:
+                print(f"received {signal.Signals(signum).name}: saving a checkpoint after this step "
+                      "(send it again to stop at once)", file=sys.stderr, flush=True)
 
         previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
