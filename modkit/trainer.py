@@ -384,7 +384,10 @@ class Trainer:
             return torch.nn.utils.clip_grad_norm_(params, clip)
         if not params:
             return torch.zeros((), device=self.device)
-        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad.detach().float()) for p in params]))
+        grads = [p.grad.detach() for p in params]
+        if hasattr(torch.nn.utils, "get_total_norm"):  # torch ≥ 2.6: one foreach kernel per device and dtype
+            return torch.nn.utils.get_total_norm(grads)
+        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
 
     def update(self, loss: Tensor) -> Tensor:
         """Skip-or-step without a host sync. Under DDP the ranks agree on the skip and on a pending
@@ -400,7 +403,11 @@ class Trainer:
 
     def optimizer_step(self, bad: Tensor) -> None:
         """The fused optimizers skip the update (and its step count) on the device when ``found_inf`` is 1;
-        an optimizer without fused kernels costs one host sync here instead."""
+        an optimizer without fused kernels costs one host sync here instead.
+
+        With a ``GradScaler`` (AMP): call ``scaler.unscale_`` before :meth:`grad_norm`, so the check sees true
+        gradients; an fp16 overflow then counts as a skipped step (the scaler's own start-up overflows make a
+        short streak, well under the default ``max_bad_steps``)."""
         if self._fused:
             self.optimizer.found_inf = bad
             try:
