@@ -5,6 +5,8 @@ subprocesses (``python -m modkit``, torchrun workers) get the same controls as t
   the batch differently draw the same latents and must agree up to float rounding.
 * ``MODKIT_TEST_KILL_AT=STEP:SIGNAL``: after global step STEP the process sends itself SIGNAL
   (9 = a real ``kill -9``: no handler, no cleanup).
+* ``MODKIT_TEST_NAN=FIRST:COUNT``: from step FIRST (1-based) on, COUNT batches (0: all) of rank 0
+  get NaN in their first modality, so under DDP only one rank sees the bad data.
 """
 from __future__ import annotations
 
@@ -37,6 +39,28 @@ if os.environ.get("MODKIT_TEST_KILL_AT"):
             os.kill(os.getpid(), _sig)
 
     Trainer.accumulate = accumulate
+
+
+if os.environ.get("MODKIT_TEST_NAN"):
+    import math
+
+    import torch
+
+    from modkit.batch import Batch
+    from modkit.trainer import Trainer
+
+    _first, _count = (int(x) for x in os.environ["MODKIT_TEST_NAN"].split(":"))
+    _forward_backward = Trainer.forward_backward
+    _done = {"n": 0}
+
+    def forward_backward(self, batch, beta):
+        if self.dist.rank == 0 and self.state.global_step + 1 >= _first and (_count == 0 or _done["n"] < _count):
+            _done["n"] += 1
+            name = next(iter(batch.data))
+            batch = Batch({**batch.data, name: torch.full_like(batch.data[name], math.nan)}, batch.present)
+        return _forward_backward(self, batch, beta)
+
+    Trainer.forward_backward = forward_backward
 
 
 @hookimpl
