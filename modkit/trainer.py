@@ -203,6 +203,11 @@ class Trainer:
         self.recipe, self.resolved, self.plugins = recipe, resolved, plugins
         self.run_dir, self.device, self.source, self.dist = run_dir, device, source, dist
         self.echo = echo if dist.main else (lambda *_a, **_k: None)
+        if recipe.data.batch_size % dist.world:
+            error = RecipeError("data.batch_size", f"{recipe.data.batch_size} is not divisible by the {dist.world} "
+                                "processes (the global batch is split evenly across them)", source)
+            error.shown_by_rank0 = True  # every rank reaches the same verdict
+            raise error
         seed_everything(recipe.seed)
         self.setup: Setup = self._build()
         self.model = self.setup.model.to(device)
@@ -215,9 +220,6 @@ class Trainer:
         self.state = TrainState()
         self.rows: list[dict[str, Any]] = []
         batch_size = recipe.data.batch_size
-        if batch_size % dist.world:
-            raise RecipeError("data.batch_size", f"{batch_size} is not divisible by the {dist.world} processes "
-                              "(the global batch is split evenly across them)", source)
         self.batches = EpochBatchSampler(len(self.setup.train), batch_size // dist.world, seed=recipe.seed,
                                          rank=dist.rank, world=dist.world)
         pin = device.type == "cuda"
