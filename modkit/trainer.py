@@ -302,18 +302,32 @@ class Trainer:
         if not self.parameters_finite():
             self.diverged("the parameters are no longer finite")
         if not force and float(self.bad_streak) > 0:
-            if self.dist.main:
-                rundir.write_metrics(self.run_dir, self.rows)
+            self._write_on_rank0(lambda: rundir.write_metrics(self.run_dir, self.rows))
             return False
         state = self.checkpoint_state()
+
+        def write() -> None:
+            rundir.save_checkpoint(self.run_dir, state)
+            rundir.write_metrics(self.run_dir, self.rows)
+
+        self._write_on_rank0(write)
+        return True
+
+    def _write_on_rank0(self, write) -> None:
+        """Rank 0 writes; a disk error reaches every rank (one small broadcast per checkpoint), so all stop
+        with the same one-line message instead of the others failing later in a collective."""
+        error: ModkitError | None = None
         if self.dist.main:
             try:
-                rundir.save_checkpoint(self.run_dir, state)
-                rundir.write_metrics(self.run_dir, self.rows)
+                write()
             except ModkitError as exc:
-                raise ModkitError(f"{exc}. {self.run_dir} keeps its last complete checkpoint; free some space or make the "
-                                  f"directory writable, then continue with: modkit train --resume {self.run_dir}") from None
-        return True
+                error = ModkitError(f"{exc}. {self.run_dir} keeps its last complete checkpoint; free some space or make "
+                                    f"the directory writable, then continue with: modkit train --resume {self.run_dir}")
+        if self.dist.active:
+            error = distributed.broadcast(error, self.dist)
+        if error is not None:
+            error.shown_by_rank0 = True
+            raise error
 
     def load(self) -> dict[str, Any]:
         """Rank 0 reads the checkpoint and hands it to the others (no shared filesystem needed)."""

@@ -5,6 +5,7 @@ subprocesses (``python -m modkit``, torchrun workers) get the same controls as t
   the batch differently draw the same latents and must agree up to float rounding.
 * ``MODKIT_TEST_KILL_AT=STEP:SIGNAL``: after global step STEP the process sends itself SIGNAL
   (9 = a real ``kill -9``: no handler, no cleanup).
+* ``MODKIT_TEST_ENOSPC_AT=STEP``: from step STEP on, ``os.fsync`` fails with ENOSPC (a full disk).
 * ``MODKIT_TEST_NAN=FIRST:COUNT``: from step FIRST (1-based) on, COUNT batches (0: all) of rank 0
   get NaN in their first modality, so under DDP only one rank sees the bad data.
 """
@@ -61,6 +62,25 @@ if os.environ.get("MODKIT_TEST_NAN"):
         return _forward_backward(self, batch, beta)
 
     Trainer.forward_backward = forward_backward
+
+
+if os.environ.get("MODKIT_TEST_ENOSPC_AT"):
+    import errno
+
+    from modkit.trainer import Trainer
+
+    _full_at = int(os.environ["MODKIT_TEST_ENOSPC_AT"])
+    _accumulate_before_full = Trainer.accumulate
+
+    def _disk_full(_fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def accumulate_then_fill(self, *args, **kwargs):
+        _accumulate_before_full(self, *args, **kwargs)
+        if self.state.global_step == _full_at:
+            os.fsync = _disk_full
+
+    Trainer.accumulate = accumulate_then_fill
 
 
 @hookimpl
