@@ -77,10 +77,10 @@ def family_log_prob(family: Family, z: Tensor, mu: Tensor, logvar: Tensor) -> Te
     return laplace_log_prob(z, mu, torch.exp(0.5 * logvar))
 
 
-def uniform_log_weights(valid: Tensor) -> Tensor:
+def uniform_log_weights(valid: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     """log of uniform weights over the ``True`` entries along dim 0 (−inf elsewhere; rows with none stay −inf)."""
-    count = valid.sum(0, keepdim=True).clamp_min(1).to(torch.float32)
-    return torch.where(valid, -torch.log(count), torch.tensor(float("-inf"), device=valid.device))
+    count = valid.sum(0, keepdim=True).clamp_min(1).to(dtype)
+    return torch.where(valid, -torch.log(count), torch.tensor(float("-inf"), device=valid.device, dtype=dtype))
 
 
 class UniformMixture:
@@ -94,7 +94,7 @@ class UniformMixture:
     def __init__(self, components: Component, valid: Tensor):
         self.components = components
         self.valid = valid
-        self.log_weights = uniform_log_weights(valid)  # (M, *batch)
+        self.log_weights = uniform_log_weights(valid, components.mean.dtype)  # (M, *batch)
 
     @property
     def batch_ndim(self) -> int:
