@@ -10,7 +10,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from modkit import Fusion, FusionConfig, LossOutput, hookimpl
+from modkit import Fusion, FusionConfig, LossOutput, RecipeError, hookimpl
 from modkit.distributions import UniformMixture, uniform_log_weights
 from modkit.gaussian import DiagGaussian, Experts, kl_standard_normal, product_of_experts, reparameterize
 from modkit.subsets import all_subsets
@@ -21,6 +21,8 @@ MAX_ENUMERATED = 12
 
 class MoPoEConfig(FusionConfig):
     prior_expert: bool = Field(True, description="include the N(0, I) prior expert in each subset's product (as the authors' code does)")
+    private_dim: int = Field(0, ge=0, description="the last private_dim latent dimensions are modality-specific (each "
+                             "decoder reads its own modality's), the rest shared through the mixture")
 
 
 def subset_validity(mask: Tensor, present: Tensor) -> Tensor:
@@ -43,10 +45,22 @@ class MixtureOfProductsOfExperts(Fusion):
 
     Config = MoPoEConfig
 
+    def __init__(self, modalities, latent_dim: int, config: MoPoEConfig):
+        super().__init__(modalities, latent_dim, config)
+        if config.private_dim >= latent_dim:
+            raise RecipeError("model.fusion.private_dim", f"must be smaller than model.latent_dim ({latent_dim}) to leave shared dimensions")
+        self.shared_dim = latent_dim - config.private_dim
+
+    def split(self, experts: Experts) -> tuple[Experts, Tensor, Tensor]:
+        """The experts' shared part (first ``shared_dim`` dims) and their private (mu, logvar), (N, B, private_dim)."""
+        d = self.shared_dim
+        shared = Experts(experts.mu[..., :d], experts.logvar[..., :d], experts.present)
+        return shared, experts.mu[..., d:], experts.logvar[..., d:]
+
     def loss(self, model, batch, plan, beta) -> LossOutput:
-        experts = model.encode(batch)
+        experts, private_mu, private_logvar = self.split(model.encode(batch))
         present = batch.present
-        mu, logvar = product_of_experts(experts, plan.mask, prior=self.config.prior_expert)  # (S, B, D)
+        mu, logvar = product_of_experts(experts, plan.mask, prior=self.config.prior_expert)  # (S, B, D_shared)
         valid = subset_validity(plan.mask, present)  # (S, B)
         has_subset = valid.any(0)  # (B,)
         pick = sample_components(valid)  # (B,)
@@ -54,7 +68,15 @@ class MixtureOfProductsOfExperts(Fusion):
         mu_b = torch.where(has_subset.unsqueeze(-1), mu.gather(0, index).squeeze(0), 0.0)
         logvar_b = torch.where(has_subset.unsqueeze(-1), logvar.gather(0, index).squeeze(0), 0.0)
         z = reparameterize(mu_b, logvar_b).unsqueeze(0)  # (1, B, D): each decoder runs once on B rows
-        lls = model.log_likelihoods(z, batch)
+        if self.config.private_dim:
+            # decoder m reads [shared z ; modality m's own private draw]: row m of an (N, B, D) latent
+            n = len(model.names)
+            own = reparameterize(private_mu, private_logvar)  # (N, B, P)
+            z = torch.cat([z.expand(n, -1, -1), own], -1)
+            rows = torch.arange(n, device=z.device).unsqueeze(1)
+            lls = model.log_likelihoods(z, batch, rows=list(rows), counts=[1] * n)
+        else:
+            lls = model.log_likelihoods(z, batch)
         rec = z.new_zeros(len(batch))
         per: dict[str, Tensor] = {}
         for i, name in enumerate(model.names):
@@ -63,6 +85,8 @@ class MixtureOfProductsOfExperts(Fusion):
             rec = rec + model.modalities[name].weight * ll
         weights = torch.exp(uniform_log_weights(valid))  # (S, B): uniform over each sample's valid subsets
         kl = (weights * torch.where(valid, kl_standard_normal(mu, logvar), 0.0)).sum(0)  # (B,)
+        if self.config.private_dim:  # + Σ_{m present} KL(q(w_m | x_m) ‖ N(0, I))
+            kl = kl + torch.where(present.T, kl_standard_normal(private_mu, private_logvar), 0.0).sum(0)
         n = len(batch)
         loss = -(rec - beta * kl).sum() / n
         terms = {"loss": loss.detach(), "kl": (kl.sum() / n).detach()}
@@ -74,10 +98,12 @@ class MixtureOfProductsOfExperts(Fusion):
 
         Rows with nothing present fall back to the prior. Beyond ``MAX_ENUMERATED`` modalities the
         2^N − 1 components are too many to enumerate, and the row's own PoE is returned instead.
+        Private dimensions are the prior's: one latent serves every decoder, so none has its own.
         """
+        experts, _, _ = self.split(experts)
         n, b, d = experts.mu.shape
         if n > MAX_ENUMERATED:
-            return DiagGaussian(*product_of_experts(experts, subsets, prior=True))
+            return DiagGaussian(*self.pad_private(*product_of_experts(experts, subsets, prior=self.config.prior_expert)))
         rows = subsets.to(torch.bool)
         rows = rows.unsqueeze(1).expand(-1, b, -1) if rows.dim() == 2 else rows  # (S, B, N)
         available = rows & experts.present.unsqueeze(0)
@@ -89,7 +115,12 @@ class MixtureOfProductsOfExperts(Fusion):
         zeros = mu.new_zeros(1, s, b, d)
         mu = torch.cat([mu.unsqueeze(1).expand(-1, s, b, d), zeros])
         logvar = torch.cat([logvar.unsqueeze(1).expand(-1, s, b, d), zeros])
-        return UniformMixture(DiagGaussian(mu, logvar), torch.cat([valid, fallback]))
+        return UniformMixture(DiagGaussian(*self.pad_private(mu, logvar)), torch.cat([valid, fallback]))
+
+    def pad_private(self, mu: Tensor, logvar: Tensor) -> tuple[Tensor, Tensor]:
+        """Append the private dimensions as the prior N(0, I)."""
+        pad = mu.new_zeros(*mu.shape[:-1], self.config.private_dim)
+        return torch.cat([mu, pad], -1), torch.cat([logvar, pad], -1)
 
 
 @hookimpl

@@ -45,21 +45,28 @@ def test_validity_ignores_empty_subsets_and_absent_modalities():
     assert got.tolist() == [[False, False], [True, True], [False, True]]
 
 
-@pytest.mark.parametrize("prior_expert", [True, False])
-def test_kl_is_the_uniformly_weighted_sum_over_each_samples_valid_subsets(prior_expert):
-    model = toy_model(MixtureOfProductsOfExperts, MoPoEConfig(type="mopoe", prior_expert=prior_expert), n_modalities=3, latent_dim=3)
+def gaussian_kl(mean: np.ndarray, var: np.ndarray) -> float:
+    return float(0.5 * np.sum(var + mean**2 - 1.0 - np.log(var)))
+
+
+@pytest.mark.parametrize("prior_expert, private_dim", [(True, 0), (False, 0), (True, 1)])
+def test_kl_is_the_uniformly_weighted_sum_over_each_samples_valid_subsets(prior_expert, private_dim):
+    """KL_b = Σ_{S ⊆ present_b} KL(PoE_S ‖ p) / |V_b|  (+ Σ_{m present} KL(q(w_m|x_m) ‖ p) for private dims)."""
+    config = MoPoEConfig(type="mopoe", prior_expert=prior_expert, private_dim=private_dim)
+    model = toy_model(MixtureOfProductsOfExperts, config, n_modalities=3, latent_dim=3)
     batch = toy_batch(PATTERNS)
     plan = SubsetPlan.from_mask(all_subsets(3))
     experts = model.encode(batch)
     mu, logvar = experts.mu.detach().double().numpy(), experts.logvar.detach().double().numpy()
+    shared = 3 - private_dim
     for b, row in enumerate(PATTERNS.tolist()):
         present = [m for m in range(3) if row[m]]
         kls = []
         for size in range(1, len(present) + 1):
             for members in itertools.combinations(present, size):
-                mean, var = numpy_poe(mu[:, b], logvar[:, b], list(members), prior_expert)
-                kls.append(0.5 * np.sum(var + mean**2 - 1.0 - np.log(var)))
-        want = float(np.mean(kls))
+                mean, var = numpy_poe(mu[:, b, :shared], logvar[:, b, :shared], list(members), prior_expert)
+                kls.append(gaussian_kl(mean, var))
+        want = float(np.mean(kls)) + sum(gaussian_kl(mu[m, b, shared:], np.exp(logvar[m, b, shared:])) for m in present)
         got = model(batch.select(torch.tensor([b])), plan, 1.0).terms["kl"].item()
         assert got == pytest.approx(want, rel=1e-4)
 
@@ -97,3 +104,30 @@ def test_posterior_is_the_mixture_of_subset_products():
         else:
             want = stats.norm(0, 1).logpdf(z[k, s, b].numpy()).sum()
         assert got[k, s, b].item() == pytest.approx(want, abs=1e-5)  # modkit's PoE computes in float32
+
+
+def test_private_dims_reach_only_their_own_decoder():
+    """With private_dim P, decoder m reads [the one shared z ; modality m's own private draw]."""
+    model = toy_model(MixtureOfProductsOfExperts, MoPoEConfig(type="mopoe", private_dim=2), n_modalities=3, latent_dim=5)
+    seen = {}
+    for name, modality in model.modalities.items():
+        with torch.no_grad():
+            modality.logvar.fill_(-18.0)  # std e^-9: draws sit on the means
+        modality.decoder_net = (lambda net, key: (lambda z: seen.__setitem__(key, z) or net(z)))(modality.decoder_net, name)
+    batch = toy_batch(torch.ones(4, 3, dtype=torch.bool))
+    out = model(batch, SubsetPlan.from_mask(all_subsets(3)), 1.0)
+    assert torch.isfinite(out.loss)
+    experts = model.encode(batch)
+    for m, name in enumerate(model.names):
+        assert seen[name].shape == (4, 5)
+        torch.testing.assert_close(seen[name][:, 3:], experts.mu[m, :, 3:], atol=1e-3, rtol=0)
+        torch.testing.assert_close(seen[name][:, :3], seen["m0"][:, :3])  # the shared part is common
+    post = model.fusion.posterior(experts, torch.ones(1, 3, dtype=torch.bool))
+    assert post.mean.shape == (1, 4, 5) and torch.equal(post.mean[..., 3:], torch.zeros(1, 4, 2))  # private: the prior
+
+
+def test_private_dim_must_leave_shared_dimensions():
+    from modkit.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="model.fusion.private_dim"):
+        toy_model(MixtureOfProductsOfExperts, MoPoEConfig(type="mopoe", private_dim=2), latent_dim=2)

@@ -25,6 +25,7 @@ CASES = {
     "moe-dreg-mmvae-laplace": ("digits-moe-partial.yaml", ["model.fusion.objective=dreg_mmvae", "model.fusion.family=laplace", "model.fusion.k=3"]),
     "mopoe": ("digits-mopoe-partial.yaml", []),
     "mopoe-no-prior-expert-mvae-sampler": ("digits-mopoe-partial.yaml", ["model.fusion.prior_expert=false", "model.sampler={type: mvae, k: 1}"]),
+    "mopoe-private": ("digits-mopoe-partial.yaml", ["model.fusion.private_dim=3"]),
     "poe_quotient": ("digits-poe-partial.yaml", ["model.fusion=poe_quotient"]),
 }
 
