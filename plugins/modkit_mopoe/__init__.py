@@ -86,7 +86,7 @@ class MixtureOfProductsOfExperts(Fusion):
         weights = torch.exp(uniform_log_weights(valid))  # (S, B): uniform over each sample's valid subsets
         kl = (weights * torch.where(valid, kl_standard_normal(mu, logvar), 0.0)).sum(0)  # (B,)
         if self.config.private_dim:  # + Σ_{m present} KL(q(w_m | x_m) ‖ N(0, I))
-            kl = kl + torch.where(present.T, kl_standard_normal(private_mu, private_logvar), 0.0).sum(0)
+            kl = kl + torch.where((present & has_subset.unsqueeze(1)).T, kl_standard_normal(private_mu, private_logvar), 0.0).sum(0)
         n = len(batch)
         loss = -(rec - beta * kl).sum() / n
         terms = {"loss": loss.detach(), "kl": (kl.sum() / n).detach()}
