@@ -125,6 +125,7 @@ def plugins_command() -> None:
 
 
 # -- commands kept in their own modules: one add_command line each -------------------------------
+main.add_command(__import__("modkit.scaffold", fromlist=["new"]).new)
 
 
 if __name__ == "__main__":  # pragma: no cover
