@@ -6,8 +6,8 @@ Both are applied to the model object once (:func:`accelerate`), so the training 
   (CUDA or CPU). The fusion arithmetic that needs range (products of experts, KL, log-densities) is
   kept in float32 by :mod:`modkit.gaussian` and the PoE fusion, whatever autocast does around them.
 * ``fp16`` also needs loss scaling so small gradients do not flush to zero: :class:`Accel` holds a
-  ``torch.amp.GradScaler`` and the trainer calls :meth:`Accel.backward` and :meth:`Accel.step`
-  (with a fused optimizer the scaler passes its inf check to the kernel: no host sync per step).
+  ``torch.amp.GradScaler``; the trainer scales the backward, unscales before its gradient check and
+  updates the scale after its (fused, device-flag-guarded) step: no host sync per step.
 * ``compile: true`` compiles the model's forward in place with ``nn.Module.compile`` (parameter names and
   checkpoints are unchanged). ``MODKIT_COMPILE_BACKEND`` picks another dynamo backend (e.g. ``aot_eager``
   to debug tracing without a C++ compiler).
@@ -46,7 +46,12 @@ def with_autocast(forward: Callable, device: torch.device, amp: str) -> Callable
 
 
 class Accel:
-    """What the trainer needs from mixed precision: a loss-scaled backward and step (identity unless fp16)."""
+    """What the trainer needs from mixed precision: a loss-scaled backward, an unscale before the
+    gradient check, and the scale's update after the step (all no-ops unless ``amp: fp16``).
+
+    The step itself stays the trainer's: with a fused optimizer it passes the non-finite flag to the
+    kernel (``found_inf``), so an fp16 overflow skips the update on the device, with no host sync.
+    """
 
     def __init__(self, device: torch.device, amp: str = "off"):
         self.amp = amp
@@ -56,16 +61,14 @@ class Accel:
         self.scaler.scale(loss).backward()
 
     def unscale(self, optimizer: torch.optim.Optimizer) -> None:
-        """Before clipping: bring the gradients back to their true scale."""
+        """Before the gradient norm and clipping: bring the gradients back to their true scale."""
         if self.scaler.is_enabled():
             self.scaler.unscale_(optimizer)
 
-    def step(self, optimizer: torch.optim.Optimizer) -> None:
+    def update(self) -> None:
+        """After the optimizer step: grow the scale, or shrink it after an overflow."""
         if self.scaler.is_enabled():
-            self.scaler.step(optimizer)
             self.scaler.update()
-        else:
-            optimizer.step()
 
 
 def accelerate(model: nn.Module, device: torch.device, amp: str = "off", compile: bool = False) -> Accel:
@@ -77,12 +80,3 @@ def accelerate(model: nn.Module, device: torch.device, amp: str = "off", compile
     if compile:
         model.compile(backend=os.environ.get("MODKIT_COMPILE_BACKEND", "inductor"))
     return Accel(device, amp)
-
-
-def optimizer_options(model: nn.Module) -> dict:
-    """``fused=True`` where every parameter is a floating tensor on a device with fused Adam kernels
-    (CPU and CUDA in torch ≥ 2.4): one kernel per parameter instead of a dozen, about 3× faster on CPU."""
-    params = list(model.parameters())
-    ok = params and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
-    major, minor = (int(part) for part in torch.__version__.split(".")[:2])
-    return {"fused": True} if ok and (major, minor) >= (2, 4) else {}
