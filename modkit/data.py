@@ -90,6 +90,8 @@ class DatasetSource:
     """Base class for dataset plugins: ``load()`` returns ``{"train": Records, "test": Records}`` or ``{"all": Records}``."""
 
     Config: ClassVar[type[DatasetConfig]] = DatasetConfig
+    #: fields holding class attributes that coherence and probes judge by (None: every integer field)
+    attributes: ClassVar[list[str] | None] = None
 
     def __init__(self, config: DatasetConfig, root: Path):
         self.config = config
@@ -97,6 +99,12 @@ class DatasetSource:
 
     def load(self) -> dict[str, Records]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def judge(self, field: str, data: Any) -> dict[str, np.ndarray] | None:
+        """Ground truth for generated data of ``field`` (batched, as the modality predicts it): per attribute,
+        the (B,) class each sample shows. Procedurally generated datasets can answer exactly; None (default)
+        makes evaluation train a classifier instead."""
+        return None
 
 
 class ModalityView(torch.utils.data.Dataset):
