@@ -118,6 +118,13 @@ def plugins_command() -> None:
 
 
 # -- commands kept in their own modules: one add_command line each -------------------------------
+from modkit import cli_eval as _cli_eval  # noqa: E402  (evaluation, generation, reports, sweeps)
+
+main.add_command(_cli_eval.eval_command)
+main.add_command(_cli_eval.generate_command)
+main.add_command(_cli_eval.sample_command)
+main.add_command(_cli_eval.report_command)
+main.add_command(_cli_eval.sweep_command)
 
 
 if __name__ == "__main__":  # pragma: no cover
