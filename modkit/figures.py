@@ -36,25 +36,75 @@ def _cell(ax, value, title: str | None = None) -> None:
         ax.set_title(title, fontsize=7)
 
 
-def grid(items: Sequence[Sequence[object]], path: Path, row_names: Sequence[str] = (), columns: int = 8, title: str | None = None) -> Path:
-    """``items[i]`` holds one sample's renders, one per modality (image arrays or strings); samples fill a grid."""
+def _as_rgb(value) -> np.ndarray:
+    a = np.clip(np.asarray(value, dtype=np.float32), 0, 1)
+    return np.repeat(a[..., None], 3, axis=-1) if a.ndim == 2 else a[..., :3]
+
+
+def grid(items: Sequence[Sequence[object]], path: Path, row_names: Sequence[str] = (), columns: int = 8, title: str | None = None,
+         column_titles: Sequence[str] = (), cell: int = 64) -> Path:
+    """``items[i]`` holds one sample's renders, one per modality (RGB arrays or strings); samples fill a grid.
+
+    Images are pasted (nearest-neighbour upscaled) into one canvas and strings drawn on it, so a
+    grid of hundreds of cells is one ``imshow``: fast, whatever the number of samples.
+    """
     n, m = len(items), max(len(i) for i in items)
     cols = min(columns, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows * m, cols, figsize=(1.3 * cols, 1.15 * rows * m), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
+    pad = 6
+    bands, factors = [], []
+    for k in range(m):
+        arrays = [it[k] for it in items if k < len(it) and not isinstance(it[k], str)]
+        if arrays:
+            h = max(np.asarray(a).shape[0] for a in arrays)
+            w = max(np.asarray(a).shape[1] for a in arrays)
+            f = max(1, cell // max(h, w))
+            bands.append((h * f, w * f))
+            factors.append(f)
+        else:
+            bands.append((cell // 3, cell))
+            factors.append(1)
+    width = max(w for _, w in bands)
+    block_h = sum(h for h, _ in bands) + pad * m
+    canvas = np.ones((rows * block_h + pad, cols * (width + pad) + pad, 3), dtype=np.float32)
+    texts = []
     for i, renders in enumerate(items):
         r, c = divmod(i, cols)
+        y = r * block_h + pad
+        x0 = c * (width + pad) + pad
         for k, value in enumerate(renders):
-            ax = axes[r * m + k][c]
-            ax.axis("on")
-            _cell(ax, value)
-            if c == 0 and k < len(row_names):
-                ax.set_ylabel(row_names[k], fontsize=7)
+            h, w = bands[k]
+            if isinstance(value, str):
+                texts.append((x0 + width / 2, y + h / 2, value))
+            else:
+                img = _as_rgb(value)
+                img = img.repeat(factors[k], 0).repeat(factors[k], 1)
+                x = x0 + (width - img.shape[1]) // 2
+                canvas[y:y + img.shape[0], x:x + img.shape[1]] = img
+            y += h + pad
+    dpi = 100
+    fig = plt.figure(figsize=(max(canvas.shape[1], 200) / dpi + (0.8 if row_names else 0), canvas.shape[0] / dpi + (0.4 if title or column_titles else 0.1)))
+    ax = fig.add_axes([0.0, 0.0, 1.0, 1.0])
+    ax.imshow(canvas, interpolation="nearest")
+    for x, y, text in texts:
+        ax.text(x, y, text, ha="center", va="center", fontsize=7, wrap=True)
+    ax.set_xticks([(c + 0.5) * (width + pad) + pad / 2 for c in range(len(column_titles))], list(column_titles), fontsize=7)
+    ax.xaxis.tick_top()
+    if row_names:
+        centres, y = [], pad
+        for h, _ in bands:
+            centres.append(y + h / 2)
+            y += h + pad
+        ax.set_yticks(centres, list(row_names)[:m], fontsize=7)
+    else:
+        ax.set_yticks([])
+    if not column_titles:
+        ax.set_xticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.tick_params(length=0)
     if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+        ax.set_title(title, fontsize=9, pad=14 if column_titles else 4)
     return save(fig, path)
 
 

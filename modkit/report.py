@@ -83,10 +83,13 @@ def write_report(run: LoadedRun, settings: EvalSettings | None = None, refresh: 
     link(path, "prior samples")
     complete = [i for i in range(len(run.setup.test)) if bool(run.setup.test.presence[i].all())][: run.recipe.eval.samples]
     if complete:
-        from modkit.render import save_samples_png
+        from modkit.render import sample_grid
 
-        path = fig_dir / "conditional_samples.png"
-        save_samples_png(run.model, run.setup.test.__getitems__(complete), path)
+        columns, cells = sample_grid(run.model, run.setup.test.__getitems__(complete).to(run.model.device))
+        names = run.model.names
+        items = [[cells[r][c] for r in range(len(cells))] for c in range(len(columns))]  # one grid column per source
+        path = figures.grid(items, fig_dir / "conditional_samples.png", columns=len(columns), column_titles=columns,
+                            row_names=[f"#{r // len(names)} {names[r % len(names)]}" for r in range(len(cells))])
         md += ["Test items (first column), reconstructed from all modalities and generated from each modality alone "
                "(posterior means):", ""]
         link(path, "conditional samples")
