@@ -71,11 +71,13 @@ def eval_command(run: Path, device: str | None, **kwargs) -> None:
 @click.option("--target", required=True, help="The modality to generate.")
 @click.option("-n", "n", type=int, default=16, show_default=True, help="How many samples.")
 @click.option("--mean", is_flag=True, help="Decode the posterior mean instead of posterior samples.")
+@click.option("--each", is_flag=True, help="Also write every generated image as its own file at native resolution.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output file (default: RUN/generated/...).")
 @click.option("--device", default=None)
 @click.option("--seed", type=int, default=0, show_default=True)
 @user_errors
-def generate_command(run: Path, given: tuple[str, ...], target: str, n: int, mean: bool, out: Path | None, device: str | None, seed: int) -> None:
+def generate_command(run: Path, given: tuple[str, ...], target: str, n: int, mean: bool, each: bool, out: Path | None,
+                     device: str | None, seed: int) -> None:
     """Generate TARGET given any subset of the other modalities (none: from the prior)."""
     import torch
 
@@ -84,10 +86,10 @@ def generate_command(run: Path, given: tuple[str, ...], target: str, n: int, mea
     loaded = _load(run, device)
     torch.manual_seed(seed)
     values = parse_given(given, loaded.model.names)
-    path, renders = generate(loaded, values, target, n, out, mean)
+    path, renders = generate(loaded, values, target, n, out, mean, each)
     if all(isinstance(r, str) for r in renders):
         click.echo(summarize_strings(renders))
-    click.echo(f"wrote {path}")
+    click.echo(f"wrote {path}" + (f" and {path.stem}_000.png … beside it" if each and not all(isinstance(r, str) for r in renders) else ""))
 
 
 @click.command("sample")

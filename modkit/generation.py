@@ -92,9 +92,10 @@ def _slug(text: str) -> str:
 
 @torch.no_grad()
 def generate(run: LoadedRun, given: dict[str, str], target: str, n: int = 16, out: Path | None = None,
-             mean: bool = False) -> tuple[Path, list]:
+             mean: bool = False, each: bool = False) -> tuple[Path, list]:
     """Draw ``n`` latents from q(z | given) (the prior if nothing is given), decode ``target``, and write
-    a PNG grid (images) or a text file (strings). Returns the path and the renders."""
+    a PNG grid (images) or a text file (strings); with ``each`` also every image at its own resolution
+    (``NAME_000.png``, …), ready to be given back as input. Returns the path and the renders."""
     if target not in run.model.names:
         raise ModkitError(f"--target: unknown modality '{target}' (this run has {', '.join(run.model.names)})")
     if n < 1:
@@ -113,7 +114,27 @@ def generate(run: LoadedRun, given: dict[str, str], target: str, n: int = 16, ou
     else:
         title = "given " + ", ".join(f"{k}={v}" for k, v in given.items()) if given else "from the prior"
         figures.grid([[r] for r in renders], out, title=f"{target} {title}")
+        if each:
+            for i, render in enumerate(renders):
+                if not isinstance(render, str):
+                    save_image(render, out.with_name(f"{out.stem}_{i:03d}.png"))
     return out, renders
+
+
+def save_image(render, path: Path) -> None:
+    """An RGB render in [0, 1] as an 8-bit PNG (grey when its channels agree)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from modkit.rundir import atomic_write_bytes
+
+    array = (np.clip(np.asarray(render, dtype=np.float32), 0, 1) * 255).round().astype(np.uint8)
+    grey = array.ndim == 3 and np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 0], array[..., 2])
+    buffer = io.BytesIO()
+    Image.fromarray(array[..., 0] if grey else array).save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 @torch.no_grad()

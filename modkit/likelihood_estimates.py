@@ -160,7 +160,9 @@ def likelihood_suite(model: MultimodalVAE, batches: Iterable[Batch], k: int = 10
         if len(batch) == 0:
             continue
         dens: dict[str, ISEstimate] = {}
+        marginals: dict[str, ISEstimate] = {}
         for key, targets, given in todo:
+            alt = None
             if given:
                 g = given[0]
                 joint = importance_log_likelihood(model, batch, [*targets, *given], given, k, chunk_elements)
@@ -168,18 +170,28 @@ def likelihood_suite(model: MultimodalVAE, batches: Iterable[Batch], k: int = 10
                     proposal = PRIOR if denominator == PRIOR else given
                     dens[g] = importance_log_likelihood(model, batch, given, proposal, k_denominator, chunk_elements)
                 est = ISEstimate(joint.log_p - dens[g].log_p, joint.log_w_var, joint.valid & dens[g].valid)
+                if denominator == PRIOR and g in marginals:  # free: log p(x_g) under q(z|x_g) is already estimated
+                    alt = joint.log_p - marginals[g].log_p
             else:
                 est = importance_log_likelihood(model, batch, targets, targets, k, chunk_elements)
+                if len(targets) == 1:
+                    marginals[targets[0]] = est
             m = est.valid.double()
-            acc = sums.setdefault(key, [torch.zeros((), dtype=torch.float64, device=model.device) for _ in range(3)])
+            acc = sums.setdefault(key, [torch.zeros((), dtype=torch.float64, device=model.device) for _ in range(4)])
             acc[0] += (torch.nan_to_num(est.log_p.double(), neginf=0.0) * m).sum()
             acc[1] += (torch.nan_to_num(est.log_w_var.double()) * m).sum()
             acc[2] += m.sum()
+            if alt is not None:
+                acc[3] += (torch.nan_to_num(alt.double(), neginf=0.0) * m).sum()
         if progress is not None:
             progress(len(batch))
     out = {}
-    for key, (lp, var, n) in sums.items():
+    conditional = {key for key, _, given in todo if given}
+    for key, (lp, var, n, alt) in sums.items():
         count = int(n.item())
         out[key] = {"mean": lp.item() / count if count else None,
                     "log_w_var": var.item() / count if count else None, "items": count}
+        if key in conditional and denominator == PRIOR:
+            # the same numerator over the posterior-proposal estimate of log p(x_given): consistent with log p(x_given)
+            out[key]["mean_posterior_denominator"] = alt.item() / count if count else None
     return out

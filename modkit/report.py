@@ -147,8 +147,14 @@ def write_report(run: LoadedRun, settings: EvalSettings | None = None, refresh: 
                f"K = {s['iw_samples']} samples from the posterior of the conditioning set; conditionals divide by "
                f"p(x_given) from {s['prior_samples'] if s['denominator'] == 'prior' else s['iw_samples']} "
                f"{'prior' if s['denominator'] == 'prior' else 'posterior'} samples. Nats per item; higher is better.", ""]
-        md += _table(["quantity", "estimate", "variance of log weights", "items"],
-                     [[k, v["mean"], v["log_w_var"], v["items"]] for k, v in result["likelihood"].items()])
+        alt = any("mean_posterior_denominator" in v for v in result["likelihood"].values())
+        md += _table(["quantity", "estimate", *(["with posterior-sampled log p(x_given)"] if alt else []), "variance of log weights", "items"],
+                     [[k, v["mean"], *([v.get("mean_posterior_denominator")] if alt else []), v["log_w_var"], v["items"]]
+                      for k, v in result["likelihood"].items()])
+        if alt:
+            md += ["The paper divides by E_p(z)[p(x_given|z)] from prior samples, which underestimates p(x_given) when "
+                   "x_given is high-dimensional (few prior samples land where its likelihood is), so its conditionals run "
+                   "high; the second column divides by the posterior-proposal estimate of log p(x_given) instead.", ""]
     if result.get("reconstruction"):
         md += ["## Reconstruction", "", "From each subset's posterior mean: −log p(x_target | z̄) per item, and the mean squared error where the data are real-valued.", ""]
         md += _table(["given->target", "NLL", "MSE", "items"],

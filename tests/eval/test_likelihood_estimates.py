@@ -105,3 +105,14 @@ def test_suite_masks_absent_samples_and_names_every_quantity(perturbed):
     assert abs(out["log p(a)"]["mean"] - exact["a"].mean().item()) < 0.05
     assert abs(out["log p(a,b)"]["mean"] - exact["ab"][10:].mean().item()) < 0.05
     assert abs(out["log p(b|a)"]["mean"] - (exact["ab"] - exact["a"])[10:].mean().item()) < 0.05
+
+
+def test_suite_reports_both_denominators_for_conditionals(perturbed):
+    model, batch, exact = perturbed
+    torch.manual_seed(6)
+    out = likelihood_suite(model, [batch], k=2000, k_denominator=4000, denominator="prior")
+    cond = out["log p(a|b)"]
+    truth = (exact["ab"] - exact["b"]).mean().item()
+    assert abs(cond["mean"] - truth) < 0.05  # the paper's prior-sampled denominator
+    assert abs(cond["mean_posterior_denominator"] - truth) < 0.05  # the posterior-proposal one
+    assert "mean_posterior_denominator" not in out["log p(a)"]
