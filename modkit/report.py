@@ -24,12 +24,12 @@ def _fmt(v) -> str:
     if v is None:
         return "–"
     if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
+        return "–" if v != v else f"{v:.4g}"
+    return str(v).replace("|", "\\|")  # a bar inside a cell (log p(a|b)) would end it
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(_fmt(h) for h in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
     return lines + [""]
 
@@ -136,7 +136,7 @@ def write_report(run: LoadedRun, settings: EvalSettings | None = None, refresh: 
                 names = _class_names(run, attr)
                 shown = [names[c] for c in mat["classes"]] if names and max(mat["classes"]) < len(names) else None
                 link(figures.distance_matrix(mat["classes"], mat["matrix"], fig_dir / f"distance_{a}_{b}_{attr}.png",
-                                             f"mean W2 between q(z|{a}) of one {attr} and q(z|{b}) of another", shown),
+                                             f"mean W2: q(z|{a}) of the row {attr} vs q(z|{b}) of the column {attr}", shown),
                      f"{pair} class distance matrix")
         md += _table(["pair", "mean W2 paired", "mean W2 unpaired", "AUC paired vs unpaired"], rows)
 
@@ -152,9 +152,10 @@ def write_report(run: LoadedRun, settings: EvalSettings | None = None, refresh: 
                      [[k, v["mean"], *([v.get("mean_posterior_denominator")] if alt else []), v["log_w_var"], v["items"]]
                       for k, v in result["likelihood"].items()])
         if alt:
-            md += ["The paper divides by E_p(z)[p(x_given|z)] from prior samples, which underestimates p(x_given) when "
-                   "x_given is high-dimensional (few prior samples land where its likelihood is), so its conditionals run "
-                   "high; the second column divides by the posterior-proposal estimate of log p(x_given) instead.", ""]
+            md += ["The two conditional columns share the numerator and differ in log p(x_given): the paper's prior samples "
+                   "(accurate for a low-dimensional x_given, poor when p(x_given|z) is sharp, as for images) or the "
+                   "posterior-proposal estimate above (better for sharp likelihoods, biased low when q(z|x_given) is a poor "
+                   "proposal, which a large variance of log weights shows). Their gap is a measure of estimator error.", ""]
     if result.get("reconstruction"):
         md += ["## Reconstruction", "", "From each subset's posterior mean: −log p(x_target | z̄) per item, and the mean squared error where the data are real-valued.", ""]
         md += _table(["given->target", "NLL", "MSE", "items"],
