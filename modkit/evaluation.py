@@ -28,7 +28,8 @@ from modkit import rundir
 from modkit.errors import ModkitError
 from modkit.judges import (JUDGES_FILE, JudgeSet, attribute_fields, attribute_values, balanced_accuracy, fit_classifiers,
                            flatten_lead, is_class_ids, iterate, plan_judges, select)
-from modkit.likelihood_estimates import likelihood_suite, prior_of
+from modkit.likelihood_estimates import CHUNK_ELEMENTS, likelihood_suite, prior_of
+from modkit.likelihood_estimates import output_elements
 from modkit.representations import linear_probe, relatedness
 from modkit.runs import LoadedRun
 from modkit.subsets import all_subsets, subset_names
@@ -175,8 +176,10 @@ def _posterior_pass(run, test, masks, labels, judges, test_attrs, groups, metric
     S = len(masks)
     latents = {"mu": [], "std": [], "present": [], "positions": []}
     coh: dict[tuple[int, str, str], list] = {}
-    rec: dict[tuple[int, str], list] = {}
+    rec: dict[int, Tensor] = {}
+    has_mse = {t: True for t in names}
     states: dict[tuple[str, int, str], Any] = {}
+    out_size = {t: output_elements(model, [t]) for t in names}
     bar = Progress(len(test), "posteriors")
     for positions, batch in iterate(test, settings.batch_size):
         aligned = len(batch) == len(positions)
@@ -191,35 +194,43 @@ def _posterior_pass(run, test, masks, labels, judges, test_attrs, groups, metric
         usable = (masks.unsqueeze(1) <= batch.present.unsqueeze(0)).all(-1)  # (S, B)
         for j, t in enumerate(names):
             modality = model.modalities[t]
-            out = modality.decode(mean)  # (S, B, ...)
-            pred = modality.predict(out)
-            valid = usable & batch.present[:, j].unsqueeze(0)
-            if "reconstruction" in groups:
-                nll = -modality.log_likelihood(out, batch.data[t]).float()
-                entry = [nll.double().mul(valid).sum(1), valid.sum(1).double()]
-                x = batch.data[t]
-                if isinstance(pred, Tensor) and isinstance(x, Tensor) and pred.is_floating_point() and pred.shape[1:] == x.shape:
-                    entry.append((pred - x.to(pred.dtype)).pow(2).flatten(2).mean(-1).double().mul(valid).sum(1))
-                rec.setdefault(j, []).append(entry)
-            if "task" in groups:
-                for metric in chosen_metrics:
-                    for s in range(S):
-                        key = (metric, s, t)
-                        if key not in states:
-                            states[key] = metric_fns[metric](modality)
-                        if states[key] is not None and bool(valid[s].any()):
-                            index = valid[s].nonzero().flatten()
-                            predicted = {k: v[s][index] for k, v in pred.items()} if isinstance(pred, dict) else pred[s][index]
-                            states[key].update(predicted, select(batch.data[t], index))
-            if judges is not None and aligned and judges.pairs(t):
-                flat = flatten_lead(pred, 2)
-                verdicts = judges.judge(model, t, flat)
-                for a, p in verdicts.items():
-                    y = test_attrs[a][positions]
-                    ok = valid.cpu().numpy() & (y >= 0)[None, :]
-                    p = p.reshape(S, -1)
-                    for s in range(S):
-                        coh.setdefault((s, t, a), []).append((y[ok[s]], p[s][ok[s]]))
+            x = batch.data[t]
+            valid_all = usable & batch.present[:, j].unsqueeze(0)  # (S, B)
+            step = max(1, CHUNK_ELEMENTS // max(1, out_size[t] * len(batch)))  # subsets decoded at once
+            if j not in rec:
+                rec[j] = torch.zeros(3, S, dtype=torch.float64, device=model.device)  # Σ nll, items, Σ mse
+            for s0 in range(0, S, step):
+                s1 = min(S, s0 + step)
+                out = modality.decode(mean[s0:s1])  # (s, B, ...)
+                pred = modality.predict(out)
+                valid = valid_all[s0:s1]
+                if "reconstruction" in groups:
+                    nll = -modality.log_likelihood(out, x).float()
+                    rec[j][0, s0:s1] += nll.double().mul(valid).sum(1)
+                    rec[j][1, s0:s1] += valid.sum(1).double()
+                    if isinstance(pred, Tensor) and isinstance(x, Tensor) and pred.is_floating_point() and pred.shape[1:] == x.shape:
+                        rec[j][2, s0:s1] += (pred - x.to(pred.dtype)).pow(2).flatten(2).mean(-1).double().mul(valid).sum(1)
+                    else:
+                        has_mse[t] = False
+                if "task" in groups:
+                    for metric in chosen_metrics:
+                        for s in range(s0, s1):
+                            key = (metric, s, t)
+                            if key not in states:
+                                states[key] = metric_fns[metric](modality)
+                            if states[key] is not None and bool(valid[s - s0].any()):
+                                index = valid[s - s0].nonzero().flatten()
+                                predicted = {k: v[s - s0][index] for k, v in pred.items()} if isinstance(pred, dict) else pred[s - s0][index]
+                                states[key].update(predicted, select(x, index))
+                if judges is not None and aligned and judges.pairs(t):
+                    verdicts = judges.judge(model, t, flatten_lead(pred, 2))
+                    ok_all = valid.cpu().numpy()
+                    for a, p in verdicts.items():
+                        y = test_attrs[a][positions]
+                        ok = ok_all & (y >= 0)[None, :]
+                        p = p.reshape(s1 - s0, -1)
+                        for s in range(s0, s1):
+                            coh.setdefault((s, t, a), []).append((y[ok[s - s0]], p[s - s0][ok[s - s0]]))
         bar(len(batch))
     bar.close()
 
@@ -229,15 +240,15 @@ def _posterior_pass(run, test, masks, labels, judges, test_attrs, groups, metric
         p = np.concatenate([p[1] for p in parts])
         coherence.setdefault(f"{labels[s]}->{t}", {})[a] = balanced_accuracy(y, p)
     reconstruction: dict[str, dict[str, float | None]] = {}
-    for j, parts in rec.items():
-        total = torch.stack([torch.stack(p[:2]) for p in parts]).sum(0)  # (2, S)
-        mse = torch.stack([p[2] for p in parts]).sum(0) if all(len(p) == 3 for p in parts) else None
-        for s in range(S):
-            n = total[1, s].item()
-            cell = {"nll": total[0, s].item() / n if n else None, "items": int(n)}
-            if mse is not None:
-                cell["mse"] = mse[s].item() / n if n else None
-            reconstruction[f"{labels[s]}->{names[j]}"] = cell
+    if "reconstruction" in groups:
+        for j, sums in rec.items():
+            sums = sums.cpu()
+            for s in range(S):
+                n = sums[1, s].item()
+                cell = {"nll": sums[0, s].item() / n if n else None, "items": int(n)}
+                if has_mse[names[j]]:
+                    cell["mse"] = sums[2, s].item() / n if n else None
+                reconstruction[f"{labels[s]}->{names[j]}"] = cell
     task: dict[str, dict[str, Any]] = {}
     for (metric, s, t), state in states.items():
         if state is not None:

@@ -45,7 +45,7 @@ def prior_of(model: MultimodalVAE) -> DiagGaussian:
     return DiagGaussian(zeros, zeros)
 
 
-def _output_elements(model: MultimodalVAE, names: Sequence[str]) -> int:
+def output_elements(model: MultimodalVAE, names: Sequence[str]) -> int:
     """Numbers one latent decodes to over ``names``: sizes the chunks of k."""
     z = torch.zeros(1, model.latent_dim, device=model.device)
     return sum(model.modalities[n].decode(z).numel() for n in names)
@@ -90,7 +90,7 @@ def importance_log_likelihood(model: MultimodalVAE, batch: Batch, targets: Seque
         q = None
     else:
         q = model.fusion.posterior(model.encode(batch), model.subset_mask(given))
-    per_latent = _output_elements(model, names) * b
+    per_latent = output_elements(model, names) * b
     step = max(1, min(k, chunk_elements // max(per_latent, 1)))
     running = None
     ref = s1 = s2 = None

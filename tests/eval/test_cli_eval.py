@@ -14,7 +14,8 @@ from modkit.cli import main
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "digits.yaml"
 TINY = ["--set", "train.epochs=2", "--set", "modalities.image.hidden=[32]", "--set", "modalities.label.hidden=[32]",
-        "--set", "model.latent_dim=8", "--set", "train.progress=false", "--set", "train.device=cpu"]
+        "--set", "model.latent_dim=8", "--set", "train.progress=false", "--set", "train.device=cpu",
+        "--set", "eval.samples=2"]
 FAST = ["--iw-samples", "20", "--prior-samples", "40", "--joint-samples", "100", "--iw-items", "64"]
 
 
@@ -163,3 +164,19 @@ def test_sweep_paired_fraction(tmp_path):
     assert len(table) == 3 and table[0].startswith("run,data.paired_fraction")
     assert (out / "sweep.png").exists() and "coherence/given_1" in (out / "sweep.md").read_text()
     assert (out / "run-00" / "eval.json").exists() and (out / "run-01" / "eval.json").exists()
+
+
+def test_chunking_over_subsets_changes_nothing(run_dir, monkeypatch):
+    from modkit import evaluation
+    from modkit.evaluation import EvalSettings, evaluate_run
+    from modkit.runs import load_run
+
+    run = load_run(run_dir, "cpu")
+    settings = EvalSettings(metrics=["coherence", "reconstruction"], joint_samples=50)
+    whole = evaluate_run(run, settings)
+    monkeypatch.setattr(evaluation, "CHUNK_ELEMENTS", 1)  # one subset at a time
+    chunked = evaluate_run(run, settings)
+    assert chunked["coherence"]["cross"] == whole["coherence"]["cross"]
+    for key, cell in whole["reconstruction"].items():
+        assert chunked["reconstruction"][key]["items"] == cell["items"]
+        assert chunked["reconstruction"][key]["nll"] == pytest.approx(cell["nll"], rel=1e-6)
