@@ -352,10 +352,10 @@ def summarize(result: dict, names: list[str]) -> dict[str, float]:
     for key, cell in result.get("likelihood", {}).items():
         if cell["mean"] is not None:
             out[f"likelihood/{key}"] = cell["mean"]
-    full = "+".join(names)
-    for a, v in result.get("probe", {}).get(full, {}).items():
-        if v is not None:
-            out[f"probe/{full}/{a}"] = v
+    for subset in [*names, "+".join(names)] if len(names) > 1 else names:  # each modality alone, and all together
+        for a, v in result.get("probe", {}).get(subset, {}).items():
+            if v is not None:
+                out[f"probe/{subset}/{a}"] = v
     for key, cell in result.get("relatedness", {}).items():
         if cell.get("auc") is not None:
             out[f"relatedness/{key}/auc"] = cell["auc"]

@@ -92,6 +92,10 @@ def run_sweep(recipe_path: Path, overrides: list[str], out: Path, device: str | 
         echo(f"[{i + 1}/{len(combos)}] {label} → {run_dir}")
         if (run_dir / EVAL_JSON).exists():
             echo("  already done; reusing its eval.json")
+        elif (run_dir / rundir.SUMMARY).exists():
+            echo("  already trained; evaluating")
+            run = load_run(run_dir, resolve_device(recipe.train.device))
+            rundir.write_json(run_dir / EVAL_JSON, evaluate_run(run, settings))
         else:
             plugins = load_plugins(project.plugins, source="modkit.toml")
             for name in recipe.plugins:
