@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from modkit.batch import Batch
-from modkit.data import Column, DatasetSource, ModalityView, Records, split_records, weak_supervision
+from modkit.data import ArrayRecords, Column, DatasetSource, ModalityView, Records, split_records, weak_supervision
 from modkit.engine import MultimodalVAE
 from modkit.errors import ModkitError, RecipeError
 from modkit.modality import Modality
@@ -87,9 +87,10 @@ def build_modalities(recipe: Recipe, plugins: PluginSet, records: Records, train
 
 def check_data(view: ModalityView, source: str | None) -> None:
     """Run the first rows through each modality's ``check`` so size mismatches fail before training."""
-    n = min(len(view), 4)
-    if n == 0:
+    if len(view) == 0:
         raise ModkitError("the training split is empty")
+    # in-memory data are checked whole (cheap); files are checked on a few rows, then row by row as read
+    n = len(view) if isinstance(view.records, ArrayRecords) else min(len(view), 4)
     batch: Batch = view.__getitems__(list(range(n)))
     for name, modality in view.modalities.items():
         try:

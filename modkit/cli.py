@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import shutil
 import sys
 from pathlib import Path
 
@@ -72,8 +73,14 @@ def train(recipe: Path | None, overrides: tuple[str, ...], device: str | None, o
             raise ModkitError(f"{out} already holds a run; use --resume {out} to continue it or choose another --out")
     plugins = _plugins(parsed.plugins, project.plugins)
     torch_device = resolve_device(parsed.train.device)
+    created = not run_dir.exists()
     rundir.ensure_writable(run_dir)
-    trainer = Trainer(parsed, resolved, plugins, run_dir, torch_device, source, echo=click.echo)
+    try:
+        trainer = Trainer(parsed, resolved, plugins, run_dir, torch_device, source, echo=click.echo)
+    except BaseException:
+        if created:  # a recipe that fails to build leaves no empty run directory behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     if resume is not None:
         trainer.restore()
         click.echo(f"resuming {run_dir} at epoch {trainer.state.epoch + 1} (step {trainer.state.global_step})")

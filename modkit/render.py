@@ -1,6 +1,7 @@
 """``samples.png``: test items next to their joint reconstruction and their cross-modal generations."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -37,7 +38,7 @@ def sample_grid(model: MultimodalVAE, batch: Batch) -> tuple[list[str], list[lis
     rows = []
     for i in range(len(batch)):
         for name in names:
-            rows.append([model.modalities[name].render(_one({k: v for k, v in p.items()}[name], i)) for p in predictions])
+            rows.append([model.modalities[name].render(_one(p[name], i)) for p in predictions])
     return columns, rows
 
 
@@ -62,8 +63,6 @@ def save_samples_png(model: MultimodalVAE, batch: Batch, path: Path) -> None:
             if c == 0:
                 ax.set_ylabel(f"#{r // len(names)} {names[r % len(names)]}", fontsize=7)
     fig.tight_layout()
-    import io
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80)
     plt.close(fig)

@@ -8,7 +8,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
@@ -140,6 +140,3 @@ def ensure_writable(folder: Path) -> None:
     except OSError as exc:
         raise ModkitError(f"run directory {folder} is not writable: {exc.strerror or exc}") from None
 
-
-def iter_lines(values: Iterable[str]) -> str:
-    return "".join(f"{v}\n" for v in values)

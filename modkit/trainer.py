@@ -208,7 +208,7 @@ class Trainer:
                    "device": str(self.device), "train": {k: v for k, v in (self.rows[-1] if self.rows else {}).items() if k.startswith("train/")},
                    **metrics}
         rundir.write_json(self.run_dir / rundir.SUMMARY, summary)
-        complete = [i for i in range(len(self.setup.test)) if bool(self.setup.test.presence[i].all())][: self.recipe.eval.samples]
+        complete = torch.nonzero(self.setup.test.presence.all(1)).flatten()[: self.recipe.eval.samples].tolist()
         if complete:
             save_samples_png(self.model, self.setup.test.__getitems__(complete), self.run_dir / rundir.SAMPLES_PNG)
         torch.set_rng_state(generator_state)
