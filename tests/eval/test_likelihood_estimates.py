@@ -15,7 +15,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from toys import exact_log_p, ppca_data, ppca_model, split_batch  # noqa: E402
+from ppca_toys import exact_log_p, ppca_data, ppca_model, split_batch  # noqa: E402
 
 from modkit.likelihood_estimates import (  # noqa: E402
     conditional_log_likelihood,
