@@ -2,11 +2,22 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from pathlib import Path
 
 import click
 
-from modkit.cli import user_errors
+
+def user_errors(fn):
+    """``modkit.cli.user_errors``, looked up at call time: ``modkit.cli`` imports this module at its end."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from modkit.cli import user_errors as one_line_errors
+
+        return one_line_errors(fn)(*args, **kwargs)
+
+    return wrapper
 
 RUN = click.Path(path_type=Path)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -27,7 +27,7 @@ from torch import Tensor
 from modkit import rundir
 from modkit.errors import ModkitError
 from modkit.judges import (JUDGES_FILE, JudgeSet, attribute_fields, attribute_values, balanced_accuracy, fit_classifiers,
-                           flatten_lead, is_class_ids, iterate, plan_judges, select)
+                           flatten_lead, iterate, plan_judges, select)
 from modkit.likelihood_estimates import CHUNK_ELEMENTS, likelihood_suite, prior_of
 from modkit.likelihood_estimates import output_elements
 from modkit.representations import linear_probe, relatedness
@@ -52,7 +52,6 @@ class EvalSettings:
     batch_size: int = 256
     retrain_judges: bool = False
     seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Progress:
@@ -118,7 +117,7 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings | None = None, echo: Cal
     result: dict[str, Any] = {
         "run": str(run.run_dir), "epoch": run.checkpoint_epoch, "device": str(run.device), "test_items": len(test),
         "modalities": names, "attributes": attrs,
-        "settings": {k: v for k, v in settings.__dict__.items() if k != "extra"},
+        "settings": dict(settings.__dict__),
     }
 
     judges = None
