@@ -139,7 +139,7 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings | None = None, echo: Cal
         echo("linear probes …")
         result["probe"] = _probes(run, train, attrs, masks, labels, pass_out["latents"], test_attrs, settings)
     if "relatedness" in groups and len(names) > 1:
-        result["relatedness"] = _relatedness(names, labels, pass_out["latents"], test_attrs, settings)
+        result["relatedness"] = _relatedness(names, pass_out["latents"], test_attrs, settings)
     if "likelihood" in groups:
         echo(f"importance-sampled log-likelihoods (K={settings.iw_samples}, {settings.prior_samples} prior samples) …")
         iw = run.view(test.rows.numpy()[_cap(len(test), settings.iw_items, settings.seed)])
@@ -173,7 +173,8 @@ def _posterior_pass(run, test, masks, labels, judges, test_attrs, groups, metric
     model = run.model
     names = model.names
     S = len(masks)
-    latents = {"mu": [], "std": [], "present": [], "positions": []}
+    latents = {"mu": [], "single_mu": [], "single_std": [], "present": [], "positions": []}
+    singles = torch.tensor([labels.index(n) for n in names], device=model.device)  # rows of the one-modality subsets
     coh: dict[tuple[int, str, str], list] = {}
     rec: dict[int, Tensor] = {}
     has_mse = {t: True for t in names}
@@ -183,10 +184,18 @@ def _posterior_pass(run, test, masks, labels, judges, test_attrs, groups, metric
     for positions, batch in iterate(test, settings.batch_size):
         aligned = len(batch) == len(positions)
         batch = batch.to(model.device)
-        post = model.fusion.posterior(model.encode(batch), masks)
+        experts = model.encode(batch)
+        post = model.fusion.posterior(experts, masks)
         mean = post.mean
         latents["mu"].append(mean.float().cpu())
-        latents["std"].append(post.std.float().cpu() if hasattr(post, "std") else torch.full_like(mean, float("nan")).cpu())
+        # unimodal Gaussians for W2: the fusion's single-modality posteriors when Gaussian, else the raw experts
+        # (a mixture posterior, as in MoE, has no single mean and scale)
+        if hasattr(post, "std"):
+            latents["single_mu"].append(mean[singles].float().cpu())
+            latents["single_std"].append(post.std[singles].float().cpu())
+        else:
+            latents["single_mu"].append(experts.mu.float().cpu())
+            latents["single_std"].append(torch.exp(0.5 * experts.logvar.float()).cpu())
         latents["present"].append(batch.present.cpu())
         latents["positions"].append(torch.as_tensor(positions if aligned else np.full(len(batch), -1)))
         # a subset counts for a sample when all its modalities are present
@@ -256,7 +265,7 @@ def _posterior_pass(run, test, masks, labels, judges, test_attrs, groups, metric
             except ZeroDivisionError:
                 value = None
             task.setdefault(metric, {})[f"{labels[s]}->{t}"] = value
-    latent = {k: torch.cat(v, dim=1 if k in ("mu", "std") else 0) for k, v in latents.items()}
+    latent = {k: torch.cat(v, dim=1 if k in ("mu", "single_mu", "single_std") else 0) for k, v in latents.items()}
     return {"coherence": coherence, "reconstruction": reconstruction, "task": task, "latents": latent}
 
 
@@ -313,19 +322,17 @@ def _probes(run, train_view, attrs, masks, labels, test_latents, test_attrs, set
     return out
 
 
-def _relatedness(names, labels, latents, test_attrs, settings) -> dict:
+def _relatedness(names, latents, test_attrs, settings) -> dict:
     """W2 between each pair of unimodal posteriors (single-modality subsets) on items that have both."""
-    mu, std, present, pos = latents["mu"], latents["std"], latents["present"], latents["positions"].numpy()
-    single = {n: labels.index(n) for n in names}
+    mu, std, present, pos = latents["single_mu"], latents["single_std"], latents["present"], latents["positions"].numpy()
     out = {}
     for i, a in enumerate(names):
         for j, b in enumerate(names[i + 1:], start=i + 1):
             both = (present[:, i] & present[:, j]).numpy() & (pos >= 0)
-            if both.sum() < 2 or torch.isnan(std).any():
+            if both.sum() < 2:
                 continue
-            sa, sb = single[a], single[b]
             classes = {attr: test_attrs[attr][pos[both]] for attr in test_attrs}
-            out[f"{a}~{b}"] = relatedness(mu[sa][both], std[sa][both], mu[sb][both], std[sb][both], classes, seed=settings.seed)
+            out[f"{a}~{b}"] = relatedness(mu[i][both], std[i][both], mu[j][both], std[j][both], classes, seed=settings.seed)
     return out
 
 
