@@ -70,6 +70,9 @@ def eval_command(run: Path, device: str | None, **kwargs) -> None:
     loaded = _load(run, device)
     result = evaluate_run(loaded, settings_from(kwargs), echo=click.echo)
     write_eval(loaded, result)
+    for metric, cells in result.get("task", {}).items():
+        if "error" in cells:
+            click.echo(f"warning: {cells['error']}", err=True)
     for key, value in result["summary"].items():
         click.echo(f"  {key:<48} {value:.4g}")
     click.echo(f"wrote {loaded.run_dir / EVAL_JSON}")

@@ -179,6 +179,7 @@ def _posterior_pass(run, test, masks, labels, judges, test_attrs, groups, metric
     rec: dict[int, Tensor] = {}
     has_mse = {t: True for t in names}
     states: dict[tuple[str, int, str], Any] = {}
+    broken: dict[str, str] = {}
     out_size = {t: output_elements(model, [t]) for t in names}
     bar = Progress(len(test), "posteriors")
     for positions, batch in iterate(test, settings.batch_size):
@@ -222,14 +223,21 @@ def _posterior_pass(run, test, masks, labels, judges, test_attrs, groups, metric
                         has_mse[t] = False
                 if "task" in groups:
                     for metric in chosen_metrics:
+                        if metric in broken:
+                            continue
                         for s in range(s0, s1):
                             key = (metric, s, t)
-                            if key not in states:
-                                states[key] = metric_fns[metric](modality)
-                            if states[key] is not None and bool(valid[s - s0].any()):
-                                index = valid[s - s0].nonzero().flatten()
-                                predicted = {k: v[s - s0][index] for k, v in pred.items()} if isinstance(pred, dict) else pred[s - s0][index]
-                                states[key].update(predicted, select(x, index))
+                            try:
+                                if key not in states:
+                                    states[key] = metric_fns[metric](modality)
+                                if states[key] is not None and bool(valid[s - s0].any()):
+                                    index = valid[s - s0].nonzero().flatten()
+                                    predicted = {k: v[s - s0][index] for k, v in pred.items()} if isinstance(pred, dict) else pred[s - s0][index]
+                                    states[key].update(predicted, select(x, index))
+                            except Exception as exc:  # noqa: BLE001 - a faulty plugin metric is reported, not fatal
+                                broken[metric] = (f"metric '{metric}' failed on {labels[s]}->{t}: {type(exc).__name__}: {exc} "
+                                                  "(a metric is fn(modality) -> None or a state with update(predicted, target) and compute())")
+                                break
                 if judges is not None and aligned and judges.pairs(t):
                     verdicts = judges.judge(model, t, flatten_lead(pred, 2))
                     ok_all = valid.cpu().numpy()
@@ -259,12 +267,17 @@ def _posterior_pass(run, test, masks, labels, judges, test_attrs, groups, metric
                 reconstruction[f"{labels[s]}->{names[j]}"] = cell
     task: dict[str, dict[str, Any]] = {}
     for (metric, s, t), state in states.items():
-        if state is not None:
+        if state is not None and metric not in broken:
             try:
                 value = state.compute()
             except ZeroDivisionError:
                 value = None
+            except Exception as exc:  # noqa: BLE001
+                broken[metric] = f"metric '{metric}' failed in compute() on {labels[s]}->{t}: {type(exc).__name__}: {exc}"
+                continue
             task.setdefault(metric, {})[f"{labels[s]}->{t}"] = value
+    for metric, message in broken.items():
+        task[metric] = {"error": message}
     latent = {k: torch.cat(v, dim=1 if k in ("mu", "single_mu", "single_std") else 0) for k, v in latents.items()}
     return {"coherence": coherence, "reconstruction": reconstruction, "task": task, "latents": latent}
 

@@ -162,6 +162,9 @@ def write_report(run: LoadedRun, settings: EvalSettings | None = None, refresh: 
                      [[k, v.get("nll"), v.get("mse"), v.get("items")] for k, v in result["reconstruction"].items()])
     for metric, cells in (result.get("task") or {}).items():
         md += [f"## Task metric: {metric}", ""]
+        if "error" in cells:
+            md += [f"Not computed: {cells['error']}", ""]
+            continue
         md += _table(["given->target", metric], [[k, v if not isinstance(v, dict) else json.dumps(v)] for k, v in cells.items()])
 
     path = run_dir / REPORT_MD

@@ -180,3 +180,17 @@ def test_chunking_over_subsets_changes_nothing(run_dir, monkeypatch):
     for key, cell in whole["reconstruction"].items():
         assert chunked["reconstruction"][key]["items"] == cell["items"]
         assert chunked["reconstruction"][key]["nll"] == pytest.approx(cell["nll"], rel=1e-6)
+
+
+def test_a_metric_with_another_signature_is_reported_not_fatal(run_dir):
+    from modkit.evaluation import EvalSettings, evaluate_run
+    from modkit.runs import load_run
+
+    def miou(pred, target, num_classes):  # a plain function, not fn(modality) -> state
+        return 0.0
+
+    run = load_run(run_dir, "cpu")
+    run.plugins.registry.add_metric("miou", miou)
+    result = evaluate_run(run, EvalSettings(metrics=["miou", "reconstruction"]))
+    assert "fn(modality)" in result["task"]["miou"]["error"] and "TypeError" in result["task"]["miou"]["error"]
+    assert result["reconstruction"]["image->image"]["nll"] > 0
