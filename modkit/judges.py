@@ -43,39 +43,67 @@ def _scalar_class(value: Any) -> bool:
     return array.ndim == 0 and array.dtype.kind in "iu"
 
 
+MAX_VECTOR_ATTRIBUTES = 64
+
+
+def split_attribute(name: str) -> tuple[str, int | None]:
+    """``"attrs[3]"`` → ("attrs", 3): entry 3 of a 0/1 vector field; ``"label"`` → ("label", None)."""
+    if name.endswith("]") and "[" in name:
+        field, index = name[:-1].rsplit("[", 1)
+        if index.isdigit():
+            return field, int(index)
+    return name, None
+
+
+def _binary_vector(value: Any) -> int | None:
+    array = np.asarray(value)
+    if array.ndim == 1 and 0 < len(array) <= MAX_VECTOR_ATTRIBUTES and array.dtype.kind in "iubf" and np.isin(array, (0, 1)).all():
+        return len(array)
+    return None
+
+
 def attribute_fields(records: Records, source: DatasetSource | None, sample_rows: Sequence[int]) -> list[str]:
-    """The dataset's class attributes: those it declares, else every field whose values are integer scalars."""
+    """The dataset's class attributes: those it declares, else every field whose values are integer scalars
+    and every entry ``field[k]`` of a field holding 0/1 vectors (CelebA-style attributes)."""
     declared = getattr(source, "attributes", None) if source is not None else None
     if declared is not None:
-        return [f for f in declared if f in records.fields]
+        return [f for f in declared if split_attribute(f)[0] in records.fields]
     found = []
     rows = [records.get(int(r)) for r in sample_rows[:32]]
     for name in records.fields:
         values = [row.get(name) for row in rows if row.get(name) is not None]
-        if values and all(_scalar_class(v) for v in values):
+        if not values:
+            continue
+        if all(_scalar_class(v) for v in values):
             found.append(name)
+            continue
+        lengths = {_binary_vector(v) for v in values}
+        if len(lengths) == 1 and None not in lengths:
+            found += [f"{name}[{k}]" for k in range(lengths.pop())]
     return found
 
 
-def attribute_values(records: Records, fields: Sequence[str], rows: np.ndarray) -> dict[str, np.ndarray]:
+def attribute_values(records: Records, attributes: Sequence[str], rows: np.ndarray) -> dict[str, np.ndarray]:
     """Per attribute, the (len(rows),) int64 class of each row; −1 where the value is missing."""
-    out = {f: np.full(len(rows), -1, dtype=np.int64) for f in fields}
+    out = {a: np.full(len(rows), -1, dtype=np.int64) for a in attributes}
+    parts = {a: split_attribute(a) for a in attributes}
     arrays = getattr(records, "arrays", None)
     present = getattr(records, "present", {})
-    if arrays is not None and all(f in arrays for f in fields):
+    if arrays is not None and all(f in arrays for f, _ in parts.values()):
         index = torch.as_tensor(rows, dtype=torch.long)
-        for f in fields:
-            values = arrays[f][index].numpy().astype(np.int64)
+        for a, (f, k) in parts.items():
+            values = arrays[f][index]
+            values = (values if k is None else values[:, k]).numpy().astype(np.int64)
             if f in present:
                 values = np.where(present[f][index].numpy(), values, -1)
-            out[f] = values
+            out[a] = values
         return out
     for i, r in enumerate(rows):
         record = records.get(int(r))
-        for f in fields:
+        for a, (f, k) in parts.items():
             v = record.get(f)
             if v is not None:
-                out[f][i] = int(np.asarray(v))
+                out[a][i] = int(np.asarray(v)) if k is None else int(np.asarray(v).reshape(-1)[k])
     return out
 
 
@@ -139,14 +167,20 @@ class JudgeSet:
         for attr in self.pairs(modality):
             kind = self.kinds[(modality, attr)]
             if kind == "self":
-                out[attr] = predicted.detach().cpu().numpy().astype(np.int64)
+                k = split_attribute(attr)[1]
+                values = predicted if k is None else predicted.reshape(len(predicted), -1)[:, k]
+                out[attr] = values.detach().cpu().numpy().round().astype(np.int64)
             elif kind == "dataset":
                 if ground is None:
                     ground = self.source.judge(self.fields[modality], predicted) or {}
-                out[attr] = np.asarray(ground[attr]).astype(np.int64)
+                if attr in ground:
+                    out[attr] = np.asarray(ground[attr]).astype(np.int64)
             else:
                 features = model.modalities[modality].judge_features(predicted)
-                out[attr] = self.classifiers[(modality, attr)].predict(features.detach().cpu().numpy())
+                classifier = self.classifiers[(modality, attr)]
+                if features is None or features.shape[1] != getattr(classifier, "n_features_in_", features.shape[1]):
+                    continue  # predictions not shaped like the data the judge was trained on: no verdict
+                out[attr] = classifier.predict(features.detach().cpu().numpy())
         return out
 
     # -- persistence -------------------------------------------------------------------------
@@ -176,8 +210,14 @@ def plan_judges(model: MultimodalVAE, view: ModalityView, attributes: list[str],
     for name in model.names:
         data = probe.data[name]
         f = fields[name]
-        if f in attributes and is_class_ids(data):
-            judges.kinds[(name, f)] = "self"
+        own = [a for a in attributes if split_attribute(a)[0] == f]
+        if own:
+            # the modality's data are the attribute(s): judge them directly where the data have their shape
+            for a in own:
+                k = split_attribute(a)[1]
+                if (k is None and is_class_ids(data)) or (k is not None and isinstance(data, Tensor) and data.dim() == 2
+                                                          and data.shape[1] > k and data.shape[1] == len([o for o in own if "[" in o])):
+                    judges.kinds[(name, a)] = "self"
             continue
         ground = source.judge(f, data) if source is not None else None
         for attr in attributes:

@@ -17,6 +17,7 @@ from modkit.generation import sample_prior
 from modkit.runs import LoadedRun
 
 REPORT_MD = "report.md"
+MAX_MATRICES = 4  # distance-matrix figures per modality pair
 FIGURES = "report"
 
 
@@ -132,7 +133,8 @@ def write_report(run: LoadedRun, settings: EvalSettings | None = None, refresh: 
             a, b = pair.split("~")
             rows.append([pair, cell["paired_mean"], cell["unpaired_mean"], cell["auc"]])
             link(figures.histogram(cell["histogram"], fig_dir / f"relatedness_{a}_{b}.png", f"W2(q(z|{a}), q(z|{b}))"), f"{pair} histogram")
-            for attr, mat in cell.get("class_distance", {}).items():
+            matrices = sorted(cell.get("class_distance", {}).items(), key=lambda kv: -len(kv[1]["classes"]))
+            for attr, mat in matrices[:MAX_MATRICES]:  # the attributes with most classes; all are in eval.json
                 names = _class_names(run, attr)
                 shown = [names[c] for c in mat["classes"]] if names and max(mat["classes"]) < len(names) else None
                 link(figures.distance_matrix(mat["classes"], mat["matrix"], fig_dir / f"distance_{a}_{b}_{attr}.png",

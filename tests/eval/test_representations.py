@@ -86,10 +86,10 @@ def test_balanced_accuracy_weights_classes_equally():
 class _View:
     """Enough of a ModalityView for plan_judges: fields and a batch of four rows."""
 
-    def __init__(self, data):
+    def __init__(self, data, fields=None):
         from modkit.batch import Batch
 
-        self.fields = {"pic": "pic", "cls": "cls"}
+        self.fields = fields or {"pic": "pic", "cls": "cls"}
         self.batch = Batch(data, torch.ones(4, 2, dtype=torch.bool))
 
     def __len__(self):
@@ -125,3 +125,22 @@ def test_judge_kinds_self_dataset_and_classifier():
     assert judges.judge(_Model(), "pic", pics)["cls"].tolist() == [2, 0, 1]
     assert judges.judge(_Model(), "cls", torch.tensor([1, 1]))["cls"].tolist() == [1, 1]
     assert isinstance(judges, JudgeSet)
+
+
+def test_vector_attributes_are_found_read_and_self_judged():
+    """A field of 0/1 vectors (CelebA-style) becomes one binary attribute per entry."""
+    from modkit.data import ArrayRecords
+    from modkit.judges import attribute_fields, attribute_values
+
+    attrs = np.array([[0, 1, 1], [1, 0, 1], [1, 1, 0], [0, 0, 0]], dtype=np.float32)
+    records = ArrayRecords({"pic": np.random.rand(4, 3).astype(np.float32), "cls": attrs})
+    found = attribute_fields(records, None, [0, 1, 2, 3])
+    assert found == ["cls[0]", "cls[1]", "cls[2]"]
+    values = attribute_values(records, found, np.array([3, 0, 1]))
+    assert values["cls[1]"].tolist() == [0, 1, 0] and values["cls[2]"].tolist() == [0, 1, 1]
+    data = {"pic": torch.rand(4, 3), "cls": torch.as_tensor(attrs)}
+    judges = plan_judges(_Model(), _View(data), found, source=None)
+    assert {k: v for k, v in judges.kinds.items() if k[0] == "cls"} == {("cls", a): "self" for a in found}
+    assert judges.kinds[("pic", "cls[0]")] == "classifier"
+    verdict = judges.judge(_Model(), "cls", torch.tensor([[1.0, 0.0, 1.0]]))
+    assert {a: v.tolist() for a, v in verdict.items()} == {"cls[0]": [1], "cls[1]": [0], "cls[2]": [1]}
