@@ -282,7 +282,8 @@ def _collect_features(model: MultimodalVAE, view: ModalityView, positions: np.nd
         if len(batch) != len(pos):
             continue
         kept.append(pos)
+        on_device = batch.to(model.device)  # a plugin's judge_features may use its own (device) weights
         for m in names:
-            feats[m].append(model.modalities[m].judge_features(batch.data[m]).float().numpy())
+            feats[m].append(model.modalities[m].judge_features(on_device.data[m]).float().cpu().numpy())
             present[m].append(batch.present[:, model.names.index(m)].numpy())
     return {m: (np.concatenate(feats[m]), np.concatenate(present[m])) for m in names}, np.concatenate(kept)
