@@ -194,3 +194,25 @@ def test_a_metric_with_another_signature_is_reported_not_fatal(run_dir):
     result = evaluate_run(run, EvalSettings(metrics=["miou", "reconstruction"]))
     assert "fn(modality)" in result["task"]["miou"]["error"] and "TypeError" in result["task"]["miou"]["error"]
     assert result["reconstruction"]["image->image"]["nll"] > 0
+
+
+def test_metric_helpers_collect_and_mean(run_dir):
+    """Collect hands a corpus-level function everything at once; Mean averages per-sample values."""
+    from modkit.evaluation import EvalSettings, evaluate_run
+    from modkit.metrics import Collect, Mean
+    from modkit.runs import load_run
+
+    sizes = []
+
+    def n_and_accuracy(pred, target):
+        sizes.append(len(target))
+        return {"items": len(target), "accuracy": (pred == target).float().mean().item()}
+
+    run = load_run(run_dir, "cpu")
+    registry = run.plugins.registry
+    registry.add_metric("acc_corpus", lambda m: Collect(n_and_accuracy) if m.name == "label" else None)
+    registry.add_metric("acc_mean", lambda m: Mean(lambda p, t: (p == t).float()) if m.name == "label" else None)
+    result = evaluate_run(run, EvalSettings(metrics=["acc_corpus", "acc_mean"], batch_size=100))
+    corpus, mean = result["task"]["acc_corpus"]["image->label"], result["task"]["acc_mean"]["image->label"]
+    assert corpus["items"] == len(run.setup.test) and max(sizes) == len(run.setup.test)  # one call, whole test set
+    assert corpus["accuracy"] == pytest.approx(mean, abs=1e-6)  # float32 mean vs float64 mean
