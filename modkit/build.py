@@ -79,10 +79,24 @@ def build_modalities(recipe: Recipe, plugins: PluginSet, records: Records, train
         field = recipe.field_of(name)
         if records.fields and field not in records.fields:
             raise RecipeError(f"{key}.field", f"dataset '{recipe.data.dataset.type}' has no field '{field}' (fields: {', '.join(records.fields)})", source)
-        modality = cls(name, config, recipe.model.latent_dim)
-        modality.prepare(Column(records, field, train_rows), run_dir)
-        modalities[name] = modality
+        parts = cls.expand(name, config.model_copy(update={"field": field}))
+        for sub, sub_config in parts.items():
+            if sub != name and (sub in modalities or sub in recipe.modalities):
+                raise RecipeError(key, f"expands into a modality named '{sub}', which the recipe already has", source)
+            if not sub.replace("_", "").replace("-", "").isalnum():
+                raise RecipeError(key, f"expands into a modality named '{sub}'; names may use letters, digits, '_' and '-' only", source)
+            sub_field = sub_config.field or field
+            if records.fields and sub_field not in records.fields:
+                raise RecipeError(f"{key}.field", f"dataset '{recipe.data.dataset.type}' has no field '{sub_field}' (fields: {', '.join(records.fields)})", source)
+            modality = cls(sub, sub_config.model_copy(update={"field": sub_field}), recipe.model.latent_dim)
+            modality.prepare(Column(records, sub_field, train_rows), run_dir)
+            modalities[sub] = modality
     return modalities
+
+
+def field_of(modality: Modality) -> str:
+    """The dataset column a built modality reads (expanded modalities carry it in their config)."""
+    return modality.config.field or modality.name
 
 
 def check_data(view: ModalityView, source: str | None) -> None:
@@ -104,7 +118,7 @@ def build(recipe: Recipe, plugins: PluginSet, run_dir: Path | None = None, sourc
     records, train_rows, test_rows = load_records(recipe, plugins, source)
     modalities = build_modalities(recipe, plugins, records, train_rows, run_dir, source)
     names = list(modalities)
-    fields = {n: recipe.field_of(n) for n in names}
+    fields = {n: field_of(m) for n, m in modalities.items()}
 
     fusion_cls = lookup(plugins, "fusion", recipe.model.fusion, "model.fusion", source)
     fusion = fusion_cls(modalities, recipe.model.latent_dim, component_config(recipe.model.fusion, fusion_cls.Config, "model.fusion", source))

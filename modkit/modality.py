@@ -52,6 +52,16 @@ class Modality(nn.Module):
     def weight(self) -> float:
         return self.config.weight
 
+    @classmethod
+    def expand(cls, name: str, config: ModalityConfig) -> dict[str, ModalityConfig]:
+        """One recipe entry → the named modalities it stands for; default: just itself.
+
+        Override when one recipe entry means several modalities of this class, e.g. each attribute
+        its own modality (MVAE's CelebA-19). ``config.field`` arrives resolved (the dataset column);
+        each returned config says which column it reads. Names must be new and recipe-safe.
+        """
+        return {name: config}
+
     # -- data --------------------------------------------------------------------------------
     def prepare(self, column: "Column", run_dir: Path | None) -> None:
         """Fit data-dependent state (a tokenizer, a vocabulary) on the training column.

@@ -1,4 +1,4 @@
-"""The image modality: grey or RGB pictures with Bernoulli, Gaussian or Laplace likelihoods."""
+"""The image modality: grey or RGB pictures, MLP / convolutional / timm encoders, Bernoulli, Gaussian or Laplace likelihoods."""
 from __future__ import annotations
 
 import math
@@ -7,61 +7,117 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor
 
 from modkit import DataError, Modality, ModalityConfig, hookimpl
 from modkit.likelihoods import make_likelihood
 from modkit.nn import GaussianHead, mlp
+from modkit_image.backbone import BackboneConfig, TimmBackbone
+from modkit_image.nets import ConvDecoder, ConvEncoder, auto_channels, patch_mask
 
 
 class ImageConfig(ModalityConfig):
     shape: tuple[int, int, int] = Field((1, 28, 28), description="channels, height, width")
     likelihood: Literal["bernoulli", "gaussian", "laplace"] = "bernoulli"
     scale: float | Literal["learned"] = Field(0.75, description="Gaussian/Laplace scale, or 'learned'")
-    architecture: Literal["mlp"] = "mlp"
-    hidden: list[int] = Field([512, 512], min_length=1)
+    architecture: Literal["mlp", "conv"] = Field("mlp", description="encoder/decoder family (the decoder's, when a backbone encodes)")
+    hidden: list[int] = Field([512, 512], min_length=1, description="mlp: layer sizes; conv: the last entry is the feature size")
+    channels: list[int] | None = Field(None, min_length=1, description="conv: channels per stride-2 stage (default: halve to ≤4 pixels, 32·2^i up to 256)")
+    backbone: BackboneConfig | None = Field(None, description="a timm model as the encoder")
+    mask_ratio: float = Field(0.0, ge=0, lt=1, description="MAE-style fraction of patches zeroed at the encoder input, training only")
+    patch_size: int = Field(16, ge=1, description="patch side for mask_ratio, in pixels")
+
+    @model_validator(mode="after")
+    def _positive_shape(self) -> "ImageConfig":
+        if min(self.shape) < 1:
+            raise ValueError(f"shape must be positive (got {list(self.shape)})")
+        return self
 
 
 class Image(Modality):
-    """Images as (C, H, W) floats in [0, 1]; files are read with Pillow."""
+    """Images as (C, H, W) floats in [0, 1]; uint8 arrays and image files (read with Pillow) are converted."""
 
     Config = ImageConfig
 
     def __init__(self, name: str, config: ImageConfig, latent_dim: int):
         super().__init__(name, config, latent_dim)
         self.shape = tuple(config.shape)
+        c, h, w = self.shape
         size = math.prod(self.shape)
-        self.encoder = mlp([size, *config.hidden], final_activation=True)
-        self.head = GaussianHead(config.hidden[-1], latent_dim)
-        self.feature_dim = config.hidden[-1]
-        self.decoder = mlp([latent_dim, *reversed(config.hidden), size])
+        channels = config.channels or auto_channels(h, w)
+        if config.backbone is not None:
+            self.encoder = TimmBackbone(config.backbone, c, key=f"modalities.{name}.backbone")
+            self.feature_dim = self.encoder.num_features
+        elif config.architecture == "conv":
+            self.encoder = ConvEncoder(c, h, w, channels, config.hidden[-1])
+            self.feature_dim = config.hidden[-1]
+        else:
+            self.encoder = mlp([size, *config.hidden], final_activation=True)
+            self.feature_dim = config.hidden[-1]
+        self.head = GaussianHead(self.feature_dim, latent_dim)
+        if config.architecture == "conv":
+            self.decoder = ConvDecoder(latent_dim, c, h, w, channels)
+        else:
+            self.decoder = mlp([latent_dim, *reversed(config.hidden), size])
         self.likelihood = make_likelihood(config.likelihood, event_dims=3, scale=config.scale, key=f"modalities.{name}.likelihood")
 
+    def mask_patches(self, x: Tensor) -> Tensor:
+        """Zero a random ``mask_ratio`` of ``patch_size`` patches per image (LCMVAE's masked pre-training)."""
+        keep = patch_mask(x.shape[0], x.shape[-2], x.shape[-1], self.config.patch_size, self.config.mask_ratio, x.device)
+        return x * keep.to(x.dtype)
+
     def features(self, x: Tensor) -> Tensor:
-        return self.encoder(x.flatten(1).float())
+        x = x.float()
+        if self.training and self.config.mask_ratio > 0:
+            x = self.mask_patches(x)
+        if self.config.backbone is None and self.config.architecture == "mlp":
+            return self.encoder(x.flatten(1))
+        return self.encoder(x)
 
     def decoder_net(self, z: Tensor) -> Tensor:
         return self.decoder(z).view(-1, *self.shape)
 
-    def preprocess(self, value) -> Tensor:
-        if isinstance(value, (str, Path)):
-            from PIL import Image as PILImage
+    # -- data --------------------------------------------------------------------------------
+    def _to_pil(self, img):
+        if self.shape[0] not in (1, 3):
+            raise DataError(f"image files and uint8 arrays are grey or RGB; the recipe's shape has {self.shape[0]} channels")
+        img = img.convert("L" if self.shape[0] == 1 else "RGB")
+        if img.size != (self.shape[2], self.shape[1]):
+            img = img.resize((self.shape[2], self.shape[1]))
+        array = np.asarray(img, dtype=np.float32) / 255.0
+        return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
+    def preprocess(self, value) -> Tensor:
+        from PIL import Image as PILImage
+
+        if isinstance(value, (str, Path)):
             path = Path(value)
             try:
                 with PILImage.open(path) as img:
-                    img = img.convert("L" if self.shape[0] == 1 else "RGB")
-                    if img.size != (self.shape[2], self.shape[1]):
-                        img = img.resize((self.shape[2], self.shape[1]))
-                    array = np.asarray(img, dtype=np.float32) / 255.0
+                    array = self._to_pil(img)
             except FileNotFoundError:
                 raise DataError(f"image file not found: {path}") from None
             except OSError as exc:
                 raise DataError(f"cannot read image {path}: {exc}") from None
-            value = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-        x = torch.as_tensor(np.asarray(value), dtype=torch.float32)
-        return x.reshape(self.shape) if x.numel() == math.prod(self.shape) else x
+            return torch.from_numpy(np.ascontiguousarray(array))
+        array = value.numpy() if isinstance(value, Tensor) else np.asarray(value)
+        if array.dtype == np.uint8:
+            if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+                array = array.transpose(1, 2, 0)  # (C, H, W) uint8 → (H, W, C)
+            if array.ndim == 3 and array.shape[-1] == 1:
+                array = array[..., 0]
+            if array.ndim not in (2, 3):
+                raise DataError(f"a uint8 image must be (H, W) or (H, W, 3), got shape {array.shape}")
+            return torch.from_numpy(np.ascontiguousarray(self._to_pil(PILImage.fromarray(array))))
+        if not np.issubdtype(array.dtype, np.number):
+            raise DataError(f"an image must be a file path or a numeric array, got {type(value).__name__}")
+        x = torch.as_tensor(array, dtype=torch.float32)
+        if x.numel() != math.prod(self.shape):
+            raise DataError(f"image has shape {tuple(x.shape)}, the recipe's shape is {list(self.shape)}")
+        if not torch.isfinite(x).all():
+            raise DataError("image holds NaN or infinite values")
+        return x.reshape(self.shape)
 
     def placeholder(self) -> Tensor:
         return torch.zeros(self.shape)
@@ -71,6 +127,17 @@ class Image(Modality):
             raise ValueError(f"samples have shape {tuple(x.shape[1:])}, the recipe's shape is {list(self.shape)}")
         if self.config.likelihood == "bernoulli" and (x.min() < 0 or x.max() > 1):
             raise ValueError("a Bernoulli likelihood needs values in [0, 1]")
+        if self.config.backbone is not None:  # e.g. a ViT built for 224×224 given 32×32 images
+            was_training = self.encoder.training
+            self.encoder.eval()
+            try:
+                with torch.no_grad():
+                    self.encoder(x[:1].float())
+            except (RuntimeError, AssertionError, ValueError) as exc:
+                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise ValueError(f"backbone '{self.config.backbone.name}' cannot take images of shape {list(self.shape)}: {message}") from None
+            finally:
+                self.encoder.train(was_training)
 
     def render(self, x: Tensor) -> np.ndarray:
         array = x.detach().float().cpu().clamp(0, 1).numpy()

@@ -30,7 +30,7 @@ def mutate(fn):
 
 
 CASES = [
-    ("unknown modality", mutate(lambda r: r["modalities"]["image"].update(type="imagez")), "modalities.image.type", "available: image, label"),
+    ("unknown modality", mutate(lambda r: r["modalities"]["image"].update(type="imagez")), "modalities.image.type", "available: "),
     ("unknown fusion", mutate(lambda r: r["model"].update(fusion="nope")), "model.fusion", "available:"),
     ("unknown sampler", mutate(lambda r: r["model"].update(sampler={"type": "most"})), "model.sampler", "available: all, full, mvae, random, singles"),
     ("unknown dataset", mutate(lambda r: r["data"].update(dataset="mnist9")), "data.dataset", "available:"),

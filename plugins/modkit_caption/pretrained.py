@@ -1,0 +1,70 @@
+"""A frozen pretrained text encoder from transformers, loaded from a local folder or the local cache only.
+
+``AutoTokenizer`` / ``AutoModel.from_pretrained(name, local_files_only=True)``: a hub name works only
+when it is already cached, so a run never downloads. The encoder stays in eval mode without gradients;
+its pooled output (the [CLS] vector or the masked mean of the last hidden states) is the feature.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from modkit import RecipeError
+
+
+class PretrainedConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(..., description="a local folder saved with save_pretrained, or a hub name already in the local cache")
+    pooling: Literal["cls", "mean"] = "cls"
+    max_length: int = Field(64, ge=2, description="the pretrained tokenizer's truncation length")
+
+
+class PretrainedEncoder(nn.Module):
+    """Frozen ``AutoModel``: (ids, mask) → (B, hidden_size) pooled features."""
+
+    def __init__(self, config: PretrainedConfig, key: str):
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        self.config = config
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(config.name, local_files_only=True)
+            model = AutoModel.from_pretrained(config.name, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise RecipeError(f"{key}.name", f"cannot load '{config.name}' locally (nothing is downloaded): {str(exc).splitlines()[0]}") from None
+        # held outside the module tree: its weights come from `name` at every build, so they stay out of
+        # checkpoints and optimisers (a frozen BERT would otherwise be copied into every checkpoint)
+        self._held = [model]
+        model.requires_grad_(False)
+        model.eval()
+        self.out_features: int = model.config.hidden_size
+
+    @property
+    def model(self) -> nn.Module:
+        return self._held[0]
+
+    def _apply(self, fn, recurse: bool = True):
+        """``.to(device)``/``.half()`` reach the held model too, though it is not a registered submodule."""
+        super()._apply(fn, recurse)
+        self._held[0]._apply(fn)
+        return self
+
+    def tokenize(self, text: str) -> dict[str, Tensor]:
+        enc = self.tokenizer(text, truncation=True, max_length=self.config.max_length, padding="max_length", return_tensors="pt")
+        return {"hf_ids": enc["input_ids"][0], "hf_mask": enc["attention_mask"][0]}
+
+    def placeholder(self) -> dict[str, Tensor]:
+        mask = torch.zeros(self.config.max_length, dtype=torch.long)
+        mask[0] = 1
+        return {"hf_ids": torch.zeros(self.config.max_length, dtype=torch.long), "hf_mask": mask}
+
+    @torch.no_grad()
+    def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
+        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        if self.config.pooling == "cls":
+            return hidden[:, 0]
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
