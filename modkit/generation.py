@@ -106,6 +106,8 @@ def generate(run: LoadedRun, given: dict[str, str], target: str, n: int = 16, ou
     if out is None:
         out = run.run_dir / "generated" / f"{source}_to_{target}.{'txt' if text else 'png'}"
     out = Path(out)
+    if not out.suffix:
+        out = out.with_suffix(".txt" if text else ".png")
     out.parent.mkdir(parents=True, exist_ok=True)
     if text:
         from modkit.rundir import atomic_write_text
