@@ -186,13 +186,13 @@ def test_a_metric_with_another_signature_is_reported_not_fatal(run_dir):
     from modkit.evaluation import EvalSettings, evaluate_run
     from modkit.runs import load_run
 
-    def miou(pred, target, num_classes):  # a plain function, not fn(modality) -> state
+    def old_style(pred, target, num_classes):  # a plain function, not fn(modality) -> state
         return 0.0
 
     run = load_run(run_dir, "cpu")
-    run.plugins.registry.add_metric("miou", miou)
-    result = evaluate_run(run, EvalSettings(metrics=["miou", "reconstruction"]))
-    assert "fn(modality)" in result["task"]["miou"]["error"] and "TypeError" in result["task"]["miou"]["error"]
+    run.plugins.registry.add_metric("old_style", old_style)
+    result = evaluate_run(run, EvalSettings(metrics=["old_style", "reconstruction"]))
+    assert "fn(modality)" in result["task"]["old_style"]["error"] and "TypeError" in result["task"]["old_style"]["error"]
     assert result["reconstruction"]["image->image"]["nll"] > 0
 
 
