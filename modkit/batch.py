@@ -17,17 +17,18 @@ def _map(data: Data, fn) -> Data:
 class Batch:
     data: dict[str, Data]
     present: Tensor  # (B, N) bool, columns in the model's modality order
+    skipped: int = 0  # bad samples dropped while this batch was built (data.on_bad_sample: skip)
 
     def __len__(self) -> int:
         return self.present.shape[0]
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
         move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
-        return Batch({k: _map(v, move) for k, v in self.data.items()}, move(self.present))
+        return Batch({k: _map(v, move) for k, v in self.data.items()}, move(self.present), self.skipped)
 
     def pin_memory(self) -> "Batch":
         pin = lambda t: t.pin_memory()  # noqa: E731
-        return Batch({k: _map(v, pin) for k, v in self.data.items()}, self.present.pin_memory())
+        return Batch({k: _map(v, pin) for k, v in self.data.items()}, self.present.pin_memory(), self.skipped)
 
     def select(self, index: Tensor) -> "Batch":
         take = lambda t: t[index]  # noqa: E731

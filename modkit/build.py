@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from modkit.batch import Batch
-from modkit.data import ArrayRecords, Column, DatasetSource, ModalityView, Records, split_records, weak_supervision
+from modkit.data import Column, DatasetSource, ModalityView, Records, split_records, weak_supervision
 from modkit.engine import MultimodalVAE
-from modkit.errors import ModkitError, RecipeError
+from modkit.errors import DataError, ModkitError, RecipeError
 from modkit.modality import Modality
 from modkit.plugins import PluginSet
 from modkit.recipe import Component, Recipe, component_config
@@ -46,11 +46,22 @@ def load_records(recipe: Recipe, plugins: PluginSet, source: str | None) -> tupl
     if "all" in splits:
         records = splits["all"]
         train, test = split_records(records, recipe.data.test_fraction, recipe.data.split_seed)
-        return records, train, test
-    if "train" not in splits or "test" not in splits:
+    elif "train" not in splits or "test" not in splits:
         raise ModkitError(f"dataset '{spec.type}' returned splits {sorted(splits)}; expected 'all' or 'train' and 'test'")
-    train_records, test_records = splits["train"], splits["test"]
-    return _Concat(train_records, test_records), np.arange(len(train_records)), len(train_records) + np.arange(len(test_records))
+    else:
+        train_records, test_records = splits["train"], splits["test"]
+        records = _Concat(train_records, test_records)
+        train, test = np.arange(len(train_records)), len(train_records) + np.arange(len(test_records))
+    check_problems(records, recipe.data.on_bad_sample)
+    return records, train, test
+
+
+def check_problems(records: Records, on_bad_sample: str) -> None:
+    """Stop before training on rows the dataset already found bad, unless the recipe skips them."""
+    problems = records.problems()
+    if problems and on_bad_sample == "error":
+        more = f" (and {len(problems) - 1} more bad row{'s' if len(problems) > 2 else ''})" if len(problems) > 1 else ""
+        raise DataError(f"{problems[0]}{more}; set data.on_bad_sample: skip to skip bad samples")
 
 
 class _Concat(Records):
@@ -68,6 +79,9 @@ class _Concat(Records):
 
     def describe(self, i: int) -> str:
         return self.a.describe(i) if i < len(self.a) else self.b.describe(i - len(self.a))
+
+    def problems(self) -> list[str]:
+        return self.a.problems() + self.b.problems()
 
 
 def build_modalities(recipe: Recipe, plugins: PluginSet, records: Records, train_rows: np.ndarray, run_dir: Path | None, source: str | None) -> dict[str, Modality]:
@@ -89,7 +103,7 @@ def build_modalities(recipe: Recipe, plugins: PluginSet, records: Records, train
             if records.fields and sub_field not in records.fields:
                 raise RecipeError(f"{key}.field", f"dataset '{recipe.data.dataset.type}' has no field '{sub_field}' (fields: {', '.join(records.fields)})", source)
             modality = cls(sub, sub_config.model_copy(update={"field": sub_field}), recipe.model.latent_dim)
-            modality.prepare(Column(records, sub_field, train_rows), run_dir)
+            modality.prepare(Column(records, sub_field, train_rows, skip_bad=recipe.data.on_bad_sample == "skip"), run_dir)
             modalities[sub] = modality
     return modalities
 
@@ -104,8 +118,10 @@ def check_data(view: ModalityView, source: str | None) -> None:
     if len(view) == 0:
         raise ModkitError("the training split is empty")
     # in-memory data are checked whole (cheap); files are checked on a few rows, then row by row as read
-    n = len(view) if isinstance(view.records, ArrayRecords) else min(len(view), 4)
+    n = len(view) if view.in_memory else min(len(view), 4 if not view.skip_bad else 64)
     batch: Batch = view.__getitems__(list(range(n)))
+    if len(batch) == 0:
+        raise ModkitError(f"the first {n} training samples are all bad (skipped); check the data")
     for name, modality in view.modalities.items():
         try:
             modality.check(batch.data[name])

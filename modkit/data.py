@@ -40,38 +40,65 @@ class Records:
         """Every raw value of one field (used by ``Modality.prepare`` to fit tokenizers)."""
         return [self.get(i).get(field) for i in range(len(self))]
 
+    def problems(self) -> list[str]:
+        """Rows already known to be bad when the dataset was read (``get`` raises DataError for them).
+
+        With ``data.on_bad_sample: error`` the build stops on the first one before training starts;
+        with ``skip`` they are skipped, and counted, like any other bad sample.
+        """
+        return []
+
 
 class Column:
-    """One field of some rows, read lazily: what ``Modality.prepare`` fits on."""
+    """One field of some rows, read lazily: what ``Modality.prepare`` fits on.
 
-    def __init__(self, records: Records, field: str, rows: Sequence[int]):
-        self.records, self.field, self.rows = records, field, rows
+    With ``skip_bad`` a row whose record is bad (``get`` raises DataError) reads as missing.
+    """
+
+    def __init__(self, records: Records, field: str, rows: Sequence[int], skip_bad: bool = False):
+        self.records, self.field, self.rows, self.skip_bad = records, field, rows, skip_bad
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __iter__(self) -> Iterator[Any]:
         for r in self.rows:
-            yield self.records.get(int(r)).get(self.field)
+            try:
+                record = self.records.get(int(r))
+            except DataError:
+                if not self.skip_bad:
+                    raise
+                yield None
+                continue
+            yield record.get(self.field)
 
 
 class ArrayRecords(Records):
-    """In-memory arrays, one per field, already in model-ready form (the fast path: one index op per batch)."""
+    """In-memory arrays, one per field, already in model-ready form (the fast path: one index op per batch).
 
-    def __init__(self, arrays: dict[str, Any], present: dict[str, np.ndarray] | None = None):
+    ``objects`` holds fields of raw values that a modality must preprocess (strings for a
+    tokenizer, say); ``None`` in them means missing. A view whose modalities read array fields
+    only keeps the fast path; one that reads an object field goes through ``preprocess``.
+    """
+
+    def __init__(self, arrays: dict[str, Any], present: dict[str, np.ndarray] | None = None,
+                 objects: dict[str, Sequence[Any]] | None = None):
         self.arrays = {k: torch.as_tensor(v) for k, v in arrays.items()}
-        lengths = {len(v) for v in self.arrays.values()}
-        if len(lengths) != 1:
-            raise DataError(f"fields have different lengths: { {k: len(v) for k, v in self.arrays.items()} }")
-        self.n = lengths.pop()
+        self.objects = {k: list(v) for k, v in (objects or {}).items()}
+        sizes = {k: len(v) for k, v in [*self.arrays.items(), *self.objects.items()]}
+        if len(set(sizes.values())) != 1:
+            raise DataError(f"fields have different lengths: {sizes}")
+        self.n = next(iter(sizes.values()))
         self.present = {k: torch.as_tensor(v, dtype=torch.bool) for k, v in (present or {}).items()}
-        self.fields = list(self.arrays)
+        self.fields = list(self.arrays) + list(self.objects)
 
     def __len__(self) -> int:
         return self.n
 
     def get(self, i: int) -> dict[str, Any]:
-        return {k: (v[i] if k not in self.present or self.present[k][i] else None) for k, v in self.arrays.items()}
+        row = {k: (v[i] if k not in self.present or self.present[k][i] else None) for k, v in self.arrays.items()}
+        row.update({k: v[i] for k, v in self.objects.items()})
+        return row
 
     def take(self, index: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
         ones = torch.ones(len(index), dtype=torch.bool)
@@ -79,6 +106,45 @@ class ArrayRecords(Records):
 
     def values(self, field: str) -> list[Any]:
         return [self.get(i)[field] for i in range(self.n)]
+
+
+class ColumnRecords(Records):
+    """Rows from columns of raw values (file paths, strings, numbers, lists), preprocessed per item.
+
+    A column is a sequence, or a callable ``f(i)`` for values made lazily (a mask drawn from
+    polygons, a file checked when read). ``names[i]`` says where row ``i`` came from (a file and
+    line) for error messages; ``errors`` maps rows known bad at read time to their message.
+    """
+
+    def __init__(self, columns: dict[str, Any], n: int | None = None, names: Sequence[str] | None = None,
+                 errors: dict[int, str] | None = None):
+        self.columns = dict(columns)
+        sizes = {k: len(v) for k, v in self.columns.items() if not callable(v)}
+        if n is None:
+            if not sizes:
+                raise ValueError("ColumnRecords needs n when every column is lazy")
+            n = next(iter(sizes.values()))
+        wrong = {k: size for k, size in sizes.items() if size != n}
+        if wrong:
+            raise DataError(f"fields have different lengths: {wrong} (expected {n})")
+        self.n = n
+        self.names = names
+        self.errors = dict(errors or {})
+        self.fields = list(self.columns)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def describe(self, i: int) -> str:
+        return self.names[i] if self.names is not None else f"row {i}"
+
+    def get(self, i: int) -> dict[str, Any]:
+        if i in self.errors:
+            raise DataError(self.errors[i])
+        return {k: (v(i) if callable(v) else v[i]) for k, v in self.columns.items()}
+
+    def problems(self) -> list[str]:
+        return [self.errors[i] for i in sorted(self.errors)]
 
 
 class DatasetConfig(BaseModel):
@@ -125,6 +191,11 @@ class ModalityView(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
+    @property
+    def in_memory(self) -> bool:
+        """Every modality reads a model-ready array field: batches are one index op, no preprocess."""
+        return isinstance(self.records, ArrayRecords) and all(self.fields[n] in self.records.arrays for n in self.names)
+
     def __getitem__(self, i: int) -> Batch:
         return self.__getitems__([i])
 
@@ -132,7 +203,7 @@ class ModalityView(torch.utils.data.Dataset):
         index = torch.as_tensor(index, dtype=torch.long)
         rows = self.rows[index]
         presence = self.presence[index].clone()
-        if isinstance(self.records, ArrayRecords):
+        if self.in_memory:
             taken = self.records.take(rows)
             data = {}
             for j, name in enumerate(self.names):
@@ -146,8 +217,8 @@ class ModalityView(torch.utils.data.Dataset):
         samples: dict[str, list] = {name: [] for name in self.names}
         keep = []
         for b, r in enumerate(rows.tolist()):
-            record = self.records.get(r)
             try:
+                record = self.records.get(r)
                 row = {}
                 for j, name in enumerate(self.names):
                     value = record.get(self.fields[name]) if presence[b, j] else None
@@ -163,7 +234,7 @@ class ModalityView(torch.utils.data.Dataset):
                 samples[name].append(row[name])
         presence = presence[keep]
         data = {name: self.modalities[name].collate(samples[name]) for name in self.names} if keep else {}
-        return Batch(data, presence)
+        return Batch(data, presence, skipped=len(rows) - len(keep))
 
     def _preprocess(self, name: str, value: Any, r: int) -> Any:
         try:

@@ -31,6 +31,10 @@ class MultimodalVAE(nn.Module):
 
     # -- primitives fusions build on -------------------------------------------------------------
     def encode(self, batch: Batch, names: Sequence[str] | None = None) -> Experts:
+        """The experts the fusion works from: :meth:`Fusion.encode`, by default :meth:`encode_experts`."""
+        return self.fusion.encode(self, batch)
+
+    def encode_experts(self, batch: Batch) -> Experts:
         """Each encoder runs once on the whole batch; absent samples are masked by ``present``, not removed."""
         mus, logvars = [], []
         for name in self.names:

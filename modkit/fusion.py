@@ -76,6 +76,13 @@ class Fusion(nn.Module):
         self.latent_dim = latent_dim
         self.config = config
 
+    def encode(self, model: "MultimodalVAE", batch: "Batch") -> Experts:
+        """The experts :meth:`posterior` combines (``model.encode`` calls this). Default: each modality's own
+        encoder. A fusion that encodes jointly (latent mixing over features, M2's classifier) overrides it and
+        may return an :class:`Experts` subclass carrying more; it must call ``model.encode_experts``, never
+        ``model.encode``, to get the plain experts."""
+        return model.encode_experts(batch)
+
     def loss(self, model: "MultimodalVAE", batch: "Batch", plan: SubsetPlan, beta: float) -> LossOutput:
         raise NotImplementedError
 

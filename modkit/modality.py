@@ -109,7 +109,29 @@ class Modality(nn.Module):
 
     def decode(self, z: Tensor) -> Tensor:
         """Latents of any leading shape (*lead, D) → likelihood parameters (*lead, *output shape)."""
-        return over_leading(self.decoder_net, z)
+        head = self._modules.get("task_head")
+        return over_leading(head if head is not None else self.decoder_net, z)
+
+    def set_task_head(self, head: nn.Module) -> None:
+        """Swap the decoder for a task head ((M, latent_dim) → (M, *output shape)), e.g. LCMVAE's downstream
+        classifier or segmenter; :meth:`decode` then uses it. Registered as the submodule ``task_head``."""
+        self.task_head = head
+
+    # -- pseudo-samples (VampPrior, MEME) ------------------------------------------------------
+    def pseudo_sample_init(self, n: int) -> Tensor:
+        """Initial unconstrained values of ``n`` learnable pseudo-samples, mapped to data by :meth:`pseudo_sample_data`.
+
+        Default, for modalities whose batched data is one float tensor: small noise around the placeholder.
+        Modalities with integer or dict data override both methods (or raise ``NotImplementedError``).
+        """
+        template = self.placeholder()
+        if not isinstance(template, Tensor) or not template.is_floating_point():
+            raise NotImplementedError(f"{type(self).__name__} does not define pseudo-samples")
+        return template.unsqueeze(0).repeat(n, *([1] * template.dim())) + 0.01 * torch.randn(n, *template.shape)
+
+    def pseudo_sample_data(self, raw: Tensor) -> Data:
+        """Learnable pseudo-sample parameters (n, ...) → batched data :meth:`encode` accepts (default: as they are)."""
+        return raw
 
     def log_likelihood(self, out: Tensor, x: Data) -> Tensor:
         """log p(x | out) per sample; ``out`` is (*lead, B, ...), ``x`` is (B, ...); returns (*lead, B)."""

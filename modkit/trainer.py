@@ -72,6 +72,7 @@ class TrainState:
     global_step: int = 0
     sums: dict[str, torch.Tensor] = field(default_factory=dict)
     seen: int = 0
+    skipped: int = 0  # bad samples skipped in the current epoch (data.on_bad_sample: skip)
 
 
 class Trainer:
@@ -101,6 +102,7 @@ class Trainer:
             "global_step": self.state.global_step,
             "sums": {k: v.detach().cpu() for k, v in self.state.sums.items()},
             "seen": self.state.seen,
+            "skipped": self.state.skipped,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
@@ -131,7 +133,8 @@ class Trainer:
         np.random.set_state(rng["numpy"])
         random.setstate(rng["python"])
         self.state = TrainState(ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"],
-                                {k: v.to(self.device) for k, v in ckpt["sums"].items()}, ckpt["seen"])
+                                {k: v.to(self.device) for k, v in ckpt["sums"].items()}, ckpt["seen"],
+                                ckpt.get("skipped", 0))
         self.rows = [r for r in rundir.read_metrics(self.run_dir) if r["epoch"] <= self.state.epoch]
 
     # -- the loop ----------------------------------------------------------------------------
@@ -156,12 +159,17 @@ class Trainer:
             self.model.train()
             self.batches.set_epoch(epoch, start=self.state.step_in_epoch)
             started = time.perf_counter()
+            beta = beta_at(self.recipe.model.beta, epoch + self.state.step_in_epoch / steps_per_epoch)
             bar = None
             if interactive:
                 from tqdm import tqdm
 
                 bar = tqdm(total=steps_per_epoch, initial=self.state.step_in_epoch, desc=f"epoch {epoch + 1}/{spec.epochs}", leave=False)
             for batch in self.loader:
+                self.state.skipped += batch.skipped
+                if len(batch) == 0:  # every sample of this batch was bad and skipped
+                    self.state.step_in_epoch += 1
+                    continue
                 batch = batch.to(self.device, non_blocking=True)
                 beta = beta_at(self.recipe.model.beta, epoch + self.state.step_in_epoch / steps_per_epoch)
                 terms = self.step(batch, beta)
@@ -187,15 +195,16 @@ class Trainer:
         seen = max(self.state.seen, 1)
         row.update({f"train/{k}": round(v.item() / seen, 6) for k, v in sorted(self.state.sums.items())})
         row["time_s"] = round(seconds, 3)
-        if self.setup.train.skipped:
-            row["skipped_samples"] = self.setup.train.skipped
+        if self.state.skipped:
+            row["skipped_samples"] = self.state.skipped
         self.rows.append(row)
         self.state = TrainState(epoch=self.state.epoch + 1, global_step=self.state.global_step)
         if self.scheduler:
             self.scheduler.step()
         self.save()
         shown = "  ".join(f"{k.removeprefix('train/')} {v:.4g}" for k, v in row.items() if k.startswith("train/"))
-        self.echo(f"epoch {row['epoch']}/{self.recipe.train.epochs}  {shown}  β {beta:.3g}  {seconds:.1f}s")
+        skipped = f"  skipped {row['skipped_samples']} bad samples" if "skipped_samples" in row else ""
+        self.echo(f"epoch {row['epoch']}/{self.recipe.train.epochs}  {shown}  β {beta:.3g}  {seconds:.1f}s{skipped}")
 
     # -- the end -----------------------------------------------------------------------------
     def finish(self) -> dict[str, Any]:
@@ -203,7 +212,17 @@ class Trainer:
         loader = make_loader(self.setup.test, eval_batches)
         generator_state = torch.get_rng_state()
         torch.manual_seed(self.recipe.seed + 1)  # evaluation noise does not disturb training RNG
-        metrics = test_metrics(self.model, loader, self.device, coherence=self.recipe.eval.coherence)
+        skipped = [0]
+
+        def counted(batches):
+            for batch in batches:
+                skipped[0] += batch.skipped
+                yield batch
+
+        metrics = test_metrics(self.model, counted(loader), self.device, coherence=self.recipe.eval.coherence)
+        if skipped[0]:
+            metrics["test/skipped_samples"] = skipped[0]
+            self.echo(f"evaluation skipped {skipped[0]} bad test samples")
         summary = {"name": self.recipe.name, "epochs": self.state.epoch, "steps": self.state.global_step,
                    "device": str(self.device), "train": {k: v for k, v in (self.rows[-1] if self.rows else {}).items() if k.startswith("train/")},
                    **metrics}

@@ -122,6 +122,14 @@ class Image(Modality):
     def placeholder(self) -> Tensor:
         return torch.zeros(self.shape)
 
+    def pseudo_sample_init(self, n: int) -> Tensor:
+        """Logits of ``n`` pseudo-images around mid-grey (VampPrior pseudo-inputs, learned)."""
+        return 0.1 * torch.randn(n, *self.shape)
+
+    def pseudo_sample_data(self, raw: Tensor) -> Tensor:
+        """Logits → pixel values in (0, 1), the range the encoder sees in real data."""
+        return torch.sigmoid(raw)
+
     def check(self, x: Tensor) -> None:
         if tuple(x.shape[1:]) != self.shape:
             raise ValueError(f"samples have shape {tuple(x.shape[1:])}, the recipe's shape is {list(self.shape)}")

@@ -61,6 +61,14 @@ class Label(Modality):
     def placeholder(self) -> Tensor:
         return torch.tensor(0)
 
+    def pseudo_sample_init(self, n: int) -> Tensor:
+        """Logits (n, K) of ``n`` learnable pseudo-labels, near uniform at the start."""
+        return 0.01 * torch.randn(n, self.config.num_classes)
+
+    def pseudo_sample_data(self, raw: Tensor) -> Tensor:
+        """Logits → class probabilities (n, K), which :meth:`features` accepts as soft labels."""
+        return torch.softmax(raw, dim=-1)
+
     def check(self, x: Tensor) -> None:
         if x.dim() != 1 or x.is_floating_point():
             raise ValueError(f"labels must be integer class ids, one per sample (got {x.dtype}, shape {tuple(x.shape)})")

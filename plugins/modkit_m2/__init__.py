@@ -1,0 +1,214 @@
+"""M2 (Kingma et al., 2014), and its fully convolutional use for segmentation: a semi-supervised VAE.
+
+One modality, the *target* (a label, or a per-pixel mask), is a partially observed discrete latent y.
+The latent is z = [z_c, y]: the last |y| dims hold the (relaxed) one-hot code, so every decoder sees
+p(x | z_c, y). A classifier q(y|x) over the other modalities' features supplies y where the target is
+missing, as a Gumbel-softmax sample with an annealed temperature; where it is present, the true
+one-hot is used and α·log q(y|x) is added.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+from modkit import DiagGaussian, Fusion, FusionConfig, LossOutput, RecipeError, hookimpl
+from modkit.gaussian import Experts, kl_standard_normal, reparameterize
+from modkit.nn import GaussianHead, mlp
+
+from modkit_m2.relaxed import annealed_temperature, entropy, one_hot, relaxed_one_hot, uniform_log_prior
+
+#: log-variance of the y dims in a posterior: y is given (or the classifier's mean), not sampled
+Y_LOGVAR = -10.0
+
+
+class TemperatureConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    start: float = Field(1.0, gt=0, description="τ at step 0")
+    min: float = Field(0.5, gt=0, description="τ never goes below this")
+    rate: float = Field(3e-4, ge=0, description="τ = max(min, start·exp(−rate·step)), step = optimiser steps")
+
+
+class M2Config(FusionConfig):
+    target: str | None = Field(None, description="the discrete modality treated as the latent y (default: the only categorical one)")
+    alpha: float = Field(10.0, ge=0, description="α, the weight of the supervised term log q(y|x) on labelled samples")
+    hidden: list[int] = Field([256], min_length=1, description="hidden sizes of the classifier q(y|x) and of q(z_c|x, y)")
+    temperature: TemperatureConfig = TemperatureConfig()
+    hard: bool = Field(False, description="straight-through one-hot samples instead of relaxed ones")
+    objective: Literal["m2", "supervised"] = Field("m2", description="'supervised': only α·log q(y|x) on labelled samples (a baseline)")
+
+
+class M2Experts(Experts):
+    """Experts plus what :meth:`M2.posterior` needs: the input features, the target's one-hot code and
+    where that code is known (False at ignored pixels)."""
+
+    features: list[Tensor]
+    target_code: Tensor
+    target_known: Tensor
+
+    @classmethod
+    def build(cls, mu, logvar, present, features, target_code, target_known) -> "M2Experts":
+        experts = cls(mu, logvar, present)
+        experts.features, experts.target_code, experts.target_known = features, target_code, target_known
+        return experts
+
+
+class M2(Fusion):
+    """M2 semi-supervised VAE: the target modality is a discrete latent y; q(y|x) with α-weighted supervision."""
+
+    Config = M2Config
+    uses_sampler = False
+
+    def __init__(self, modalities, latent_dim: int, config: M2Config):
+        super().__init__(modalities, latent_dim, config)
+        self.target = self._choose_target(modalities, config.target)
+        target = modalities[self.target]
+        with torch.no_grad():
+            self.y_shape = tuple(target.decode(torch.zeros(1, latent_dim)).shape[1:])
+        class_dim = target.likelihood.class_dim
+        self.class_pos = class_dim + len(self.y_shape) if class_dim < 0 else class_dim - 1  # within y_shape
+        self.num_classes = self.y_shape[self.class_pos]
+        self.y_dim = math.prod(self.y_shape)
+        if self.y_dim >= latent_dim:
+            raise RecipeError("model.latent_dim", f"must exceed the {self.y_dim} dims m2 reserves for '{self.target}' (z = [z_c, y])")
+        self.inputs = [i for i, n in enumerate(self.names) if n != self.target]
+        if not self.inputs:
+            raise RecipeError("model.fusion", "m2 needs at least one modality besides its target")
+        self.t_index = self.names.index(self.target)
+        in_dim = sum(modalities[self.names[i]].feature_dim for i in self.inputs) + len(self.inputs)
+        self.classifier = mlp([in_dim, *config.hidden, self.y_dim])
+        self.z_encoder = mlp([in_dim + self.y_dim, *config.hidden], final_activation=True)
+        self.z_head = GaussianHead(config.hidden[-1], latent_dim - self.y_dim)
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    @staticmethod
+    def _choose_target(modalities, name: str | None) -> str:
+        discrete = [n for n, m in modalities.items() if hasattr(m.likelihood, "class_dim")]
+        if name is None:
+            if len(discrete) != 1:
+                raise RecipeError("model.fusion.target", f"name the discrete modality that is y (categorical ones: {', '.join(discrete) or 'none'})")
+            return discrete[0]
+        if name not in modalities:
+            raise RecipeError("model.fusion.target", f"'{name}' is not a modality of this recipe ({', '.join(modalities)})")
+        if name not in discrete:
+            raise RecipeError("model.fusion.target", f"'{name}' is not discrete (m2 needs a categorical likelihood with a class axis)")
+        return name
+
+    # -- pieces -------------------------------------------------------------------------------
+    @property
+    def tau(self) -> Tensor:
+        t = self.config.temperature
+        return annealed_temperature(self.step, t.start, t.min, t.rate)
+
+    def input_features(self, model, batch) -> list[Tensor]:
+        return [model.modalities[self.names[i]].features(batch.data[self.names[i]]).float() for i in self.inputs]
+
+    def _inputs(self, feats: list[Tensor], mask: Tensor) -> Tensor:
+        """Features with zeros for absent inputs, and the presence bits: (..., B, F_in)."""
+        parts = [torch.where(mask[..., j:j + 1], f, 0.0) for j, f in enumerate(feats)]
+        return torch.cat([*parts, mask.to(parts[0].dtype)], dim=-1)
+
+    def classify(self, h: Tensor) -> Tensor:
+        """Logits of q(y|x): (..., F_in) → (..., *y_shape)."""
+        return self.classifier(h).reshape(*h.shape[:-1], *self.y_shape)
+
+    def target_code(self, y_data: Tensor) -> tuple[Tensor, Tensor]:
+        """Target ids → one-hot codes (B, *y_shape) and where they are known (broadcastable): ids outside
+        0..K−1 (a mask's ignore_index) are unknown there, and q(y|x) fills them in like a missing target."""
+        known = (y_data >= 0) & (y_data < self.num_classes)
+        cax = 1 + self.class_pos
+        return one_hot(torch.where(known, y_data, 0), self.num_classes, cax), known.unsqueeze(cax)
+
+    def encode_zc(self, h: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """q(z_c | x, y): inputs (..., F_in) and codes (..., *y_shape) → mu, logvar (..., D − |y|)."""
+        return self.z_head(self.z_encoder(torch.cat([h, y.flatten(h.dim() - 1)], dim=-1)))
+
+    # -- the objective --------------------------------------------------------------------------
+    def loss(self, model, batch, plan, beta) -> LossOutput:
+        cfg = self.config
+        present, n = batch.present, len(batch)
+        x_present = present[:, self.inputs]
+        has_x, labelled = x_present.any(-1), present[:, self.t_index]
+        h = self._inputs(self.input_features(model, batch), x_present)
+        logits = self.classify(h)  # (B, *y_shape)
+        cax = 1 + self.class_pos
+        y_data = batch.data[self.target]
+        target = model.modalities[self.target]
+        log_qy = target.log_likelihood(logits, y_data).float()  # log q(y|x), summed over pixels
+        code, known = self.target_code(y_data)
+        tau = self.tau
+        if self.training:
+            self.step += 1
+        given = labelled.view(-1, *[1] * len(self.y_shape)) & known
+        y = torch.where(given, code, relaxed_one_hot(logits, tau, cax, cfg.hard))
+        zc_mu, zc_logvar = self.encode_zc(h, y)
+        z = torch.cat([reparameterize(zc_mu, zc_logvar), y.flatten(1)], dim=-1)
+        lls = model.log_likelihoods(z.unsqueeze(0), batch)
+        terms: dict[str, Tensor] = {}
+        rec_x = z.new_zeros(n)
+        for i in self.inputs:
+            name = self.names[i]
+            ll = torch.where(present[:, i], lls[i][0].float(), 0.0)
+            rec_x = rec_x + model.modalities[name].weight * ll
+            terms[f"rec/{name}"] = (ll.sum() / n).detach()
+        # the target's decoder learns to read y from its reserved dims (so p(target | z) is usable at test time)
+        read = torch.where(labelled, lls[self.t_index][0].float(), 0.0)
+        terms[f"rec/{self.target}"] = (read.sum() / n).detach()
+        kl = kl_standard_normal(zc_mu, zc_logvar)
+        elbo = rec_x - beta * kl + uniform_log_prior(self.y_dim // self.num_classes, self.num_classes)
+        sup = labelled & has_x
+        if cfg.objective == "supervised":
+            bound = torch.where(sup, cfg.alpha * log_qy, 0.0)
+        else:
+            bound = torch.where(has_x, torch.where(labelled, elbo + cfg.alpha * log_qy, elbo + entropy(logits, cax)), 0.0)
+        bound = bound + target.weight * read
+        loss = -bound.sum() / n
+        hit = (logits.argmax(cax) == y_data.long()) & known.squeeze(cax)
+        n_known = known.squeeze(cax).float()
+        correct = hit.float().flatten(1).sum(-1) / n_known.flatten(1).sum(-1).clamp_min(1) if hit.dim() > 1 else hit.float()
+        # per-sample means like every logged term (so epoch averages are exact): accuracy = correct / labelled
+        terms.update(loss=loss.detach(), kl=(torch.where(has_x, kl, 0.0).sum() / n).detach(),
+                     log_qy=(torch.where(sup, log_qy, 0.0).sum() / n).detach(),
+                     correct=(torch.where(sup, correct, 0.0).sum() / n).detach(),
+                     labelled=(sup.sum() / n).detach(), tau=tau.detach())
+        return LossOutput(loss, terms)
+
+    # -- inference ------------------------------------------------------------------------------
+    def encode(self, model, batch) -> M2Experts:
+        feats = self.input_features(model, batch)
+        code, known = self.target_code(batch.data[self.target])
+        singles = torch.eye(len(self.names), dtype=torch.bool, device=batch.present.device)
+        mu, logvar = self._posterior(feats, code, known, batch.present, singles)
+        return M2Experts.build(mu, logvar, batch.present, feats, code, known)
+
+    def posterior(self, experts: Experts, subsets: Tensor) -> DiagGaussian:
+        """q(z | subset): y is the given one-hot if the target is in the subset, else q(y|x)'s probabilities
+        (uniform with no input); z_c ~ q(z_c | x, y) if an input is in the subset, else the prior N(0, I)."""
+        if not isinstance(experts, M2Experts):
+            raise TypeError("m2 posteriors need the features from M2.encode (use model.encode)")
+        return DiagGaussian(*self._posterior(experts.features, experts.target_code, experts.target_known, experts.present, subsets))
+
+    def _posterior(self, feats, code, known, present, subsets) -> tuple[Tensor, Tensor]:
+        mask = subsets.to(torch.bool)
+        mask = (mask.unsqueeze(1) if mask.dim() == 2 else mask) & present.unsqueeze(0)  # (S, B, N)
+        xm = mask[..., self.inputs]
+        has_x = xm.any(-1)
+        h = self._inputs(feats, xm)  # (S, B, F_in)
+        spatial = [1] * len(self.y_shape)
+        probs = torch.softmax(self.classify(h), dim=2 + self.class_pos)
+        probs = torch.where(has_x.view(*has_x.shape, *spatial), probs, 1.0 / self.num_classes)
+        given = mask[..., self.t_index].view(*has_x.shape, *spatial) & known  # unknown pixels: q(y|x)
+        y = torch.where(given, code, probs)
+        zc_mu, zc_logvar = self.encode_zc(h, y)
+        keep = has_x.unsqueeze(-1)
+        zc_mu, zc_logvar = torch.where(keep, zc_mu, 0.0), torch.where(keep, zc_logvar, 0.0)
+        y_flat = y.flatten(2)
+        return torch.cat([zc_mu, y_flat], -1), torch.cat([zc_logvar, torch.full_like(y_flat, Y_LOGVAR)], -1)
+
+
+@hookimpl
+def modkit_register(registry):
+    registry.add_fusion("m2", M2)
