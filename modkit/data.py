@@ -166,10 +166,10 @@ class DatasetSource:
     def load(self) -> dict[str, Records]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def judge(self, field: str, data: Any) -> dict[str, np.ndarray] | None:
-        """Ground truth for generated data of ``field`` (batched, as the modality predicts it): per attribute,
-        the (B,) class each sample shows. Procedurally generated datasets can answer exactly; None (default)
-        makes evaluation train a classifier instead."""
+    def judge(self, field: str, samples: list[Any]) -> dict[str, np.ndarray] | None:
+        """Ground truth for generated samples of ``field``, each as its modality renders it (an RGB array in
+        [0, 1] or a string): per attribute, the (B,) class each sample shows. A procedurally generated dataset
+        can answer exactly (parse a caption, read a colour); None (default) makes evaluation train a classifier."""
         return None
 
 

@@ -29,7 +29,7 @@ from modkit.engine import MultimodalVAE
 from modkit.modality import Data
 
 JUDGES_FILE = "judges.pkl"
-JUDGES_FORMAT = 1
+JUDGES_FORMAT = 2
 
 
 def is_class_ids(x: Any) -> bool:
@@ -124,17 +124,19 @@ def flatten_lead(data: Data, lead: int) -> Data:
     return {k: merge(v) for k, v in data.items()} if isinstance(data, dict) else merge(data)
 
 
-def _classifier(dim: int):
+def _reducer(dim: int):
+    """Standardise, and project to 128 dimensions above 256 features: fitted once per modality, shared by its judges."""
     from sklearn.decomposition import PCA
-    from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    steps = [StandardScaler()]
-    if dim > 256:
-        steps.append(PCA(n_components=128, random_state=0))
-    steps.append(LogisticRegression(max_iter=500))
-    return make_pipeline(*steps)
+    return make_pipeline(StandardScaler(), *([PCA(n_components=128, random_state=0)] if dim > 256 else []))
+
+
+def _classifier():
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(max_iter=500)
 
 
 def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float | None:
@@ -154,6 +156,7 @@ class JudgeSet:
     fields: dict[str, str]  # modality → dataset field
     kinds: dict[tuple[str, str], str] = field(default_factory=dict)
     classifiers: dict[tuple[str, str], Any] = field(default_factory=dict)
+    reducers: dict[str, Any] = field(default_factory=dict)  # modality → its fitted feature reducer
     scores: dict[str, dict[str, float | None]] = field(default_factory=dict)  # "modality/attribute" → accuracy on real test data
     source: DatasetSource | None = None
 
@@ -164,6 +167,7 @@ class JudgeSet:
         """Per attribute, the class each (flat-batched) predicted sample shows."""
         out: dict[str, np.ndarray] = {}
         ground = None
+        reduced = None
         for attr in self.pairs(modality):
             kind = self.kinds[(modality, attr)]
             if kind == "self":
@@ -172,21 +176,23 @@ class JudgeSet:
                 out[attr] = values.detach().cpu().numpy().round().astype(np.int64)
             elif kind == "dataset":
                 if ground is None:
-                    ground = self.source.judge(self.fields[modality], predicted) or {}
+                    ground = self.source.judge(self.fields[modality], renders(model, modality, predicted)) or {}
                 if attr in ground:
                     out[attr] = np.asarray(ground[attr]).astype(np.int64)
             else:
-                features = model.modalities[modality].judge_features(predicted)
-                classifier = self.classifiers[(modality, attr)]
-                if features is None or features.shape[1] != getattr(classifier, "n_features_in_", features.shape[1]):
-                    continue  # predictions not shaped like the data the judge was trained on: no verdict
-                out[attr] = classifier.predict(features.detach().cpu().numpy())
+                if reduced is None:
+                    features = model.modalities[modality].judge_features(predicted)
+                    reducer = self.reducers[modality]
+                    if features is None or features.shape[1] != reducer.n_features_in_:
+                        return out  # predictions not shaped like the data the judges were trained on: no verdict
+                    reduced = reducer.transform(features.detach().cpu().numpy())
+                out[attr] = self.classifiers[(modality, attr)].predict(reduced)
         return out
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, path) -> None:
         payload = {"format": JUDGES_FORMAT, "attributes": self.attributes, "fields": self.fields, "kinds": self.kinds,
-                   "classifiers": self.classifiers, "scores": self.scores}
+                   "classifiers": self.classifiers, "reducers": self.reducers, "scores": self.scores}
         buffer = io.BytesIO()
         pickle.dump(payload, buffer)
         rundir.atomic_write_bytes(path, buffer.getvalue())
@@ -199,7 +205,15 @@ class JudgeSet:
             return None
         if payload.get("format") != JUDGES_FORMAT:
             return None
-        return cls(payload["attributes"], payload["fields"], payload["kinds"], payload["classifiers"], payload["scores"], source)
+        return cls(payload["attributes"], payload["fields"], payload["kinds"], payload["classifiers"], payload["reducers"],
+                   payload["scores"], source)
+
+
+def renders(model: MultimodalVAE, modality: str, data: Data) -> list:
+    """Each sample of a batch as a person would see it (``Modality.render``): RGB arrays or strings."""
+    n = len(data["lengths"] if isinstance(data, dict) and "lengths" in data else next(iter(data.values())) if isinstance(data, dict) else data)
+    one = (lambda i: {k: v[i] for k, v in data.items()}) if isinstance(data, dict) else (lambda i: data[i])
+    return [model.modalities[modality].render(one(i)) for i in range(n)]
 
 
 def plan_judges(model: MultimodalVAE, view: ModalityView, attributes: list[str], source: DatasetSource | None) -> JudgeSet:
@@ -219,7 +233,8 @@ def plan_judges(model: MultimodalVAE, view: ModalityView, attributes: list[str],
                                                           and data.shape[1] > k and data.shape[1] == len([o for o in own if "[" in o])):
                     judges.kinds[(name, a)] = "self"
             continue
-        ground = source.judge(f, data) if source is not None else None
+        knows = source is not None and getattr(type(source), "judge", None) is not DatasetSource.judge  # overridden
+        ground = source.judge(f, renders(model, name, data)) if knows else None
         for attr in attributes:
             if ground and attr in ground:
                 judges.kinds[(name, attr)] = "dataset"
@@ -236,17 +251,22 @@ def fit_classifiers(model: MultimodalVAE, judges: JudgeSet, train: ModalityView,
         rng = np.random.default_rng(seed)
         positions = np.sort(rng.permutation(len(train))[:max_rows])
         feats, kept = _collect_features(model, train, positions, {m for m, _ in wanted}, batch_size)
-        for m, a in wanted:
+        reduced = {}
+        for m in {m for m, _ in wanted}:
             x, present = feats[m]
+            judges.reducers[m] = _reducer(x.shape[1]).fit(x[present])
+            reduced[m] = judges.reducers[m].transform(x)
+        for m, a in wanted:
+            present = feats[m][1]
             y = train_attrs[a][kept]
             keep = present & (y >= 0)
             if len(np.unique(y[keep])) < 2:
                 del judges.kinds[(m, a)]
                 continue
-            clf = _classifier(x.shape[1])
+            clf = _classifier()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                clf.fit(x[keep], y[keep])
+                clf.fit(reduced[m][keep], y[keep])
             judges.classifiers[(m, a)] = clf
     # every judge's accuracy on real test data: the ceiling for coherence measured with it
     modalities = {m for m, _ in judges.kinds}
