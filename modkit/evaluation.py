@@ -349,6 +349,18 @@ def _relatedness(names, latents, test_attrs, settings) -> dict:
     return out
 
 
+def grouped(per_attribute: dict[str, float | None]) -> dict[str, float]:
+    """Entries ``field[k]`` of a vector attribute averaged into ``field[*]`` (48 binary attributes → one number)."""
+    from modkit.judges import split_attribute
+
+    sums: dict[str, list[float]] = {}
+    for a, v in per_attribute.items():
+        field, k = split_attribute(a)
+        if v is not None:
+            sums.setdefault(a if k is None else f"{field}[*]", []).append(v)
+    return {a: float(np.mean(v)) for a, v in sums.items()}
+
+
 def summarize(result: dict, names: list[str]) -> dict[str, float]:
     """Headline numbers (what ``modkit sweep`` plots by default)."""
     out: dict[str, float] = {}
@@ -359,22 +371,20 @@ def summarize(result: dict, names: list[str]) -> dict[str, float]:
         subset = given.split("+")
         if target in subset:
             continue
-        for a, v in per_attr.items():
-            if v is not None:
-                by_size.setdefault(len(subset), []).append(v)
-                if len(subset) == 1:
-                    out[f"coherence/{given}->{target}/{a}"] = v
+        for a, v in grouped(per_attr).items():
+            by_size.setdefault(len(subset), []).append(v)
+            if len(subset) == 1:
+                out[f"coherence/{given}->{target}/{a}"] = v
     for k, values in sorted(by_size.items()):
         out[f"coherence/given_{k}"] = float(np.mean(values))
-    for a, v in result.get("coherence", {}).get("joint", {}).items():
+    for a, v in grouped(result.get("coherence", {}).get("joint", {})).items():
         out[f"coherence/joint/{a}"] = v
     for key, cell in result.get("likelihood", {}).items():
         if cell["mean"] is not None:
             out[f"likelihood/{key}"] = cell["mean"]
     for subset in [*names, "+".join(names)] if len(names) > 1 else names:  # each modality alone, and all together
-        for a, v in result.get("probe", {}).get(subset, {}).items():
-            if v is not None:
-                out[f"probe/{subset}/{a}"] = v
+        for a, v in grouped(result.get("probe", {}).get(subset, {})).items():
+            out[f"probe/{subset}/{a}"] = v
     for key, cell in result.get("relatedness", {}).items():
         if cell.get("auc") is not None:
             out[f"relatedness/{key}/auc"] = cell["auc"]
@@ -382,9 +392,10 @@ def summarize(result: dict, names: list[str]) -> dict[str, float]:
         given, target = key.split("->")
         if given == target and cell.get("nll") is not None:
             out[f"reconstruction/{target}/nll"] = cell["nll"]
+    headline = {*names, "+".join(names)}  # single sources and all together; every subset is in eval.json
     for metric, cells in result.get("task", {}).items():
         for key, value in cells.items():
-            if isinstance(value, (int, float)) and not math.isnan(value):
+            if key.split("->")[0] in headline and isinstance(value, (int, float)) and not math.isnan(value):
                 out[f"task/{metric}/{key}"] = float(value)
     return out
 

@@ -41,6 +41,18 @@ def _as_rgb(value) -> np.ndarray:
     return np.repeat(a[..., None], 3, axis=-1) if a.ndim == 2 else a[..., :3]
 
 
+TEXT_LINE = 9  # pixels per line of 6-point text at 100 dpi
+MAX_LINES = 4
+
+
+def _wrap(text: str, width_px: int) -> list[str]:
+    """Wrap to the cell (about 4 px per character at 6 pt), at most MAX_LINES lines, the last ending in … if cut."""
+    import textwrap
+
+    lines = textwrap.wrap(text, max(8, width_px // 4)) or [""]
+    return lines if len(lines) <= MAX_LINES else lines[: MAX_LINES - 1] + [lines[MAX_LINES - 1][:-1] + "…"]
+
+
 def grid(items: Sequence[Sequence[object]], path: Path, row_names: Sequence[str] = (), columns: int = 8, title: str | None = None,
          column_titles: Sequence[str] = (), cell: int = 64) -> Path:
     """``items[i]`` holds one sample's renders, one per modality (RGB arrays or strings); samples fill a grid.
@@ -62,7 +74,9 @@ def grid(items: Sequence[Sequence[object]], path: Path, row_names: Sequence[str]
             bands.append((h * f, w * f))
             factors.append(f)
         else:
-            bands.append((cell // 3, cell))
+            texts_k = [it[k] for it in items if k < len(it) and isinstance(it[k], str)]
+            lines = max([len(_wrap(t, 2 * cell)) for t in texts_k] + [1])
+            bands.append((TEXT_LINE * lines + 4, 2 * cell))  # long strings: a wider cell, wrapped, at most MAX_LINES
             factors.append(1)
     width = max(w for _, w in bands)
     block_h = sum(h for h, _ in bands) + pad * m
@@ -75,7 +89,7 @@ def grid(items: Sequence[Sequence[object]], path: Path, row_names: Sequence[str]
         for k, value in enumerate(renders):
             h, w = bands[k]
             if isinstance(value, str):
-                texts.append((x0 + width / 2, y + h / 2, value))
+                texts.append((x0 + width / 2, y + h / 2, "\n".join(_wrap(value, width))))
             else:
                 img = _as_rgb(value)
                 img = img.repeat(factors[k], 0).repeat(factors[k], 1)
@@ -87,7 +101,7 @@ def grid(items: Sequence[Sequence[object]], path: Path, row_names: Sequence[str]
     ax = fig.add_axes([0.0, 0.0, 1.0, 1.0])
     ax.imshow(canvas, interpolation="nearest")
     for x, y, text in texts:
-        ax.text(x, y, text, ha="center", va="center", fontsize=7, wrap=True)
+        ax.text(x, y, text, ha="center", va="center", fontsize=6, linespacing=1.0)
     ax.set_xticks([(c + 0.5) * (width + pad) + pad / 2 for c in range(len(column_titles))], list(column_titles), fontsize=7)
     ax.xaxis.tick_top()
     if row_names:

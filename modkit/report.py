@@ -12,12 +12,12 @@ from typing import Callable
 import numpy as np
 
 from modkit import figures, rundir
-from modkit.evaluation import EVAL_JSON, EvalSettings, evaluate_run, write_eval
+from modkit.evaluation import EVAL_JSON, EvalSettings, evaluate_run, grouped, summarize, write_eval
 from modkit.generation import sample_prior
 from modkit.runs import LoadedRun
 
 REPORT_MD = "report.md"
-MAX_MATRICES = 4  # distance-matrix figures per modality pair
+MAX_MATRICES = 1  # distance-matrix figures per modality pair (the attribute with most classes); all are in eval.json
 FIGURES = "report"
 
 
@@ -33,6 +33,10 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
     lines = ["| " + " | ".join(_fmt(h) for h in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
     return lines + [""]
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
 def _class_names(run: LoadedRun, attribute: str) -> list[str] | None:
@@ -76,7 +80,7 @@ def write_report(run: LoadedRun, settings: EvalSettings | None = None, refresh: 
 
     # -- headline -------------------------------------------------------------------------------
     md += ["## Headline numbers", ""]
-    md += _table(["metric", "value"], [[k, v] for k, v in result.get("summary", {}).items()])
+    md += _table(["metric", "value"], [[k, v] for k, v in summarize(result, result["modalities"]).items()])
 
     # -- samples --------------------------------------------------------------------------------
     md += ["## Samples", "", "Unconditional samples z ~ p(z), every modality decoded (one cell per sample):", ""]
@@ -101,7 +105,7 @@ def write_report(run: LoadedRun, settings: EvalSettings | None = None, refresh: 
         md += ["## Coherence", "",
                "Class-balanced accuracy of the attribute read off the generated target by a judge "
                "(see the judges' own accuracy on real test data below: the ceiling).", ""]
-        cross = coherence.get("cross", {})
+        cross = {key: grouped(per_attr) for key, per_attr in coherence.get("cross", {}).items()}  # field[*]: mean over entries
         sources = list(dict.fromkeys(k.split("->")[0] for k in cross))
         columns = list(dict.fromkeys(f"{k.split('->')[1]}/{a}" for k, v in cross.items() for a in v))
         if sources and columns:
@@ -116,7 +120,7 @@ def write_report(run: LoadedRun, settings: EvalSettings | None = None, refresh: 
             md += _table(["given \\ target/attribute", *columns], [[s, *values[i]] for i, s in enumerate(sources)])
         if coherence.get("joint"):
             md += ["Joint coherence (z ~ p(z); all judges of an attribute agree):", ""]
-            md += _table(["attribute", "agreement"], [[a, v] for a, v in coherence["joint"].items()])
+            md += _table(["attribute", "agreement"], [[a, v] for a, v in grouped(coherence["joint"]).items()])
         if result.get("judges"):
             md += _table(["judge (modality/attribute)", "kind", "balanced accuracy on real test data"],
                          [[k, v["kind"], v["balanced_accuracy"]] for k, v in result["judges"].items()])
@@ -124,8 +128,9 @@ def write_report(run: LoadedRun, settings: EvalSettings | None = None, refresh: 
     # -- representations ------------------------------------------------------------------------
     if result.get("probe"):
         md += ["## Linear probes", "", "Balanced accuracy of logistic regression on posterior means (fit on training rows):", ""]
-        attrs = list(dict.fromkeys(a for v in result["probe"].values() for a in v))
-        md += _table(["posterior", *attrs], [[s, *[v.get(a) for a in attrs]] for s, v in result["probe"].items()])
+        probes = {s: grouped(v) for s, v in result["probe"].items()}
+        attrs = list(dict.fromkeys(a for v in probes.values() for a in v))
+        md += _table(["posterior", *attrs], [[s, *[v.get(a) for a in attrs]] for s, v in probes.items()])
     if result.get("relatedness"):
         md += ["## Relatedness (2-Wasserstein between unimodal posteriors)", ""]
         rows = []
@@ -137,7 +142,7 @@ def write_report(run: LoadedRun, settings: EvalSettings | None = None, refresh: 
             for attr, mat in matrices[:MAX_MATRICES]:  # the attributes with most classes; all are in eval.json
                 names = _class_names(run, attr)
                 shown = [names[c] for c in mat["classes"]] if names and max(mat["classes"]) < len(names) else None
-                link(figures.distance_matrix(mat["classes"], mat["matrix"], fig_dir / f"distance_{a}_{b}_{attr}.png",
+                link(figures.distance_matrix(mat["classes"], mat["matrix"], fig_dir / f"distance_{a}_{b}_{_safe(attr)}.png",
                                              f"mean W2: q(z|{a}) of the row {attr} vs q(z|{b}) of the column {attr}", shown),
                      f"{pair} class distance matrix")
         md += _table(["pair", "mean W2 paired", "mean W2 unpaired", "AUC paired vs unpaired"], rows)
