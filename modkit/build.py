@@ -118,7 +118,7 @@ def check_data(view: ModalityView, source: str | None) -> None:
     if len(view) == 0:
         raise ModkitError("the training split is empty")
     # in-memory data are checked whole (cheap); files are checked on a few rows, then row by row as read
-    n = len(view) if view.in_memory else min(len(view), 4 if not view.skip_bad else 64)
+    n = len(view) if view.fast_path and view.records.in_memory else min(len(view), 4 if not view.skip_bad else 64)
     batch: Batch = view.__getitems__(list(range(n)))
     if len(batch) == 0:
         raise ModkitError(f"the first {n} training samples are all bad (skipped); check the data")

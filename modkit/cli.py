@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -45,10 +46,18 @@ def main() -> None:
 @click.option("--device", type=str, default=None, help="auto, cpu, cuda or cuda:N (default: recipe, then modkit.toml).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory (default: RUNS_DIR/NAME-TIMESTAMP).")
 @click.option("--resume", "resume", type=click.Path(path_type=Path), default=None, metavar="RUN_DIR", help="Continue a run from its last checkpoint.")
+@click.option("--nproc", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Train with N processes on this machine (torchrun + DistributedDataParallel): one per GPU, or CPU processes with gloo.")
 @user_errors
-def train(recipe: Path | None, overrides: tuple[str, ...], device: str | None, out: Path | None, resume: Path | None) -> None:
-    """Train a model described by RECIPE (a YAML file), or continue one with --resume RUN_DIR."""
-    from modkit.trainer import Trainer, resolve_device, write_recipe
+def train(recipe: Path | None, overrides: tuple[str, ...], device: str | None, out: Path | None, resume: Path | None,
+          nproc: int | None) -> None:
+    """Train a model described by RECIPE (a YAML file), or continue one with --resume RUN_DIR.
+
+    Under torchrun (``torchrun --nproc_per_node=N -m modkit train RECIPE``) every process runs this
+    command; rank 0 alone writes the run directory and prints.
+    """
+    from modkit import distributed
+    from modkit.trainer import Interrupted, Trainer, resolve_device, write_recipe
 
     project = load_project()
     sets = list(overrides) + ([f"train.device={device}"] if device else [])
@@ -57,7 +66,6 @@ def train(recipe: Path | None, overrides: tuple[str, ...], device: str | None, o
             raise ModkitError("give either RECIPE or --resume RUN_DIR, not both")
         if not (resume / rundir.RECIPE).is_file():
             raise ModkitError(f"{resume} is not a run directory (no {rundir.RECIPE})")
-        run_dir = resume
         source = str(resume / rundir.RECIPE)
         from modkit.recipe import read_yaml
 
@@ -67,31 +75,90 @@ def train(recipe: Path | None, overrides: tuple[str, ...], device: str | None, o
             raise ModkitError("missing RECIPE (a YAML file) or --resume RUN_DIR; see 'modkit train --help'")
         source = str(recipe)
         parsed, resolved = load_recipe(recipe, sets, project)
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = out if out is not None else rundir.unique_run_dir(project.runs_dir, parsed.name, stamp)
         if out is not None and (out / rundir.CHECKPOINT).exists():
             raise ModkitError(f"{out} already holds a run; use --resume {out} to continue it or choose another --out")
-    plugins = _plugins(parsed.plugins, project.plugins)
-    torch_device = resolve_device(parsed.train.device)
-    created = not run_dir.exists()
-    rundir.ensure_writable(run_dir)
+
+    def choose_run_dir() -> Path:
+        if resume is not None:
+            return resume
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        return out if out is not None else rundir.unique_run_dir(project.runs_dir, parsed.name, stamp)
+
+    if nproc is not None and nproc > 1 and "WORLD_SIZE" not in os.environ:
+        run_dir = choose_run_dir()
+        args = [str(recipe)] if resume is None else ["--resume", str(resume)]
+        args += [a for s in overrides for a in ("--set", s)] + (["--device", device] if device else [])
+        args += ["--out", str(run_dir)] if resume is None else []
+        click.echo(f"starting {nproc} processes with torchrun")
+        code = distributed.launch(nproc, args)
+        if code:
+            sys.exit(code)
+        return
+
+    dist, dist_device = distributed.init(parsed.train.device)
     try:
-        trainer = Trainer(parsed, resolved, plugins, run_dir, torch_device, source, echo=click.echo)
-    except BaseException:
-        if created:  # a recipe that fails to build leaves no empty run directory behind
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-    if resume is not None:
-        trainer.restore()
-        click.echo(f"resuming {run_dir} at epoch {trainer.state.epoch + 1} (step {trainer.state.global_step})")
+        def prepare_run_dir() -> tuple[Path, bool]:
+            run_dir = choose_run_dir()
+            created = not run_dir.exists()
+            rundir.ensure_writable(run_dir)
+            return run_dir, created
+
+        run_dir, created = _on_rank0(prepare_run_dir, dist)
+        plugins = _plugins(parsed.plugins, project.plugins)
+        torch_device = dist_device or resolve_device(parsed.train.device)
+        try:
+            trainer = Trainer(parsed, resolved, plugins, run_dir, torch_device, source, echo=click.echo, dist=dist)
+        except BaseException:
+            if created and dist.main:  # a recipe that fails to build leaves no empty run directory behind
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        if resume is None and dist.main:
+            write_recipe(run_dir, resolved)
+        if resume is not None:
+            trainer.restore()
+            trainer.echo(f"resuming {run_dir} at epoch {trainer.state.epoch + 1} (step {trainer.state.global_step})")
+        else:
+            trainer.echo(f"run directory: {run_dir}")
+        if dist.active:
+            trainer.echo(f"{dist.world} processes, {trainer.device.type} ({'nccl' if trainer.device.type == 'cuda' else 'gloo'}), "
+                         f"{parsed.data.batch_size // dist.world} samples per process per step")
+        trainer.fit()
+        summary = trainer.finish()
+    except Interrupted as exc:
+        if dist.main:
+            click.echo(str(exc), err=True)
+        sys.exit(exc.exit_code)
+    except ModkitError as exc:
+        if dist.main:
+            raise
+        if not getattr(exc, "shown_by_rank0", False):  # rank 0 reports errors every rank shares
+            click.echo(f"error (rank {dist.rank}): {exc}", err=True)
+        sys.exit(exc.exit_code)
+    finally:
+        distributed.shutdown()
+    if dist.main:
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in summary.items() if isinstance(v, float))
+        click.echo(f"done: {shown}")
+        click.echo(f"wrote {run_dir / rundir.SUMMARY}")
+
+
+def _on_rank0(fn, dist):
+    """Run ``fn`` on rank 0 and give its result (or its user error) to every rank, so none waits forever."""
+    from modkit import distributed
+
+    result: object
+    if dist.main:
+        try:
+            result = fn()
+        except ModkitError as exc:
+            result = exc
     else:
-        write_recipe(run_dir, resolved)
-        click.echo(f"run directory: {run_dir}")
-    trainer.fit()
-    summary = trainer.finish()
-    shown = ", ".join(f"{k} {v:.4g}" for k, v in summary.items() if isinstance(v, float))
-    click.echo(f"done: {shown}")
-    click.echo(f"wrote {run_dir / rundir.SUMMARY}")
+        result = None
+    result = distributed.broadcast(result, dist)
+    if isinstance(result, ModkitError):
+        result.shown_by_rank0 = True
+        raise result
+    return result
 
 
 def _plugins(recipe_plugins: list[str], project_plugins: list[str]) -> PluginSet:

@@ -25,6 +25,8 @@ class Records:
     """A split's rows: ``get(i)`` returns ``{field: raw value or None}``; None means missing."""
 
     fields: list[str] = []
+    #: True when every value is already in memory, so reading all rows is cheap (checked whole at build)
+    in_memory: ClassVar[bool] = False
 
     def __len__(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -80,6 +82,8 @@ class ArrayRecords(Records):
     tokenizer, say); ``None`` in them means missing. A view whose modalities read array fields
     only keeps the fast path; one that reads an object field goes through ``preprocess``.
     """
+
+    in_memory: ClassVar[bool] = True
 
     def __init__(self, arrays: dict[str, Any], present: dict[str, np.ndarray] | None = None,
                  objects: dict[str, Sequence[Any]] | None = None):
@@ -192,7 +196,7 @@ class ModalityView(torch.utils.data.Dataset):
         return len(self.rows)
 
     @property
-    def in_memory(self) -> bool:
+    def fast_path(self) -> bool:
         """Every modality reads a model-ready array field: batches are one index op, no preprocess."""
         return isinstance(self.records, ArrayRecords) and all(self.fields[n] in self.records.arrays for n in self.names)
 
@@ -203,7 +207,7 @@ class ModalityView(torch.utils.data.Dataset):
         index = torch.as_tensor(index, dtype=torch.long)
         rows = self.rows[index]
         presence = self.presence[index].clone()
-        if self.in_memory:
+        if self.fast_path:
             taken = self.records.take(rows)
             data = {}
             for j, name in enumerate(self.names):
@@ -307,6 +311,9 @@ def _identity(batch: Batch) -> Batch:
     return batch
 
 
-def make_loader(view: ModalityView, sampler: EpochBatchSampler, num_workers: int = 0, pin_memory: bool = False) -> torch.utils.data.DataLoader:
+def make_loader(view: ModalityView, sampler: EpochBatchSampler, num_workers: int = 0, pin_memory: bool = False,
+                generator: torch.Generator | None = None) -> torch.utils.data.DataLoader:
+    """``generator`` seeds the workers; pass one so that starting an epoch does not draw from the global RNG
+    (DataLoader does, once per ``iter``), which would shift the training noise after a mid-epoch resume."""
     return torch.utils.data.DataLoader(view, batch_sampler=sampler, collate_fn=_identity, num_workers=num_workers,
-                                       pin_memory=pin_memory, persistent_workers=num_workers > 0)
+                                       pin_memory=pin_memory, persistent_workers=num_workers > 0, generator=generator)

@@ -78,6 +78,17 @@ class SchedulerSpec(Strict):
     min_lr: float = Field(0.0, ge=0)
 
 
+class DivergenceSpec(Strict):
+    """The divergence guard: a step whose loss or gradient is not finite is always skipped and counted;
+    after ``max_bad_steps`` such steps in a row the run rolls back to its last good checkpoint with the
+    learning rate times ``lr_factor`` (at most ``max_rollbacks`` times), or stops (``action: stop``)."""
+
+    max_bad_steps: int = Field(20, ge=1, description="non-finite steps in a row before acting")
+    action: Literal["rollback", "stop"] = "rollback"
+    lr_factor: float = Field(0.5, gt=0, lt=1, description="learning-rate multiplier applied on each rollback")
+    max_rollbacks: int = Field(3, ge=0, description="rollbacks allowed before the run stops")
+
+
 class TrainSpec(Strict):
     epochs: int = Field(10, ge=1)
     lr: float = Field(1e-3, gt=0)
@@ -90,6 +101,7 @@ class TrainSpec(Strict):
     log_every: int = Field(50, ge=1)
     checkpoint_every: int | None = Field(None, ge=1, description="also checkpoint every N steps")
     progress: bool = True
+    divergence: DivergenceSpec = DivergenceSpec()
 
     @field_validator("device")
     @classmethod

@@ -23,7 +23,21 @@ SUMMARY = "summary.json"
 SAMPLES_PNG = "samples.png"
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_current_umask()  # what open() would give; mkstemp alone gives 0600
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``path`` so that it is either complete or untouched: temp file, fsync, rename, fsync the folder.
+
+    Any failure (disk full, read-only folder, an interrupt) removes the temporary file; an ``OSError``
+    becomes a :class:`ModkitError` that names the file and the reason.
+    """
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -34,13 +48,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        raise ModkitError(f"cannot write {path}: {exc.strerror or exc}") from None
+        if isinstance(exc, OSError):
+            raise ModkitError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise
     _fsync_dir(path.parent)
 
 
@@ -81,10 +98,16 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
     torch.save(state, buffer)
     current = run_dir / CHECKPOINT
     staged = run_dir / (CHECKPOINT + ".new")
-    atomic_write_bytes(staged, buffer.getvalue())
-    if current.exists():
-        os.replace(current, run_dir / PREVIOUS_CHECKPOINT)
-    os.replace(staged, current)
+    try:
+        atomic_write_bytes(staged, buffer.getvalue())
+    except ModkitError as exc:
+        raise ModkitError(str(exc).replace(str(staged), str(current), 1)) from None
+    try:
+        if current.exists():
+            os.replace(current, run_dir / PREVIOUS_CHECKPOINT)
+        os.replace(staged, current)
+    except OSError as exc:  # both checkpoints are still complete files; load_checkpoint finds either
+        raise ModkitError(f"cannot write {current}: {exc.strerror or exc}") from None
     _fsync_dir(run_dir)
 
 

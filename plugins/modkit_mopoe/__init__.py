@@ -1,0 +1,128 @@
+"""Mixture of products of experts: the MoPoE fusion (Sutter, Daunhawer & Vogt, 2021).
+
+q(z | X) = Σ_S w_S PoE(q(z | x_m) : m ∈ S) over the subsets S the sampler gives. Each sample draws
+ONE mixture component among the subsets whose modalities it has, reconstructs every present
+modality from that single latent, and pays the w-weighted KL of all its valid subsets.
+"""
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from modkit import Fusion, FusionConfig, LossOutput, RecipeError, hookimpl
+from modkit.distributions import UniformMixture, uniform_log_weights
+from modkit.gaussian import DiagGaussian, Experts, kl_standard_normal, product_of_experts, reparameterize
+from modkit.subsets import all_subsets
+
+#: the evaluation posterior enumerates every subset of the present modalities up to this many modalities
+MAX_ENUMERATED = 12
+
+
+class MoPoEConfig(FusionConfig):
+    prior_expert: bool = Field(True, description="include the N(0, I) prior expert in each subset's product (as the authors' code does)")
+    private_dim: int = Field(0, ge=0, description="the last private_dim latent dimensions are modality-specific (each "
+                             "decoder reads its own modality's), the rest shared through the mixture")
+
+
+def subset_validity(mask: Tensor, present: Tensor) -> Tensor:
+    """(S, B) bool: subset s is non-empty and every modality in it is present in sample b."""
+    inside = (mask.unsqueeze(1) <= present.unsqueeze(0)).all(-1)  # (S, B)
+    return inside & mask.any(-1, keepdim=True)
+
+
+def sample_components(valid: Tensor) -> Tensor:
+    """One component index per sample, uniform among its valid subsets (Gumbel-max): (S, B) → (B,).
+
+    A sample with no valid subset gets an arbitrary index; callers mask it out.
+    """
+    gumbel = -torch.log(-torch.log(torch.rand(valid.shape, device=valid.device).clamp_min(1e-20)))
+    return (uniform_log_weights(valid) + gumbel).argmax(0)
+
+
+class MixtureOfProductsOfExperts(Fusion):
+    """MoPoE: a uniform mixture over subset products; the component is drawn per sample among present subsets."""
+
+    Config = MoPoEConfig
+
+    def __init__(self, modalities, latent_dim: int, config: MoPoEConfig):
+        super().__init__(modalities, latent_dim, config)
+        if config.private_dim >= latent_dim:
+            raise RecipeError("model.fusion.private_dim", f"must be smaller than model.latent_dim ({latent_dim}) to leave shared dimensions")
+        self.shared_dim = latent_dim - config.private_dim
+
+    def split(self, experts: Experts) -> tuple[Experts, Tensor, Tensor]:
+        """The experts' shared part (first ``shared_dim`` dims) and their private (mu, logvar), (N, B, private_dim)."""
+        d = self.shared_dim
+        shared = Experts(experts.mu[..., :d], experts.logvar[..., :d], experts.present)
+        return shared, experts.mu[..., d:], experts.logvar[..., d:]
+
+    def loss(self, model, batch, plan, beta) -> LossOutput:
+        experts, private_mu, private_logvar = self.split(model.encode(batch))
+        present = batch.present
+        mu, logvar = product_of_experts(experts, plan.mask, prior=self.config.prior_expert)  # (S, B, D_shared)
+        valid = subset_validity(plan.mask, present)  # (S, B)
+        has_subset = valid.any(0)  # (B,)
+        pick = sample_components(valid)  # (B,)
+        index = pick.view(1, -1, 1).expand(1, *mu.shape[1:])
+        mu_b = torch.where(has_subset.unsqueeze(-1), mu.gather(0, index).squeeze(0), 0.0)
+        logvar_b = torch.where(has_subset.unsqueeze(-1), logvar.gather(0, index).squeeze(0), 0.0)
+        z = reparameterize(mu_b, logvar_b).unsqueeze(0)  # (1, B, D): each decoder runs once on B rows
+        if self.config.private_dim:
+            # decoder m reads [shared z ; modality m's own private draw]: row m of an (N, B, D) latent
+            n = len(model.names)
+            own = reparameterize(private_mu, private_logvar)  # (N, B, P)
+            z = torch.cat([z.expand(n, -1, -1), own], -1)
+            rows = torch.arange(n, device=z.device).unsqueeze(1)
+            lls = model.log_likelihoods(z, batch, rows=list(rows), counts=[1] * n)
+        else:
+            lls = model.log_likelihoods(z, batch)
+        rec = z.new_zeros(len(batch))
+        per: dict[str, Tensor] = {}
+        for i, name in enumerate(model.names):
+            ll = torch.where(present[:, i] & has_subset, lls[i][0].float(), 0.0)
+            per[name] = ll
+            rec = rec + model.modalities[name].weight * ll
+        weights = torch.exp(uniform_log_weights(valid))  # (S, B): uniform over each sample's valid subsets
+        kl = (weights * torch.where(valid, kl_standard_normal(mu, logvar), 0.0)).sum(0)  # (B,)
+        if self.config.private_dim:  # + Σ_{m present} KL(q(w_m | x_m) ‖ N(0, I))
+            kl = kl + torch.where((present & has_subset.unsqueeze(1)).T, kl_standard_normal(private_mu, private_logvar), 0.0).sum(0)
+        n = len(batch)
+        loss = -(rec - beta * kl).sum() / n
+        terms = {"loss": loss.detach(), "kl": (kl.sum() / n).detach()}
+        terms.update({f"rec/{name}": (ll.sum() / n).detach() for name, ll in per.items()})
+        return LossOutput(loss, terms)
+
+    def posterior(self, experts: Experts, subsets: Tensor) -> UniformMixture | DiagGaussian:
+        """q(z | row ∩ present) = uniform mixture of the PoEs of every non-empty subset of the row's present modalities.
+
+        Rows with nothing present fall back to the prior. Beyond ``MAX_ENUMERATED`` modalities the
+        2^N − 1 components are too many to enumerate, and the row's own PoE is returned instead.
+        Private dimensions are the prior's: one latent serves every decoder, so none has its own.
+        """
+        experts, _, _ = self.split(experts)
+        n, b, d = experts.mu.shape
+        if n > MAX_ENUMERATED:
+            return DiagGaussian(*self.pad_private(*product_of_experts(experts, subsets, prior=self.config.prior_expert)))
+        rows = subsets.to(torch.bool)
+        rows = rows.unsqueeze(1).expand(-1, b, -1) if rows.dim() == 2 else rows  # (S, B, N)
+        available = rows & experts.present.unsqueeze(0)
+        components = all_subsets(n).to(experts.mu.device)  # (C, N)
+        mu, logvar = product_of_experts(experts, components, prior=self.config.prior_expert)  # (C, B, D)
+        valid = (components.view(-1, 1, 1, n) <= available.unsqueeze(0)).all(-1)  # (C, S, B)
+        s = valid.shape[1]
+        fallback = ~valid.any(0, keepdim=True)
+        zeros = mu.new_zeros(1, s, b, d)
+        mu = torch.cat([mu.unsqueeze(1).expand(-1, s, b, d), zeros])
+        logvar = torch.cat([logvar.unsqueeze(1).expand(-1, s, b, d), zeros])
+        return UniformMixture(DiagGaussian(*self.pad_private(mu, logvar)), torch.cat([valid, fallback]))
+
+    def pad_private(self, mu: Tensor, logvar: Tensor) -> tuple[Tensor, Tensor]:
+        """Append the private dimensions as the prior N(0, I)."""
+        pad = mu.new_zeros(*mu.shape[:-1], self.config.private_dim)
+        return torch.cat([mu, pad], -1), torch.cat([logvar, pad], -1)
+
+
+@hookimpl
+def modkit_register(registry):
+    registry.add_fusion("mopoe", MixtureOfProductsOfExperts)
