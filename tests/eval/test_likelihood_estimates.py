@@ -116,3 +116,15 @@ def test_suite_reports_both_denominators_for_conditionals(perturbed):
     assert abs(cond["mean"] - truth) < 0.05  # the paper's prior-sampled denominator
     assert abs(cond["mean_posterior_denominator"] - truth) < 0.05  # the posterior-proposal one
     assert "mean_posterior_denominator" not in out["log p(a)"]
+
+
+def test_a_fusions_own_prior_is_used():
+    """A fusion with prior_mu/prior_logvar (a learned prior): log p(x) = log N(x; b, 4 W Wᵀ + σ² I) for p(z) = N(0, 4 I)."""
+    torch.manual_seed(7)
+    model, W, b = ppca_model({"x": 6}, sigma=SIGMA)
+    model.fusion.register_buffer("prior_mu", torch.zeros(2))
+    model.fusion.register_buffer("prior_logvar", torch.full((2,), float(torch.log(torch.tensor(4.0)))))
+    x = ppca_data(2 * W, b, SIGMA, 64)  # z ~ N(0, 4I) is 2·z' with z' ~ N(0, I)
+    est = importance_log_likelihood(model, split_batch(x, {"x": 6}), ["x"], k=4000)
+    err = est.log_p.double() - exact_log_p(x, 2 * W, b, SIGMA)
+    assert abs(err.mean()) < 0.03 and err.abs().max() < 0.25, (err.mean(), err.abs().max())
