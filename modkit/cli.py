@@ -193,6 +193,11 @@ def plugins_command() -> None:
 
 # -- commands kept in their own modules: one add_command line each -------------------------------
 main.add_command(__import__("modkit.scaffold", fromlist=["new"]).new)
+main.add_command(__import__("modkit.cli_eval", fromlist=["eval_command"]).eval_command)
+main.add_command(__import__("modkit.cli_eval", fromlist=["generate_command"]).generate_command)
+main.add_command(__import__("modkit.cli_eval", fromlist=["sample_command"]).sample_command)
+main.add_command(__import__("modkit.cli_eval", fromlist=["report_command"]).report_command)
+main.add_command(__import__("modkit.cli_eval", fromlist=["sweep_command"]).sweep_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -160,6 +160,8 @@ class DatasetSource:
     """Base class for dataset plugins: ``load()`` returns ``{"train": Records, "test": Records}`` or ``{"all": Records}``."""
 
     Config: ClassVar[type[DatasetConfig]] = DatasetConfig
+    #: fields holding class attributes that coherence and probes judge by (None: every integer field)
+    attributes: ClassVar[list[str] | None] = None
 
     def __init__(self, config: DatasetConfig, root: Path):
         self.config = config
@@ -167,6 +169,12 @@ class DatasetSource:
 
     def load(self) -> dict[str, Records]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def judge(self, field: str, samples: list[Any]) -> dict[str, np.ndarray] | None:
+        """Ground truth for generated samples of ``field``, each as its modality renders it (an RGB array in
+        [0, 1] or a string): per attribute, the (B,) class each sample shows. A procedurally generated dataset
+        can answer exactly (parse a caption, read a colour); None (default) makes evaluation train a classifier."""
+        return None
 
 
 class ModalityView(torch.utils.data.Dataset):

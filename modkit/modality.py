@@ -145,6 +145,16 @@ class Modality(nn.Module):
         """Per-sample correctness in [0, 1] for discrete modalities (cross-modal coherence); None if not discrete."""
         return None
 
+    def judge_features(self, x: Data) -> Tensor | None:
+        """Fixed, model-independent (B, F) features on which evaluation trains its coherence judges.
+
+        Default: the data flattened to floats (pixels of an image, entries of a mask); None for
+        dict-shaped data (text), which a plugin can override (e.g. a bag of tokens).
+        """
+        if isinstance(x, dict):
+            return None
+        return x.flatten(1).float() if x.dim() > 1 else x.float().unsqueeze(1)
+
     # -- people ------------------------------------------------------------------------------
     def render(self, x: Data) -> np.ndarray | str:
         """One sample (no batch dim) → an RGB float image (H, W, 3) in [0, 1], or a string."""

@@ -13,7 +13,7 @@ from modkit import DataError, Modality, ModalityConfig, hookimpl
 from modkit.likelihoods import Categorical
 from modkit.nn import GaussianHead
 from modkit_image.nets import ConvDecoder, ConvEncoder, auto_channels
-from modkit_mask.metrics import confusion_matrix, iou_from_confusion, mean_iou, voc_palette
+from modkit_mask.metrics import MeanIoUState, confusion_matrix, iou_from_confusion, mean_iou, voc_palette
 
 
 class MaskConfig(ModalityConfig):
@@ -143,10 +143,17 @@ class Mask(Modality):
         return self.palette[ids]
 
 
+def miou_metric(modality: Modality) -> MeanIoUState | None:
+    """mIoU over the whole set (not per image): the mean IoU of the classes that occur in prediction or target."""
+    if not isinstance(modality, Mask):
+        return None
+    return MeanIoUState(modality.config.num_classes, modality.config.ignore_index)
+
+
 @hookimpl
 def modkit_register(registry):
     registry.add_modality("mask", Mask)
-    registry.add_metric("miou", mean_iou)
+    registry.add_metric("miou", miou_metric)  # modkit eval's metric interface: fn(modality) -> state or None
 
 
 __all__ = ["Mask", "MaskConfig", "confusion_matrix", "iou_from_confusion", "mean_iou"]

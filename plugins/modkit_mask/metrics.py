@@ -27,6 +27,21 @@ def mean_iou(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int =
     return float(torch.nanmean(iou))
 
 
+class MeanIoUState:
+    """What ``modkit eval`` accumulates for the ``miou`` metric: one confusion matrix over every batch."""
+
+    def __init__(self, num_classes: int, ignore_index: int = 255):
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.confusion: Tensor | None = None
+
+    def update(self, predicted: Tensor, target: Tensor) -> None:
+        counts = confusion_matrix(predicted, target, self.num_classes, self.ignore_index)
+        self.confusion = counts if self.confusion is None else self.confusion + counts
+
+    def compute(self) -> float | None:
+        return None if self.confusion is None else float(torch.nanmean(iou_from_confusion(self.confusion)))
+
+
 def voc_palette(num_classes: int) -> list[tuple[int, int, int]]:
     """The Pascal VOC colour map (bit-interleaved class ids): class 0 black, 1 dark red, 2 dark green, …"""
     colours = []
@@ -42,4 +57,4 @@ def voc_palette(num_classes: int) -> list[tuple[int, int, int]]:
     return colours
 
 
-__all__ = ["confusion_matrix", "iou_from_confusion", "mean_iou", "voc_palette"]
+__all__ = ["MeanIoUState", "confusion_matrix", "iou_from_confusion", "mean_iou", "voc_palette"]

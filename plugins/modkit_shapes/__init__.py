@@ -97,6 +97,34 @@ class Shapes(DatasetSource):
         records, _ = generate(self.config)
         return {"all": records}
 
+    def judge(self, field: str, samples: list) -> dict[str, np.ndarray] | None:
+        """Ground truth for generated captions (``modkit eval`` coherence): parse them with the grammar.
+
+        Returns the 48 ``attributes[k]`` and the ``label`` each caption states; a caption outside the
+        grammar states nothing, so it gets −1 (never right). Other fields: None (a classifier judges them).
+        """
+        language = {"caption": "en", "translation": "es"}.get(field)
+        if language is None or not samples or not isinstance(samples[0], str):
+            return None
+        n = len(samples)
+        shape = np.full((n, len(SLOTS)), -1)
+        colour, size = np.zeros_like(shape), np.zeros_like(shape)
+        parsed = np.ones(n, dtype=bool)
+        for i, text in enumerate(samples):
+            objects = parse_caption(text, language)
+            if objects is None:
+                parsed[i] = False
+                continue
+            for slot, s, c, z in objects:
+                shape[i, slot], colour[i, slot], size[i, slot] = s, c, z
+        vector = attributes(shape, colour, size).astype(np.int64)
+        vector[~parsed] = -1
+        out = {f"attributes[{k}]": vector[:, k] for k in range(vector.shape[1])}
+        rows, main = np.arange(n), (shape >= 0).argmax(1)
+        label = {"main_shape": shape[rows, main], "main_colour": colour[rows, main], "count": (shape >= 0).sum(1) - 1}[self.config.label]
+        out["label"] = np.where(parsed & (shape >= 0).any(1), label, -1)
+        return out
+
 
 @hookimpl
 def modkit_register(registry):

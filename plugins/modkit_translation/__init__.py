@@ -60,7 +60,30 @@ def translation_bleu(model: MultimodalVAE, batch: Batch, source: str, target: st
     return bleu(hyps, refs, bleu_tokenizer(getattr(modality.config, "language", "en")))
 
 
+class BleuState:
+    """What ``modkit eval`` accumulates for the ``bleu`` metric: every hypothesis and reference, as text."""
+
+    def __init__(self, modality: Text):
+        self.modality = modality
+        self.hypotheses: list[str] = []
+        self.references: list[str] = []
+
+    def update(self, predicted: dict, target: dict) -> None:
+        for data, out in ((predicted, self.hypotheses), (target, self.references)):
+            out += [self.modality.text({k: v[i] for k, v in data.items()}) for i in range(len(data["lengths"]))]
+
+    def compute(self) -> float | None:
+        if not self.references:
+            return None
+        return bleu(self.hypotheses, self.references, bleu_tokenizer(getattr(self.modality.config, "language", "en")))
+
+
+def bleu_metric(modality) -> BleuState | None:
+    """Corpus BLEU (sacrebleu, one reference per sentence), 0-100, for any text modality's generations."""
+    return BleuState(modality) if isinstance(modality, Text) else None
+
+
 @hookimpl
 def modkit_register(registry):
     registry.add_modality("translation", Translation)
-    registry.add_metric("bleu", bleu)
+    registry.add_metric("bleu", bleu_metric)  # modkit eval's metric interface: fn(modality) -> state or None
