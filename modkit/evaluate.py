@@ -10,7 +10,6 @@ import torch
 
 from modkit.batch import Batch
 from modkit.engine import MultimodalVAE
-from modkit.gaussian import gaussian_log_prob
 
 
 @torch.no_grad()
@@ -41,7 +40,7 @@ def test_metrics(model: MultimodalVAE, batches: Iterable[Batch], device: torch.d
         z = post.rsample(n_samples).squeeze(1)  # (K, B, D)
         _, per = model.weighted_reconstruction(z, batch)
         rec = sum(per.values())
-        log_pz = gaussian_log_prob(z, torch.zeros_like(z), torch.zeros_like(z))
+        log_pz = model.fusion.prior().log_prob(z)  # the fusion's own prior (MMVAE's may be learned or Laplace)
         log_qz = post.log_prob(z.unsqueeze(1)).squeeze(1)
         add("test/elbo", (rec + log_pz - log_qz).mean(0), complete)
         for name, ll in per.items():

@@ -72,6 +72,7 @@ class Fusion(nn.Module):
         to size the fusion's own networks; do not keep them (the model owns them and passes itself to ``loss``)."""
         super().__init__()
         self.names = list(modalities)
+        self.register_buffer("_prior_zeros", torch.zeros(latent_dim), persistent=False)  # follows .to(device)
         self.latent_dim = latent_dim
         self.config = config
 
@@ -84,6 +85,15 @@ class Fusion(nn.Module):
 
     def loss(self, model: "MultimodalVAE", batch: "Batch", plan: SubsetPlan, beta: float) -> LossOutput:
         raise NotImplementedError
+
+    def prior(self):
+        """p(z) as a distribution with ``rsample``/``log_prob``/``mean``; default N(0, I).
+
+        Fusions with another prior (MMVAE's learnable or Laplace prior) override this; the test ELBO
+        and the importance-sampled likelihoods score z under it.
+        """
+        zeros = self._prior_zeros
+        return DiagGaussian(zeros, zeros)
 
     def posterior(self, experts: Experts, subsets: Tensor) -> DiagGaussian:
         """q(z | the modalities of each subset row ∩ present): (S, B, D). Default: PoE with the prior expert."""

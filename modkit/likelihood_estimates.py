@@ -37,21 +37,8 @@ class ISEstimate:
 
 
 def prior_of(model: MultimodalVAE):
-    """p(z): the fusion's own ``prior()`` if it defines one; else its ``prior_mu``/``prior_logvar`` (a learned
-    prior, e.g. MMVAE's) in its ``family`` (Gaussian or Laplace, as :func:`modkit.distributions.from_expert`
-    reads them); else N(0, I)."""
-    fusion = model.fusion
-    own = getattr(fusion, "prior", None)
-    if callable(own):
-        return own()
-    mu, logvar = getattr(fusion, "prior_mu", None), getattr(fusion, "prior_logvar", None)
-    if isinstance(mu, Tensor) and isinstance(logvar, Tensor):
-        from modkit.distributions import from_expert
-
-        return from_expert(getattr(fusion, "family", "gaussian"), mu, logvar)
-    zeros = torch.zeros(model.latent_dim, device=model.device)
-    return DiagGaussian(zeros, zeros)
-
+    """p(z): the fusion's own prior (:meth:`modkit.Fusion.prior`; N(0, I) unless the fusion says otherwise)."""
+    return model.fusion.prior()
 
 def output_elements(model: MultimodalVAE, names: Sequence[str]) -> int:
     """Numbers one latent decodes to over ``names``: sizes the chunks of k."""

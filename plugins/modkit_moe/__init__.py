@@ -55,6 +55,10 @@ class MixtureOfExperts(Fusion):
             self.register_buffer("prior_logvar", torch.zeros(latent_dim))
 
     # -- the distributions ----------------------------------------------------------------------
+    def prior(self):
+        """The (possibly learned, possibly Laplace) prior as a distribution."""
+        return from_expert(self.family, self.prior_mu, self.prior_logvar)
+
     def prior_log_prob(self, z: Tensor) -> Tensor:
         return family_log_prob(self.family, z, self.prior_mu, self.prior_logvar)
 

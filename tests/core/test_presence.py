@@ -97,3 +97,23 @@ def test_loss_counts_only_subsets_fully_present(monkeypatch):
     rec = image.log_likelihood(image.decode(mu), batch.data["image"])
     kl = 0.5 * (logvar.exp() + mu**2 - 1 - logvar).sum(-1)
     torch.testing.assert_close(loss_image, -(rec - 0.7 * kl).sum() / 6)
+
+
+def test_summary_elbo_scores_z_under_the_fusions_prior():
+    """test/elbo uses Fusion.prior(): replacing N(0, I) by N(0, 4I) shifts it by exactly the mean log-prior ratio
+    of the same draws, computed here by hand."""
+    import math
+
+    from modkit.evaluate import test_metrics
+    from modkit.gaussian import DiagGaussian
+
+    model, batch, device = make_model(), make_batch(), torch.device("cpu")
+    torch.manual_seed(0)
+    before = test_metrics(model, [batch], device, n_samples=4, coherence=False)["test/elbo"]
+    torch.manual_seed(0)
+    z = model.posterior(batch, torch.ones(1, 2, dtype=torch.bool)).rsample(4).squeeze(1)  # the same draws
+    model.fusion.prior = lambda: DiagGaussian(torch.zeros(4), torch.full((4,), math.log(4.0)))
+    torch.manual_seed(0)
+    after = test_metrics(model, [batch], device, n_samples=4, coherence=False)["test/elbo"]
+    ratio = (-0.5 * math.log(4.0) + 3.0 * z.double() ** 2 / 8.0).sum(-1)  # log N(z; 0, 4I) − log N(z; 0, I)
+    assert abs((after - before) - ratio.mean().item()) < 1e-4

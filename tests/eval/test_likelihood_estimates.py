@@ -119,11 +119,12 @@ def test_suite_reports_both_denominators_for_conditionals(perturbed):
 
 
 def test_a_fusions_own_prior_is_used():
-    """A fusion with prior_mu/prior_logvar (a learned prior): log p(x) = log N(x; b, 4 W Wᵀ + σ² I) for p(z) = N(0, 4 I)."""
+    """A fusion whose ``prior()`` is not N(0, I) (a learned prior): log p(x) = log N(x; b, 4 W Wᵀ + σ² I) for p(z) = N(0, 4 I)."""
+    from modkit.gaussian import DiagGaussian
+
     torch.manual_seed(7)
     model, W, b = ppca_model({"x": 6}, sigma=SIGMA)
-    model.fusion.register_buffer("prior_mu", torch.zeros(2))
-    model.fusion.register_buffer("prior_logvar", torch.full((2,), float(torch.log(torch.tensor(4.0)))))
+    model.fusion.prior = lambda: DiagGaussian(torch.zeros(2), torch.full((2,), float(torch.log(torch.tensor(4.0)))))
     x = ppca_data(2 * W, b, SIGMA, 64)  # z ~ N(0, 4I) is 2·z' with z' ~ N(0, I)
     est = importance_log_likelihood(model, split_batch(x, {"x": 6}), ["x"], k=4000)
     err = est.log_p.double() - exact_log_p(x, 2 * W, b, SIGMA)
