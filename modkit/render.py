@@ -1,19 +1,12 @@
 """``samples.png``: test items next to their joint reconstruction and their cross-modal generations."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from modkit.batch import Batch  # noqa: E402
-from modkit.engine import MultimodalVAE  # noqa: E402
-from modkit.rundir import atomic_write_bytes  # noqa: E402
+from modkit.batch import Batch
+from modkit.engine import MultimodalVAE
 
 
 def _one(data, i: int):
@@ -43,27 +36,13 @@ def sample_grid(model: MultimodalVAE, batch: Batch) -> tuple[list[str], list[lis
 
 
 def save_samples_png(model: MultimodalVAE, batch: Batch, path: Path) -> None:
-    batch = batch.to(model.device)
-    columns, rows = sample_grid(model, batch)
-    names = model.names
-    fig, axes = plt.subplots(len(rows), len(columns), figsize=(1.6 * len(columns), 1.2 * len(rows)), squeeze=False)
-    for r, cells in enumerate(rows):
-        for c, cell in enumerate(cells):
-            ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if isinstance(cell, str):
-                ax.text(0.5, 0.5, cell, ha="center", va="center", fontsize=8, wrap=True)
-                for spine in ax.spines.values():
-                    spine.set_visible(False)
-            else:
-                ax.imshow(np.clip(cell, 0, 1), interpolation="nearest")
-            if r == 0:
-                ax.set_title(columns[c], fontsize=8)
-            if c == 0:
-                ax.set_ylabel(f"#{r // len(names)} {names[r % len(names)]}", fontsize=7)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    """One canvas: a block per test item and source (data, from all, from each modality), every modality stacked."""
+    from modkit.figures import grid
+
+    columns, rows = sample_grid(model, batch.to(model.device))
+    n = len(model.names)
+    items = []
+    for i in range(len(batch)):
+        per_modality = rows[i * n : (i + 1) * n]  # rows[i*n + k][c]: modality k of item i from source c
+        items += [[per_modality[k][c] for k in range(n)] for c in range(len(columns))]
+    grid(items, path, columns=len(columns), column_titles=columns, title=" / ".join(model.names))
