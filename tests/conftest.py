@@ -9,10 +9,15 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def base_recipe() -> dict:
+    """recipes/digits-poe.yaml: the default recipe's image and label alone (the core tests exercise the engine, not text models)."""
+    return yaml.safe_load((ROOT / "recipes" / "digits-poe.yaml").read_text())
+
+
 @pytest.fixture
 def tiny_recipe(tmp_path: Path) -> Path:
-    """The digits recipe shrunk to seconds: small nets, 2 epochs."""
-    raw = yaml.safe_load((ROOT / "recipes" / "digits.yaml").read_text())
+    """The image + label digits recipe shrunk to seconds: small nets, 2 epochs."""
+    raw = base_recipe()
     raw["name"] = "tiny"
     raw["modalities"]["image"]["hidden"] = [32]
     raw["modalities"]["label"]["hidden"] = [32]

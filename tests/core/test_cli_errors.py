@@ -20,7 +20,7 @@ def write(tmp_path, raw, name="r.yaml"):
 
 
 def base():
-    return yaml.safe_load((ROOT / "recipes" / "digits.yaml").read_text())
+    return yaml.safe_load((ROOT / "recipes" / "digits-poe.yaml").read_text())
 
 
 def mutate(fn):

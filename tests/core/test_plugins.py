@@ -97,7 +97,7 @@ def test_recipe_plugins_and_broken_plugin_named(tmp_path):
 
     folder = plugin_dir(tmp_path)
     root = Path(__file__).resolve().parents[2]
-    raw = yaml.safe_load((root / "recipes" / "digits.yaml").read_text())
+    raw = yaml.safe_load((root / "recipes" / "digits-poe.yaml").read_text())
     raw["plugins"] = ["good_plugin"]
     raw["modalities"]["label"]["type"] = "tag"
     raw["modalities"]["label"]["hidden"] = [16]

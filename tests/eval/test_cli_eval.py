@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from modkit.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
-RECIPE = REPO / "recipes" / "digits.yaml"
+RECIPE = REPO / "recipes" / "digits-poe.yaml"
 TINY = ["--set", "train.epochs=2", "--set", "modalities.image.hidden=[32]", "--set", "modalities.label.hidden=[32]",
         "--set", "model.latent_dim=8", "--set", "train.progress=false", "--set", "train.device=cpu",
         "--set", "eval.samples=2"]
