@@ -98,3 +98,26 @@ class Fusion(nn.Module):
     def posterior(self, experts: Experts, subsets: Tensor) -> DiagGaussian:
         """q(z | the modalities of each subset row ∩ present): (S, B, D). Default: PoE with the prior expert."""
         return DiagGaussian(*product_of_experts(experts, subsets, prior=True))
+
+
+def subset_gaussian_elbo(model: "MultimodalVAE", batch: "Batch", plan: SubsetPlan, mu: Tensor, logvar: Tensor,
+                         beta: float) -> LossOutput:
+    """Σ over the plan's subsets of ELBO(X_s), each with its own Gaussian posterior ``mu``/``logvar`` (S, B, D).
+
+    A subset counts for a sample only if every modality in it is present; each decoder runs once on
+    the subset rows that contain its modality. Shared by the product-of-experts fusions (MVAE, MVAE-Q).
+    """
+    from modkit.gaussian import kl_standard_normal, reparameterize
+
+    valid = (plan.mask.unsqueeze(1) <= batch.present.unsqueeze(0)).all(-1).float()  # (S, B)
+    z = reparameterize(mu, logvar)
+    rec, per = model.weighted_reconstruction(z, batch, plan)
+    kl = kl_standard_normal(mu, logvar)
+    n = len(batch)
+    loss = -((rec - beta * kl) * valid).sum() / n
+    terms = {"loss": loss.detach(), "kl": ((kl * valid).sum() / n).detach()}
+    for i, name in enumerate(model.names):
+        if name in per:
+            terms[f"rec/{name}"] = ((per[name] * valid[plan.rows[i]]).sum() / n).detach()
+    return LossOutput(loss, terms)
+

@@ -13,7 +13,8 @@ from pydantic import Field
 from torch import Tensor
 
 from modkit import Fusion, FusionConfig, LossOutput, hookimpl
-from modkit.gaussian import DiagGaussian, Experts, kl_standard_normal, product_of_experts, reparameterize
+from modkit.fusion import subset_gaussian_elbo
+from modkit.gaussian import DiagGaussian, Experts, product_of_experts
 
 
 class PoEQuotientConfig(FusionConfig):
@@ -54,18 +55,7 @@ class ProductQuotientOfExperts(Fusion):
     def loss(self, model, batch, plan, beta) -> LossOutput:
         experts = model.encode(batch)
         mu, logvar = quotient_of_experts(constrained_experts(experts), plan.mask)  # (S, B, D)
-        valid = (plan.mask.unsqueeze(1) <= batch.present.unsqueeze(0)).all(-1).float()  # (S, B)
-        z = reparameterize(mu, logvar)
-        rec, per = model.weighted_reconstruction(z, batch, plan)
-        kl = kl_standard_normal(mu, logvar)
-        n = len(batch)
-        loss = -((rec - beta * kl) * valid).sum() / n
-        terms = {"loss": loss.detach(), "kl": ((kl * valid).sum() / n).detach()}
-        for i, name in enumerate(model.names):
-            if name in per:
-                terms[f"rec/{name}"] = ((per[name] * valid[plan.rows[i]]).sum() / n).detach()
-        return LossOutput(loss, terms)
-
+        return subset_gaussian_elbo(model, batch, plan, mu, logvar, beta)
 
 @hookimpl
 def modkit_register(registry):

@@ -80,9 +80,9 @@ def test_all_absent_modality_gets_no_gradient():
 def test_loss_counts_only_subsets_fully_present(monkeypatch):
     """With the label missing everywhere, the all-subsets loss equals the image-only ELBO exactly
     (sampling noise switched off so both are deterministic)."""
-    import modkit_poe
+    import modkit.gaussian
 
-    monkeypatch.setattr(modkit_poe, "reparameterize", lambda mu, logvar: mu)
+    monkeypatch.setattr(modkit.gaussian, "reparameterize", lambda mu, logvar: mu)
     model = make_model()
     batch = make_batch()
     present = batch.present.clone()

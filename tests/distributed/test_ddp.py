@@ -25,9 +25,9 @@ def _metrics(run):
 
 
 def test_two_gloo_processes_match_one_process(project, monkeypatch):
-    import modkit_poe
+    import modkit.gaussian
 
-    monkeypatch.setattr(modkit_poe, "reparameterize", lambda mu, logvar, generator=None: mu)
+    monkeypatch.setattr(modkit.gaussian, "reparameterize", lambda mu, logvar, generator=None: mu)
     single = modkit_here(["train", "tiny.yaml", "--out", "single"])
     assert single.exit_code == 0, single.output
 
