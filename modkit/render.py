@@ -46,3 +46,21 @@ def save_samples_png(model: MultimodalVAE, batch: Batch, path: Path) -> None:
         per_modality = rows[i * n : (i + 1) * n]  # rows[i*n + k][c]: modality k of item i from source c
         items += [[per_modality[k][c] for k in range(n)] for c in range(len(columns))]
     grid(items, path, columns=len(columns), column_titles=columns, title=" / ".join(model.names))
+
+
+def samples_markdown(model: MultimodalVAE, batch: Batch) -> str | None:
+    """The text-rendered modalities of the same grid as ``samples.png``, as Markdown tables; None if there are none."""
+    columns, rows = sample_grid(model, batch.to(model.device))
+    n = len(model.names)
+    lines = ["# Samples", "", f"Columns: {', '.join(columns)}.", ""]
+    found = False
+    for i in range(len(batch)):
+        text_rows = [(name, rows[i * n + k]) for k, name in enumerate(model.names) if isinstance(rows[i * n + k][0], str)]
+        if not text_rows:
+            continue
+        found = True
+        lines += [f"## test item {i}", "", "| modality | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+        for name, cells in text_rows:
+            lines.append(f"| {name} | " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+        lines.append("")
+    return "\n".join(lines) if found else None

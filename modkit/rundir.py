@@ -21,6 +21,7 @@ METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
 SUMMARY = "summary.json"
 SAMPLES_PNG = "samples.png"
+SAMPLES_MD = "samples.md"
 
 
 def _current_umask() -> int:

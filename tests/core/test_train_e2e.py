@@ -23,8 +23,10 @@ def test_train_writes_run_directory_and_resume_continues_exactly(tiny_recipe, tm
     run = tmp_path / "run"
     out = run_cli(["train", str(tiny_recipe), "--out", str(run)], cwd=tmp_path).stdout
     assert "epoch 2/2" in out and "coherence/image->label" in out
-    for name in ["recipe.yaml", "metrics.jsonl", "metrics.csv", "checkpoint.pt", "samples.png", "summary.json"]:
+    for name in ["recipe.yaml", "metrics.jsonl", "metrics.csv", "checkpoint.pt", "samples.png", "samples.md", "summary.json"]:
         assert (run / name).is_file(), name
+    text = (run / "samples.md").read_text()  # the label renders as text: its class names, per source column
+    assert "| modality | data | from all | from image | from label |" in text and "| label |" in text
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     assert {"train/loss", "train/kl", "train/rec/image", "train/rec/label", "beta", "lr"} <= set(rows[0])
