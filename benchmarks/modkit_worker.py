@@ -13,12 +13,11 @@ import math
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from bench_common import Floor, base_args, device_tools, rates, emit, floor_rows, set_threads, summary, synthetic_data, time_interleaved
+from bench_common import Floor, base_args, device_tools, rates, emit, floor_rows, set_threads, summary, time_interleaved
 
 #: benchmark objective → (modkit fusion, its options, modkit sampler)
 OBJECTIVES = {

@@ -9,7 +9,6 @@ bookkeeping are left out, which only flatters the peer.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 from torch import nn

@@ -19,7 +19,6 @@ from torch import Tensor
 
 from modkit.batch import Batch
 from modkit.engine import MultimodalVAE
-from modkit.gaussian import DiagGaussian
 
 #: default budget: decoder outputs of at most this many numbers live at once (~64 MB of float32)
 CHUNK_ELEMENTS = 2**24

@@ -1,7 +1,6 @@
 """The label modality: one class out of K, with a categorical likelihood and an embedding encoder."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 from pydantic import Field
 from torch import Tensor, nn

@@ -9,7 +9,6 @@ subset: it is always defined, with no clamping and no lost gradients.
 from __future__ import annotations
 
 import torch
-from pydantic import Field
 from torch import Tensor
 
 from modkit import Fusion, FusionConfig, LossOutput, hookimpl
