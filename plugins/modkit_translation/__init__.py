@@ -27,12 +27,17 @@ class Translation(Text):
 
 
 def bleu(hypotheses: Sequence[str], references: Sequence[str], tokenize: str = "13a") -> float:
-    """Corpus BLEU (sacrebleu, one reference per sentence), 0-100."""
-    import sacrebleu
+    """Corpus BLEU (sacrebleu, one reference per sentence), 0-100.
+
+    With sacrebleu's effective order: n-gram orders no sentence is long enough to have are left out
+    of the geometric mean, so a corpus of short texts (a number word, a three-word caption) is not
+    scored 0 for want of 4-grams. Where every order occurs this is standard BLEU.
+    """
+    from sacrebleu.metrics import BLEU
 
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references")
-    return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)], tokenize=tokenize).score)
+    return float(BLEU(tokenize=tokenize, effective_order=True).corpus_score(list(hypotheses), [list(references)]).score)
 
 
 def bleu_tokenizer(language: str) -> str:

@@ -27,6 +27,14 @@ def test_bleu_matches_a_hand_computation():
     assert bleu(["the cat sat on"], ["the cat sat on the mat"]) == pytest.approx(100 * torch.e ** (1 - 6 / 4), abs=1e-4)
 
 
+def test_bleu_of_short_texts_uses_the_orders_they_have():
+    """One-word and three-word texts have no 4-grams: plain corpus BLEU scores even a perfect output 0."""
+    assert bleu(["siete", "dos"], ["siete", "dos"]) == pytest.approx(100.0)
+    # unigrams 4/5 right, bigrams 2/2, trigrams 1/1, no 4-grams; equal lengths → (4/5 · 1 · 1)^(1/3)
+    expected = 100 * (4 / 5) ** (1 / 3)
+    assert bleu(["siete", "dos", "a handwritten seven"], ["siete", "tres", "a handwritten seven"]) == pytest.approx(expected, abs=1e-6)
+
+
 def _model(tmp_path, decoding="beam"):
     records = ListRecords([{"en": en, "vi": vi} for en, vi in PAIRS])
     options = {"hidden": 64, "embedding_dim": 32, "max_length": 8, "decoding": decoding, "tokenizer": "word"}
