@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from modkit import Batch, Modality, ModalityConfig
+from modkit.engine import MultimodalVAE
 from modkit.likelihoods import Categorical
 from modkit_image import Image, ImageConfig
 from modkit_m2 import M2, M2Config
@@ -37,17 +38,7 @@ def test_m2_per_pixel_target():
     fusion = M2(modalities, d, M2Config(type="m2", hidden=[16]))
     assert fusion.target == "mask" and fusion.y_shape == (3, 4, 4) and fusion.class_pos == 0 and fusion.y_dim == 48
 
-    class Model(nn.Module):  # just what the fusion calls on the engine
-        def __init__(self):
-            super().__init__()
-            self.modalities = nn.ModuleDict(modalities)
-            self.names = list(modalities)
-            self.fusion = fusion
-
-        def log_likelihoods(self, z, batch):
-            return [m.log_likelihood(m.decode(z), batch.data[n]) for n, m in self.modalities.items()]
-
-    model = Model()
+    model = MultimodalVAE(modalities, fusion, d)
     b = 6
     present = torch.ones(b, 2, dtype=torch.bool)
     present[3:, 1] = False  # half the masks are missing
@@ -76,17 +67,7 @@ def test_m2_with_the_mask_plugin_and_ignored_pixels():
     fusion = M2(modalities, d, M2Config(type="m2", hidden=[16]))
     assert fusion.target == "seg" and fusion.y_shape == (3, 4, 4)
 
-    class Model(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.modalities = nn.ModuleDict(modalities)
-            self.names = list(modalities)
-            self.fusion = fusion
-
-        def log_likelihoods(self, z, batch):
-            return [m.log_likelihood(m.decode(z), batch.data[n]) for n, m in self.modalities.items()]
-
-    model = Model()
+    model = MultimodalVAE(modalities, fusion, d)
     seg = torch.randint(3, (4, 4, 4))
     seg[0, 0, :] = 255  # ignored pixels (the mask plugin's ignore_index)
     batch = Batch({"image": torch.rand(4, 1, 8, 8), "seg": seg}, torch.ones(4, 2, dtype=torch.bool))
