@@ -8,7 +8,7 @@ what keeps training at lr 1e-3 free of the NaNs the reference code produced.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -17,11 +17,16 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 class Experts(NamedTuple):
-    """Unimodal Gaussian experts for a batch: ``mu``/``logvar`` are (N, B, D), ``present`` is (B, N) bool."""
+    """Unimodal Gaussian experts for a batch: ``mu``/``logvar`` are (N, B, D), ``present`` is (B, N) bool.
+
+    ``extra`` carries whatever else a fusion's ``encode`` computed that its ``posterior`` needs
+    (latent mixing keeps the modality features, M2 the target's one-hot code); None when nothing.
+    """
 
     mu: Tensor
     logvar: Tensor
     present: Tensor
+    extra: dict[str, Any] | None = None
 
 
 class DiagGaussian:

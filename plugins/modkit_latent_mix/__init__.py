@@ -43,18 +43,6 @@ class LatentMixConfig(FusionConfig):
     downstream: DownstreamConfig | None = None
 
 
-class MixedExperts(Experts):
-    """Experts plus the features they were mixed from, which :meth:`LatentMix.posterior` needs."""
-
-    features: list[Tensor]
-
-    @classmethod
-    def build(cls, mu: Tensor, logvar: Tensor, present: Tensor, features: list[Tensor]) -> "MixedExperts":
-        experts = cls(mu, logvar, present)
-        experts.features = features
-        return experts
-
-
 class LatentMix(Fusion):
     """LCMVAE latent mixing: a joint encoder over concatenated modality features, with dropout and masking."""
 
@@ -135,18 +123,18 @@ class LatentMix(Fusion):
         h = self.mixer(torch.cat([*parts, mask.to(parts[0].dtype)], dim=-1))
         return self.gaussian(h)
 
-    def encode(self, model, batch) -> MixedExperts:
+    def encode(self, model, batch) -> Experts:
         """Features once; the unimodal experts q(z | x_i) are the mixer given modality i alone."""
         feats = self.features(model, batch)
         singles = torch.eye(len(feats), dtype=torch.bool, device=batch.present.device)
         mu, logvar = self._posterior(feats, batch.present, singles)
-        return MixedExperts.build(mu, logvar, batch.present, feats)
+        return Experts(mu, logvar, batch.present, {"features": feats})
 
     def posterior(self, experts: Experts, subsets: Tensor) -> DiagGaussian:
         """The mixer given the subset's present modalities (never the downstream task); N(0, I) if none."""
-        if not isinstance(experts, MixedExperts):
+        if not experts.extra or "features" not in experts.extra:
             raise TypeError("latent_mix posteriors need the features from LatentMix.encode (use model.encode)")
-        return DiagGaussian(*self._posterior(experts.features, experts.present, subsets))
+        return DiagGaussian(*self._posterior(experts.extra["features"], experts.present, subsets))
 
     def _posterior(self, feats: list[Tensor], present: Tensor, subsets: Tensor) -> tuple[Tensor, Tensor]:
         mask = subsets.to(torch.bool)

@@ -41,21 +41,6 @@ class M2Config(FusionConfig):
     objective: Literal["m2", "supervised"] = Field("m2", description="'supervised': only α·log q(y|x) on labelled samples (a baseline)")
 
 
-class M2Experts(Experts):
-    """Experts plus what :meth:`M2.posterior` needs: the input features, the target's one-hot code and
-    where that code is known (False at ignored pixels)."""
-
-    features: list[Tensor]
-    target_code: Tensor
-    target_known: Tensor
-
-    @classmethod
-    def build(cls, mu, logvar, present, features, target_code, target_known) -> "M2Experts":
-        experts = cls(mu, logvar, present)
-        experts.features, experts.target_code, experts.target_known = features, target_code, target_known
-        return experts
-
-
 class M2(Fusion):
     """M2 semi-supervised VAE: the target modality is a discrete latent y; q(y|x) with α-weighted supervision."""
 
@@ -177,19 +162,20 @@ class M2(Fusion):
         return LossOutput(loss, terms)
 
     # -- inference ------------------------------------------------------------------------------
-    def encode(self, model, batch) -> M2Experts:
+    def encode(self, model, batch) -> Experts:
         feats = self.input_features(model, batch)
         code, known = self.target_code(batch.data[self.target])
         singles = torch.eye(len(self.names), dtype=torch.bool, device=batch.present.device)
         mu, logvar = self._posterior(feats, code, known, batch.present, singles)
-        return M2Experts.build(mu, logvar, batch.present, feats, code, known)
+        return Experts(mu, logvar, batch.present, {"features": feats, "target_code": code, "target_known": known})
 
     def posterior(self, experts: Experts, subsets: Tensor) -> DiagGaussian:
         """q(z | subset): y is the given one-hot if the target is in the subset, else q(y|x)'s probabilities
         (uniform with no input); z_c ~ q(z_c | x, y) if an input is in the subset, else the prior N(0, I)."""
-        if not isinstance(experts, M2Experts):
+        extra = experts.extra or {}
+        if not {"features", "target_code", "target_known"} <= set(extra):
             raise TypeError("m2 posteriors need the features from M2.encode (use model.encode)")
-        return DiagGaussian(*self._posterior(experts.features, experts.target_code, experts.target_known, experts.present, subsets))
+        return DiagGaussian(*self._posterior(extra["features"], extra["target_code"], extra["target_known"], experts.present, subsets))
 
     def _posterior(self, feats, code, known, present, subsets) -> tuple[Tensor, Tensor]:
         mask = subsets.to(torch.bool)
