@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -169,6 +169,17 @@ class DatasetSource:
 
     def load(self) -> dict[str, Records]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def find_folder(self, subfolders: Sequence[str | Path], holds: Callable[[Path], bool], what: str) -> Path:
+        """The dataset's folder: ``data.root/<config.dir>`` if the config names one, else the first of
+        ``data.root`` and ``data.root/<subfolder>`` that ``holds`` the dataset; a DataError naming ``what``
+        and every place looked otherwise. For adapters of datasets with a conventional layout."""
+        named = getattr(self.config, "dir", None)
+        candidates = [self.root / named] if named else [self.root, *(self.root / sub for sub in subfolders)]
+        for folder in candidates:
+            if holds(folder):
+                return folder
+        raise DataError(f"no {what} in {' or '.join(map(str, candidates))}")
 
     def judge(self, field: str, samples: list[Any]) -> dict[str, np.ndarray] | None:
         """Ground truth for generated samples of ``field``, each as its modality renders it (an RGB array in

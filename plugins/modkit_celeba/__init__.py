@@ -74,11 +74,7 @@ class CelebA(DatasetSource):
     Config = CelebAConfig
 
     def folder(self) -> Path:
-        candidates = [self.root / self.config.dir] if self.config.dir else [self.root, self.root / "celeba"]
-        for folder in candidates:
-            if (folder / ATTR_FILE).is_file():
-                return folder
-        raise DataError(f"{ATTR_FILE} not found in {' or '.join(map(str, candidates))}")
+        return self.find_folder(["celeba"], lambda f: (f / ATTR_FILE).is_file(), ATTR_FILE)
 
     def load(self):
         folder = self.folder()

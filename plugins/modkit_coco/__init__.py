@@ -74,11 +74,7 @@ class Coco(DatasetSource):
     Config = CocoConfig
 
     def folder(self) -> Path:
-        candidates = [self.root / self.config.dir] if self.config.dir else [self.root, self.root / "coco"]
-        for folder in candidates:
-            if any((folder / "annotations").glob("captions_*.json")):
-                return folder
-        raise DataError(f"no annotations/captions_*.json in {' or '.join(map(str, candidates))}")
+        return self.find_folder(["coco"], lambda f: any((f / "annotations").glob("captions_*.json")), "annotations/captions_*.json")
 
     def load(self):
         folder = self.folder()

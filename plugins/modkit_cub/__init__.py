@@ -44,11 +44,7 @@ class Cub(DatasetSource):
     Config = CubConfig
 
     def folder(self) -> Path:
-        candidates = [self.root / self.config.dir] if self.config.dir else [self.root, self.root / "CUB_200_2011"]
-        for folder in candidates:
-            if (folder / "images").is_dir():
-                return folder
-        raise DataError(f"no images/ folder in {' or '.join(map(str, candidates))}")
+        return self.find_folder(["CUB_200_2011"], lambda f: (f / "images").is_dir(), "images/ folder")
 
     def load(self):
         folder = self.folder()

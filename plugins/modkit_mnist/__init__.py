@@ -70,11 +70,7 @@ class Mnist(DatasetSource):
     Config = MnistConfig
 
     def folder(self) -> Path:
-        candidates = [self.root / self.config.dir] if self.config.dir else [self.root, self.root / "mnist", self.root / "MNIST" / "raw"]
-        for folder in candidates:
-            if any(folder.glob("train-images*")):
-                return folder
-        raise DataError(f"no MNIST idx files (train-images-idx3-ubyte[.gz]) in {' or '.join(map(str, candidates))}")
+        return self.find_folder(["mnist", Path("MNIST") / "raw"], lambda f: any(f.glob("train-images*")), "MNIST idx files (train-images-idx3-ubyte[.gz])")
 
     def load(self):
         folder = self.folder()

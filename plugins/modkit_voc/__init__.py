@@ -66,12 +66,7 @@ class Voc(DatasetSource):
     class_names = CLASS_NAMES
 
     def folder(self) -> Path:
-        candidates = ([self.root / self.config.dir] if self.config.dir else
-                      [self.root, self.root / "VOC2012", self.root / "VOCdevkit" / "VOC2012"])
-        for folder in candidates:
-            if (folder / "SegmentationClass").is_dir() and (folder / "JPEGImages").is_dir():
-                return folder
-        raise DataError(f"no JPEGImages/ and SegmentationClass/ in {' or '.join(map(str, candidates))}")
+        return self.find_folder(["VOC2012", Path("VOCdevkit") / "VOC2012"], lambda f: (f / "SegmentationClass").is_dir() and (f / "JPEGImages").is_dir(), "JPEGImages/ and SegmentationClass/")
 
     def load(self):
         folder = self.folder()
