@@ -35,27 +35,32 @@ def sample_grid(model: MultimodalVAE, batch: Batch) -> tuple[list[str], list[lis
     return columns, rows
 
 
-def save_samples_png(model: MultimodalVAE, batch: Batch, path: Path) -> None:
-    """One canvas: a block per test item and source (data, from all, from each modality), every modality stacked."""
+def write_samples(model: MultimodalVAE, batch: Batch, png: Path, md: Path) -> None:
+    """``samples.png`` (every modality) and, when some modality renders as text, ``samples.md``,
+    both from one pass of :func:`sample_grid`."""
     from modkit.figures import grid
+    from modkit.rundir import atomic_write_text
 
     columns, rows = sample_grid(model, batch.to(model.device))
-    n = len(model.names)
+    names = model.names
+    n = len(names)
     items = []
     for i in range(len(batch)):
         per_modality = rows[i * n : (i + 1) * n]  # rows[i*n + k][c]: modality k of item i from source c
         items += [[per_modality[k][c] for k in range(n)] for c in range(len(columns))]
-    grid(items, path, columns=len(columns), column_titles=columns, title=" / ".join(model.names))
+    grid(items, png, columns=len(columns), column_titles=columns, title=" / ".join(names))
+    text = samples_markdown(columns, rows, names)
+    if text is not None:
+        atomic_write_text(md, text)
 
 
-def samples_markdown(model: MultimodalVAE, batch: Batch) -> str | None:
-    """The text-rendered modalities of the same grid as ``samples.png``, as Markdown tables; None if there are none."""
-    columns, rows = sample_grid(model, batch.to(model.device))
-    n = len(model.names)
+def samples_markdown(columns: list[str], rows: list[list[object]], names: list[str]) -> str | None:
+    """The text-rendered modalities of a :func:`sample_grid` as Markdown tables; None if there are none."""
+    n = len(names)
     lines = ["# Samples", "", f"Columns: {', '.join(columns)}.", ""]
     found = False
-    for i in range(len(batch)):
-        text_rows = [(name, rows[i * n + k]) for k, name in enumerate(model.names) if isinstance(rows[i * n + k][0], str)]
+    for i in range(len(rows) // n):
+        text_rows = [(name, rows[i * n + k]) for k, name in enumerate(names) if isinstance(rows[i * n + k][0], str)]
         if not text_rows:
             continue
         found = True

@@ -43,7 +43,7 @@ from modkit.evaluate import test_metrics
 from modkit.fusion import SubsetPlan
 from modkit.plugins import PluginSet
 from modkit.recipe import BetaSpec, Recipe, TrainSpec
-from modkit.render import samples_markdown, save_samples_png
+from modkit.render import write_samples
 
 CHECKPOINT_FORMAT = 2
 
@@ -629,11 +629,8 @@ class Trainer:
         rundir.write_json(self.run_dir / rundir.SUMMARY, summary)
         complete = torch.nonzero(self.setup.test.presence.all(1)).flatten()[: self.recipe.eval.samples].tolist()
         if complete:
-            shown = self.setup.test.__getitems__(complete)
-            save_samples_png(self.model, shown, self.run_dir / rundir.SAMPLES_PNG)
-            text = samples_markdown(self.model, shown)
-            if text is not None:
-                rundir.atomic_write_text(self.run_dir / rundir.SAMPLES_MD, text)
+            write_samples(self.model, self.setup.test.__getitems__(complete), self.run_dir / rundir.SAMPLES_PNG,
+                          self.run_dir / rundir.SAMPLES_MD)
         torch.set_rng_state(generator_state)
         return summary
 
