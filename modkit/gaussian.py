@@ -118,8 +118,12 @@ def _product_of_experts(experts: Experts, subsets: Tensor, prior: bool) -> tuple
         total_mu = mask @ flat_mu
         inverse = total.reciprocal()  # the subset variance; one reciprocal serves mu and logvar
         return (total_mu * inverse).view(-1, b, d), torch.log(inverse).view(-1, b, d)
-    total = torch.einsum("sbn,nbd->sbd", mask, precision)
-    total_mu = torch.einsum("sbn,nbd->sbd", mask, weighted_mu)
+    if mask.shape[0] == 1:  # one subset per sample (a drawn mixture component): a masked sum beats a batched matmul
+        pick = mask[0].T.unsqueeze(-1)  # (N, B, 1)
+        total, total_mu = (pick * precision).sum(0, keepdim=True), (pick * weighted_mu).sum(0, keepdim=True)
+    else:
+        total = torch.einsum("sbn,nbd->sbd", mask, precision)
+        total_mu = torch.einsum("sbn,nbd->sbd", mask, weighted_mu)
     if prior:
         total = total + 1.0
     else:

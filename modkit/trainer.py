@@ -397,24 +397,23 @@ class Trainer:
         self.accel.backward(loss)
         return loss.detach(), terms
 
-    def grad_norm(self) -> Tensor:
-        """The total gradient norm (clipping to ``train.grad_clip`` when set); non-finite if any gradient is."""
+    def grad_check(self) -> Tensor:
+        """A 0-dim value that is non-finite if any gradient is: the total norm when ``train.grad_clip``
+        clips to it, else the plain sum of every gradient (a NaN or inf anywhere makes the sum non-finite;
+        half the cost of a norm, which squares each entry)."""
         params = [p for p in self.model.parameters() if p.grad is not None]
         clip = self.recipe.train.grad_clip
         if clip:
             return torch.nn.utils.clip_grad_norm_(params, clip)
         if not params:
             return torch.zeros((), device=self.device)
-        grads = [p.grad.detach() for p in params]
-        if hasattr(torch.nn.utils, "get_total_norm"):  # torch ≥ 2.6: one foreach kernel per device and dtype
-            return torch.nn.utils.get_total_norm(grads)
-        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+        return torch.stack([p.grad.detach().sum(dtype=torch.float32) for p in params]).sum()
 
     def update(self, loss: Tensor) -> Tensor:
         """Skip-or-step without a host sync. Under DDP the ranks agree on the skip and on a pending
         interrupt through one two-number all_reduce per step."""
         self.accel.unscale(self.optimizer)
-        bad = (~(torch.isfinite(loss) & torch.isfinite(self.grad_norm()))).float()
+        bad = (~(torch.isfinite(loss) & torch.isfinite(self.grad_check()))).float()
         if self.dist.active:
             flags = torch.stack([bad, torch.full((), float(self._signal), device=self.device)])
             distributed.all_reduce_(flags, self.dist, op="max")
@@ -428,7 +427,7 @@ class Trainer:
         """The fused optimizers skip the update (and its step count) on the device when ``found_inf`` is 1;
         an optimizer without fused kernels costs one host sync here instead.
 
-        With a ``GradScaler`` (AMP): call ``scaler.unscale_`` before :meth:`grad_norm`, so the check sees true
+        With a ``GradScaler`` (AMP): call ``scaler.unscale_`` before :meth:`grad_check`, so the check sees true
         gradients; an fp16 overflow then counts as a skipped step (the scaler's own start-up overflows make a
         short streak, well under the default ``max_bad_steps``)."""
         if self._fused:

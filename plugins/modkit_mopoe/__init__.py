@@ -11,8 +11,9 @@ from pydantic import Field
 from torch import Tensor
 
 from modkit import Fusion, FusionConfig, LossOutput, RecipeError, hookimpl
-from modkit.distributions import UniformMixture, uniform_log_weights
+from modkit.distributions import UniformMixture
 from modkit.gaussian import DiagGaussian, Experts, kl_standard_normal, product_of_experts, reparameterize
+from modkit.subset_kl import weighted_subset_kl
 from modkit.subsets import all_subsets
 
 #: the evaluation posterior enumerates every subset of the present modalities up to this many modalities
@@ -26,18 +27,25 @@ class MoPoEConfig(FusionConfig):
 
 
 def subset_validity(mask: Tensor, present: Tensor) -> Tensor:
-    """(S, B) bool: subset s is non-empty and every modality in it is present in sample b."""
-    inside = (mask.unsqueeze(1) <= present.unsqueeze(0)).all(-1)  # (S, B)
-    return inside & mask.any(-1, keepdim=True)
+    """(S, B) bool: subset s is non-empty and every modality in it is present in sample b.
+
+    One (S, N) × (N, B) product counts each subset's absent members; no (S, B, N) intermediate.
+    """
+    mask_f = mask.to(torch.float32)
+    missing = mask_f @ (~present).T.to(torch.float32)  # (S, B)
+    return (missing == 0) & (mask_f.sum(-1, keepdim=True) > 0)
 
 
 def sample_components(valid: Tensor) -> Tensor:
-    """One component index per sample, uniform among its valid subsets (Gumbel-max): (S, B) → (B,).
+    """One component index per sample, uniform among its valid subsets: (S, B) → (B,).
 
+    Inverse CDF: the k-th valid subset with k = ⌊u · count⌋, found by a search in the running count.
     A sample with no valid subset gets an arbitrary index; callers mask it out.
     """
-    gumbel = -torch.log(-torch.log(torch.rand(valid.shape, device=valid.device).clamp_min(1e-20)))
-    return (uniform_log_weights(valid) + gumbel).argmax(0)
+    running = valid.T.to(torch.int32).cumsum(-1)  # (B, S)
+    count = running[:, -1:]
+    k = (torch.rand(count.shape, device=valid.device) * count).floor().to(torch.int32)  # in [0, count)
+    return torch.searchsorted(running, k, right=True).squeeze(-1).clamp_max(valid.shape[0] - 1)
 
 
 class MixtureOfProductsOfExperts(Fusion):
@@ -60,13 +68,13 @@ class MixtureOfProductsOfExperts(Fusion):
     def loss(self, model, batch, plan, beta) -> LossOutput:
         experts, private_mu, private_logvar = self.split(model.encode(batch))
         present = batch.present
-        mu, logvar = product_of_experts(experts, plan.mask, prior=self.config.prior_expert)  # (S, B, D_shared)
         valid = subset_validity(plan.mask, present)  # (S, B)
         has_subset = valid.any(0)  # (B,)
         pick = sample_components(valid)  # (B,)
-        index = pick.view(1, -1, 1).expand(1, *mu.shape[1:])
-        mu_b = torch.where(has_subset.unsqueeze(-1), mu.gather(0, index).squeeze(0), 0.0)
-        logvar_b = torch.where(has_subset.unsqueeze(-1), logvar.gather(0, index).squeeze(0), 0.0)
+        # only the drawn component's product is formed: (1, B, D_shared), the subset per sample
+        mu_b, logvar_b = product_of_experts(experts, plan.mask[pick].unsqueeze(0), prior=self.config.prior_expert)
+        mu_b = torch.where(has_subset.unsqueeze(-1), mu_b.squeeze(0), 0.0)
+        logvar_b = torch.where(has_subset.unsqueeze(-1), logvar_b.squeeze(0), 0.0)
         z = reparameterize(mu_b, logvar_b).unsqueeze(0)  # (1, B, D): each decoder runs once on B rows
         if self.config.private_dim:
             # decoder m reads [shared z ; modality m's own private draw]: row m of an (N, B, D) latent
@@ -83,8 +91,9 @@ class MixtureOfProductsOfExperts(Fusion):
             ll = torch.where(present[:, i] & has_subset, lls[i][0].float(), 0.0)
             per[name] = ll
             rec = rec + model.modalities[name].weight * ll
-        weights = torch.exp(uniform_log_weights(valid))  # (S, B): uniform over each sample's valid subsets
-        kl = (weights * torch.where(valid, kl_standard_normal(mu, logvar), 0.0)).sum(0)  # (B,)
+        weights = valid / valid.sum(0, keepdim=True).clamp_min(1)  # (S, B): uniform over each sample's valid subsets
+        # Σ_S w_S KL(PoE_S ‖ prior) over every valid subset, without forming the (S, B, D) posteriors
+        kl = weighted_subset_kl(experts, plan.mask, weights, prior=self.config.prior_expert)  # (B,)
         if self.config.private_dim:  # + Σ_{m present} KL(q(w_m | x_m) ‖ N(0, I))
             kl = kl + torch.where((present & has_subset.unsqueeze(1)).T, kl_standard_normal(private_mu, private_logvar), 0.0).sum(0)
         n = len(batch)

@@ -70,6 +70,19 @@ def test_per_sample_subsets_equal_shared_subsets():
     torch.testing.assert_close(shared[1], per_sample[1])
 
 
+def test_one_subset_per_sample_equals_the_shared_subsets():
+    """A (1, B, N) mask (MoPoE's drawn component) takes a masked sum instead of the batched product."""
+    present = torch.rand(6, 3) < 0.7
+    experts = Experts(torch.randn(3, 6, 2), torch.randn(3, 6, 2), present)
+    subsets = all_subsets(3)
+    pick = torch.tensor([0, 6, 3, 5, 1, 2])
+    for prior in (True, False):
+        mu, logvar = product_of_experts(experts, subsets[pick].unsqueeze(0), prior=prior)
+        all_mu, all_logvar = product_of_experts(experts, subsets, prior=prior)
+        torch.testing.assert_close(mu[0], all_mu[pick, torch.arange(6)])
+        torch.testing.assert_close(logvar[0], all_logvar[pick, torch.arange(6)])
+
+
 def test_extreme_log_variances_stay_finite():
     """Bounded log-variances from the heads keep precisions finite in float32; the fused result too."""
     from modkit.nn import bounded_logvar
