@@ -136,3 +136,60 @@ def _product_of_experts(experts: Experts, subsets: Tensor, prior: bool) -> tuple
 def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
     eps = torch.randn(mu.shape, device=mu.device, dtype=mu.dtype, generator=generator)
     return mu + eps * torch.exp(0.5 * logvar)
+
+
+def cross_log_prob(z: Tensor, mu: Tensor, logvar: Tensor, stop_own: bool = False) -> Tensor:
+    """log N(z[i, k, b]; mu[j, b], exp(logvar[j, b])) summed over D, for every source i and component j.
+
+    ``z`` is (N, K, B, D) — K draws from each of N sources — and ``mu``, ``logvar`` are (N_j, B, D);
+    returns (N, K, N_j, B). This is a mixture-of-experts posterior's density at every expert's draws
+    (MMVAE). Written with broadcasting, autograd keeps several (N, K, N_j, B, D) tensors for the
+    backward; here nothing that size is kept: the backward recomputes it one source at a time.
+    With ``stop_own`` no gradient reaches ``mu[i]``, ``logvar[i]`` through the draws of source i
+    (the DReG estimator moves that score term onto the path through z). Sources and components may
+    differ in number only when ``stop_own`` is off.
+    """
+    return _CrossLogProb.apply(z, mu, logvar, stop_own)
+
+
+def _cross_terms(z_i: Tensor, mu: Tensor, precision: Tensor) -> tuple[Tensor, Tensor]:
+    """For one source: (z − mu) and (z − mu)·precision, (K, N_j, B, D)."""
+    delta = z_i.unsqueeze(1) - mu
+    return delta, delta * precision
+
+
+class _CrossLogProb(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z: Tensor, mu: Tensor, logvar: Tensor, stop_own: bool) -> Tensor:
+        precision = torch.exp(-logvar)
+        constant = -0.5 * (LOG_2PI * mu.shape[-1] + logvar.sum(-1))  # (N_j, B)
+        out = z.new_empty(z.shape[0], z.shape[1], mu.shape[0], z.shape[2])
+        for i in range(z.shape[0]):  # one source at a time: (K, N_j, B, D) temporaries, not (N, K, N_j, B, D)
+            delta, scaled = _cross_terms(z[i], mu, precision)
+            torch.add(constant, (delta * scaled).sum(-1), alpha=-0.5, out=out[i])
+        ctx.save_for_backward(z, mu, logvar, precision)
+        ctx.stop_own = stop_own
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        z, mu, logvar, precision = ctx.saved_tensors
+        need_z, need_mu, need_logvar = ctx.needs_input_grad[:3]
+        grad_z = torch.empty_like(z) if need_z else None
+        grad_mu = torch.zeros_like(mu) if need_mu else None
+        grad_logvar = torch.zeros_like(logvar) if need_logvar else None
+        for i in range(z.shape[0]):
+            g = grad[i].unsqueeze(-1)  # (K, N_j, B, 1)
+            delta, scaled = _cross_terms(z[i], mu, precision)
+            weighted = g * scaled  # ∂/∂mu = (z − mu)·precision, ∂/∂z = −that
+            if need_z:
+                torch.sum(weighted, 1, out=grad_z[i]).neg_()
+            if ctx.stop_own:
+                weighted[:, i] = 0.0
+                g = g.clone()
+                g[:, i] = 0.0
+            if need_mu:
+                grad_mu += weighted.sum(0)
+            if need_logvar:  # ∂/∂logvar = −½ (1 − (z − mu)² precision)
+                grad_logvar += 0.5 * (weighted * delta - g).sum(0)
+        return grad_z, grad_mu, grad_logvar, None

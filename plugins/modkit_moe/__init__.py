@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from modkit import Fusion, FusionConfig, LossOutput, hookimpl
 from modkit.distributions import Family, UniformMixture, family_log_prob, from_expert, uniform_log_weights
-from modkit.gaussian import Experts
+from modkit.gaussian import Experts, cross_log_prob
 
 
 class MoEConfig(FusionConfig):
@@ -78,20 +78,30 @@ class MixtureOfExperts(Fusion):
         return UniformMixture(from_expert(self.family, mu, logvar), torch.cat([valid, fallback]))
 
     # -- the objective --------------------------------------------------------------------------
-    def scoring_params(self, experts: Experts) -> tuple[Tensor, Tensor]:
-        """The experts' (mu, logvar) as seen by log q(z|X) for the draws of each source: (N_src, N_j, B, D).
+    def component_log_prob(self, z: Tensor, mu: Tensor, logvar: Tensor, stop_own: bool = False) -> Tensor:
+        """log q_j(z) of every expert j at every source's draws: z (N, K, B, D) → (N, K, N_j, B).
+
+        Gaussian experts go through :func:`modkit.gaussian.cross_log_prob`, which keeps no
+        (N, K, N_j, B, D) tensor for the backward (the broadcast form kept several: MoE's peak memory).
+        """
+        if self.family == "gaussian":
+            return cross_log_prob(z, mu, logvar, stop_own=stop_own)
+        if stop_own:
+            own = torch.eye(mu.shape[0], dtype=torch.bool, device=mu.device)[:, :, None, None]  # source == component
+            mu_q, logvar_q = torch.where(own, mu.detach(), mu), torch.where(own, logvar.detach(), logvar)
+            return family_log_prob(self.family, z.unsqueeze(2), mu_q.unsqueeze(1), logvar_q.unsqueeze(1))
+        return family_log_prob(self.family, z.unsqueeze(2), mu, logvar)
+
+    def log_q_components(self, z: Tensor, experts: Experts) -> Tensor:
+        """The component densities log q(z|X) is made of, as the objective needs their gradients:
 
         ``dreg`` stops the gradient of the source's own component (its score term is moved onto the
         path through z); ``dreg_mmvae`` stops all of them, as the MMVAE code does.
         """
-        mu, logvar = experts.mu.unsqueeze(0), experts.logvar.unsqueeze(0)
         objective = self.config.objective
         if objective == "dreg_mmvae":
-            return mu.detach(), logvar.detach()
-        if objective == "dreg":
-            own = torch.eye(experts.mu.shape[0], dtype=torch.bool, device=mu.device)[:, :, None, None]  # source == component
-            return torch.where(own, mu.detach(), mu), torch.where(own, logvar.detach(), logvar)
-        return mu, logvar
+            return self.component_log_prob(z, experts.mu.detach(), experts.logvar.detach())
+        return self.component_log_prob(z, experts.mu, experts.logvar, stop_own=objective == "dreg")
 
     def draws(self, model, batch, experts: Experts, beta: float) -> Draws:
         """K reparameterised draws from every expert, z (N, K, B, D), and their log weights
@@ -104,8 +114,7 @@ class MixtureOfExperts(Fusion):
         z = from_expert(self.family, experts.mu, experts.logvar).rsample(k).transpose(0, 1)  # (N, K, B, D)
         dreg = self.config.objective in ("dreg", "dreg_mmvae")
         z_in = z.clone() if dreg and z.requires_grad else z  # its own node: the DReG hook rescales only the path through log w
-        mu_q, logvar_q = self.scoring_params(experts)
-        per_expert = family_log_prob(self.family, z_in.unsqueeze(2), mu_q.unsqueeze(1), logvar_q.unsqueeze(1))  # (N, K, N_j, B)
+        per_expert = self.log_q_components(z_in, experts)  # (N, K, N_j, B)
         log_mix = uniform_log_weights(present.T, per_expert.dtype)  # (N_j, B)
         log_q = torch.logsumexp(per_expert + log_mix, dim=2)  # (N, K, B)
         log_p = self.prior_log_prob(z_in)
@@ -119,7 +128,7 @@ class MixtureOfExperts(Fusion):
         own_responsibility = None
         if self.config.objective == "dreg":
             # r_m(z) = q_m(z) / Σ_j q_j(z) for the draws of source m, a function of z only (parameters stopped)
-            detached = family_log_prob(self.family, z.unsqueeze(2), experts.mu.detach(), experts.logvar.detach())
+            detached = self.component_log_prob(z, experts.mu.detach(), experts.logvar.detach())
             responsibility = torch.softmax(detached + log_mix, dim=2)  # (N, K, N_j, B)
             own_responsibility = torch.diagonal(responsibility, dim1=0, dim2=2).permute(2, 0, 1)  # (N, K, B)
         return Draws(rec + beta * (log_p - log_q), z_in, log_q - log_p, per, own_responsibility)
