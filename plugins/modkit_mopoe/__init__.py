@@ -6,6 +6,8 @@ modality from that single latent, and pays the w-weighted KL of all its valid su
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from pydantic import Field
 from torch import Tensor
@@ -24,6 +26,9 @@ class MoPoEConfig(FusionConfig):
     prior_expert: bool = Field(True, description="include the N(0, I) prior expert in each subset's product (as the authors' code does)")
     private_dim: int = Field(0, ge=0, description="the last private_dim latent dimensions are modality-specific (each "
                              "decoder reads its own modality's), the rest shared through the mixture")
+    kl: Literal["exact", "sampled"] = Field("exact", description="exact: the weighted KL of every valid subset (the "
+                                            "paper's objective); sampled: the drawn component's KL alone, an unbiased "
+                                            "one-sample estimate of it whose cost does not grow with the number of subsets")
 
 
 def subset_validity(mask: Tensor, present: Tensor) -> Tensor:
@@ -91,9 +96,11 @@ class MixtureOfProductsOfExperts(Fusion):
             ll = torch.where(present[:, i] & has_subset, lls[i][0].float(), 0.0)
             per[name] = ll
             rec = rec + model.modalities[name].weight * ll
-        weights = valid / valid.sum(0, keepdim=True).clamp_min(1)  # (S, B): uniform over each sample's valid subsets
-        # Σ_S w_S KL(PoE_S ‖ prior) over every valid subset, without forming the (S, B, D) posteriors
-        kl = weighted_subset_kl(experts, plan.mask, weights, prior=self.config.prior_expert)  # (B,)
+        if self.config.kl == "sampled":  # S_b ~ w, so E[KL(PoE_{S_b} ‖ prior)] = Σ_S w_S KL(PoE_S ‖ prior)
+            kl = torch.where(has_subset, kl_standard_normal(mu_b, logvar_b), 0.0)
+        else:  # Σ_S w_S KL(PoE_S ‖ prior) over every valid subset, without forming the (S, B, D) posteriors
+            weights = valid / valid.sum(0, keepdim=True).clamp_min(1)  # (S, B): uniform over each sample's valid subsets
+            kl = weighted_subset_kl(experts, plan.mask, weights, prior=self.config.prior_expert)  # (B,)
         if self.config.private_dim:  # + Σ_{m present} KL(q(w_m | x_m) ‖ N(0, I))
             kl = kl + torch.where((present & has_subset.unsqueeze(1)).T, kl_standard_normal(private_mu, private_logvar), 0.0).sum(0)
         n = len(batch)
