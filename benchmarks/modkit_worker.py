@@ -31,6 +31,8 @@ def recipe_dict(args, objective: str, n_rows: int) -> dict:
     fusion, options, sampler = OBJECTIVES[objective]
     if objective == "moe":
         options = {**options, "k": args.moe_k}
+    if objective == "mopoe" and getattr(args, "mopoe_kl", "exact") != "exact":
+        options = {**options, "kl": args.mopoe_kl}
     train = {"device": getattr(args, "device", "cpu"), "progress": False, "lr": 1e-3}
     if args.amp != "off":
         train["amp"] = args.amp
@@ -177,6 +179,7 @@ def main() -> None:
     base_args(parser)
     parser.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--mopoe-kl", choices=["exact", "sampled"], default="exact")
     parser.add_argument("--plugins", default="", help="comma-separated extra plugin modules to load")
     parser.add_argument("--profile", default=None, help="write a torch.profiler table of 5 steps to this file")
     args = parser.parse_args()

@@ -149,7 +149,7 @@ def markdown(report: dict) -> str:
         "",
         f"- date: {meta['date']}; command: `{meta['command']}`",
         f"- machine: {meta['cpu']}, {meta['cores']} cores; device {meta['device']}; torch {meta['torch']} "
-        f"({meta['threads']} thread(s) per process); python {meta['python']}; modkit amp {meta['amp']}, compile {meta['compile']}",
+        f"({meta['threads']} thread(s) per process); python {meta['python']}; modkit amp {meta['amp']}, compile {meta['compile']}, MoPoE kl {meta.get('mopoe_kl', 'exact')}",
         f"- load average (1, 5, 15 min) at start: {meta['load_start']}; at end: {meta['load_end']}",
         ("- times: median over the timed steps of CPU time per step in ms (wall-clock median in brackets). "
          "modkit's steps and the floor's alternate in one process, as do MultiVae's and its floor's; "
@@ -294,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (both engines and the floor)")
     parser.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off", help="modkit's train.amp")
     parser.add_argument("--compile", action="store_true", help="modkit's train.compile")
+    parser.add_argument("--mopoe-kl", choices=["exact", "sampled"], default="exact",
+                        help="modkit MoPoE's kl option (sampled: the drawn component's KL, modkit only)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
 
@@ -317,13 +319,16 @@ def main(argv: list[str] | None = None) -> int:
             "command": "python benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
             "threads": args.threads, "load_start": uptime(), "defaults": {"batch": args.batch, "latent": args.latent},
-            "device": args.device, "amp": args.amp, "compile": args.compile, "metric": METRIC["key"],
+            "device": args.device, "amp": args.amp, "compile": args.compile, "mopoe_kl": args.mopoe_kl, "metric": METRIC["key"],
             "timing": timing, "nll_k": args.nll_k, "nll_points": nll_points, "multivae": PEER_VERSION if peer else None}
     report: dict = {"meta": meta, "train": [], "scaling": []}
     me = Path(sys.executable)
     mk_extra = {"plugins": args.plugins} if args.plugins else {}
     mk_extra.update({"amp": args.amp} if args.amp != "off" else {})
     mk_extra.update({"compile": True} if args.compile else {})
+    mk_extra.update({"mopoe_kl": args.mopoe_kl} if args.mopoe_kl != "exact" else {})
+    if args.mopoe_kl != "exact":
+        LABELS["mopoe"] = f"MoPoE (all subsets, {args.mopoe_kl} KL)"
     timing["device"] = args.device
 
     def pair(objective: str, n: int, batch: int, latent: int) -> dict:

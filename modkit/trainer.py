@@ -219,6 +219,7 @@ class Trainer:
         self.sampler = self.setup.sampler
         self.optimizer = make_optimizer(self.model, recipe.train)
         self._fused = bool(self.optimizer.defaults.get("fused"))
+        self._params = list(self.model.parameters())  # walked every step by the gradient check: list it once
         self.scheduler = make_scheduler(self.optimizer, recipe.train)
         self.state = TrainState()
         self.rows: list[dict[str, Any]] = []
@@ -401,7 +402,7 @@ class Trainer:
         """A 0-dim value that is non-finite if any gradient is: the total norm when ``train.grad_clip``
         clips to it, else the plain sum of every gradient (a NaN or inf anywhere makes the sum non-finite;
         half the cost of a norm, which squares each entry)."""
-        params = [p for p in self.model.parameters() if p.grad is not None]
+        params = [p for p in self._params if p.grad is not None]
         clip = self.recipe.train.grad_clip
         if clip:
             return torch.nn.utils.clip_grad_norm_(params, clip)
