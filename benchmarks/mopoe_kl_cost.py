@@ -1,0 +1,62 @@
+"""What MoPoE's exact subset KL costs inside a training step: the step, the same step with the KL of
+every subset replaced by nothing, and the work floor, alternated in one process.
+
+    python benchmarks/mopoe_kl_cost.py --n 8 [--steps 30]
+
+The difference between the first two is the price of Σ_S w_S KL(PoE_S ‖ p) over the 2^N − 1
+subsets (the floor does no KL); the second against the floor is everything else modkit adds.
+Used in docs/benchmarks.md to show what bounds the MoPoE overhead.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_common import Floor, base_args, floor_rows, set_threads, time_interleaved  # noqa: E402
+from modkit_worker import make_trainer  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    base_args(parser)
+    parser.add_argument("--amp", default="off")
+    parser.add_argument("--compile", action="store_true")
+    args = parser.parse_args()
+    set_threads(args.threads)
+    import modkit_mopoe
+
+    exact = modkit_mopoe.weighted_subset_kl
+    no_kl = lambda experts, subsets, weights, prior=True: experts.mu.sum((0, 2)) * 0.0  # noqa: E731
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer, why = make_trainer(args, "mopoe", 4 * args.batch, Path(tmp))
+        if trainer is None:
+            raise SystemExit(why)
+        batches = [trainer.setup.train.__getitems__(list(range(i * args.batch, (i + 1) * args.batch))) for i in range(4)]
+        counter = [0]
+
+        def step(kl) -> None:
+            modkit_mopoe.weighted_subset_kl = kl
+            try:
+                counter[0] += 1
+                trainer.step(batches[counter[0] % 4], 1.0)
+            finally:
+                modkit_mopoe.weighted_subset_kl = exact
+
+        floor = Floor(args.n, args.latent, floor_rows("mopoe", args.n, 1))
+        xs = [[b.data[f"m{i}"] for i in range(args.n)] for b in batches]
+        times = time_interleaved({"MoPoE step": lambda: step(exact), "same step without the subset KL": lambda: step(no_kl),
+                                  "floor": lambda: floor.step(xs[counter[0] % 4])}, args.warmup, args.steps, args.max_seconds * 3)
+    median = {key: statistics.median(t["cpu"]) for key, t in times.items()}
+    print(f"MoPoE N={args.n} B={args.batch} D={args.latent}: median CPU ms per step over {len(times['floor']['cpu'])} rounds")
+    for key, value in median.items():
+        print(f"  {key:34s} {value:8.1f} ms  {value / median['floor']:.3f} of the floor")
+    kl = median["MoPoE step"] - median["same step without the subset KL"]
+    print(f"  the exact subset KL: {kl:.1f} ms = {kl / median['floor']:.1%} of the floor")
+
+
+if __name__ == "__main__":
+    main()
