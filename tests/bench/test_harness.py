@@ -2,6 +2,7 @@
 from a shared machine are reported by benchmarks/run.py, never judged by a test."""
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -32,6 +33,23 @@ def test_run_writes_json_and_markdown(tmp_path):
     assert any(t["target"].startswith("MVAE") for t in report["targets"])
     table = (out / "results.md").read_text()
     assert "| MVAE (full + singles) | 2 |" in table and "## Targets (CPU)" in table
+
+
+def test_sampled_mopoe_kl_reaches_the_recipe_and_the_report(tmp_path):
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--n", "3", "--objectives", "mopoe", "--batch", "16",
+         "--latent", "8", "--steps", "2", "--warmup", "1", "--no-nll", "--no-scaling", "--no-peer",
+         "--mopoe-kl", "sampled", "--out", str(out)],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((out / "results.json").read_text())
+    assert report["meta"]["mopoe_kl"] == "sampled" and report["train"][0]["modkit"]["cpu_ms"] > 0
+    assert "| MoPoE (all subsets, sampled KL) | 3 |" in (out / "results.md").read_text()
+    import modkit_worker
+
+    args = argparse.Namespace(n=3, batch=16, latent=8, seed=0, amp="off", compile=False, moe_k=1, mopoe_kl="sampled")
+    assert modkit_worker.recipe_dict(args, "mopoe", 32)["model"]["fusion"] == {"type": "mopoe", "kl": "sampled"}
 
 
 def test_likelihood_worker_reports_both_rates(capsys):
