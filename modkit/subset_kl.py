@@ -25,6 +25,9 @@ from modkit.gaussian import Experts
 
 #: floats per (S, block) work tensor on CPU: chosen by timing the MoPoE step at N = 8 (1 MiB each, in L3)
 CPU_BLOCK_FLOATS = 1 << 18
+#: on an accelerator a block is only bounded in memory (64 MiB per work tensor): at N = 12 (4095 subsets)
+#: one batch of 256 × 64 would otherwise need three 268 MB tensors
+ACCEL_BLOCK_FLOATS = 1 << 24
 
 
 def weighted_subset_kl(experts: Experts, subsets: Tensor, weights: Tensor, prior: bool = True) -> Tensor:
@@ -47,10 +50,10 @@ def weighted_subset_kl(experts: Experts, subsets: Tensor, weights: Tensor, prior
 
 
 def sample_blocks(s: int, b: int, d: int, device: torch.device) -> list[tuple[int, int]]:
-    """Sample ranges [b0, b1) whose (S, rows·D) tensors fit the cache; one range on an accelerator."""
-    if device.type != "cpu":
-        return [(0, b)]
-    rows = max(1, CPU_BLOCK_FLOATS // (s * d))
+    """Sample ranges [b0, b1) whose (S, rows·D) tensors fit the CPU's cache; on an accelerator, blocks as
+    large as ``ACCEL_BLOCK_FLOATS`` allows (usually the whole batch: fewer, larger kernels)."""
+    limit = CPU_BLOCK_FLOATS if device.type == "cpu" else ACCEL_BLOCK_FLOATS
+    rows = max(1, limit // (s * d))
     return [(start, min(start + rows, b)) for start in range(0, b, rows)]
 
 

@@ -108,3 +108,15 @@ def test_per_sample_subsets_are_refused():
     mu, logvar, present, mask, weights = random_case(n=2, b=3, d=2, seed=5)
     with pytest.raises(ValueError, match="subsets must be"):
         weighted_subset_kl(Experts(mu, logvar, present), mask.unsqueeze(1).expand(-1, 3, -1), weights)
+
+
+def test_blocks_cover_the_batch_and_respect_the_limits():
+    cpu, meta = torch.device("cpu"), torch.device("meta")
+    for device, limit in ((cpu, subset_kl.CPU_BLOCK_FLOATS), (meta, subset_kl.ACCEL_BLOCK_FLOATS)):
+        for s, b, d in ((255, 256, 64), (4095, 256, 64), (3, 7, 5), (10**6, 4, 64)):
+            blocks = subset_kl.sample_blocks(s, b, d, device)
+            assert blocks[0][0] == 0 and blocks[-1][1] == b
+            assert all(r1 == next0 for (_, r1), (next0, _) in zip(blocks, blocks[1:]))
+            assert all(r1 > r0 for r0, r1 in blocks)
+            assert all((r1 - r0) * s * d <= limit for r0, r1 in blocks) or all(r1 - r0 == 1 for r0, r1 in blocks)
+    assert subset_kl.sample_blocks(255, 256, 64, meta) == [(0, 256)]  # a whole batch at N = 8 on an accelerator
