@@ -103,18 +103,29 @@ def product_of_experts(experts: Experts, subsets: Tensor, prior: bool = True) ->
         return _product_of_experts(experts, subsets, prior)
 
 
+def expert_precisions(experts: Experts) -> tuple[Tensor, Tensor]:
+    """Each expert's precision τ and precision-weighted mean τμ, (N, B, D), in float32 or wider.
+
+    An absent expert is exactly zero, even if its input was garbage (NaN or inf). Call under
+    autocast disabled: precisions span e^±8.
+    """
+    dtype = torch.promote_types(experts.mu.dtype, torch.float32)
+    present = experts.present.T.unsqueeze(-1)  # (N, B, 1)
+    precision = torch.where(present, torch.exp(-experts.logvar.to(dtype)), 0.0)
+    return precision, torch.where(present, precision * experts.mu.to(dtype), 0.0)
+
+
 def _product_of_experts(experts: Experts, subsets: Tensor, prior: bool) -> tuple[Tensor, Tensor]:
-    present = experts.present.T.unsqueeze(-1)  # (N, B, 1): an absent expert is exactly zero, even if its input was garbage
-    precision = torch.where(present, torch.exp(-experts.logvar.float()), 0.0)  # (N, B, D)
-    weighted_mu = torch.where(present, precision * experts.mu.float(), 0.0)
-    mask = subsets.to(torch.float32)
+    precision, weighted_mu = expert_precisions(experts)
+    tiny = torch.finfo(precision.dtype).tiny
+    mask = subsets.to(precision.dtype)
     if mask.dim() == 2:  # the same subsets for every sample: two plain matrix products over (N, B·D)
         n, b, d = precision.shape
         flat_precision, flat_mu = precision.reshape(n, b * d), weighted_mu.reshape(n, b * d)
         if prior:  # the prior expert's unit precision enters as the product's bias: no extra pass
             total = torch.addmm(flat_precision.new_ones(1, 1), mask, flat_precision)
         else:
-            total = (mask @ flat_precision).clamp_min(torch.finfo(torch.float32).tiny)
+            total = (mask @ flat_precision).clamp_min(tiny)
         total_mu = mask @ flat_mu
         inverse = total.reciprocal()  # the subset variance; one reciprocal serves mu and logvar
         return (total_mu * inverse).view(-1, b, d), torch.log(inverse).view(-1, b, d)
@@ -127,7 +138,7 @@ def _product_of_experts(experts: Experts, subsets: Tensor, prior: bool) -> tuple
     if prior:
         total = total + 1.0
     else:
-        total = total.clamp_min(torch.finfo(torch.float32).tiny)
+        total = total.clamp_min(tiny)
     mu = total_mu / total
     logvar = -torch.log(total)
     return mu, logvar

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from modkit.gaussian import Experts
+from modkit.gaussian import Experts, expert_precisions
 
 #: floats per (S, block) work tensor on CPU: chosen by timing the MoPoE step at N = 8 (1 MiB each, in L3)
 CPU_BLOCK_FLOATS = 1 << 18
@@ -41,11 +41,9 @@ def weighted_subset_kl(experts: Experts, subsets: Tensor, weights: Tensor, prior
     """
     if subsets.dim() != 2:
         raise ValueError(f"subsets must be (S, N), got shape {tuple(subsets.shape)}")
-    dtype = torch.promote_types(experts.mu.dtype, torch.float32)  # float32 under AMP too; float64 stays float64
     with torch.autocast(experts.mu.device.type, enabled=False):
-        present = experts.present.T.unsqueeze(-1)  # (N, B, 1)
-        precision = torch.where(present, torch.exp(-experts.logvar.to(dtype)), 0.0)
-        weighted_mu = torch.where(present, precision * experts.mu.to(dtype), 0.0)
+        precision, weighted_mu = expert_precisions(experts)  # float32 under AMP too; float64 stays float64
+        dtype = precision.dtype
         return _WeightedSubsetKL.apply(precision, weighted_mu, subsets.to(dtype), weights.to(dtype), prior)
 
 
