@@ -31,11 +31,6 @@ def autocast(device: torch.device | str, amp: str = "off"):
     return torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
-def float32_region(t: Tensor):
-    """A context that turns autocast off on ``t``'s device: arithmetic inside stays in the dtype it is given."""
-    return torch.autocast(t.device.type, enabled=False)
-
-
 def with_autocast(forward: Callable, device: torch.device, amp: str) -> Callable:
     @functools.wraps(forward)
     def wrapped(*args, **kwargs):

@@ -80,7 +80,7 @@ def family_log_prob(family: Family, z: Tensor, mu: Tensor, logvar: Tensor) -> Te
 def uniform_log_weights(valid: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     """log of uniform weights over the ``True`` entries along dim 0 (−inf elsewhere; rows with none stay −inf)."""
     count = valid.sum(0, keepdim=True).clamp_min(1).to(dtype)
-    return torch.where(valid, -torch.log(count), torch.tensor(float("-inf"), device=valid.device, dtype=dtype))
+    return torch.where(valid, -torch.log(count), float("-inf"))  # a Python scalar: no host-to-device copy per call
 
 
 class UniformMixture:

@@ -13,7 +13,9 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
-from modkit.gaussian import DiagGaussian, Experts, product_of_experts
+from modkit import gaussian
+from modkit.gaussian import DiagGaussian, Experts, kl_standard_normal, product_of_experts
+from modkit.subsets import subset_validity
 
 if TYPE_CHECKING:
     from modkit.batch import Batch
@@ -107,10 +109,8 @@ def subset_gaussian_elbo(model: "MultimodalVAE", batch: "Batch", plan: SubsetPla
     A subset counts for a sample only if every modality in it is present; each decoder runs once on
     the subset rows that contain its modality. Shared by the product-of-experts fusions (MVAE, MVAE-Q).
     """
-    from modkit.gaussian import kl_standard_normal, reparameterize
-
-    valid = (plan.mask.unsqueeze(1) <= batch.present.unsqueeze(0)).all(-1).float()  # (S, B)
-    z = reparameterize(mu, logvar)
+    valid = subset_validity(plan.mask, batch.present).float()  # (S, B)
+    z = gaussian.reparameterize(mu, logvar)  # looked up on the module: tests switch the noise off there
     rec, per = model.weighted_reconstruction(z, batch, plan)
     kl = kl_standard_normal(mu, logvar)
     n = len(batch)

@@ -63,8 +63,9 @@ def gaussian_log_prob(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
 def kl_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
     """KL(N(mu, exp(logvar)) ‖ N(0, I)), summed over the last dim.
 
-    MoPoE evaluates this on every subset's posterior, (2^N − 1, B, D) elements, so it is a custom
-    autograd function: half the passes over memory of the composed version, forward and backward.
+    The PoE fusions evaluate it on every sampled subset's posterior, (S, B, D) elements, so it is a
+    custom autograd function: half the passes over memory of the composed version, forward and backward.
+    (MoPoE's all-subset sum has its own, :func:`modkit.subset_kl.weighted_subset_kl`.)
     """
     return _KLStandardNormal.apply(mu, logvar)
 

@@ -122,3 +122,13 @@ class RandomSampler(SubsetSampler):
 
 
 BUILTIN_SAMPLERS = {"all": AllSampler, "mvae": MVAESampler, "singles": SinglesSampler, "random": RandomSampler, "full": FullSampler}
+
+
+def subset_validity(mask: Tensor, present: Tensor) -> Tensor:
+    """(S, B) bool: subset s is non-empty and every modality in it is present in sample b.
+
+    One (S, N) × (N, B) product counts each subset's absent members; no (S, B, N) intermediate.
+    """
+    mask_f = mask.to(torch.float32)
+    missing = mask_f @ (~present).T.to(torch.float32)  # (S, B)
+    return (missing == 0) & (mask_f.sum(-1, keepdim=True) > 0)

@@ -43,6 +43,7 @@ from modkit.evaluate import test_metrics
 from modkit.fusion import SubsetPlan
 from modkit.plugins import PluginSet
 from modkit.recipe import BetaSpec, Recipe, TrainSpec
+from modkit.subsets import full
 from modkit.render import write_samples
 
 CHECKPOINT_FORMAT = 2
@@ -229,7 +230,10 @@ class Trainer:
         pin = device.type == "cuda"
         self.loader = make_loader(self.setup.train, self.batches, recipe.data.num_workers, pin,
                                   generator=torch.Generator().manual_seed(rank_seed(recipe.seed, dist.rank)))
-        self._fixed_plan = SubsetPlan.from_mask(self.sampler.sample(), device) if self.sampler.fixed else None
+        if not self.model.fusion.uses_sampler:  # the fusion ignores the plan: do not draw one every step
+            self._fixed_plan = SubsetPlan.from_mask(full(len(self.model.names)), device)
+        else:
+            self._fixed_plan = SubsetPlan.from_mask(self.sampler.sample(), device) if self.sampler.fixed else None
         self.net = self._wrap(self.model)
         # the divergence guard's device-side state, and what it did
         self.bad_streak = torch.zeros((), device=device)
@@ -256,7 +260,7 @@ class Trainer:
         """DistributedDataParallel across processes; the bare model on one."""
         if not self.dist.active:
             return model
-        fixed = self._fixed_plan is not None
+        fixed = self.sampler.fixed  # as before the sampler-free fusions got a fixed plan: their graphs may vary
         return torch.nn.parallel.DistributedDataParallel(
             _Objective(model), device_ids=[self.device.index] if self.device.type == "cuda" else None,
             static_graph=fixed, find_unused_parameters=not fixed)
@@ -444,8 +448,8 @@ class Trainer:
         """Add a step's terms to the epoch sums on the device; a skipped step adds nothing."""
         ok = bad == 0
         for key, value in terms.items():
-            previous = self.state.sums.get(key, torch.zeros((), device=self.device))
-            self.state.sums[key] = previous + torch.where(ok, value.detach().float() * n, 0.0)
+            step = torch.where(ok, value.detach().float() * n, 0.0)
+            self.state.sums[key] = self.state.sums[key] + step if key in self.state.sums else step
         self.state.seen = self.state.seen + torch.where(ok, float(n), 0.0).double()
         self.state.skipped = self.state.skipped + bad
         self.bad_streak = torch.where(ok, 0.0, self.bad_streak + 1)

@@ -16,7 +16,7 @@ from modkit import Fusion, FusionConfig, LossOutput, RecipeError, hookimpl
 from modkit.distributions import UniformMixture
 from modkit.gaussian import DiagGaussian, Experts, kl_standard_normal, product_of_experts, reparameterize
 from modkit.subset_kl import weighted_subset_kl
-from modkit.subsets import all_subsets
+from modkit.subsets import all_subsets, subset_validity  # noqa: F401  (subset_validity: this plugin's API before it moved)
 
 #: the evaluation posterior enumerates every subset of the present modalities up to this many modalities
 MAX_ENUMERATED = 12
@@ -29,16 +29,6 @@ class MoPoEConfig(FusionConfig):
     kl: Literal["exact", "sampled"] = Field("exact", description="exact: the weighted KL of every valid subset (the "
                                             "paper's objective); sampled: the drawn component's KL alone, an unbiased "
                                             "one-sample estimate of it whose cost does not grow with the number of subsets")
-
-
-def subset_validity(mask: Tensor, present: Tensor) -> Tensor:
-    """(S, B) bool: subset s is non-empty and every modality in it is present in sample b.
-
-    One (S, N) × (N, B) product counts each subset's absent members; no (S, B, N) intermediate.
-    """
-    mask_f = mask.to(torch.float32)
-    missing = mask_f @ (~present).T.to(torch.float32)  # (S, B)
-    return (missing == 0) & (mask_f.sum(-1, keepdim=True) > 0)
 
 
 def sample_components(valid: Tensor) -> Tensor:

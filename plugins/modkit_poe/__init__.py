@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from pydantic import Field
+from torch import Tensor
 
 from modkit import Fusion, FusionConfig, LossOutput, hookimpl
 from modkit.fusion import subset_gaussian_elbo
-from modkit.gaussian import product_of_experts
+from modkit.gaussian import DiagGaussian, Experts, product_of_experts
 
 
 class PoEConfig(FusionConfig):
@@ -18,9 +19,12 @@ class ProductOfExperts(Fusion):
     Config = PoEConfig
 
     def loss(self, model, batch, plan, beta) -> LossOutput:
-        experts = model.encode(batch)
-        mu, logvar = product_of_experts(experts, plan.mask, prior=self.config.prior_expert)  # (S, B, D)
-        return subset_gaussian_elbo(model, batch, plan, mu, logvar, beta)
+        posterior = self.posterior(model.encode(batch), plan.mask)  # (S, B, D)
+        return subset_gaussian_elbo(model, batch, plan, posterior.mu, posterior.logvar, beta)
+
+    def posterior(self, experts: Experts, subsets: Tensor) -> DiagGaussian:
+        """The product the model was trained with: with or without the prior expert (``prior_expert``)."""
+        return DiagGaussian(*product_of_experts(experts, subsets, prior=self.config.prior_expert))
 
 @hookimpl
 def modkit_register(registry):
