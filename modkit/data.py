@@ -38,10 +38,6 @@ class Records:
         """How to name row ``i`` in an error message (a file and line, a path)."""
         return f"row {i}"
 
-    def values(self, field: str) -> list[Any]:
-        """Every raw value of one field (used by ``Modality.prepare`` to fit tokenizers)."""
-        return [self.get(i).get(field) for i in range(len(self))]
-
     def problems(self) -> list[str]:
         """Rows already known to be bad when the dataset was read (``get`` raises DataError for them).
 
@@ -107,9 +103,6 @@ class ArrayRecords(Records):
     def take(self, index: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
         ones = torch.ones(len(index), dtype=torch.bool)
         return {k: (v[index], self.present[k][index] if k in self.present else ones) for k, v in self.arrays.items()}
-
-    def values(self, field: str) -> list[Any]:
-        return [self.get(i)[field] for i in range(self.n)]
 
 
 class ColumnRecords(Records):

@@ -9,6 +9,7 @@ from typing import Iterable
 import torch
 
 from modkit.batch import Batch
+from modkit import subsets
 from modkit.engine import MultimodalVAE
 
 
@@ -29,14 +30,14 @@ def test_metrics(model: MultimodalVAE, batches: Iterable[Batch], device: torch.d
         sums[key] = sums.get(key, 0) + (values.double() * mask).sum()
         counts[key] = counts.get(key, 0) + mask.double().sum()
 
-    full = torch.ones(1, len(names), dtype=torch.bool, device=device)
+    everything, singles = subsets.full(len(names)).to(device), subsets.singles(len(names)).to(device)
     for batch in batches:
         batch = batch.to(device)
         if len(batch) == 0:
             continue
         experts = model.encode(batch)
         complete = batch.present.all(1)
-        post = model.fusion.posterior(experts, full)
+        post = model.fusion.posterior(experts, everything)
         z = post.rsample(n_samples).squeeze(1)  # (K, B, D)
         _, per = model.weighted_reconstruction(z, batch)
         rec = sum(per.values())
@@ -47,7 +48,6 @@ def test_metrics(model: MultimodalVAE, batches: Iterable[Batch], device: torch.d
             add(f"test/rec/{name}", ll.mean(0), complete)
         if not coherence or len(names) < 2:
             continue
-        singles = torch.eye(len(names), dtype=torch.bool, device=device)
         z_single = model.fusion.posterior(experts, singles).mean  # (N, B, D): every source at once
         for j, t in enumerate(names):
             acc = model.modalities[t].accuracy(model.modalities[t].decode(z_single), batch.data[t])  # (N, B)

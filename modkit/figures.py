@@ -23,19 +23,6 @@ def save(fig, path: Path, dpi: int = 90) -> Path:
     return Path(path)
 
 
-def _cell(ax, value, title: str | None = None) -> None:
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if isinstance(value, str):
-        ax.text(0.5, 0.5, value, ha="center", va="center", fontsize=8, wrap=True)
-        for spine in ax.spines.values():
-            spine.set_visible(False)
-    else:
-        ax.imshow(np.clip(value, 0, 1), interpolation="nearest")
-    if title:
-        ax.set_title(title, fontsize=7)
-
-
 def _as_rgb(value) -> np.ndarray:
     a = np.clip(np.asarray(value, dtype=np.float32), 0, 1)
     return np.repeat(a[..., None], 3, axis=-1) if a.ndim == 2 else a[..., :3]
@@ -123,7 +110,6 @@ def grid(items: Sequence[Sequence[object]], path: Path, row_names: Sequence[str]
 
 
 def loss_curves(rows: list[dict], path: Path) -> Path | None:
-    keys = [k for k in (rows[0] if rows else {}) if k.startswith("train/")]
     keys = sorted({k for r in rows for k in r if k.startswith("train/")}, key=lambda k: (k.count("/"), k))
     if not keys:
         return None

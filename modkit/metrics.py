@@ -40,9 +40,10 @@ class Collect:
 
     def compute(self) -> Any:
         try:
-            return self.fn(_cat(self.predicted), _cat(self.targets))
-        except RuntimeError:  # ragged batches (e.g. padded to different lengths): hand over the list
-            return self.fn(self.predicted, self.targets)
+            predicted, targets = _cat(self.predicted), _cat(self.targets)
+        except RuntimeError:  # ragged batches (e.g. padded to different lengths): hand over the lists
+            predicted, targets = self.predicted, self.targets
+        return self.fn(predicted, targets)  # outside the try: an error of the metric itself is not retried
 
 
 class Mean:

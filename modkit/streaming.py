@@ -88,5 +88,3 @@ class MemmapRecords(ArrayRecords):
         return {name: (self._rows(name, rows), self.present[name][index] if name in self.present else ones)
                 for name in self.fields}
 
-    def values(self, field: str) -> list[Any]:
-        return [self.get(i)[field] for i in range(self.n)]

@@ -113,11 +113,24 @@ class Image(Modality):
         if not np.issubdtype(array.dtype, np.number):
             raise DataError(f"an image must be a file path or a numeric array, got {type(value).__name__}")
         x = torch.as_tensor(array, dtype=torch.float32)
-        if x.numel() != math.prod(self.shape):
-            raise DataError(f"image has shape {tuple(x.shape)}, the recipe's shape is {list(self.shape)}")
+        x = self._arrange(x)
         if not torch.isfinite(x).all():
             raise DataError("image holds NaN or infinite values")
         return x.reshape(self.shape)
+
+    def _arrange(self, x: Tensor) -> Tensor:
+        """A float array in the recipe's shape (C, H, W): as is, flat, without its single channel, or
+        channels-last (permuted). Any other shape is refused, even with the right number of values:
+        reshaping (H, W, C) as (C, H, W) would scramble the pixels silently."""
+        shape = tuple(self.shape)
+        if tuple(x.shape) == shape:
+            return x
+        if len(shape) == 3 and shape[0] > 1 and tuple(x.shape) == (*shape[1:], shape[0]):
+            return x.permute(2, 0, 1)
+        if (x.dim() == 1 and x.numel() == math.prod(shape)) or (shape[0] == 1 and tuple(x.shape) == shape[1:]):
+            return x.reshape(shape)
+        raise DataError(f"image has shape {tuple(x.shape)}, the recipe's shape is {list(shape)} "
+                        f"(also accepted: flat, channels-last, or (H, W) for one channel)")
 
     def placeholder(self) -> Tensor:
         return torch.zeros(self.shape)

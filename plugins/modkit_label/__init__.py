@@ -53,6 +53,8 @@ class Label(Modality):
         except (TypeError, ValueError):
             allowed = f" or one of {names}" if names else ""
             raise DataError(f"label {value!r} is not a class id{allowed}") from None
+        if not isinstance(value, str) and float(value) != index:  # int() would truncate 2.7 to class 2
+            raise DataError(f"label {value!r} is not a whole number")
         if not 0 <= index < self.config.num_classes:
             raise DataError(f"label {index} is outside 0..{self.config.num_classes - 1}")
         return torch.tensor(index)
@@ -72,7 +74,8 @@ class Label(Modality):
         if x.dim() != 1 or x.is_floating_point():
             raise ValueError(f"labels must be integer class ids, one per sample (got {x.dtype}, shape {tuple(x.shape)})")
         if x.min() < 0 or x.max() >= self.config.num_classes:
-            raise ValueError(f"label {int(x.max())} is outside 0..{self.config.num_classes - 1} (num_classes {self.config.num_classes})")
+            bad = int(x.min()) if x.min() < 0 else int(x.max())
+            raise ValueError(f"label {bad} is outside 0..{self.config.num_classes - 1} (num_classes {self.config.num_classes})")
 
     def accuracy(self, out: Tensor, x: Tensor) -> Tensor:
         return (out.argmax(-1) == x).float()

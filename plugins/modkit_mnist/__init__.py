@@ -7,6 +7,7 @@ Reads ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-id
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ def read_idx(path: Path) -> np.ndarray:
     """An idx file (magic 0 0 TYPE NDIM, NDIM big-endian uint32 sizes, then the data) → array."""
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES:
         raise DataError(f"{path} is not an idx file (magic bytes {raw[:4].hex() or 'missing'})")

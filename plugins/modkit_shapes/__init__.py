@@ -6,9 +6,9 @@ grammar, a multi-hot attribute vector (shape, colour, size of the object in each
 quadrant is its position) and a label. Deterministic from ``seed``; any ``n`` and ``image_size``.
 
 Fields: ``image`` (3, S, S) float32 in [0, 1]; ``mask`` (S, S) int64; ``caption`` and
-``translation`` str; ``attributes`` (48,) float32 0/1; ``label`` int64. The records also carry
-``truth`` (the per-slot ground truth, :class:`~modkit_shapes.render.Scenes`) so metrics can judge
-generated data by it; :func:`~modkit_shapes.grammar.parse_caption` reads a caption back.
+``translation`` str; ``attributes`` (48,) float32 0/1; ``label`` int64. :func:`generate` also returns
+the per-slot ground truth (:class:`~modkit_shapes.render.Scenes`);
+:func:`~modkit_shapes.grammar.parse_caption` reads a caption back.
 """
 from __future__ import annotations
 
@@ -75,7 +75,6 @@ def generate(config: ShapesConfig) -> tuple[ArrayRecords, Scenes]:
          "label": label.astype(np.int64)},
         objects={"caption": english, "translation": spanish},
     )
-    records.truth = scenes
     return records, scenes
 
 

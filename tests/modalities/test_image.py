@@ -167,3 +167,17 @@ def test_backbone_that_cannot_take_the_shape_fails_the_data_check():
 def test_files_need_grey_or_rgb_shapes():
     with pytest.raises(DataError, match="grey or RGB"):
         make_modality(Image, shape=(2, 4, 4)).preprocess(np.zeros((4, 4), dtype=np.uint8))
+
+
+def test_float_arrays_are_arranged_not_scrambled():
+    """(H, W, C) floats are permuted to (C, H, W); flat and (H, W) arrays reshape; any other shape with the
+    right number of values is refused rather than reshaped (which would scramble the pixels)."""
+    rgb = make_modality(Image, shape=(3, 4, 5), hidden=[8])
+    chw = np.random.default_rng(0).random((3, 4, 5)).astype(np.float32)
+    assert np.array_equal(rgb.preprocess(chw).numpy(), chw)
+    assert np.array_equal(rgb.preprocess(chw.transpose(1, 2, 0)).numpy(), chw)
+    assert np.array_equal(rgb.preprocess(chw.reshape(-1)).numpy(), chw)
+    with pytest.raises(DataError, match="shape"):
+        rgb.preprocess(chw.reshape(5, 4, 3))
+    grey = make_modality(Image, shape=(1, 4, 5), hidden=[8])
+    assert tuple(grey.preprocess(np.ones((4, 5), dtype=np.float32)).shape) == (1, 4, 5)

@@ -29,6 +29,13 @@ def test_label_shapes_likelihood_and_values():
     assert label.accuracy(out, x).shape == (R, B)
 
 
+def test_fractional_labels_are_refused_not_truncated():
+    label = make_modality(Label, num_classes=5, hidden=[16], latent_dim=D)
+    assert label.preprocess(2.0) == 2
+    with pytest.raises(DataError, match="whole number"):
+        label.preprocess(2.7)
+
+
 def test_attribute_vector_shapes_and_bernoulli_likelihood():
     attr = make_modality(Attribute, names=NAMES, hidden=[16], latent_dim=D)
     x = torch.tensor([[1, 0, 1], [0, 0, 0], [1, 1, 1], [0, 1, 0]], dtype=torch.float32)
