@@ -2,6 +2,7 @@
 networks' own work (what the floor also does) and everything else (engine + fusion).
 
     python benchmarks/profile_step.py mopoe --n 8 [--plugins …] [--compile]
+    python benchmarks/profile_step.py mopoe --n 2 --count-ops   # operator calls per step, modkit vs the floor
 
 Prints the split and the top operators; used in docs/benchmarks.md to show what bounds an overhead.
 """
@@ -32,6 +33,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--plugins", default="")
     parser.add_argument("--rows", type=int, default=15)
+    parser.add_argument("--count-ops", action="store_true",
+                        help="count the aten operator calls of one step of modkit and of the floor instead of profiling")
     args = parser.parse_args()
     set_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -41,6 +44,9 @@ def main() -> None:
         batch = trainer.setup.train.__getitems__(list(range(args.batch)))
         for _ in range(args.warmup):
             trainer.step(batch, 1.0)
+        if args.count_ops:
+            count_ops(args, trainer, batch)
+            return
         steps = 5
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
             for _ in range(steps):
@@ -55,6 +61,37 @@ def main() -> None:
     others = sorted((e for e in events if e.key not in NETWORK_OPS), key=lambda e: -e.self_cpu_time_total)
     for e in others[: args.rows]:
         print(f"    {e.key:45s} {e.self_cpu_time_total / steps / 1e3:7.2f} {e.count // steps:5d}")
+
+
+def count_ops(args, trainer, batch) -> None:
+    """aten operator calls (forward, backward, optimizer) in one step of modkit and of the floor, by call site."""
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from bench_common import Floor, floor_rows
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.calls: Counter = Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.calls[func.overloadpacket.__name__] += 1
+            return func(*args, **(kwargs or {}))
+
+    floor = Floor(args.n, args.latent, floor_rows(args.mode, args.n, 1))
+    xs = [batch.data[f"m{i}"] for i in range(args.n)]
+    floor.step(xs)
+    counts = {}
+    for name, step in (("modkit", lambda: trainer.step(batch, 1.0)), ("floor", lambda: floor.step(xs))):
+        with Count() as mode:
+            step()
+        counts[name] = mode.calls
+    print(f"{args.mode} N={args.n} B={args.batch} D={args.latent}: aten operator calls in one step "
+          f"(views included): modkit {sum(counts['modkit'].values())}, floor {sum(counts['floor'].values())}")
+    extra = counts["modkit"] - counts["floor"]
+    print("  most frequent beyond the floor's:", ", ".join(f"{k} {v}" for k, v in extra.most_common(args.rows)))
 
 
 if __name__ == "__main__":
