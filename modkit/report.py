@@ -58,7 +58,7 @@ def write_report(run: LoadedRun, settings: EvalSettings | None = None, refresh: 
         result = evaluate_run(run, settings, echo)
         write_eval(run, result)
     else:
-        result = json.loads(eval_path.read_text())
+        result = rundir.read_json(eval_path)
     fig_dir = run_dir / FIGURES
     fig_dir.mkdir(exist_ok=True)
     md: list[str] = [f"# Report: {run.recipe.name}", "",
@@ -75,7 +75,7 @@ def write_report(run: LoadedRun, settings: EvalSettings | None = None, refresh: 
     link(figures.loss_curves(rundir.read_metrics(run_dir), fig_dir / "loss_curves.png"), "loss curves")
     summary_path = run_dir / rundir.SUMMARY
     if summary_path.exists():
-        summary = json.loads(summary_path.read_text())
+        summary = rundir.read_json(summary_path)
         md += _table(["metric", "value"], [[k, v] for k, v in summary.items() if isinstance(v, float)])
 
     # -- headline -------------------------------------------------------------------------------

@@ -139,11 +139,28 @@ def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(run_dir / METRICS_CSV, out.getvalue())
 
 
+def read_json(path: Path) -> Any:
+    """A JSON file of a run directory; a missing or corrupt one is a ModkitError naming it (no traceback)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ModkitError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModkitError(f"{path} is not valid JSON ({exc}); delete it to have it written again") from None
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / METRICS_JSONL
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ModkitError(f"{path}, line {number}: not valid JSON ({exc})") from None
+    return rows
 
 
 def unique_run_dir(runs_dir: Path, name: str, stamp: str) -> Path:

@@ -10,7 +10,6 @@ import csv
 import fnmatch
 import io
 import itertools
-import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -108,7 +107,7 @@ def run_sweep(recipe_path: Path, overrides: list[str], out: Path, device: str | 
             trainer.finish()
             run = load_run(run_dir, resolve_device(recipe.train.device))
             rundir.write_json(run_dir / EVAL_JSON, evaluate_run(run, settings))
-        result = json.loads((run_dir / EVAL_JSON).read_text())
+        result = rundir.read_json(run_dir / EVAL_JSON)
         rows.append({"run": run_dir.name, **{k: _value(v) for k, v in zip(keys, combo)}, **result.get("summary", {})})
     summary_keys = list(dict.fromkeys(k for r in rows for k in r if k not in ("run", *keys)))
     chosen = pick_metrics(summary_keys, metrics or DEFAULT_METRICS)
