@@ -58,7 +58,12 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: Path) -> "Tokenizer":
-        return cls(Path(path).read_bytes())
+        try:
+            return cls(Path(path).read_bytes())
+        except OSError as exc:
+            raise DataError(f"cannot read the tokenizer {path}: {exc.strerror or exc}") from None
+        except RuntimeError as exc:  # sentencepiece's own parse error names no file
+            raise DataError(f"{path} is not a sentencepiece model ({exc})") from None
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -98,7 +98,12 @@ class Coco(DatasetSource):
         for name, path in files:
             data = read_json(path)
             image_dir = self.image_dir(folder, name)
-            by_id = {im["id"]: im for im in data["images"]}
+            try:
+                by_id = {im["id"]: im for im in data["images"]}
+                if not all(isinstance(ann, dict) for ann in data["annotations"]):
+                    raise TypeError("an annotation is not an object")
+            except (KeyError, TypeError) as exc:
+                raise DataError(f"{path}: not COCO captions ('images' with 'id', 'annotations' objects): {exc!r}") from None
             painter = self.mask_painter(folder, name) if self.config.masks else None
             seen: set[int] = set()
             for ann in data["annotations"]:
@@ -112,6 +117,9 @@ class Coco(DatasetSource):
                     errors[len(names)] = f"{where}: no image with that id in 'images'"
                 elif not isinstance(text, str) or not text.strip():
                     errors[len(names)] = f"{where}: empty caption"
+                if image is not None and not isinstance(image.get("file_name"), str):
+                    errors[len(names)] = f"{where}: its image has no 'file_name'"
+                    image = None
                 images.append(str(image_dir / image["file_name"]) if image else None)
                 captions.append(text.strip() if isinstance(text, str) else None)
                 names.append(where)
@@ -135,16 +143,23 @@ class MaskPainter:
 
     def __init__(self, path: Path, data: dict[str, Any], size: tuple[int, int] | None):
         self.path, self.size = path, size
-        categories = sorted(data.get("categories", []), key=lambda c: c["id"])
-        self.index = {c["id"]: k + 1 for k, c in enumerate(categories)}
-        self.class_names = ["background", *[c["name"] for c in categories]]
         self.by_image: dict[int, list] = {}
-        for ann in data["annotations"]:
-            self.by_image.setdefault(ann["image_id"], []).append(ann)
+        try:
+            categories = sorted(data.get("categories", []), key=lambda c: c["id"])
+            self.index = {c["id"]: k + 1 for k, c in enumerate(categories)}
+            self.class_names = ["background", *[c["name"] for c in categories]]
+            for ann in data["annotations"]:
+                self.by_image.setdefault(ann["image_id"], []).append(ann)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise DataError(f"{path}: not COCO instances ('categories' with 'id' and 'name', 'annotations' with "
+                            f"'image_id'): {exc!r}") from None
 
     def __call__(self, image: dict[str, Any]) -> np.ndarray:
         """Large objects first, so small ones stay visible on top."""
-        h, w = int(image["height"]), int(image["width"])
+        try:
+            h, w = int(image["height"]), int(image["width"])
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"{self.path}: image {image.get('id')} has no integer 'height' and 'width'") from None
         mask = np.zeros((h, w), dtype=np.int64)
         for ann in sorted(self.by_image.get(image["id"], []), key=lambda a: -float(a.get("area", 0))):
             if ann.get("category_id") not in self.index:

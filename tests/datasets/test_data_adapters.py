@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from modkit import DataError
+from modkit_mask.metrics import voc_palette
 
 
 def rows(records) -> list[dict]:
@@ -214,6 +215,16 @@ def test_coco_masks_from_polygons_and_rle(load, tmp_path):
     assert np.array_equal(splits["train"].get(0)["mask"], expected.repeat(2, 0).repeat(2, 1))
 
 
+def test_coco_malformed_json_is_a_data_error(load, tmp_path):
+    write_coco(tmp_path)
+    path = tmp_path / "annotations" / "captions_train2017.json"
+    data = json.loads(path.read_text())
+    del data["images"][0]["id"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="captions_train2017.json: not COCO captions"):
+        load("coco", tmp_path)
+
+
 def test_coco_empty_caption(load, tmp_path):
     write_coco(tmp_path, captions_val="  ")
     _, splits = load("coco", tmp_path)
@@ -222,21 +233,6 @@ def test_coco_empty_caption(load, tmp_path):
 
 # -- Pascal VOC --------------------------------------------------------------------------------------
 
-def voc_palette() -> list[int]:
-    """The VOC colour map (bit-interleaved class ids), as in the devkit."""
-    palette = []
-    for k in range(256):
-        r = g = b = 0
-        c = k
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        palette += [r, g, b]
-    return palette
-
-
 def write_voc(root, masks):
     folder = root / "VOCdevkit" / "VOC2012"
     (folder / "SegmentationClass").mkdir(parents=True)
@@ -244,7 +240,7 @@ def write_voc(root, masks):
     for name, mask in masks.items():
         jpeg(folder / "JPEGImages" / f"{name}.jpg", size=mask.shape[::-1])
         img = Image.fromarray(mask.astype(np.uint8), mode="P")
-        img.putpalette(voc_palette())
+        img.putpalette([c for rgb in voc_palette(256) for c in rgb])
         img.save(folder / "SegmentationClass" / f"{name}.png")
     names = list(masks)
     (folder / "ImageSets" / "Segmentation" / "train.txt").write_text("\n".join(names[:-1]) + "\n")

@@ -238,3 +238,12 @@ def test_incremental_steps_equal_teacher_forcing(decoder_cls):
     for t in range(6):
         logits, state = decoder.step(state, inputs[:, t])
         assert torch.allclose(logits, expected[:, t], atol=1e-5)
+
+
+def test_a_corrupt_tokenizer_file_is_a_data_error(tmp_path):
+    from modkit_caption.tokenizer import Tokenizer
+
+    path = tmp_path / "caption.model"
+    path.write_bytes(b"not a sentencepiece model")
+    with pytest.raises(DataError, match="caption.model is not a sentencepiece model"):
+        Tokenizer.load(path)
