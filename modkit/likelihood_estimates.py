@@ -117,13 +117,15 @@ def importance_log_likelihood(model: MultimodalVAE, batch: Batch, targets: Seque
 @torch.no_grad()
 def conditional_log_likelihood(model: MultimodalVAE, batch: Batch, targets: Sequence[str], given: Sequence[str],
                                k: int = 1000, denominator: str = PRIOR, k_denominator: int = 5000,
-                               chunk_elements: int = CHUNK_ELEMENTS) -> tuple[ISEstimate, ISEstimate]:
+                               chunk_elements: int = CHUNK_ELEMENTS, den: ISEstimate | None = None) -> tuple[ISEstimate, ISEstimate]:
     """log p(x_targets | x_given) as the paper writes it: the joint under proposal q(z | x_given) minus
     log p(x_given), the latter from ``k_denominator`` prior samples (``denominator="prior"``, the paper)
-    or from the posterior q(z | x_given) (``"posterior"``: lower variance). Returns (conditional, denominator)."""
+    or from the posterior q(z | x_given) (``"posterior"``: lower variance). Returns (conditional, denominator).
+    ``den``: an estimate of log p(x_given) already made for this batch (reused, not estimated again)."""
     joint = importance_log_likelihood(model, batch, [*targets, *given], given, k, chunk_elements)
-    den_proposal = PRIOR if denominator == PRIOR else list(given)
-    den = importance_log_likelihood(model, batch, list(given), den_proposal, k_denominator, chunk_elements)
+    if den is None:
+        den_proposal = PRIOR if denominator == PRIOR else list(given)
+        den = importance_log_likelihood(model, batch, list(given), den_proposal, k_denominator, chunk_elements)
     return ISEstimate(joint.log_p - den.log_p, joint.log_w_var, joint.valid & den.valid), den
 
 
@@ -159,13 +161,10 @@ def likelihood_suite(model: MultimodalVAE, batches: Iterable[Batch], k: int = 10
             alt = None
             if given:
                 g = given[0]
-                joint = importance_log_likelihood(model, batch, [*targets, *given], given, k, chunk_elements)
-                if g not in dens:
-                    proposal = PRIOR if denominator == PRIOR else given
-                    dens[g] = importance_log_likelihood(model, batch, given, proposal, k_denominator, chunk_elements)
-                est = ISEstimate(joint.log_p - dens[g].log_p, joint.log_w_var, joint.valid & dens[g].valid)
+                est, dens[g] = conditional_log_likelihood(model, batch, targets, given, k, denominator, k_denominator,
+                                                          chunk_elements, den=dens.get(g))
                 if denominator == PRIOR and g in marginals:  # free: log p(x_g) under q(z|x_g) is already estimated
-                    alt = joint.log_p - marginals[g].log_p
+                    alt = est.log_p + dens[g].log_p - marginals[g].log_p  # the joint over the posterior marginal
             else:
                 est = importance_log_likelihood(model, batch, targets, targets, k, chunk_elements)
                 if len(targets) == 1:
