@@ -12,7 +12,7 @@ import click
 
 from modkit import __version__, rundir
 from modkit.errors import ModkitError
-from modkit.plugins import PluginSet, load_plugins
+from modkit.plugins import plugins_for
 from modkit.project import load_project
 from modkit.recipe import load_recipe, resolve_raw
 
@@ -104,7 +104,7 @@ def train(recipe: Path | None, overrides: tuple[str, ...], device: str | None, o
             return run_dir, created
 
         run_dir, created = _on_rank0(prepare_run_dir, dist)
-        plugins = _plugins(parsed.plugins, project.plugins)
+        plugins = plugins_for(parsed.plugins, project.plugins)
         torch_device = dist_device or resolve_device(parsed.train.device)
         try:
             trainer = Trainer(parsed, resolved, plugins, run_dir, torch_device, source, echo=click.echo, dist=dist)
@@ -161,19 +161,12 @@ def _on_rank0(fn, dist):
     return result
 
 
-def _plugins(recipe_plugins: list[str], project_plugins: list[str]) -> PluginSet:
-    plugins = load_plugins(project_plugins, source="modkit.toml")
-    for name in recipe_plugins:
-        plugins.add_module(name, source="recipe")
-    return plugins
-
-
 @main.command("plugins")
 @user_errors
 def plugins_command() -> None:
     """List every registered modality, fusion, sampler, dataset and metric, and who supplied it."""
     project = load_project()
-    plugins = _plugins([], project.plugins)
+    plugins = plugins_for([], project.plugins)
     registry = plugins.registry
     for kind in ("modality", "fusion", "sampler", "dataset", "metric"):
         entries = list(registry.entries(kind))

@@ -126,3 +126,11 @@ def load_plugins(extra_modules: Iterable[str] = (), source: str = "modkit.toml",
     for module_name in extra_modules:
         plugins.add_module(module_name, source)
     return plugins
+
+
+def plugins_for(recipe_plugins: Iterable[str], project_plugins: Iterable[str]) -> PluginSet:
+    """The plugins a run uses: installed ones, then ``modkit.toml``'s modules, then the recipe's ``plugins:``."""
+    plugins = load_plugins(project_plugins, source="modkit.toml")
+    for name in recipe_plugins:
+        plugins.add_module(name, source="recipe")
+    return plugins

@@ -18,7 +18,7 @@ from modkit.build import Setup, build, lookup
 from modkit.data import DatasetSource, ModalityView
 from modkit.engine import MultimodalVAE
 from modkit.errors import ModkitError
-from modkit.plugins import PluginSet, load_plugins
+from modkit.plugins import PluginSet, plugins_for
 from modkit.project import load_project
 from modkit.recipe import Recipe, component_config, read_yaml, resolve_raw
 
@@ -78,9 +78,7 @@ def load_run(run_dir: Path | str, device: str | torch.device | None = "auto") ->
     source = str(run_dir / rundir.RECIPE)
     recipe, resolved = resolve_raw(read_yaml(run_dir / rundir.RECIPE), [], None, source)
     project = load_project()
-    plugins = load_plugins(project.plugins, source="modkit.toml")
-    for name in recipe.plugins:
-        plugins.add_module(name, source="recipe")
+    plugins = plugins_for(recipe.plugins, project.plugins)
     torch_device = resolve_device(device)
     torch.manual_seed(recipe.seed)
     setup = build(recipe, plugins, run_dir, source)

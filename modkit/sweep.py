@@ -75,7 +75,7 @@ def run_sweep(recipe_path: Path, overrides: list[str], out: Path, device: str | 
     from modkit.recipe import load_recipe
     from modkit.runs import load_run
     from modkit.trainer import Trainer, resolve_device, write_recipe
-    from modkit.plugins import load_plugins
+    from modkit.plugins import plugins_for
 
     project = load_project()
     fixed, swept = parse_grid(overrides)
@@ -96,9 +96,7 @@ def run_sweep(recipe_path: Path, overrides: list[str], out: Path, device: str | 
             run = load_run(run_dir, resolve_device(recipe.train.device))
             rundir.write_json(run_dir / EVAL_JSON, evaluate_run(run, settings))
         else:
-            plugins = load_plugins(project.plugins, source="modkit.toml")
-            for name in recipe.plugins:
-                plugins.add_module(name, source="recipe")
+            plugins = plugins_for(recipe.plugins, project.plugins)
             rundir.ensure_writable(run_dir)
             trainer = Trainer(recipe, resolved, plugins, run_dir, resolve_device(recipe.train.device), str(recipe_path),
                               echo=lambda s: echo("  " + s))

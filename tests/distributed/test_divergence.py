@@ -111,11 +111,11 @@ def test_a_non_finite_model_is_never_checkpointed(project, monkeypatch):
 @pytest.mark.parametrize("bad", [math.inf, math.nan])
 def test_update_flags_non_finite_gradients_without_touching_the_model(project, bad):
     """The step itself: a non-finite gradient leaves parameters and Adam moments exactly as they were."""
-    from modkit.cli import _plugins
+    from modkit.plugins import plugins_for
     from modkit.recipe import load_recipe
 
     recipe, resolved = load_recipe("tiny.yaml")
-    trainer = Trainer(recipe, resolved, _plugins([], []), project / "unused", torch.device("cpu"))
+    trainer = Trainer(recipe, resolved, plugins_for([], []), project / "unused", torch.device("cpu"))
     batch = trainer.setup.train.__getitems__(list(range(8)))
     trainer.step(batch, 1.0)  # one good step, so Adam has moments
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
