@@ -60,6 +60,19 @@ class MultimodalVAE(nn.Module):
             out.append(modality.log_likelihood(modality.decode(zi), batch.data[name]))
         return out
 
+    def present_reconstruction(self, lls: Sequence[Tensor | None], present: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Σ_m λ_m log p(x_m | z) per row over the modalities each sample has, from :meth:`log_likelihoods`'
+        (R, B) terms (a None term is left out). ``present`` is (B, N) bool; an absent modality scores exactly 0,
+        whatever its decoder made of the placeholder. Returns the (R, B) float sum and the masked terms."""
+        total: Tensor | float = 0.0
+        per: dict[str, Tensor] = {}
+        for i, (name, ll) in enumerate(zip(self.names, lls)):
+            if ll is None:
+                continue
+            per[name] = torch.where(present[:, i], ll.to(torch.promote_types(ll.dtype, torch.float32)), 0.0)
+            total = total + self.modalities[name].weight * per[name]
+        return total, per
+
     def weighted_reconstruction(self, z: Tensor, batch: Batch, plan: SubsetPlan | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Σ_m λ_m log p(x_m | z) for each row of ``z`` (R, B) over the modalities each row's subset holds.
 

@@ -174,12 +174,8 @@ class LatentMix(Fusion):
         if self.task_index is not None:
             return self._downstream_loss(model, batch, z, kl, beta)
         lls = model.log_likelihoods(z.unsqueeze(0), batch)
-        rec = z.new_zeros(n)
-        terms: dict[str, Tensor] = {}
-        for i, (name, ll) in enumerate(zip(model.names, lls)):
-            ll = torch.where(present[:, i], ll[0].float(), 0.0)
-            rec = rec + model.modalities[name].weight * ll
-            terms[f"rec/{name}"] = (ll.sum() / n).detach()
+        rec, per = model.present_reconstruction([ll[0] for ll in lls], present)  # (B,)
+        terms: dict[str, Tensor] = {f"rec/{name}": (ll.sum() / n).detach() for name, ll in per.items()}
         bound = rec - beta * kl
         if self.aux_index is not None:
             aux = self.aux_loss(z, clean[self.aux_index])

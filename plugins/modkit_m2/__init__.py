@@ -132,13 +132,8 @@ class M2(Fusion):
         zc_mu, zc_logvar = self.encode_zc(h, y)
         z = torch.cat([reparameterize(zc_mu, zc_logvar), y.flatten(1)], dim=-1)
         lls = model.log_likelihoods(z.unsqueeze(0), batch)
-        terms: dict[str, Tensor] = {}
-        rec_x = z.new_zeros(n)
-        for i in self.inputs:
-            name = self.names[i]
-            ll = torch.where(present[:, i], lls[i][0].float(), 0.0)
-            rec_x = rec_x + model.modalities[name].weight * ll
-            terms[f"rec/{name}"] = (ll.sum() / n).detach()
+        rec_x, per = model.present_reconstruction([lls[i][0] if i in self.inputs else None for i in range(len(lls))], present)
+        terms: dict[str, Tensor] = {f"rec/{name}": (ll.sum() / n).detach() for name, ll in per.items()}
         # the target's decoder learns to read y from its reserved dims (so p(target | z) is usable at test time)
         read = torch.where(labelled, lls[self.t_index][0].float(), 0.0)
         terms[f"rec/{self.target}"] = (read.sum() / n).detach()

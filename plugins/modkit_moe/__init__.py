@@ -119,12 +119,8 @@ class MixtureOfExperts(Fusion):
         log_q = torch.logsumexp(per_expert + log_mix, dim=2)  # (N, K, B)
         log_p = self.prior_log_prob(z_in)
         lls = model.log_likelihoods(z_in.reshape(n * k, b, d), batch)  # one decode per modality over all N·K rows
-        rec = z.new_zeros(n, k, b, dtype=torch.promote_types(z.dtype, torch.float32))
-        per: dict[str, Tensor] = {}
-        for i, name in enumerate(model.names):
-            ll = torch.where(present[:, i], lls[i].view(n, k, b).to(rec.dtype), 0.0)  # an absent modality is not scored
-            per[name] = ll
-            rec = rec + model.modalities[name].weight * ll
+        rec, per = model.present_reconstruction(lls, present)  # an absent modality is not scored
+        rec, per = rec.view(n, k, b), {name: ll.view(n, k, b) for name, ll in per.items()}
         own_responsibility = None
         if self.config.objective == "dreg":
             # r_m(z) = q_m(z) / Σ_j q_j(z) for the draws of source m, a function of z only (parameters stopped)

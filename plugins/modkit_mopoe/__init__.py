@@ -80,12 +80,7 @@ class MixtureOfProductsOfExperts(Fusion):
             lls = model.log_likelihoods(z, batch, rows=list(rows), counts=[1] * n)
         else:
             lls = model.log_likelihoods(z, batch)
-        rec = z.new_zeros(len(batch))
-        per: dict[str, Tensor] = {}
-        for i, name in enumerate(model.names):
-            ll = torch.where(present[:, i] & has_subset, lls[i][0].float(), 0.0)
-            per[name] = ll
-            rec = rec + model.modalities[name].weight * ll
+        rec, per = model.present_reconstruction([ll[0] for ll in lls], present & has_subset.unsqueeze(1))  # (B,)
         if self.config.kl == "sampled":  # S_b ~ w, so E[KL(PoE_{S_b} ‖ prior)] = Σ_S w_S KL(PoE_S ‖ prior)
             kl = torch.where(has_subset, kl_standard_normal(mu_b, logvar_b), 0.0)
         else:  # Σ_S w_S KL(PoE_S ‖ prior) over every valid subset, without forming the (S, B, D) posteriors

@@ -117,3 +117,16 @@ def test_summary_elbo_scores_z_under_the_fusions_prior():
     after = test_metrics(model, [batch], device, n_samples=4, coherence=False)["test/elbo"]
     ratio = (-0.5 * math.log(4.0) + 3.0 * z.double() ** 2 / 8.0).sum(-1)  # log N(z; 0, 4I) − log N(z; 0, I)
     assert abs((after - before) - ratio.mean().item()) < 1e-4
+
+
+def test_present_reconstruction_weights_present_terms_and_zeroes_absent_ones():
+    model = make_model()
+    model.modalities["label"].weight = 3.0
+    image_ll = torch.tensor([[1.0, 2.0, 3.0]])
+    label_ll = torch.tensor([[float("nan"), 10.0, float("-inf")]])  # garbage where the label is absent
+    present = torch.tensor([[True, False], [True, True], [False, False]])
+    total, per = model.present_reconstruction([image_ll, label_ll], present)
+    assert torch.equal(total, torch.tensor([[1.0, 32.0, 0.0]]))
+    assert torch.equal(per["label"], torch.tensor([[0.0, 10.0, 0.0]]))
+    total, per = model.present_reconstruction([image_ll, None], present)
+    assert list(per) == ["image"] and torch.equal(total, torch.tensor([[1.0, 2.0, 0.0]]))
