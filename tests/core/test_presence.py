@@ -121,7 +121,7 @@ def test_summary_elbo_scores_z_under_the_fusions_prior():
 
 def test_present_reconstruction_weights_present_terms_and_zeroes_absent_ones():
     model = make_model()
-    model.modalities["label"].weight = 3.0
+    model.modalities["label"].config.weight = 3.0
     image_ll = torch.tensor([[1.0, 2.0, 3.0]])
     label_ll = torch.tensor([[float("nan"), 10.0, float("-inf")]])  # garbage where the label is absent
     present = torch.tensor([[True, False], [True, True], [False, False]])
