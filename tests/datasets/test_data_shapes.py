@@ -7,7 +7,6 @@ import torch
 
 from modkit_shapes import ShapesConfig, generate
 from modkit_shapes.grammar import COLOURS, RGB, SHAPES, objects_from_attributes, parse_caption, phrase
-from modkit_shapes.render import RADIUS
 
 
 def make(**options):

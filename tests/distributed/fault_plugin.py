@@ -12,7 +12,6 @@ subprocesses (``python -m modkit``, torchrun workers) get the same controls as t
 from __future__ import annotations
 
 import os
-import signal
 
 from modkit import hookimpl
 
