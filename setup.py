@@ -33,7 +33,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["modkit", "modkit.*"]) + plugin_pkgs,
     package_dir={"modkit": "modkit", **plugin_dirs},
-    package_data={name: ["*.yaml", "*.txt", "*.json", "templates/*", "templates/**/*"] for name in ["modkit", *PLUGINS]},
+    package_data={"modkit.scaffold": ["templates/**/*"], **{name: ["*.yaml", "*.txt", "*.json", "templates/*", "templates/**/*"] for name in PLUGINS}},
     include_package_data=True,
     install_requires=[
         "torch>=2.2",
@@ -53,7 +53,7 @@ setup(
     ],
     extras_require={"test": ["pytest>=7.4"]},
     entry_points={
-        "console_scripts": ["modkit = modkit.cli:main"],
+        "console_scripts": ["modkit = modkit.cli.main:main"],
         "modkit": [f"{name.removeprefix('modkit_')} = {name}" for name in PLUGINS],
     },
 )

@@ -60,9 +60,9 @@ def extra_plugins(args) -> list[str]:
 def make_trainer(args, objective: str, n_rows: int, run_dir: Path):
     """A Trainer for the objective, or the reason it cannot be built (an unregistered fusion)."""
     from modkit.errors import ModkitError
-    from modkit.plugins import load_plugins
-    from modkit.recipe import resolve_raw
-    from modkit.trainer import Trainer
+    from modkit.plugins.loader import load_plugins
+    from modkit.config.recipe import resolve_raw
+    from modkit.training.trainer import Trainer
 
     plugins = load_plugins(["bench_plugin", *extra_plugins(args)])
     fusion = OBJECTIVES[objective][0]
@@ -127,10 +127,10 @@ def write_profile(step, path: Path, steps: int = 5) -> None:
 def estimator():
     """modkit's own importance-sampled estimator when this modkit has it (``modkit eval``), else :func:`log_marginal`."""
     try:
-        from modkit.likelihood_estimates import importance_log_likelihood
+        from modkit.evaluation.likelihood import importance_log_likelihood
     except ImportError:
         return "benchmarks/modkit_worker.py:log_marginal (engine primitives)", log_marginal
-    return ("modkit.likelihood_estimates.importance_log_likelihood",
+    return ("modkit.evaluation.likelihood.importance_log_likelihood",
             lambda model, batch, k: importance_log_likelihood(model, batch, model.names, model.names, k).log_p)
 
 
@@ -141,7 +141,7 @@ def log_marginal(model, batch, k: int, chunk_rows: int = 25_600) -> torch.Tensor
     Built from the engine's public primitives (encode, the fusion's posterior, weighted_reconstruction),
     chunked over K so memory stays bounded.
     """
-    from modkit.gaussian import gaussian_log_prob
+    from modkit.core.gaussian import gaussian_log_prob
 
     full = torch.ones(1, len(model.names), dtype=torch.bool, device=model.device)
     post = model.fusion.posterior(model.encode(batch), full)  # (1, B, D)

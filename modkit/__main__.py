@@ -1,3 +1,3 @@
-from modkit.cli import main
+from modkit.cli.main import main
 
 main()

@@ -13,9 +13,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from modkit import DataError, Modality, ModalityConfig, hookimpl
-from modkit.likelihoods import Bernoulli
-from modkit.nn import GaussianHead, mlp
+from modkit import Bernoulli, DataError, GaussianHead, Modality, ModalityConfig, hookimpl, mlp
 
 
 class AttributeConfig(ModalityConfig):

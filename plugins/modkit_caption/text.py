@@ -15,9 +15,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from modkit import DataError, Modality, ModalityConfig
-from modkit.likelihoods import Categorical
-from modkit.nn import GaussianHead
+from modkit import Categorical, DataError, GaussianHead, Modality, ModalityConfig
 from modkit_caption.nets import (GRUDecoder, GRUEncoder, TransformerDecoder, TransformerEncoder, beam_search, greedy,
                                  length_mask, shift_right, word_dropout)
 from modkit_caption.pretrained import PretrainedConfig, PretrainedEncoder

@@ -10,8 +10,7 @@ import io
 from pathlib import Path
 from typing import Iterable
 
-from modkit import DataError
-from modkit.rundir import atomic_write_bytes
+from modkit import DataError, atomic_write_bytes
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 SPECIAL = 4

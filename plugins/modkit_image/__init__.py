@@ -10,9 +10,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from modkit import DataError, Modality, ModalityConfig, hookimpl
-from modkit.likelihoods import make_likelihood
-from modkit.nn import GaussianHead, mlp
+from modkit import DataError, GaussianHead, Modality, ModalityConfig, hookimpl, make_likelihood, mlp
 from modkit_image.backbone import BackboneConfig, TimmBackbone
 from modkit_image.nets import ConvDecoder, ConvEncoder, auto_channels, patch_mask
 

@@ -5,9 +5,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from modkit import DataError, Modality, ModalityConfig, hookimpl
-from modkit.likelihoods import Categorical
-from modkit.nn import GaussianHead, mlp
+from modkit import Categorical, DataError, GaussianHead, Modality, ModalityConfig, hookimpl, mlp
 
 
 class LabelConfig(ModalityConfig):

@@ -15,10 +15,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from modkit import DiagGaussian, Fusion, FusionConfig, LossOutput, ModkitError, RecipeError, hookimpl
-from modkit.gaussian import Experts, kl_standard_normal, reparameterize
-from modkit.nn import GaussianHead, mlp
-from modkit.rundir import load_checkpoint
+from modkit import (DiagGaussian, Experts, Fusion, FusionConfig, GaussianHead, LossOutput, ModkitError, RecipeError,
+                    hookimpl, kl_standard_normal, mlp, reparameterize)
+from modkit.runs.files import load_checkpoint
 
 
 class DownstreamConfig(BaseModel):

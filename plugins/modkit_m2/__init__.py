@@ -15,9 +15,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from modkit import DiagGaussian, Fusion, FusionConfig, LossOutput, RecipeError, hookimpl
-from modkit.gaussian import Experts, kl_standard_normal, reparameterize
-from modkit.nn import GaussianHead, mlp
+from modkit import (DiagGaussian, Experts, Fusion, FusionConfig, GaussianHead, LossOutput, RecipeError, hookimpl,
+                    kl_standard_normal, mlp, reparameterize)
 
 from modkit_m2.relaxed import annealed_temperature, entropy, one_hot, relaxed_one_hot, uniform_log_prior
 

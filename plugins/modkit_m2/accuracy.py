@@ -11,12 +11,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from modkit import rundir
-from modkit.build import build
-from modkit.data import EpochBatchSampler, make_loader
-from modkit.errors import ModkitError
-from modkit.plugins import load_plugins
-from modkit.recipe import resolve_raw
+from modkit.runs import files as rundir
+from modkit.training.builder import build
+from modkit import EpochBatchSampler, ModkitError, make_loader
+from modkit.plugins.loader import load_plugins
+from modkit.config.recipe import resolve_raw
 
 
 @torch.no_grad()

@@ -9,9 +9,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from modkit import DataError, Modality, ModalityConfig, hookimpl
-from modkit.likelihoods import Categorical
-from modkit.nn import GaussianHead
+from modkit import Categorical, DataError, GaussianHead, Modality, ModalityConfig, hookimpl
 from modkit_image.nets import ConvDecoder, ConvEncoder, auto_channels
 from modkit_mask.metrics import MeanIoUState, confusion_matrix, iou_from_confusion, mean_iou, voc_palette
 

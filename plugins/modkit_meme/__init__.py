@@ -12,8 +12,8 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from modkit import DiagGaussian, Fusion, FusionConfig, LossOutput, RecipeError, hookimpl
-from modkit.gaussian import Experts, kl_gaussians, kl_standard_normal, product_of_experts, reparameterize
+from modkit import (DiagGaussian, Experts, Fusion, FusionConfig, LossOutput, RecipeError, hookimpl, kl_gaussians,
+                    kl_standard_normal, product_of_experts, reparameterize)
 
 from modkit_meme.objective import log_marginal_from_samples, log_mixture, supervised_term, vamp_kl
 

@@ -14,9 +14,8 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from modkit import Fusion, FusionConfig, LossOutput, hookimpl
-from modkit.distributions import Family, UniformMixture, family_log_prob, from_expert, uniform_log_weights
-from modkit.gaussian import Experts, cross_log_prob
+from modkit import (Experts, Family, Fusion, FusionConfig, LossOutput, UniformMixture, cross_log_prob, family_log_prob,
+                    from_expert, hookimpl, uniform_log_weights)
 
 
 class MoEConfig(FusionConfig):
@@ -81,7 +80,7 @@ class MixtureOfExperts(Fusion):
     def component_log_prob(self, z: Tensor, mu: Tensor, logvar: Tensor, stop_own: bool = False) -> Tensor:
         """log q_j(z) of every expert j at every source's draws: z (N, K, B, D) → (N, K, N_j, B).
 
-        Gaussian experts go through :func:`modkit.gaussian.cross_log_prob`, which keeps no
+        Gaussian experts go through :func:`modkit.core.gaussian.cross_log_prob`, which keeps no
         (N, K, N_j, B, D) tensor for the backward (the broadcast form kept several: MoE's peak memory).
         """
         if self.family == "gaussian":

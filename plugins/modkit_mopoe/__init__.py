@@ -12,11 +12,8 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from modkit import Fusion, FusionConfig, LossOutput, RecipeError, hookimpl
-from modkit.distributions import UniformMixture
-from modkit.gaussian import DiagGaussian, Experts, kl_standard_normal, product_of_experts, reparameterize
-from modkit.subset_kl import weighted_subset_kl
-from modkit.subsets import all_subsets, subset_validity  # noqa: F401  (subset_validity: this plugin's API before it moved)
+from modkit import (DiagGaussian, Experts, Fusion, FusionConfig, LossOutput, RecipeError, UniformMixture, all_subsets,
+                    hookimpl, kl_standard_normal, product_of_experts, reparameterize, subset_validity, weighted_subset_kl)  # noqa: F401  (subset_validity: this plugin's API before it moved)
 
 #: the evaluation posterior enumerates every subset of the present modalities up to this many modalities
 MAX_ENUMERATED = 12

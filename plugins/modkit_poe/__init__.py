@@ -4,9 +4,8 @@ from __future__ import annotations
 from pydantic import Field
 from torch import Tensor
 
-from modkit import Fusion, FusionConfig, LossOutput, hookimpl
-from modkit.fusion import subset_gaussian_elbo
-from modkit.gaussian import DiagGaussian, Experts, product_of_experts
+from modkit import (DiagGaussian, Experts, Fusion, FusionConfig, LossOutput, hookimpl, product_of_experts,
+                    subset_gaussian_elbo)
 
 
 class PoEConfig(FusionConfig):

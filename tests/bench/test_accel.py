@@ -8,13 +8,13 @@ import pytest
 import torch
 import yaml
 
-from modkit.accel import accelerate
+from modkit.training.accel import accelerate
 from modkit.errors import RecipeError
-from modkit.gaussian import Experts, product_of_experts
-from modkit.likelihoods import Bernoulli
-from modkit.plugins import load_plugins
-from modkit.recipe import load_recipe
-from modkit.trainer import Trainer
+from modkit.core.gaussian import Experts, product_of_experts
+from modkit.core.likelihoods import Bernoulli
+from modkit.plugins.loader import load_plugins
+from modkit.config.recipe import load_recipe
+from modkit.training.trainer import Trainer
 
 
 def tiny_trainer(tmp_path, recipe_path, **train):
@@ -146,7 +146,7 @@ def test_kl_standard_normal_matches_torch_distributions_and_its_gradients():
     torch.manual_seed(3)
     mu = torch.randn(5, 7, 4, dtype=torch.float64, requires_grad=True)
     logvar = torch.randn(5, 7, 4, dtype=torch.float64, requires_grad=True)
-    from modkit.gaussian import kl_standard_normal
+    from modkit.core.gaussian import kl_standard_normal
 
     q = torch.distributions.Normal(mu, torch.exp(0.5 * logvar))
     p = torch.distributions.Normal(torch.zeros_like(mu), torch.ones_like(mu))

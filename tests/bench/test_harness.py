@@ -73,7 +73,7 @@ def test_log_marginal_is_the_iwae_estimate_of_a_brute_force_computation(tmp_path
     import torch
 
     import modkit_worker
-    from modkit.gaussian import gaussian_log_prob
+    from modkit.core.gaussian import gaussian_log_prob
 
     args = argparse.Namespace(n=2, batch=4, latent=3, seed=0, moe_k=1, amp="off", compile=False, plugins="")
     trainer, _ = modkit_worker.make_trainer(args, "mvae", 8, tmp_path)

@@ -54,7 +54,7 @@ def test_bad_recipe_clear_error(tmp_path, monkeypatch, title, raw, key, allowed)
     """In-process (fast): the CLI must exit through SystemExit with a one-line message, not an exception."""
     from click.testing import CliRunner
 
-    from modkit.cli import main
+    from modkit.cli.main import main
 
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["train", str(write(tmp_path, raw)), "--out", str(tmp_path / "run")])

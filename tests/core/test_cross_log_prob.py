@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from modkit.gaussian import cross_log_prob, gaussian_log_prob
+from modkit.core.gaussian import cross_log_prob, gaussian_log_prob
 
 
 def case(seed: int = 0, n: int = 3, k: int = 2, b: int = 4, d: int = 5):

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from modkit.likelihoods import Bernoulli, Categorical, Gaussian, Laplace, make_likelihood
+from modkit.core.likelihoods import Bernoulli, Categorical, Gaussian, Laplace, make_likelihood
 from modkit.errors import RecipeError
 
 

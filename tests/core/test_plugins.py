@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from modkit.errors import PluginError
-from modkit.plugins import load_plugins
-from modkit.registry import Registry
+from modkit.plugins.loader import load_plugins
+from modkit.plugins.registry import Registry
 
 FIRST_PARTY = {"image", "label", "digits", "poe"}
 

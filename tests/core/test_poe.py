@@ -5,8 +5,8 @@ import math
 import numpy as np
 import torch
 
-from modkit.gaussian import Experts, kl_standard_normal, product_of_experts
-from modkit.subsets import all_subsets
+from modkit.core.gaussian import Experts, kl_standard_normal, product_of_experts
+from modkit.core.subsets import all_subsets
 
 
 def closed_form(mus, variances, prior=True):
@@ -85,7 +85,7 @@ def test_one_subset_per_sample_equals_the_shared_subsets():
 
 def test_extreme_log_variances_stay_finite():
     """Bounded log-variances from the heads keep precisions finite in float32; the fused result too."""
-    from modkit.nn import bounded_logvar
+    from modkit.core.nn import bounded_logvar
 
     raw = torch.tensor([-1e4, 1e4, 0.0]).view(3, 1, 1)
     logvar = bounded_logvar(raw)

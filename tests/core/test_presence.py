@@ -1,15 +1,15 @@
 """A missing modality contributes nothing to the fused posterior or to the loss."""
 import torch
 
-from modkit.batch import Batch
-from modkit.fusion import SubsetPlan
-from modkit.gaussian import Experts, product_of_experts
-from modkit.recipe import Component, ModalitySpec, component_config
-from modkit.subsets import all_subsets
+from modkit.core.batch import Batch
+from modkit.core.fusion import SubsetPlan
+from modkit.core.gaussian import Experts, product_of_experts
+from modkit.config.recipe import Component, ModalitySpec, component_config
+from modkit.core.subsets import all_subsets
 from modkit_image import Image
 from modkit_label import Label
 from modkit_poe import ProductOfExperts
-from modkit.engine import MultimodalVAE
+from modkit.core.engine import MultimodalVAE
 
 
 def make_model(latent=4):
@@ -80,9 +80,9 @@ def test_all_absent_modality_gets_no_gradient():
 def test_loss_counts_only_subsets_fully_present(monkeypatch):
     """With the label missing everywhere, the all-subsets loss equals the image-only ELBO exactly
     (sampling noise switched off so both are deterministic)."""
-    import modkit.gaussian
+    import modkit.core.gaussian
 
-    monkeypatch.setattr(modkit.gaussian, "reparameterize", lambda mu, logvar: mu)
+    monkeypatch.setattr(modkit.core.gaussian, "reparameterize", lambda mu, logvar: mu)
     model = make_model()
     batch = make_batch()
     present = batch.present.clone()
@@ -104,8 +104,8 @@ def test_summary_elbo_scores_z_under_the_fusions_prior():
     of the same draws, computed here by hand."""
     import math
 
-    from modkit.evaluate import test_metrics
-    from modkit.gaussian import DiagGaussian
+    from modkit.evaluation.epoch_metrics import test_metrics
+    from modkit.core.gaussian import DiagGaussian
 
     model, batch, device = make_model(), make_batch(), torch.device("cpu")
     torch.manual_seed(0)

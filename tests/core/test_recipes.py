@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from modkit.build import build
-from modkit.plugins import load_plugins
-from modkit.recipe import component_config, load_recipe
+from modkit.training.builder import build
+from modkit.plugins.loader import load_plugins
+from modkit.config.recipe import component_config, load_recipe
 
 RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.yaml"))
 

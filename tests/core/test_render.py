@@ -1,7 +1,7 @@
 """samples.md from a sample grid: text modalities only, pipes escaped, nothing when no modality is text."""
 import numpy as np
 
-from modkit.render import samples_markdown
+from modkit.reporting.samples import samples_markdown
 
 
 def test_text_rows_become_tables_with_escaped_pipes():

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-import modkit.subset_kl as subset_kl
-from modkit.gaussian import Experts, kl_standard_normal, product_of_experts
-from modkit.subset_kl import weighted_subset_kl
-from modkit.subsets import all_subsets
+import modkit.core.subset_kl as subset_kl
+from modkit.core.gaussian import Experts, kl_standard_normal, product_of_experts
+from modkit.core.subset_kl import weighted_subset_kl
+from modkit.core.subsets import all_subsets
 
 
 def brute_force(mu: np.ndarray, logvar: np.ndarray, mask: np.ndarray, weights: np.ndarray, present: np.ndarray,

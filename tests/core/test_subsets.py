@@ -4,8 +4,8 @@ import itertools
 import pytest
 import torch
 
-from modkit.fusion import SubsetPlan
-from modkit.subsets import AllSampler, FullSampler, KConfig, MVAESampler, RandomSampler, SamplerConfig, SinglesSampler, all_subsets, subset_names
+from modkit.core.fusion import SubsetPlan
+from modkit.core.subsets import AllSampler, FullSampler, KConfig, MVAESampler, RandomSampler, SamplerConfig, SinglesSampler, all_subsets, subset_names
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 8])

@@ -7,9 +7,9 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from modkit.cli import main
-from modkit.project import load_project
-from modkit.recipe import load_recipe
+from modkit.cli.main import main
+from modkit.config.project import load_project
+from modkit.config.recipe import load_recipe
 
 
 def run_cli(args, cwd):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from modkit.plugins import load_plugins
+from modkit.plugins.loader import load_plugins
 
 
 @pytest.fixture(scope="session")

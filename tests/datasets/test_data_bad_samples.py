@@ -8,7 +8,7 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image
 
-from modkit.cli import main
+from modkit.cli.main import main
 
 GOOD = 20
 

@@ -3,7 +3,7 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits
 
-from modkit.data import ArrayRecords, ModalityView
+from modkit.data.dataset import ArrayRecords, ModalityView
 
 
 def is_prime(d: int) -> bool:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from modkit.cli import main
-from modkit.scaffold import names_for, template_files
+from modkit.cli.main import main
+from modkit.scaffold.generator import names_for, template_files
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "modkit" / "templates" / "modality"
+TEMPLATES = Path(__file__).resolve().parents[2] / "modkit" / "scaffold" / "templates" / "modality"
 
 
 def test_generates_every_template_with_names_filled(tmp_path):

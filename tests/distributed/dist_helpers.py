@@ -22,7 +22,7 @@ def modkit_subprocess(args: list[str], cwd: Path, timeout: float = 240, **env: s
 
 def modkit_here(args: list[str]):
     """The CLI inside this process (monkeypatches apply); returns click's Result."""
-    from modkit.cli import main
+    from modkit.cli.main import main
 
     return CliRunner().invoke(main, args, catch_exceptions=False)
 

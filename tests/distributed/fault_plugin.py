@@ -21,12 +21,12 @@ def _noise_free(mu, logvar, generator=None):
 
 
 if os.environ.get("MODKIT_TEST_NOISE_FREE") == "1":
-    import modkit.gaussian
+    import modkit.core.gaussian
 
-    modkit.gaussian.reparameterize = _noise_free  # the PoE fusions draw through modkit.fusion.subset_gaussian_elbo
+    modkit.core.gaussian.reparameterize = _noise_free  # the PoE fusions draw through modkit.core.fusion.subset_gaussian_elbo
 
 if os.environ.get("MODKIT_TEST_KILL_AT"):
-    from modkit.trainer import Trainer
+    from modkit.training.trainer import Trainer
 
     _step, _sig = (int(x) for x in os.environ["MODKIT_TEST_KILL_AT"].split(":"))
     _accumulate = Trainer.accumulate
@@ -44,8 +44,8 @@ if os.environ.get("MODKIT_TEST_NAN"):
 
     import torch
 
-    from modkit.batch import Batch
-    from modkit.trainer import Trainer
+    from modkit.core.batch import Batch
+    from modkit.training.trainer import Trainer
 
     _first, _count = (int(x) for x in os.environ["MODKIT_TEST_NAN"].split(":"))
     _forward_backward = Trainer.forward_backward
@@ -64,7 +64,7 @@ if os.environ.get("MODKIT_TEST_NAN"):
 if os.environ.get("MODKIT_TEST_ENOSPC_AT"):
     import errno
 
-    from modkit.trainer import Trainer
+    from modkit.training.trainer import Trainer
 
     _full_at = int(os.environ["MODKIT_TEST_ENOSPC_AT"])
     _accumulate_before_full = Trainer.accumulate

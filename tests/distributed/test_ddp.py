@@ -17,7 +17,7 @@ import json
 import torch
 
 from dist_helpers import load, modkit_here, modkit_subprocess
-from modkit.data import EpochBatchSampler
+from modkit.data.dataset import EpochBatchSampler
 
 
 def _metrics(run):
@@ -25,9 +25,9 @@ def _metrics(run):
 
 
 def test_two_gloo_processes_match_one_process(project, monkeypatch):
-    import modkit.gaussian
+    import modkit.core.gaussian
 
-    monkeypatch.setattr(modkit.gaussian, "reparameterize", lambda mu, logvar, generator=None: mu)
+    monkeypatch.setattr(modkit.core.gaussian, "reparameterize", lambda mu, logvar, generator=None: mu)
     single = modkit_here(["train", "tiny.yaml", "--out", "single"])
     assert single.exit_code == 0, single.output
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from dist_helpers import leftovers, load, modkit_here
-from modkit import rundir
+from modkit.runs import files as rundir
 from modkit.errors import ModkitError
-from modkit.trainer import Trainer
+from modkit.training.trainer import Trainer
 
 
 def _disk_full(_fd):

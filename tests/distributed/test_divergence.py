@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from dist_helpers import leftovers, load, modkit_here
-from modkit.batch import Batch
-from modkit.trainer import Trainer
+from modkit.core.batch import Batch
+from modkit.training.trainer import Trainer
 
 GUARD = ["--set", "train.divergence.max_bad_steps=3", "--set", "train.log_every=1", "--set", "train.checkpoint_every=5"]
 
@@ -111,8 +111,8 @@ def test_a_non_finite_model_is_never_checkpointed(project, monkeypatch):
 @pytest.mark.parametrize("bad", [math.inf, math.nan])
 def test_update_flags_non_finite_gradients_without_touching_the_model(project, bad):
     """The step itself: a non-finite gradient leaves parameters and Adam moments exactly as they were."""
-    from modkit.plugins import plugins_for
-    from modkit.recipe import load_recipe
+    from modkit.plugins.loader import plugins_for
+    from modkit.config.recipe import load_recipe
 
     recipe, resolved = load_recipe("tiny.yaml")
     trainer = Trainer(recipe, resolved, plugins_for([], []), project / "unused", torch.device("cpu"))

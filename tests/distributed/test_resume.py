@@ -58,7 +58,7 @@ def test_kill9_then_sigint_then_resume_equals_uninterrupted_run(project):
 
 
 def test_sigterm_checkpoints_and_exits_cleanly(project, monkeypatch):
-    from modkit.trainer import Trainer
+    from modkit.training.trainer import Trainer
 
     accumulate = Trainer.accumulate
 

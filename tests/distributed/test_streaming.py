@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from modkit.data import EpochBatchSampler, ModalityView, make_loader
+from modkit.data.dataset import EpochBatchSampler, ModalityView, make_loader
 from modkit.errors import DataError
-from modkit.streaming import MemmapRecords
+from modkit.data.streaming import MemmapRecords
 
 ROWS, WIDTH = 100_000, 512  # 200 MB of float32 on disk
 

@@ -12,11 +12,11 @@ import math
 import torch
 from torch import Tensor
 
-from modkit.batch import Batch
-from modkit.engine import MultimodalVAE
-from modkit.fusion import Fusion, FusionConfig
-from modkit.likelihoods import Gaussian
-from modkit.modality import Modality, ModalityConfig
+from modkit.core.batch import Batch
+from modkit.core.engine import MultimodalVAE
+from modkit.core.fusion import Fusion, FusionConfig
+from modkit.core.likelihoods import Gaussian
+from modkit.core.modality import Modality, ModalityConfig
 
 
 class LinearGaussian(Modality):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from modkit.cli import main
+from modkit.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "digits-poe.yaml"
@@ -52,7 +52,7 @@ def test_coherence_matches_an_independent_recomputation(run_dir):
 
     from sklearn.metrics import balanced_accuracy_score
 
-    from modkit.runs import load_run
+    from modkit.runs.loading import load_run
 
     data = json.loads((run_dir / "eval.json").read_text())
     run = load_run(run_dir, "cpu")
@@ -72,8 +72,8 @@ def test_coherence_matches_an_independent_recomputation(run_dir):
 
 def test_registered_metric_is_found_and_called(run_dir):
     """A metric plugin: fn(modality) → state with update(predicted, target) and compute()."""
-    from modkit.evaluation import EvalSettings, evaluate_run
-    from modkit.runs import load_run
+    from modkit.evaluation.suite import EvalSettings, evaluate_run
+    from modkit.runs.loading import load_run
 
     class MeanAbsError:
         def __init__(self):
@@ -167,9 +167,9 @@ def test_sweep_paired_fraction(tmp_path):
 
 
 def test_chunking_over_subsets_changes_nothing(run_dir, monkeypatch):
-    from modkit import evaluation
-    from modkit.evaluation import EvalSettings, evaluate_run
-    from modkit.runs import load_run
+    from modkit.evaluation import suite as evaluation
+    from modkit.evaluation.suite import EvalSettings, evaluate_run
+    from modkit.runs.loading import load_run
 
     run = load_run(run_dir, "cpu")
     settings = EvalSettings(metrics=["coherence", "reconstruction"], joint_samples=50)
@@ -183,8 +183,8 @@ def test_chunking_over_subsets_changes_nothing(run_dir, monkeypatch):
 
 
 def test_a_metric_with_another_signature_is_reported_not_fatal(run_dir):
-    from modkit.evaluation import EvalSettings, evaluate_run
-    from modkit.runs import load_run
+    from modkit.evaluation.suite import EvalSettings, evaluate_run
+    from modkit.runs.loading import load_run
 
     def old_style(pred, target, num_classes):  # a plain function, not fn(modality) -> state
         return 0.0
@@ -198,9 +198,9 @@ def test_a_metric_with_another_signature_is_reported_not_fatal(run_dir):
 
 def test_metric_helpers_collect_and_mean(run_dir):
     """Collect hands a corpus-level function everything at once; Mean averages per-sample values."""
-    from modkit.evaluation import EvalSettings, evaluate_run
-    from modkit.metrics import Collect, Mean
-    from modkit.runs import load_run
+    from modkit.evaluation.suite import EvalSettings, evaluate_run
+    from modkit.evaluation.task_metrics import Collect, Mean
+    from modkit.runs.loading import load_run
 
     sizes = []
 

@@ -16,14 +16,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from ppca_toys import exact_log_p, ppca_model  # noqa: E402
 
-from modkit.build import Setup  # noqa: E402
-from modkit.data import ArrayRecords, DatasetSource, ModalityView  # noqa: E402
-from modkit.evaluation import EvalSettings, evaluate_run  # noqa: E402
-from modkit.plugins import load_plugins  # noqa: E402
-from modkit.recipe import validate_recipe  # noqa: E402
-from modkit.rundir import write_json  # noqa: E402
-from modkit.runs import LoadedRun  # noqa: E402
-from modkit.subsets import FullSampler, SamplerConfig  # noqa: E402
+from modkit.training.builder import Setup  # noqa: E402
+from modkit.data.dataset import ArrayRecords, DatasetSource, ModalityView  # noqa: E402
+from modkit.evaluation.suite import EvalSettings, evaluate_run  # noqa: E402
+from modkit.plugins.loader import load_plugins  # noqa: E402
+from modkit.config.recipe import validate_recipe  # noqa: E402
+from modkit.runs.files import write_json  # noqa: E402
+from modkit.runs.loading import LoadedRun  # noqa: E402
+from modkit.core.subsets import FullSampler, SamplerConfig  # noqa: E402
 
 SIGMA = 0.3
 BLOCKS = {"a": 5, "b": 4}

@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from ppca_toys import exact_log_p, ppca_data, ppca_model, split_batch  # noqa: E402
 
-from modkit.likelihood_estimates import (  # noqa: E402
+from modkit.evaluation.likelihood import (  # noqa: E402
     conditional_log_likelihood,
     importance_log_likelihood,
     likelihood_suite,
@@ -87,7 +87,7 @@ def test_chunking_does_not_change_the_estimate(perturbed):
     torch.manual_seed(4)
     q = model.posterior(batch, ["a", "b"])
     z = q.rsample(300).reshape(300, len(batch), -1)
-    from modkit.likelihood_estimates import _log_lik, prior_of
+    from modkit.evaluation.likelihood import _log_lik, prior_of
 
     log_w = _log_lik(model, z, batch, ["a", "b"], shared=False) + prior_of(model).log_prob(z) - q.log_prob(z.unsqueeze(1)).reshape(300, -1)
     assert torch.allclose(whole.log_w_var, log_w.var(0), rtol=1e-3, atol=1e-5)
@@ -120,7 +120,7 @@ def test_suite_reports_both_denominators_for_conditionals(perturbed):
 
 def test_a_fusions_own_prior_is_used():
     """A fusion whose ``prior()`` is not N(0, I) (a learned prior): log p(x) = log N(x; b, 4 W Wᵀ + σ² I) for p(z) = N(0, 4 I)."""
-    from modkit.gaussian import DiagGaussian
+    from modkit.core.gaussian import DiagGaussian
 
     torch.manual_seed(7)
     model, W, b = ppca_model({"x": 6}, sigma=SIGMA)

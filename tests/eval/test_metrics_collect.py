@@ -1,10 +1,10 @@
-"""modkit.metrics.Collect hands ragged batches over as lists, and does not retry a metric that fails."""
+"""modkit.evaluation.task_metrics.Collect hands ragged batches over as lists, and does not retry a metric that fails."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from modkit.metrics import Collect
+from modkit.evaluation.task_metrics import Collect
 
 
 def test_ragged_batches_arrive_as_lists():

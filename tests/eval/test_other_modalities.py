@@ -29,10 +29,10 @@ RECIPE = {
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from modkit.plugins import load_plugins
-    from modkit.recipe import validate_recipe
-    from modkit.runs import load_run
-    from modkit.trainer import Trainer, write_recipe
+    from modkit.plugins.loader import load_plugins
+    from modkit.config.recipe import validate_recipe
+    from modkit.runs.loading import load_run
+    from modkit.training.trainer import Trainer, write_recipe
 
     out = tmp_path_factory.mktemp("three")
     recipe = validate_recipe(copy.deepcopy(RECIPE))
@@ -44,7 +44,7 @@ def run(tmp_path_factory):
 
 
 def test_eval_covers_masks_and_text(run):
-    from modkit.evaluation import EvalSettings, evaluate_run
+    from modkit.evaluation.suite import EvalSettings, evaluate_run
 
     result = evaluate_run(run, EvalSettings(metrics=["coherence", "relatedness", "task", "reconstruction"], joint_samples=50))
     assert result["attributes"] == ["label", "attrs[0]", "attrs[1]"]  # found in the dataset, not the recipe
@@ -58,7 +58,7 @@ def test_eval_covers_masks_and_text(run):
 def test_generate_between_images_masks_and_text(run, tmp_path):
     from PIL import Image
 
-    from modkit.generation import generate
+    from modkit.reporting.generation import generate
 
     record = run.setup.test.records.get(int(run.setup.test.rows[0]))
     Image.fromarray(np.asarray(record["image"]).astype(np.uint8)).save(tmp_path / "image.png")

@@ -6,8 +6,8 @@ import pytest
 import torch
 from scipy.linalg import sqrtm
 
-from modkit.judges import JudgeSet, balanced_accuracy, plan_judges
-from modkit.representations import derangement, linear_probe, relatedness, w2_diag, w2_pairwise
+from modkit.evaluation.judges import JudgeSet, balanced_accuracy, plan_judges
+from modkit.evaluation.representations import derangement, linear_probe, relatedness, w2_diag, w2_pairwise
 
 
 def w2_general(m1, c1, m2, c2) -> float:
@@ -87,7 +87,7 @@ class _View:
     """Enough of a ModalityView for plan_judges: fields and a batch of four rows."""
 
     def __init__(self, data, fields=None):
-        from modkit.batch import Batch
+        from modkit.core.batch import Batch
 
         self.fields = fields or {"pic": "pic", "cls": "cls"}
         self.batch = Batch(data, torch.ones(4, 2, dtype=torch.bool))
@@ -130,8 +130,8 @@ def test_judge_kinds_self_dataset_and_classifier():
 
 def test_vector_attributes_are_found_read_and_self_judged():
     """A field of 0/1 vectors (CelebA-style) becomes one binary attribute per entry."""
-    from modkit.data import ArrayRecords
-    from modkit.judges import attribute_fields, attribute_values
+    from modkit.data.dataset import ArrayRecords
+    from modkit.evaluation.judges import attribute_fields, attribute_values
 
     attrs = np.array([[0, 1, 1], [1, 0, 1], [1, 1, 0], [0, 0, 0]], dtype=np.float32)
     records = ArrayRecords({"pic": np.random.rand(4, 3).astype(np.float32), "cls": attrs})

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from modkit.plugins import load_plugins
+from modkit.plugins.loader import load_plugins
 
 
 def test_miou_state_accumulates_one_confusion_matrix_over_batches():

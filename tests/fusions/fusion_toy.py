@@ -4,10 +4,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from modkit.batch import Batch
-from modkit.engine import MultimodalVAE
-from modkit.likelihoods import Gaussian
-from modkit.modality import Modality, ModalityConfig
+from modkit.core.batch import Batch
+from modkit.core.engine import MultimodalVAE
+from modkit.core.likelihoods import Gaussian
+from modkit.core.modality import Modality, ModalityConfig
 
 
 class ToyConfig(ModalityConfig):

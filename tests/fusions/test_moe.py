@@ -10,7 +10,7 @@ from scipy import stats
 from scipy.special import logsumexp
 
 from fusion_toy import toy_batch, toy_model
-from modkit.gaussian import Experts
+from modkit.core.gaussian import Experts
 from modkit_moe import MixtureOfExperts, MoEConfig
 
 N, B, D = 3, 4, 2
@@ -183,7 +183,7 @@ def test_the_comparison_detects_the_mmvae_estimators_bias_with_two_present_modal
 
 def test_laplace_reparameterised_draws_follow_scipy_laplace():
     """Kolmogorov–Smirnov against scipy's Laplace(loc, scale); the draws are differentiable in loc and scale."""
-    from modkit.distributions import DiagLaplace
+    from modkit.core.distributions import DiagLaplace
 
     loc, scale = torch.tensor([1.5], requires_grad=True), torch.tensor([0.7], requires_grad=True)
     torch.manual_seed(0)

@@ -10,9 +10,9 @@ from scipy import stats
 from scipy.special import logsumexp
 
 from fusion_toy import toy_batch, toy_model
-from modkit.fusion import SubsetPlan
-from modkit.gaussian import Experts
-from modkit.subsets import all_subsets
+from modkit.core.fusion import SubsetPlan
+from modkit.core.gaussian import Experts
+from modkit.core.subsets import all_subsets
 from modkit_mopoe import MixtureOfProductsOfExperts, MoPoEConfig, sample_components, subset_validity
 
 PATTERNS = torch.tensor([[1, 1, 1], [1, 0, 1], [0, 1, 0], [0, 0, 1], [1, 1, 0]], dtype=torch.bool)

@@ -5,8 +5,8 @@ import pytest
 import torch
 from fusion_toy import toy_batch, toy_model
 
-from modkit.gaussian import product_of_experts
-from modkit.subsets import all_subsets
+from modkit.core.gaussian import product_of_experts
+from modkit.core.subsets import all_subsets
 from modkit_poe import PoEConfig, ProductOfExperts
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy import stats
 
-from modkit.gaussian import Experts
+from modkit.core.gaussian import Experts
 from modkit_poe_quotient import constrained_experts, quotient_of_experts
 
 PRESENT = torch.tensor([[1, 1, 1], [1, 0, 1], [0, 1, 0], [0, 0, 0]], dtype=torch.bool)

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from modkit.build import build
-from modkit.data import EpochBatchSampler, make_loader
-from modkit.evaluate import test_metrics as evaluate_metrics
-from modkit.fusion import SubsetPlan
-from modkit.plugins import load_plugins
-from modkit.recipe import load_recipe
+from modkit.training.builder import build
+from modkit.data.dataset import EpochBatchSampler, make_loader
+from modkit.evaluation.epoch_metrics import test_metrics as evaluate_metrics
+from modkit.core.fusion import SubsetPlan
+from modkit.plugins.loader import load_plugins
+from modkit.config.recipe import load_recipe
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 SMALL = ["modalities.image.hidden=[32]", "modalities.label.hidden=[32]", "modalities.label.embedding_dim=8", "model.latent_dim=8"]

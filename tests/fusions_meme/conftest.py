@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from modkit.build import build
-from modkit.plugins import load_plugins
-from modkit.recipe import load_recipe
+from modkit.training.builder import build
+from modkit.plugins.loader import load_plugins
+from modkit.config.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["modalities.image.hidden=[32]", "modalities.label.hidden=[32]", "modalities.label.embedding_dim=8"]

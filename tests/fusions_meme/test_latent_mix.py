@@ -1,7 +1,7 @@
 """latent_mix: the auxiliary loss, modality dropout, subset posteriors, and the downstream task head."""
 import torch
 
-from modkit.gaussian import kl_standard_normal
+from modkit.core.gaussian import kl_standard_normal
 
 
 def test_aux_loss_is_the_mse_to_detached_features(tiny, first_batch):
@@ -89,7 +89,7 @@ def test_downstream_head_replaces_the_task_decoder(tiny, first_batch):
 
 
 def test_downstream_starts_from_a_pretraining_run(tiny, tmp_path, plugins):
-    from modkit import rundir
+    from modkit.runs import files as rundir
 
     pre = tiny("digits-latent_mix")
     rundir.save_checkpoint(tmp_path, {"model": pre.model.state_dict()})

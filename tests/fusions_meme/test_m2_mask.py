@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 from modkit import Batch, Modality, ModalityConfig
-from modkit.engine import MultimodalVAE
-from modkit.likelihoods import Categorical
+from modkit.core.engine import MultimodalVAE
+from modkit.core.likelihoods import Categorical
 from modkit_image import Image, ImageConfig
 from modkit_m2 import M2, M2Config
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from modkit.gaussian import kl_gaussians, kl_standard_normal, reparameterize
+from modkit.core.gaussian import kl_gaussians, kl_standard_normal, reparameterize
 
 
 def test_paired_loss_with_no_extra_samples_matches_the_written_out_objective(tiny, first_batch):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from modkit.gaussian import Experts, kl_gaussians
+from modkit.core.gaussian import Experts, kl_gaussians
 from modkit_meme import Meme, MemeConfig
 from modkit_meme.objective import log_marginal_from_samples, log_mixture, supervised_term, vamp_kl
 

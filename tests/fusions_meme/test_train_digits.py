@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from modkit.data import EpochBatchSampler, make_loader
-from modkit import evaluate
+from modkit.data.dataset import EpochBatchSampler, make_loader
+from modkit.evaluation import epoch_metrics as evaluate
 
 RECIPES = ["digits-meme", "digits-meme-partial", "digits-latent_mix", "digits-latent_mix-partial", "digits-m2", "digits-m2-partial"]
 

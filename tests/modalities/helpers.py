@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from modkit import Modality, MultimodalVAE, Records, SubsetPlan
-from modkit.data import Column, ModalityView
-from modkit.subsets import all_subsets
+from modkit.data.dataset import Column, ModalityView
+from modkit.core.subsets import all_subsets
 from modkit_poe import PoEConfig, ProductOfExperts
 
 

@@ -9,7 +9,7 @@ import torch
 from helpers import ListRecords, assert_learns, make_modality, poe_model, train_steps
 
 from modkit import DataError
-from modkit.data import ModalityView
+from modkit.data.dataset import ModalityView
 from modkit_caption import Caption
 from modkit_caption.nets import GRUDecoder, TransformerDecoder, beam_search, greedy, sequence_log_prob, shift_right, word_dropout
 from modkit_caption.tokenizer import BOS, EOS, PAD, UNK, tokenizer_path

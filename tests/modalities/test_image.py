@@ -8,7 +8,7 @@ from helpers import ListRecords, assert_learns, make_modality, poe_model, train_
 from PIL import Image as PILImage
 
 from modkit import DataError, RecipeError
-from modkit.data import ModalityView
+from modkit.data.dataset import ModalityView
 from modkit_image import Image
 from modkit_image.nets import patch_mask
 from modkit_label import Label

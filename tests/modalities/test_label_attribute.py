@@ -7,7 +7,7 @@ import torch
 from helpers import ListRecords, assert_learns, make_modality, poe_model, train_steps
 
 from modkit import ArrayRecords, DataError
-from modkit.data import ModalityView
+from modkit.data.dataset import ModalityView
 from modkit_attribute import Attribute
 from modkit_label import Label
 

@@ -8,7 +8,7 @@ from helpers import ListRecords, assert_learns, make_modality, poe_model, train_
 from PIL import Image as PILImage
 
 from modkit import DataError
-from modkit.data import ModalityView
+from modkit.data.dataset import ModalityView
 from modkit_image import Image
 from modkit_mask import Mask, confusion_matrix, mean_iou
 from modkit_mask.metrics import voc_palette

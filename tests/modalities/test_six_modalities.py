@@ -1,4 +1,4 @@
-"""All six modality kinds in one recipe: built by modkit.build (attribute split through the expand hook),
+"""All six modality kinds in one recipe: built by modkit.training.builder (attribute split through the expand hook),
 trained with PoE by the Trainer, evaluated, and rendered; then resumed with the saved tokenizers."""
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import json
 import pytest
 
 from modkit import RecipeError
-from modkit.build import build
-from modkit.plugins import load_plugins
-from modkit.recipe import validate_recipe
-from modkit.trainer import Trainer
+from modkit.training.builder import build
+from modkit.plugins.loader import load_plugins
+from modkit.config.recipe import validate_recipe
+from modkit.training.trainer import Trainer
 
 RECIPE = {
     "name": "six",

@@ -5,7 +5,7 @@ import pytest
 import torch
 from helpers import ListRecords, make_modality, poe_model, train_steps
 
-from modkit.data import ModalityView
+from modkit.data.dataset import ModalityView
 from modkit_translation import Translation, bleu, translate, translation_bleu
 
 PAIRS = [

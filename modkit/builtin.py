@@ -1,9 +1,0 @@
-"""modkit's own plugin: the subset samplers. Registered like any other plugin, through the hook."""
-from modkit.hookspecs import hookimpl
-from modkit.subsets import BUILTIN_SAMPLERS
-
-
-@hookimpl
-def modkit_register(registry):
-    for name, cls in BUILTIN_SAMPLERS.items():
-        registry.add_sampler(name, cls)

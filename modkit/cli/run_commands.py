@@ -1,0 +1,152 @@
+"""CLI commands for finished runs: ``eval``, ``generate``, ``sample``, ``report`` and ``sweep``."""
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+import click
+
+from modkit.cli.errors import user_errors
+
+
+RUN = click.Path(path_type=Path)
+
+
+def eval_options(fn):
+    """Options shared by ``eval``, ``report`` and ``sweep``."""
+    options = [
+        click.option("--metrics", "metrics", multiple=True, metavar="NAME",
+                     help="Groups (likelihood, coherence, probe, relatedness, reconstruction, task) or registered metric names; "
+                          "repeat or comma-separate. Default: all."),
+        click.option("--iw-samples", type=click.IntRange(1), default=1000, show_default=True, help="K importance samples per item."),
+        click.option("--prior-samples", type=click.IntRange(1), default=5000, show_default=True,
+                     help="Prior samples for log p(x_given) in conditionals."),
+        click.option("--denominator", type=click.Choice(["prior", "posterior"]), default="prior", show_default=True,
+                     help="Proposal for log p(x_given) in conditionals: the paper's prior, or the lower-variance posterior."),
+        click.option("--iw-items", type=click.IntRange(1), default=None, help="Cap test items for the likelihoods."),
+        click.option("--max-items", type=click.IntRange(1), default=None, help="Cap test items for everything else."),
+        click.option("--joint-samples", type=click.IntRange(1), default=1000, show_default=True, help="Prior samples for joint coherence."),
+        click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True),
+        click.option("--retrain-judges", is_flag=True, help="Retrain the coherence classifiers even if judges.pkl exists."),
+        click.option("--seed", type=int, default=0, show_default=True),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def settings_from(kwargs: dict):
+    from modkit.evaluation.suite import EvalSettings
+
+    metrics = [m.strip() for item in kwargs.pop("metrics", ()) for m in item.split(",") if m.strip()]
+    return EvalSettings(metrics=metrics or None, **kwargs)
+
+
+def _load(run: Path, device: str | None):
+    from modkit.runs.loading import load_run
+
+    return load_run(run, device or "auto")
+
+
+@click.command("eval")
+@click.argument("run", type=RUN)
+@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto).")
+@eval_options
+@user_errors
+def eval_command(run: Path, device: str | None, **kwargs) -> None:
+    """Evaluate the run in RUN and write RUN/eval.json."""
+    from modkit.evaluation.suite import EVAL_JSON, evaluate_run, write_eval
+
+    loaded = _load(run, device)
+    result = evaluate_run(loaded, settings_from(kwargs), echo=click.echo)
+    write_eval(loaded, result)
+    for metric, cells in result.get("task", {}).items():
+        if "error" in cells:
+            click.echo(f"warning: {cells['error']}", err=True)
+    for key, value in result["summary"].items():
+        click.echo(f"  {key:<48} {value:.4g}")
+    click.echo(f"wrote {loaded.run_dir / EVAL_JSON}")
+
+
+@click.command("generate")
+@click.argument("run", type=RUN)
+@click.option("--given", "given", multiple=True, metavar="MODALITY=VALUE",
+              help="A conditioning value: a file path or a literal (label=seven, caption=\"a red circle\"). Repeat for several.")
+@click.option("--target", required=True, help="The modality to generate.")
+@click.option("-n", "n", type=int, default=16, show_default=True, help="How many samples.")
+@click.option("--mean", is_flag=True, help="Decode the posterior mean instead of posterior samples.")
+@click.option("--each", is_flag=True, help="Also write every generated image as its own file at native resolution.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output file (default: RUN/generated/...).")
+@click.option("--device", default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@user_errors
+def generate_command(run: Path, given: tuple[str, ...], target: str, n: int, mean: bool, each: bool, out: Path | None,
+                     device: str | None, seed: int) -> None:
+    """Generate TARGET given any subset of the other modalities (none: from the prior)."""
+    import torch
+
+    from modkit.reporting.generation import generate, parse_given, summarize_strings
+
+    loaded = _load(run, device)
+    torch.manual_seed(seed)
+    values = parse_given(given, loaded.model.names)
+    path, renders = generate(loaded, values, target, n, out, mean, each)
+    if all(isinstance(r, str) for r in renders):
+        click.echo(summarize_strings(renders))
+    click.echo(f"wrote {path}" + (f" and {path.stem}_000.png … beside it" if each and not all(isinstance(r, str) for r in renders) else ""))
+
+
+@click.command("sample")
+@click.argument("run", type=RUN)
+@click.option("-n", "n", type=int, default=64, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="PNG path (default: RUN/generated/prior_samples.png).")
+@click.option("--device", default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@user_errors
+def sample_command(run: Path, n: int, out: Path | None, device: str | None, seed: int) -> None:
+    """Unconditional samples z ~ p(z), every modality decoded."""
+    from modkit.reporting.generation import sample_prior
+
+    loaded = _load(run, device)
+    path, _ = sample_prior(loaded, n, out, seed)
+    click.echo(f"wrote {path}")
+
+
+@click.command("report")
+@click.argument("run", type=RUN)
+@click.option("--refresh", is_flag=True, help="Re-run the evaluation even if eval.json exists.")
+@click.option("--device", default=None)
+@eval_options
+@user_errors
+def report_command(run: Path, refresh: bool, device: str | None, **kwargs) -> None:
+    """Write RUN/report.md with loss curves, samples, coherence, relatedness and likelihood figures."""
+    from modkit.reporting.report import write_report
+
+    loaded = _load(run, device)
+    path = write_report(loaded, settings_from(kwargs), refresh, echo=click.echo)
+    click.echo(f"wrote {path} (figures in {path.parent / 'report'})")
+
+
+@click.command("sweep")
+@click.argument("recipe", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=V1,V2,...",
+              help="A swept key with comma-separated values, or a fixed KEY=VALUE. Several swept keys: their grid.")
+@click.option("--plot", "plot_metrics", multiple=True, metavar="PATTERN",
+              help="Summary metrics to plot and tabulate (glob, e.g. 'coherence/*'). Default: coherence, probe, relatedness.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Sweep directory (default: RUNS_DIR/sweep-NAME-TIMESTAMP).")
+@click.option("--device", default=None)
+@eval_options
+@user_errors
+def sweep_command(recipe: Path, overrides: tuple[str, ...], plot_metrics: tuple[str, ...], out: Path | None, device: str | None, **kwargs) -> None:
+    """Train and evaluate RECIPE for every value of the swept keys; write sweep.csv, sweep.md and sweep.png."""
+    from modkit.config.project import load_project
+    from modkit.experiments.sweep import SWEEP_MD, run_sweep
+
+    if out is None:
+        project = load_project()
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = project.runs_dir / f"sweep-{recipe.stem}-{stamp}"
+    result = run_sweep(recipe, list(overrides), out, device, settings_from(kwargs), list(plot_metrics) or None, echo=click.echo)
+    click.echo(f"swept {', '.join(result['keys'])} over {len(result['rows'])} runs; plotted: {', '.join(result['metrics']) or 'nothing matched'}")
+    click.echo(f"wrote {out / SWEEP_MD}")
+

@@ -1,0 +1,1 @@
+"""Configuration: ``modkit.toml`` project defaults and YAML recipes, validated before anything runs."""

@@ -1,0 +1,274 @@
+"""The recipe: one YAML file that says what to train, validated before anything runs.
+
+Sections whose contents depend on a plugin (a modality, the fusion, the sampler, the dataset)
+are :class:`Component` objects: ``type`` picks the plugin, the other keys are that plugin's
+options and are validated by the plugin's own pydantic ``Config`` (see :func:`component_config`).
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from modkit.errors import RecipeError
+from modkit.config.project import ProjectConfig
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Component(BaseModel):
+    """``{type: NAME, ...options}``; a bare string is shorthand for ``{type: NAME}``."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ModalitySpec(Component):
+    """A modality: ``type`` is the plugin; ``weight`` is λ; ``field`` is the dataset column (default: the key)."""
+
+    weight: float = Field(1.0, ge=0)
+    field: str | None = None
+
+
+class DataSpec(Strict):
+    dataset: Component
+    root: str | None = None
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    split_seed: int = 0
+    paired_fraction: float = Field(1.0, gt=0, le=1)
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(512, ge=1)
+    num_workers: int = Field(0, ge=0)
+    on_bad_sample: Literal["error", "skip"] = "error"
+
+
+class BetaSpec(Strict):
+    """β rises linearly from ``start`` to ``end`` over ``anneal_epochs`` (0: ``end`` from the start)."""
+
+    start: float = Field(0.0, ge=0)
+    end: float = Field(1.0, ge=0)
+    anneal_epochs: float = Field(0.0, ge=0)
+
+
+class ModelSpec(Strict):
+    latent_dim: int = Field(32, ge=1)
+    fusion: Component = Component(type="poe")
+    sampler: Component = Component(type="mvae")
+    beta: BetaSpec = BetaSpec()
+
+
+class SchedulerSpec(Strict):
+    type: Literal["cosine", "step", "exponential"]
+    step_epochs: int = Field(10, ge=1)
+    gamma: float = Field(0.5, gt=0, le=1)
+    min_lr: float = Field(0.0, ge=0)
+
+
+class DivergenceSpec(Strict):
+    """The divergence guard: a step whose loss or gradient is not finite is always skipped and counted;
+    after ``max_bad_steps`` such steps in a row the run rolls back to its last good checkpoint with the
+    learning rate times ``lr_factor`` (at most ``max_rollbacks`` times), or stops (``action: stop``)."""
+
+    max_bad_steps: int = Field(20, ge=1, description="non-finite steps in a row before acting")
+    action: Literal["rollback", "stop"] = "rollback"
+    lr_factor: float = Field(0.5, gt=0, lt=1, description="learning-rate multiplier applied on each rollback")
+    max_rollbacks: int = Field(3, ge=0, description="rollbacks allowed before the run stops")
+
+
+class TrainSpec(Strict):
+    epochs: int = Field(10, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    optimizer: Literal["adam", "adamw"] = "adam"
+    amsgrad: bool = False
+    scheduler: SchedulerSpec | None = None
+    grad_clip: float | None = Field(None, gt=0)
+    device: str = "auto"
+    log_every: int = Field(50, ge=1)
+    checkpoint_every: int | None = Field(None, ge=1, description="also checkpoint every N steps")
+    progress: bool = True
+    divergence: DivergenceSpec = DivergenceSpec()
+    amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision of the forward (autocast); fusion math stays float32")
+    compile: bool = Field(False, description="torch.compile the model's forward (the training step's objective)")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value not in ("auto", "cpu") and not value.startswith("cuda"):
+            raise ValueError("must be auto, cpu, cuda or cuda:N")
+        return value
+
+
+class EvalSpec(Strict):
+    samples: int = Field(8, ge=1, le=64, description="test items shown in samples.png")
+    coherence: bool = True
+
+
+class Recipe(Strict):
+    name: str = "run"
+    seed: int = 0
+    plugins: list[str] = []
+    data: DataSpec
+    modalities: dict[str, ModalitySpec]
+    model: ModelSpec = ModelSpec()
+    train: TrainSpec = TrainSpec()
+    eval: EvalSpec = EvalSpec()
+
+    @field_validator("modalities")
+    @classmethod
+    def _some(cls, value: dict[str, ModalitySpec]) -> dict[str, ModalitySpec]:
+        if not value:
+            raise ValueError("needs at least one modality")
+        for key in value:
+            if not key.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(f"modality name '{key}' may use letters, digits, '_' and '-' only")
+        return value
+
+    def field_of(self, modality: str) -> str:
+        return self.modalities[modality].field or modality
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` → (["a", "b", "c"], value parsed as YAML, so 1e-3, true, [1, 2] work)."""
+    if "=" not in text:
+        raise RecipeError("--set", f"'{text}' is not key=value")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise RecipeError("--set", f"'{key}' is not a dotted key such as train.lr")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    raw = copy.deepcopy(raw)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = raw
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if isinstance(child, str) and i + 1 == len(parts) - 1 and parts[-1] != "type":
+                child = {"type": child}  # fusion: poe  +  --set model.fusion.k=2
+            if child is None:
+                child = {}
+            if not isinstance(child, dict):
+                raise RecipeError(".".join(parts[: i + 1]), f"is {type(child).__name__}, cannot set '{parts[-1]}' inside it")
+            node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise RecipeError("", "recipe file not found", source=str(path))
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise RecipeError("", f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", source=str(path)) from None
+    if not isinstance(raw, dict):
+        raise RecipeError("", "a recipe must be a mapping of keys (name, data, modalities, model, train)", source=str(path))
+    return raw
+
+
+def format_validation_error(exc: ValidationError, source: str | None) -> RecipeError:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    elif err["type"] == "literal_error":
+        msg = f"{msg} (got {err.get('input')!r})"
+    elif err.get("input") is not None and err["type"] not in ("value_error",):
+        msg = f"{msg} (got {err.get('input')!r})"
+    more = len(exc.errors()) - 1
+    if more:
+        msg += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return RecipeError(loc, msg, source=source)
+
+
+def allowed_keys(model: type[BaseModel]) -> str:
+    return ", ".join(model.model_fields)
+
+
+def validate_recipe(raw: dict[str, Any], source: str | None = None) -> Recipe:
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as exc:
+        error = format_validation_error(exc, source)
+        # say what is allowed where a key is unknown
+        err = exc.errors()[0]
+        if err["type"] == "extra_forbidden":
+            owner: type[BaseModel] = Recipe
+            for part in err["loc"][:-1]:
+                field = owner.model_fields.get(str(part)) if isinstance(part, str) else None
+                ann = getattr(field, "annotation", None) if field else None
+                candidates = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+                if not candidates:
+                    break
+                owner = candidates[0]
+            error = RecipeError(error.key, f"unknown key (allowed: {allowed_keys(owner)})", source=source)
+        raise error from None
+    return recipe
+
+
+def load_recipe(path: Path | str, overrides: list[str] = (), project: ProjectConfig | None = None) -> tuple[Recipe, dict[str, Any]]:
+    """Read, merge defaults and ``--set`` overrides, validate. Returns the recipe and its resolved dict."""
+    path = Path(path)
+    raw = read_yaml(path)
+    return resolve_raw(raw, list(overrides), project, source=str(path))
+
+
+def resolve_raw(raw: dict[str, Any], overrides: list[str], project: ProjectConfig | None, source: str | None) -> tuple[Recipe, dict[str, Any]]:
+    raw = copy.deepcopy(raw)
+    if project is not None:
+        raw.setdefault("seed", project.seed)
+        if project.plugins:
+            raw["plugins"] = list(dict.fromkeys([*project.plugins, *raw.get("plugins", [])]))
+        train = raw.setdefault("train", {})
+        if isinstance(train, dict):
+            train.setdefault("device", project.device)
+        data = raw.get("data")
+        if isinstance(data, dict):
+            data.setdefault("root", str(project.data_dir))
+    raw = apply_overrides(raw, overrides)
+    recipe = validate_recipe(raw, source)
+    resolved = recipe.model_dump(mode="json", exclude_none=False)
+    return recipe, resolved
+
+
+def component_config(component: Component, config_cls: type[BaseModel], key: str, source: str | None = None) -> BaseModel:
+    """Validate a component's options with its plugin's Config; errors name ``key.option``."""
+    data = {"type": component.type, **component.options}
+    if isinstance(component, ModalitySpec):
+        data.update(weight=component.weight, field=component.field)
+    try:
+        return config_cls.model_validate(data)
+    except ValidationError as exc:
+        error = format_validation_error(exc, source)
+        if exc.errors()[0]["type"] == "extra_forbidden":
+            error = RecipeError(error.key, f"unknown option for {component.type} (allowed: {allowed_keys(config_cls)})", source)
+        raise RecipeError(f"{key}.{error.key}" if error.key else key, error.message, source) from None

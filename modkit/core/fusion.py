@@ -1,0 +1,123 @@
+"""Fusion strategies: how unimodal experts combine into latents, and the objective on them.
+
+A fusion is an ``nn.Module`` plugin. The engine hands it the model (to encode each present
+modality once and decode each modality once) and a :class:`SubsetPlan`; it returns the loss.
+PoE lives in the ``modkit_poe`` plugin; MoE, MoPoE, MEME, latent mixing and M2 plug in the same way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, Mapping
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+from modkit.core import gaussian
+from modkit.core.gaussian import DiagGaussian, Experts, kl_standard_normal, product_of_experts
+from modkit.core.subsets import subset_validity
+
+if TYPE_CHECKING:
+    from modkit.core.batch import Batch
+    from modkit.core.engine import MultimodalVAE
+    from modkit.core.modality import Modality
+
+
+class FusionConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: str
+
+
+@dataclass
+class SubsetPlan:
+    """The subsets of one step: ``mask`` (S, N) on the device, and per modality the subset rows that contain it.
+
+    ``rows[i]`` indexes the subsets holding modality i (on the device); ``counts[i]`` is its length,
+    known on the host so shapes never need a device sync.
+    """
+
+    mask: Tensor
+    rows: list[Tensor]
+    counts: list[int]
+
+    @classmethod
+    def from_mask(cls, mask: Tensor, device: torch.device | str = "cpu") -> "SubsetPlan":
+        mask = mask.to(torch.bool).cpu()
+        rows = [torch.nonzero(mask[:, i]).flatten() for i in range(mask.shape[1])]
+        # from pinned memory a copy to the GPU is truly asynchronous; from pageable memory it waits for the stream
+        pin = torch.device(device).type == "cuda"
+        move = lambda t: (t.pin_memory() if pin else t).to(device, non_blocking=True)  # noqa: E731
+        return cls(mask=move(mask), rows=[move(r) for r in rows], counts=[len(r) for r in rows])
+
+    @property
+    def n_subsets(self) -> int:
+        return self.mask.shape[0]
+
+
+@dataclass
+class LossOutput:
+    """The scalar to minimise and detached per-sample-mean terms for logging (``loss``, ``kl``, ``rec/<m>``, …)."""
+
+    loss: Tensor
+    terms: dict[str, Tensor] = field(default_factory=dict)
+
+
+class Fusion(nn.Module):
+    """Base class for fusion plugins."""
+
+    Config: ClassVar[type[FusionConfig]] = FusionConfig
+    #: False for strategies that ignore the subset sampler (e.g. MoE uses unimodal posteriors only)
+    uses_sampler: ClassVar[bool] = True
+
+    def __init__(self, modalities: Mapping[str, "Modality"], latent_dim: int, config: FusionConfig):
+        """``modalities`` are the model's modality plugins, in order: read their shapes and ``feature_dim``
+        to size the fusion's own networks; do not keep them (the model owns them and passes itself to ``loss``)."""
+        super().__init__()
+        self.names = list(modalities)
+        self.register_buffer("_prior_zeros", torch.zeros(latent_dim), persistent=False)  # follows .to(device)
+        self.latent_dim = latent_dim
+        self.config = config
+
+    def encode(self, model: "MultimodalVAE", batch: "Batch") -> Experts:
+        """The experts :meth:`posterior` combines (``model.encode`` calls this). Default: each modality's own
+        encoder. A fusion that encodes jointly (latent mixing over features, M2's classifier) overrides it and
+        may return an :class:`Experts` subclass carrying more; it must call ``model.encode_experts``, never
+        ``model.encode``, to get the plain experts."""
+        return model.encode_experts(batch)
+
+    def loss(self, model: "MultimodalVAE", batch: "Batch", plan: SubsetPlan, beta: float) -> LossOutput:
+        raise NotImplementedError
+
+    def prior(self):
+        """p(z) as a distribution with ``rsample``/``log_prob``/``mean``; default N(0, I).
+
+        Fusions with another prior (MMVAE's learnable or Laplace prior) override this; the test ELBO
+        and the importance-sampled likelihoods score z under it.
+        """
+        zeros = self._prior_zeros
+        return DiagGaussian(zeros, zeros)
+
+    def posterior(self, experts: Experts, subsets: Tensor) -> DiagGaussian:
+        """q(z | the modalities of each subset row ∩ present): (S, B, D). Default: PoE with the prior expert."""
+        return DiagGaussian(*product_of_experts(experts, subsets, prior=True))
+
+
+def subset_gaussian_elbo(model: "MultimodalVAE", batch: "Batch", plan: SubsetPlan, mu: Tensor, logvar: Tensor,
+                         beta: float) -> LossOutput:
+    """Σ over the plan's subsets of ELBO(X_s), each with its own Gaussian posterior ``mu``/``logvar`` (S, B, D).
+
+    A subset counts for a sample only if every modality in it is present; each decoder runs once on
+    the subset rows that contain its modality. Shared by the product-of-experts fusions (MVAE, MVAE-Q).
+    """
+    valid = subset_validity(plan.mask, batch.present).float()  # (S, B)
+    z = gaussian.reparameterize(mu, logvar)  # looked up on the module: tests switch the noise off there
+    rec, per = model.weighted_reconstruction(z, batch, plan)
+    kl = kl_standard_normal(mu, logvar)
+    n = len(batch)
+    loss = -((rec - beta * kl) * valid).sum() / n
+    terms = {"loss": loss.detach(), "kl": ((kl * valid).sum() / n).detach()}
+    for i, name in enumerate(model.names):
+        if name in per:
+            terms[f"rec/{name}"] = ((per[name] * valid[plan.rows[i]]).sum() / n).detach()
+    return LossOutput(loss, terms)
+

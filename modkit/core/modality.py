@@ -1,0 +1,158 @@
+"""The modality contract: what a plugin supplies so the engine can use a kind of data.
+
+A modality turns one column of a dataset into a Gaussian expert (``encode``), turns latents
+back into likelihood parameters (``decode``), scores data under them (``log_likelihood``),
+batches samples with missing ones as first-class (``preprocess`` + ``collate``), and shows a
+sample to a person (``render``). The engine never names a modality; it only calls these.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from modkit.core.likelihoods import Likelihood
+from modkit.core.nn import over_leading
+
+from modkit.core.batch import Data
+from modkit.core.records import Column
+
+
+class ModalityConfig(BaseModel):
+    """Options every modality has; plugins subclass this and add their own."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: str
+    weight: float = Field(1.0, ge=0, description="λ, the weight of this modality's log-likelihood")
+    field: str | None = Field(None, description="dataset column (default: the modality's name)")
+
+
+class Modality(nn.Module):
+    """Base class for modality plugins. Subclasses set ``Config`` and build ``likelihood``."""
+
+    Config: ClassVar[type[ModalityConfig]] = ModalityConfig
+    likelihood: Likelihood
+    #: size of :meth:`features` (set in ``__init__`` or ``prepare``)
+    feature_dim: int
+
+    def __init__(self, name: str, config: ModalityConfig, latent_dim: int):
+        super().__init__()
+        self.name = name
+        self.config = config
+        self.latent_dim = latent_dim
+
+    @property
+    def weight(self) -> float:
+        return self.config.weight
+
+    @classmethod
+    def expand(cls, name: str, config: ModalityConfig) -> dict[str, ModalityConfig]:
+        """One recipe entry → the named modalities it stands for; default: just itself.
+
+        Override when one recipe entry means several modalities of this class, e.g. each attribute
+        its own modality (MVAE's CelebA-19). ``config.field`` arrives resolved (the dataset column);
+        each returned config says which column it reads. Names must be new and recipe-safe.
+        """
+        return {name: config}
+
+    # -- data --------------------------------------------------------------------------------
+    def prepare(self, column: "Column", run_dir: Path | None) -> None:
+        """Fit data-dependent state (a tokenizer, a vocabulary) on the training column.
+
+        Always called after ``__init__`` and before training or loading a checkpoint, so a plugin
+        whose network size depends on the data builds it here. ``column`` iterates the training
+        split's raw values lazily (``None`` for missing); state to keep goes in ``run_dir`` (reuse it
+        when it is already there, as on resume). Default: nothing to fit.
+        """
+
+    def preprocess(self, value: Any) -> Tensor | dict[str, Tensor]:
+        """One raw value (file path, string, number, array) → a tensor for one sample."""
+        return torch.as_tensor(np.asarray(value))
+
+    def placeholder(self) -> Tensor | dict[str, Tensor]:
+        """Stand-in for a missing sample (never scored: presence masks it out)."""
+        raise NotImplementedError(f"{type(self).__name__} must define placeholder()")
+
+    def collate(self, samples: Sequence[Tensor | dict[str, Tensor] | None]) -> Data:
+        """Stack preprocessed samples; ``None`` (missing) becomes the placeholder."""
+        filled = [self.placeholder() if s is None else s for s in samples]
+        if isinstance(filled[0], dict):
+            return {k: torch.stack([f[k] for f in filled]) for k in filled[0]}
+        return torch.stack(filled)
+
+    def check(self, x: Data) -> None:
+        """Raise ``ValueError`` with a readable message if batched data do not fit this modality's config."""
+
+    # -- model -------------------------------------------------------------------------------
+    def features(self, x: Data) -> Tensor:
+        """Batched data → deterministic (B, feature_dim) features: the encoder below its Gaussian head.
+
+        Fusions that mix features instead of experts (latent mixing, LCMVAE) and classifiers built on
+        an encoder (M2) use this; a frozen pretrained encoder is exposed here.
+        """
+        raise NotImplementedError
+
+    def encode(self, x: Data) -> tuple[Tensor, Tensor]:
+        """Batched data → (mu, logvar), each (B, latent_dim). Default: the Gaussian head on :meth:`features`."""
+        return self.head(self.features(x))
+
+    def decoder_net(self, z: Tensor) -> Tensor:
+        """(M, latent_dim) → (M, *output shape): the decoder proper on a flat batch of latents."""
+        raise NotImplementedError
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Latents of any leading shape (*lead, D) → likelihood parameters (*lead, *output shape)."""
+        head = self._modules.get("task_head")
+        return over_leading(head if head is not None else self.decoder_net, z)
+
+    def set_task_head(self, head: nn.Module) -> None:
+        """Swap the decoder for a task head ((M, latent_dim) → (M, *output shape)), e.g. LCMVAE's downstream
+        classifier or segmenter; :meth:`decode` then uses it. Registered as the submodule ``task_head``."""
+        self.task_head = head
+
+    # -- pseudo-samples (VampPrior, MEME) ------------------------------------------------------
+    def pseudo_sample_init(self, n: int) -> Tensor:
+        """Initial unconstrained values of ``n`` learnable pseudo-samples, mapped to data by :meth:`pseudo_sample_data`.
+
+        Default, for modalities whose batched data is one float tensor: small noise around the placeholder.
+        Modalities with integer or dict data override both methods (or raise ``NotImplementedError``).
+        """
+        template = self.placeholder()
+        if not isinstance(template, Tensor) or not template.is_floating_point():
+            raise NotImplementedError(f"{type(self).__name__} does not define pseudo-samples")
+        return template.unsqueeze(0).repeat(n, *([1] * template.dim())) + 0.01 * torch.randn(n, *template.shape)
+
+    def pseudo_sample_data(self, raw: Tensor) -> Data:
+        """Learnable pseudo-sample parameters (n, ...) → batched data :meth:`encode` accepts (default: as they are)."""
+        return raw
+
+    def log_likelihood(self, out: Tensor, x: Data) -> Tensor:
+        """log p(x | out) per sample; ``out`` is (*lead, B, ...), ``x`` is (B, ...); returns (*lead, B)."""
+        return self.likelihood.log_prob(out, x)
+
+    def predict(self, out: Tensor) -> Data:
+        """A point estimate of the data from decoder output (mean, or most likely class)."""
+        return self.likelihood.mean(out)
+
+    def accuracy(self, out: Tensor, x: Data) -> Tensor | None:
+        """Per-sample correctness in [0, 1] for discrete modalities (cross-modal coherence); None if not discrete."""
+        return None
+
+    def judge_features(self, x: Data) -> Tensor | None:
+        """Fixed, model-independent (B, F) features on which evaluation trains its coherence judges.
+
+        Default: the data flattened to floats (pixels of an image, entries of a mask); None for
+        dict-shaped data (text), which a plugin can override (e.g. a bag of tokens).
+        """
+        if isinstance(x, dict):
+            return None
+        return x.flatten(1).float() if x.dim() > 1 else x.float().unsqueeze(1)
+
+    # -- people ------------------------------------------------------------------------------
+    def render(self, x: Data) -> np.ndarray | str:
+        """One sample (no batch dim) → an RGB float image (H, W, 3) in [0, 1], or a string."""
+        raise NotImplementedError

@@ -1,0 +1,309 @@
+"""Judges: read a class attribute off (generated) data of one modality, so coherence can be scored.
+
+Three kinds, tried in this order for a (modality, attribute) pair:
+
+* ``self``: the modality's data *is* the attribute (a label modality on field ``label``): its
+  prediction, class ids, is the answer.
+* ``dataset``: the dataset plugin knows the ground truth (``DatasetSource.judge``), as a
+  procedurally generated dataset can by inspecting what it would have drawn.
+* ``classifier``: a scikit-learn classifier that modkit trains on the training split's real data
+  (``Modality.judge_features`` → attribute) and saves in the run directory as ``judges.pkl``.
+  Its balanced accuracy on real test data is the ceiling any coherence measured with it can reach.
+"""
+from __future__ import annotations
+
+import io
+import pickle
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from modkit.runs import files as rundir
+from modkit.core.batch import Batch
+from modkit.data.dataset import DatasetSource, ModalityView, Records
+from modkit.core.engine import MultimodalVAE
+from modkit.core.modality import Data
+
+JUDGES_FILE = "judges.pkl"
+JUDGES_FORMAT = 2
+
+
+def is_class_ids(x: Any) -> bool:
+    return isinstance(x, Tensor) and x.dim() == 1 and not x.is_floating_point() and not x.dtype == torch.bool
+
+
+def _scalar_class(value: Any) -> bool:
+    if value is None:
+        return False
+    array = np.asarray(value)
+    return array.ndim == 0 and array.dtype.kind in "iu"
+
+
+MAX_VECTOR_ATTRIBUTES = 64
+
+
+def split_attribute(name: str) -> tuple[str, int | None]:
+    """``"attrs[3]"`` → ("attrs", 3): entry 3 of a 0/1 vector field; ``"label"`` → ("label", None)."""
+    if name.endswith("]") and "[" in name:
+        field, index = name[:-1].rsplit("[", 1)
+        if index.isdigit():
+            return field, int(index)
+    return name, None
+
+
+def _binary_vector(value: Any) -> int | None:
+    array = np.asarray(value)
+    if array.ndim == 1 and 0 < len(array) <= MAX_VECTOR_ATTRIBUTES and array.dtype.kind in "iubf" and np.isin(array, (0, 1)).all():
+        return len(array)
+    return None
+
+
+def attribute_fields(records: Records, source: DatasetSource | None, sample_rows: Sequence[int]) -> list[str]:
+    """The dataset's class attributes: those it declares, else every field whose values are integer scalars
+    and every entry ``field[k]`` of a field holding 0/1 vectors (CelebA-style attributes)."""
+    declared = getattr(source, "attributes", None) if source is not None else None
+    if declared is not None:
+        return [f for f in declared if split_attribute(f)[0] in records.fields]
+    found = []
+    rows = [records.get(int(r)) for r in sample_rows[:32]]
+    for name in records.fields:
+        values = [row.get(name) for row in rows if row.get(name) is not None]
+        if not values:
+            continue
+        if all(_scalar_class(v) for v in values):
+            found.append(name)
+            continue
+        lengths = {_binary_vector(v) for v in values}
+        if len(lengths) == 1 and None not in lengths:
+            found += [f"{name}[{k}]" for k in range(lengths.pop())]
+    return found
+
+
+def attribute_values(records: Records, attributes: Sequence[str], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Per attribute, the (len(rows),) int64 class of each row; −1 where the value is missing."""
+    out = {a: np.full(len(rows), -1, dtype=np.int64) for a in attributes}
+    parts = {a: split_attribute(a) for a in attributes}
+    arrays = getattr(records, "arrays", None)
+    present = getattr(records, "present", {})
+    if arrays is not None and all(f in arrays for f, _ in parts.values()):
+        index = torch.as_tensor(rows, dtype=torch.long)
+        for a, (f, k) in parts.items():
+            values = arrays[f][index]
+            values = (values if k is None else values[:, k]).numpy().astype(np.int64)
+            if f in present:
+                values = np.where(present[f][index].numpy(), values, -1)
+            out[a] = values
+        return out
+    for i, r in enumerate(rows):
+        record = records.get(int(r))
+        for a, (f, k) in parts.items():
+            v = record.get(f)
+            if v is not None:
+                out[a][i] = int(np.asarray(v)) if k is None else int(np.asarray(v).reshape(-1)[k])
+    return out
+
+
+def iterate(view: ModalityView, batch_size: int) -> Iterator[tuple[np.ndarray, Batch]]:
+    """(positions in the view, batch) in order; rows a skip-bad view dropped are reported by a short batch."""
+    for start in range(0, len(view), batch_size):
+        positions = np.arange(start, min(start + batch_size, len(view)))
+        yield positions, view.__getitems__(positions.tolist())
+
+
+def select(data: Data, index: Tensor) -> Data:
+    return {k: v[index] for k, v in data.items()} if isinstance(data, dict) else data[index]
+
+
+def flatten_lead(data: Data, lead: int) -> Data:
+    """Merge the first ``lead`` dims (subsets × batch) into one batch dim."""
+    merge = lambda t: t.reshape(-1, *t.shape[lead:])  # noqa: E731
+    return {k: merge(v) for k, v in data.items()} if isinstance(data, dict) else merge(data)
+
+
+def _reducer(dim: int):
+    """Standardise, and project to 128 dimensions above 256 features: fitted once per modality, shared by its judges."""
+    from sklearn.decomposition import PCA
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), *([PCA(n_components=128, random_state=0)] if dim > 256 else []))
+
+
+def _classifier():
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(max_iter=500)
+
+
+def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float | None:
+    """sklearn's class-balanced accuracy (mean per-class recall); None without samples."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    if len(y) == 0:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # predicted classes absent from y_true are fine here
+        return float(balanced_accuracy_score(y, pred))
+
+
+@dataclass
+class JudgeSet:
+    attributes: list[str]
+    fields: dict[str, str]  # modality → dataset field
+    kinds: dict[tuple[str, str], str] = field(default_factory=dict)
+    classifiers: dict[tuple[str, str], Any] = field(default_factory=dict)
+    reducers: dict[str, Any] = field(default_factory=dict)  # modality → its fitted feature reducer
+    scores: dict[str, dict[str, float | None]] = field(default_factory=dict)  # "modality/attribute" → accuracy on real test data
+    source: DatasetSource | None = None
+
+    def pairs(self, modality: str) -> list[str]:
+        return [a for (m, a) in self.kinds if m == modality]
+
+    def judge(self, model: MultimodalVAE, modality: str, predicted: Data) -> dict[str, np.ndarray]:
+        """Per attribute, the class each (flat-batched) predicted sample shows."""
+        out: dict[str, np.ndarray] = {}
+        ground = None
+        reduced = None
+        for attr in self.pairs(modality):
+            kind = self.kinds[(modality, attr)]
+            if kind == "self":
+                k = split_attribute(attr)[1]
+                values = predicted if k is None else predicted.reshape(len(predicted), -1)[:, k]
+                out[attr] = values.detach().cpu().numpy().round().astype(np.int64)
+            elif kind == "dataset":
+                if ground is None:
+                    ground = self.source.judge(self.fields[modality], renders(model, modality, predicted)) or {}
+                if attr in ground:
+                    out[attr] = np.asarray(ground[attr]).astype(np.int64)
+            else:
+                if reduced is None:
+                    features = model.modalities[modality].judge_features(predicted)
+                    reducer = self.reducers[modality]
+                    if features is None or features.shape[1] != reducer.n_features_in_:
+                        return out  # predictions not shaped like the data the judges were trained on: no verdict
+                    reduced = reducer.transform(features.detach().cpu().numpy())
+                out[attr] = self.classifiers[(modality, attr)].predict(reduced)
+        return out
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self, path) -> None:
+        payload = {"format": JUDGES_FORMAT, "attributes": self.attributes, "fields": self.fields, "kinds": self.kinds,
+                   "classifiers": self.classifiers, "reducers": self.reducers, "scores": self.scores}
+        buffer = io.BytesIO()
+        pickle.dump(payload, buffer)
+        rundir.atomic_write_bytes(path, buffer.getvalue())
+
+    @classmethod
+    def load(cls, path, source: DatasetSource | None) -> "JudgeSet | None":
+        try:
+            payload = pickle.loads(path.read_bytes())
+        except Exception:  # noqa: BLE001 - an unreadable or stale file is retrained, not fatal
+            return None
+        if payload.get("format") != JUDGES_FORMAT:
+            return None
+        return cls(payload["attributes"], payload["fields"], payload["kinds"], payload["classifiers"], payload["reducers"],
+                   payload["scores"], source)
+
+
+def renders(model: MultimodalVAE, modality: str, data: Data) -> list:
+    """Each sample of a batch as a person would see it (``Modality.render``): RGB arrays or strings."""
+    n = len(data["lengths"] if isinstance(data, dict) and "lengths" in data else next(iter(data.values())) if isinstance(data, dict) else data)
+    one = (lambda i: {k: v[i] for k, v in data.items()}) if isinstance(data, dict) else (lambda i: data[i])
+    return [model.modalities[modality].render(one(i)) for i in range(n)]
+
+
+def plan_judges(model: MultimodalVAE, view: ModalityView, attributes: list[str], source: DatasetSource | None) -> JudgeSet:
+    """Decide the kind of judge for every (modality, attribute) pair, probing on a few real rows."""
+    fields = dict(view.fields)
+    judges = JudgeSet(attributes, fields, source=source)
+    probe = view.__getitems__(list(range(min(4, len(view)))))
+    for name in model.names:
+        data = probe.data[name]
+        f = fields[name]
+        own = [a for a in attributes if split_attribute(a)[0] == f]
+        if own:
+            # the modality's data are the attribute(s): judge them directly where the data have their shape
+            for a in own:
+                k = split_attribute(a)[1]
+                if (k is None and is_class_ids(data)) or (k is not None and isinstance(data, Tensor) and data.dim() == 2
+                                                          and data.shape[1] > k and data.shape[1] == len([o for o in own if "[" in o])):
+                    judges.kinds[(name, a)] = "self"
+            continue
+        knows = source is not None and getattr(type(source), "judge", None) is not DatasetSource.judge  # overridden
+        ground = source.judge(f, renders(model, name, data)) if knows else None
+        for attr in attributes:
+            if ground and attr in ground:
+                judges.kinds[(name, attr)] = "dataset"
+            elif model.modalities[name].judge_features(data) is not None and not is_class_ids(data):
+                judges.kinds[(name, attr)] = "classifier"
+    return judges
+
+
+def fit_classifiers(model: MultimodalVAE, judges: JudgeSet, train: ModalityView, train_attrs: dict[str, np.ndarray],
+                    test: ModalityView, test_attrs: dict[str, np.ndarray], batch_size: int, max_rows: int, seed: int = 0) -> None:
+    """Train each ``classifier`` judge on real training data; score every judge on real test data."""
+    wanted = [(m, a) for (m, a), k in judges.kinds.items() if k == "classifier"]
+    if wanted:
+        rng = np.random.default_rng(seed)
+        positions = np.sort(rng.permutation(len(train))[:max_rows])
+        feats, kept = _collect_features(model, train, positions, {m for m, _ in wanted}, batch_size)
+        reduced = {}
+        for m in {m for m, _ in wanted}:
+            x, present = feats[m]
+            judges.reducers[m] = _reducer(x.shape[1]).fit(x[present])
+            reduced[m] = judges.reducers[m].transform(x)
+        for m, a in wanted:
+            present = feats[m][1]
+            y = train_attrs[a][kept]
+            keep = present & (y >= 0)
+            if len(np.unique(y[keep])) < 2:
+                del judges.kinds[(m, a)]
+                continue
+            clf = _classifier()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                clf.fit(reduced[m][keep], y[keep])
+            judges.classifiers[(m, a)] = clf
+    # every judge's accuracy on real test data: the ceiling for coherence measured with it
+    modalities = {m for m, _ in judges.kinds}
+    for m in modalities:
+        preds: dict[str, list[np.ndarray]] = {}
+        masks: list[np.ndarray] = []
+        seen: list[np.ndarray] = []
+        for pos, batch in iterate(test, batch_size):
+            if len(batch) != len(pos):
+                continue
+            data = batch.to(model.device).data[m]
+            for a, p in judges.judge(model, m, data).items():
+                preds.setdefault(a, []).append(p)
+            masks.append(batch.present[:, model.names.index(m)].numpy())
+            seen.append(pos)
+        if not masks:
+            continue
+        present = np.concatenate(masks)
+        for a, chunks in preds.items():
+            y = test_attrs[a][np.concatenate(seen)]
+            keep = present & (y >= 0)
+            judges.scores[f"{m}/{a}"] = {"kind": judges.kinds[(m, a)], "balanced_accuracy": balanced_accuracy(y[keep], np.concatenate(chunks)[keep])}
+
+
+@torch.no_grad()
+def _collect_features(model: MultimodalVAE, view: ModalityView, positions: np.ndarray, names: set[str], batch_size: int):
+    feats: dict[str, list] = {m: [] for m in names}
+    present: dict[str, list] = {m: [] for m in names}
+    kept: list[np.ndarray] = []
+    for start in range(0, len(positions), batch_size):
+        pos = positions[start:start + batch_size]
+        batch = view.__getitems__(pos.tolist())
+        if len(batch) != len(pos):
+            continue
+        kept.append(pos)
+        on_device = batch.to(model.device)  # a plugin's judge_features may use its own (device) weights
+        for m in names:
+            feats[m].append(model.modalities[m].judge_features(on_device.data[m]).float().cpu().numpy())
+            present[m].append(batch.present[:, model.names.index(m)].numpy())
+    return {m: (np.concatenate(feats[m]), np.concatenate(present[m])) for m in names}, np.concatenate(kept)

@@ -1,0 +1,190 @@
+"""Importance-sampled log-likelihoods, as in the MVAE paper (Wu & Goodman 2018, §5).
+
+    log p(X_T)        ≈ log (1/K) Σ_k p(X_T | z_k) p(z_k) / q(z_k | X_S),   z_k ~ q(z | X_S)
+    log p(X_T | X_G)  ≈ log p(X_T, X_G) [proposal q(z | X_G)] − log E_{p(z)}[p(X_G | z)]
+
+The proposal is any subset's posterior (``model.fusion.posterior``) or the prior. All K samples
+of a batch are drawn and scored at once ((k, B) tensors), in chunks of k that bound memory; the
+running log-sum-exp and the moments of the log weights (the paper's inference-quality measure,
+Table 3) are accumulated on the device, so nothing is read back until the end.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import torch
+from torch import Tensor
+
+from modkit.core.batch import Batch
+from modkit.core.engine import MultimodalVAE
+
+#: default budget: decoder outputs of at most this many numbers live at once (~64 MB of float32)
+CHUNK_ELEMENTS = 2**24
+PRIOR = "prior"
+
+
+@dataclass
+class ISEstimate:
+    """Per-sample estimates for one batch: ``log_p`` (B,), the variance of the log weights (B,), and
+    ``valid`` (B,), the samples where every modality involved is present."""
+
+    log_p: Tensor
+    log_w_var: Tensor
+    valid: Tensor
+
+
+def prior_of(model: MultimodalVAE):
+    """p(z): the fusion's own prior (:meth:`modkit.Fusion.prior`; N(0, I) unless the fusion says otherwise)."""
+    return model.fusion.prior()
+
+def output_elements(model: MultimodalVAE, names: Sequence[str]) -> int:
+    """Numbers one latent decodes to over ``names``: sizes the chunks of k."""
+    z = torch.zeros(1, model.latent_dim, device=model.device)
+    return sum(model.modalities[n].decode(z).numel() for n in names)
+
+
+def _log_lik(model: MultimodalVAE, z: Tensor, batch: Batch, names: Sequence[str], shared: bool) -> Tensor:
+    """Σ_{t ∈ names} log p(x_t | z), unweighted (λ is a training device, not part of p(x)).
+
+    ``z`` is (k, B, D), or (k, D) when ``shared`` (prior samples common to the batch: decoded once).
+    """
+    total = None
+    b = len(batch)
+    for name in names:
+        modality = model.modalities[name]
+        out = modality.decode(z)
+        if shared:
+            out = out.unsqueeze(1).expand(out.shape[0], b, *out.shape[1:])
+        ll = modality.log_likelihood(out, batch.data[name]).float()
+        total = ll if total is None else total + ll
+    return total
+
+
+@torch.no_grad()
+def importance_log_likelihood(model: MultimodalVAE, batch: Batch, targets: Sequence[str],
+                              proposal: Sequence[str] | str = (), k: int = 1000,
+                              chunk_elements: int = CHUNK_ELEMENTS) -> ISEstimate:
+    """log p(x_targets) for each sample of ``batch`` from ``k`` importance samples.
+
+    ``proposal`` names the modalities whose posterior q(z | x_proposal) proposes z (default: the
+    targets themselves), or is ``"prior"`` to sample p(z), which then cancels from the weights.
+    """
+    if k < 1:
+        raise ValueError("k must be at least 1")
+    names = list(targets)
+    use_prior = isinstance(proposal, str) and proposal == PRIOR
+    given = [] if use_prior else (list(proposal) or names)
+    involved = [model.names.index(n) for n in dict.fromkeys([*names, *given])]
+    valid = batch.present[:, involved].all(1)
+    b = len(batch)
+    prior = prior_of(model)
+    if use_prior:
+        q = None
+    else:
+        q = model.fusion.posterior(model.encode(batch), model.subset_mask(given))
+    per_latent = output_elements(model, names) * b
+    step = max(1, min(k, chunk_elements // max(per_latent, 1)))
+    running = None
+    ref = s1 = s2 = None
+    done = 0
+    while done < k:
+        kc = min(step, k - done)
+        if use_prior:
+            z = prior.rsample(kc)  # (kc, D): the same draws serve every sample, decoded once
+            log_w = _log_lik(model, z, batch, names, shared=True)
+        else:
+            z = q.rsample(kc).reshape(kc, b, -1)
+            log_q = q.log_prob(z.unsqueeze(1)).reshape(kc, b)
+            log_w = _log_lik(model, z, batch, names, shared=False) + prior.log_prob(z) - log_q
+        chunk_lse = torch.logsumexp(log_w, 0)
+        running = chunk_lse if running is None else torch.logaddexp(running, chunk_lse)
+        w = log_w.double()
+        if ref is None:
+            ref = w.mean(0)  # shift before squaring: the variance of numbers near −1000 stays exact
+            s1 = torch.zeros_like(ref)
+            s2 = torch.zeros_like(ref)
+        s1 = s1 + (w - ref).sum(0)
+        s2 = s2 + ((w - ref) ** 2).sum(0)
+        done += kc
+    log_p = running - math.log(k)
+    mean = s1 / k
+    var = (s2 / k - mean**2).clamp_min(0.0) * (k / (k - 1) if k > 1 else 1.0)
+    return ISEstimate(log_p, var.float(), valid)
+
+
+@torch.no_grad()
+def conditional_log_likelihood(model: MultimodalVAE, batch: Batch, targets: Sequence[str], given: Sequence[str],
+                               k: int = 1000, denominator: str = PRIOR, k_denominator: int = 5000,
+                               chunk_elements: int = CHUNK_ELEMENTS, den: ISEstimate | None = None) -> tuple[ISEstimate, ISEstimate]:
+    """log p(x_targets | x_given) as the paper writes it: the joint under proposal q(z | x_given) minus
+    log p(x_given), the latter from ``k_denominator`` prior samples (``denominator="prior"``, the paper)
+    or from the posterior q(z | x_given) (``"posterior"``: lower variance). Returns (conditional, denominator).
+    ``den``: an estimate of log p(x_given) already made for this batch (reused, not estimated again)."""
+    joint = importance_log_likelihood(model, batch, [*targets, *given], given, k, chunk_elements)
+    if den is None:
+        den_proposal = PRIOR if denominator == PRIOR else list(given)
+        den = importance_log_likelihood(model, batch, list(given), den_proposal, k_denominator, chunk_elements)
+    return ISEstimate(joint.log_p - den.log_p, joint.log_w_var, joint.valid & den.valid), den
+
+
+def quantities(names: Sequence[str]) -> list[tuple[str, list[str], list[str]]]:
+    """The estimates eval reports: every log p(x_i), every pair's log p(x_i, x_j), the full joint,
+    and every log p(x_i | x_j). Each is (key, targets, given); ``given`` empty means unconditional."""
+    names = list(names)
+    out = [(f"log p({n})", [n], []) for n in names]
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    out += [(f"log p({a},{b})", [a, b], []) for a, b in pairs]
+    if len(names) > 2:
+        out.append((f"log p({','.join(names)})", names, []))
+    out += [(f"log p({a}|{b})", [a], [b]) for a in names for b in names if a != b]
+    return out
+
+
+@torch.no_grad()
+def likelihood_suite(model: MultimodalVAE, batches: Iterable[Batch], k: int = 1000, k_denominator: int = 5000,
+                     denominator: str = PRIOR, chunk_elements: int = CHUNK_ELEMENTS,
+                     progress=None) -> dict[str, dict[str, float]]:
+    """Means over the test set of every quantity in :func:`quantities` (nats per sample), with the mean
+    variance of the log importance weights and the number of samples each was averaged over."""
+    model.eval()
+    sums: dict[str, list[Tensor]] = {}
+    todo = quantities(model.names)
+    for batch in batches:
+        batch = batch.to(model.device)
+        if len(batch) == 0:
+            continue
+        dens: dict[str, ISEstimate] = {}
+        marginals: dict[str, ISEstimate] = {}
+        for key, targets, given in todo:
+            alt = None
+            if given:
+                g = given[0]
+                est, dens[g] = conditional_log_likelihood(model, batch, targets, given, k, denominator, k_denominator,
+                                                          chunk_elements, den=dens.get(g))
+                if denominator == PRIOR and g in marginals:  # free: log p(x_g) under q(z|x_g) is already estimated
+                    alt = est.log_p + dens[g].log_p - marginals[g].log_p  # the joint over the posterior marginal
+            else:
+                est = importance_log_likelihood(model, batch, targets, targets, k, chunk_elements)
+                if len(targets) == 1:
+                    marginals[targets[0]] = est
+            m = est.valid.double()
+            acc = sums.setdefault(key, [torch.zeros((), dtype=torch.float64, device=model.device) for _ in range(4)])
+            acc[0] += (torch.nan_to_num(est.log_p.double(), neginf=0.0) * m).sum()
+            acc[1] += (torch.nan_to_num(est.log_w_var.double()) * m).sum()
+            acc[2] += m.sum()
+            if alt is not None:
+                acc[3] += (torch.nan_to_num(alt.double(), neginf=0.0) * m).sum()
+        if progress is not None:
+            progress(len(batch))
+    out = {}
+    conditional = {key for key, _, given in todo if given}
+    for key, (lp, var, n, alt) in sums.items():
+        count = int(n.item())
+        out[key] = {"mean": lp.item() / count if count else None,
+                    "log_w_var": var.item() / count if count else None, "items": count}
+        if key in conditional and denominator == PRIOR:
+            # the same numerator over the posterior-proposal estimate of log p(x_given): consistent with log p(x_given)
+            out[key]["mean_posterior_denominator"] = alt.item() / count if count else None
+    return out

@@ -1,0 +1,92 @@
+"""Load a finished (or checkpointed) run back: its recipe, the rebuilt components and the trained model.
+
+Evaluation, generation and reports all start here, so a run directory is the only thing a user
+has to keep: ``recipe.yaml`` rebuilds the components (tokenizers and vocabularies are reused from
+the run directory by ``Modality.prepare``) and ``checkpoint.pt`` supplies the weights.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from modkit.runs import files as rundir
+from modkit.training.builder import Setup, build, lookup
+from modkit.data.dataset import DatasetSource, ModalityView
+from modkit.core.engine import MultimodalVAE
+from modkit.errors import ModkitError
+from modkit.plugins.loader import PluginSet, plugins_for
+from modkit.config.project import load_project
+from modkit.config.recipe import Recipe, component_config, read_yaml, resolve_raw
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    recipe: Recipe
+    resolved: dict[str, Any]
+    plugins: PluginSet
+    setup: Setup
+    device: torch.device
+    checkpoint_epoch: int | None
+
+    @property
+    def model(self) -> MultimodalVAE:
+        return self.setup.model
+
+    def dataset_source(self) -> DatasetSource:
+        """The dataset plugin object (not loaded again): its ``attributes`` and ``judge`` hooks."""
+        spec = self.recipe.data.dataset
+        cls = lookup(self.plugins, "dataset", spec, "data.dataset", None)
+        config = component_config(spec, getattr(cls, "Config", None) or DatasetSource.Config, "data.dataset")
+        return cls(config, Path(self.recipe.data.root or "data"))
+
+    def train_rows(self) -> np.ndarray:
+        """The distinct training rows (weak supervision repeats unpaired rows once per modality)."""
+        return np.unique(self.setup.train.rows.numpy())
+
+    def view(self, rows: np.ndarray) -> ModalityView:
+        """Rows of the dataset seen fully (only the dataset's own missing values are missing)."""
+        train = self.setup.train
+        return ModalityView(train.records, train.modalities, train.fields, rows, skip_bad=train.skip_bad)
+
+
+def resolve_device(name: str | torch.device | None) -> torch.device:
+    from modkit.training.trainer import resolve_device as _resolve
+
+    if isinstance(name, torch.device):
+        return name
+    return _resolve(name or "auto")
+
+
+def is_run_dir(path: Path) -> bool:
+    return (Path(path) / rundir.RECIPE).is_file()
+
+
+def load_run(run_dir: Path | str, device: str | torch.device | None = "auto") -> LoadedRun:
+    """Rebuild a run's model from ``recipe.yaml`` and load ``checkpoint.pt``; the model is in eval mode on ``device``."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ModkitError(f"{run_dir} is not a run directory (no such directory)")
+    if not is_run_dir(run_dir):
+        raise ModkitError(f"{run_dir} is not a run directory (no {rundir.RECIPE})")
+    if not any((run_dir / n).exists() for n in (rundir.CHECKPOINT, rundir.CHECKPOINT + ".new", rundir.PREVIOUS_CHECKPOINT)):
+        raise ModkitError(f"{run_dir} has no checkpoint yet (train it first: modkit train --resume {run_dir})")
+    source = str(run_dir / rundir.RECIPE)
+    recipe, resolved = resolve_raw(read_yaml(run_dir / rundir.RECIPE), [], None, source)
+    project = load_project()
+    plugins = plugins_for(recipe.plugins, project.plugins)
+    torch_device = resolve_device(device)
+    torch.manual_seed(recipe.seed)
+    setup = build(recipe, plugins, run_dir, source)
+    checkpoint = rundir.load_checkpoint(run_dir, map_location="cpu")
+    try:
+        setup.model.load_state_dict(checkpoint["model"])
+    except (RuntimeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ModkitError(f"{run_dir / rundir.CHECKPOINT} does not fit the model its recipe builds: {first}") from None
+    setup.model.to(torch_device).eval()
+    return LoadedRun(run_dir, recipe, resolved, plugins, setup, torch_device, checkpoint.get("epoch"))

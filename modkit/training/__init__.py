@@ -1,0 +1,1 @@
+"""Training: assembling a setup from a recipe, the trainer loop, acceleration and DDP."""

@@ -1,0 +1,150 @@
+"""Recipe → components: look each ``type`` up in the registry, validate its options, construct it.
+
+Every failure here is the user's (an unknown name, a bad option, a field the dataset lacks, data
+that do not fit the modality) and becomes a :class:`RecipeError` naming the recipe key.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from modkit.core.batch import Batch
+from modkit.data.dataset import Column, DatasetSource, ModalityView, Records, split_records, weak_supervision
+from modkit.core.engine import MultimodalVAE
+from modkit.errors import DataError, ModkitError, RecipeError
+from modkit.core.modality import Modality
+from modkit.plugins.loader import PluginSet
+from modkit.config.recipe import Component, Recipe, component_config
+from modkit.core.subsets import SubsetSampler
+
+
+@dataclass
+class Setup:
+    recipe: Recipe
+    model: MultimodalVAE
+    sampler: SubsetSampler
+    train: ModalityView
+    test: ModalityView
+
+
+def lookup(plugins: PluginSet, kind: str, component: Component, key: str, source: str | None):
+    if not plugins.registry.has(kind, component.type):
+        names = plugins.registry.names(kind)
+        raise RecipeError(key, f"unknown {kind} '{component.type}' (available: {', '.join(names) or 'none'}){plugins.broken_hint()}", source)
+    return plugins.registry.get(kind, component.type)
+
+
+def load_records(recipe: Recipe, plugins: PluginSet, source: str | None) -> tuple[Records, np.ndarray, np.ndarray]:
+    """The dataset plugin's records and the train/test row indices (a seeded split if it has none)."""
+    spec = recipe.data.dataset
+    cls = lookup(plugins, "dataset", spec, "data.dataset", source)
+    config = component_config(spec, getattr(cls, "Config", None) or DatasetSource.Config, "data.dataset", source)
+    root = Path(recipe.data.root or "data")
+    splits = cls(config, root).load()
+    if "all" in splits:
+        records = splits["all"]
+        train, test = split_records(records, recipe.data.test_fraction, recipe.data.split_seed)
+    elif "train" not in splits or "test" not in splits:
+        raise ModkitError(f"dataset '{spec.type}' returned splits {sorted(splits)}; expected 'all' or 'train' and 'test'")
+    else:
+        train_records, test_records = splits["train"], splits["test"]
+        records = _Concat(train_records, test_records)
+        train, test = np.arange(len(train_records)), len(train_records) + np.arange(len(test_records))
+    check_problems(records, recipe.data.on_bad_sample)
+    return records, train, test
+
+
+def check_problems(records: Records, on_bad_sample: str) -> None:
+    """Stop before training on rows the dataset already found bad, unless the recipe skips them."""
+    problems = records.problems()
+    if problems and on_bad_sample == "error":
+        more = f" (and {len(problems) - 1} more bad row{'s' if len(problems) > 2 else ''})" if len(problems) > 1 else ""
+        raise DataError(f"{problems[0]}{more}; set data.on_bad_sample: skip to skip bad samples")
+
+
+class _Concat(Records):
+    """Train and test records as one index space, so views only hold row numbers."""
+
+    def __init__(self, a: Records, b: Records):
+        self.a, self.b = a, b
+        self.fields = list(dict.fromkeys([*a.fields, *b.fields]))
+
+    def __len__(self) -> int:
+        return len(self.a) + len(self.b)
+
+    def get(self, i: int):
+        return self.a.get(i) if i < len(self.a) else self.b.get(i - len(self.a))
+
+    def describe(self, i: int) -> str:
+        return self.a.describe(i) if i < len(self.a) else self.b.describe(i - len(self.a))
+
+    def problems(self) -> list[str]:
+        return self.a.problems() + self.b.problems()
+
+
+def build_modalities(recipe: Recipe, plugins: PluginSet, records: Records, train_rows: np.ndarray, run_dir: Path | None, source: str | None) -> dict[str, Modality]:
+    modalities: dict[str, Modality] = {}
+    for name, spec in recipe.modalities.items():
+        key = f"modalities.{name}"
+        cls = lookup(plugins, "modality", spec, f"{key}.type", source)
+        config = component_config(spec, cls.Config, key, source)
+        field = recipe.field_of(name)
+        if records.fields and field not in records.fields:
+            raise RecipeError(f"{key}.field", f"dataset '{recipe.data.dataset.type}' has no field '{field}' (fields: {', '.join(records.fields)})", source)
+        parts = cls.expand(name, config.model_copy(update={"field": field}))
+        for sub, sub_config in parts.items():
+            if sub != name and (sub in modalities or sub in recipe.modalities):
+                raise RecipeError(key, f"expands into a modality named '{sub}', which the recipe already has", source)
+            if not sub.replace("_", "").replace("-", "").isalnum():
+                raise RecipeError(key, f"expands into a modality named '{sub}'; names may use letters, digits, '_' and '-' only", source)
+            sub_field = sub_config.field or field
+            if records.fields and sub_field not in records.fields:
+                raise RecipeError(f"{key}.field", f"dataset '{recipe.data.dataset.type}' has no field '{sub_field}' (fields: {', '.join(records.fields)})", source)
+            modality = cls(sub, sub_config.model_copy(update={"field": sub_field}), recipe.model.latent_dim)
+            modality.prepare(Column(records, sub_field, train_rows, skip_bad=recipe.data.on_bad_sample == "skip"), run_dir)
+            modalities[sub] = modality
+    return modalities
+
+
+def field_of(modality: Modality) -> str:
+    """The dataset column a built modality reads (expanded modalities carry it in their config)."""
+    return modality.config.field or modality.name
+
+
+def check_data(view: ModalityView, source: str | None) -> None:
+    """Run the first rows through each modality's ``check`` so size mismatches fail before training."""
+    if len(view) == 0:
+        raise ModkitError("the training split is empty")
+    # in-memory data are checked whole (cheap); files are checked on a few rows, then row by row as read
+    n = len(view) if view.fast_path and view.records.in_memory else min(len(view), 4 if not view.skip_bad else 64)
+    batch: Batch = view.__getitems__(list(range(n)))
+    if len(batch) == 0:
+        raise ModkitError(f"the first {n} training samples are all bad (skipped); check the data")
+    for name, modality in view.modalities.items():
+        try:
+            modality.check(batch.data[name])
+        except ValueError as exc:
+            raise RecipeError(f"modalities.{name}", f"does not fit the data in field '{view.fields[name]}': {exc}", source) from None
+
+
+def build(recipe: Recipe, plugins: PluginSet, run_dir: Path | None = None, source: str | None = None) -> Setup:
+    plugins.require_ok(recipe.plugins)
+    records, train_rows, test_rows = load_records(recipe, plugins, source)
+    modalities = build_modalities(recipe, plugins, records, train_rows, run_dir, source)
+    names = list(modalities)
+    fields = {n: field_of(m) for n, m in modalities.items()}
+
+    fusion_cls = lookup(plugins, "fusion", recipe.model.fusion, "model.fusion", source)
+    fusion = fusion_cls(modalities, recipe.model.latent_dim, component_config(recipe.model.fusion, fusion_cls.Config, "model.fusion", source))
+    sampler_cls = lookup(plugins, "sampler", recipe.model.sampler, "model.sampler", source)
+    sampler = sampler_cls(len(names), component_config(recipe.model.sampler, sampler_cls.Config, "model.sampler", source), seed=recipe.seed)
+
+    rows, presence = weak_supervision(train_rows, len(names), recipe.data.paired_fraction, recipe.data.split_seed)
+    skip = recipe.data.on_bad_sample == "skip"
+    train = ModalityView(records, modalities, fields, rows, presence, skip_bad=skip)
+    test = ModalityView(records, modalities, fields, test_rows, skip_bad=skip)
+    check_data(train, source)
+    model = MultimodalVAE(modalities, fusion, recipe.model.latent_dim)
+    return Setup(recipe, model, sampler, train, test)

@@ -1,0 +1,645 @@
+"""The training loop and the run directory it fills, on one process or many (torchrun + DDP).
+
+One step: move a batch, draw subsets (host-side, seeded), call the model (the fusion's
+objective), back-propagate, check, clip, step. Loss terms accumulate on the device and are read
+back on the logging interval and once per epoch, never per step.
+
+Faults it survives (see docs/fault-tolerance.md):
+
+* a non-finite loss or gradient: the optimizer step is skipped *on the device* (the fused Adam
+  kernels take a ``found_inf`` flag, as GradScaler uses them), counted, and the streak of such
+  steps is read once per logging interval; a long streak rolls back to the last good checkpoint
+  with a lower learning rate, or stops with :class:`DivergenceError`;
+* SIGINT/SIGTERM: the current step finishes, a checkpoint is written, :class:`Interrupted` is raised;
+* kill -9: checkpoints (every ``train.checkpoint_every`` steps and every epoch) hold the model,
+  optimizer, scheduler, subset sampler, RNG of every rank and the epoch's partial sums, so a
+  resumed run continues bit for bit where the checkpoint was taken.
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+import signal
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import yaml
+from torch import Tensor
+
+from modkit.training import distributed
+
+from modkit.runs import files as rundir
+from modkit.training.accel import accelerate
+from modkit.training.builder import Setup, build
+from modkit.data.dataset import EpochBatchSampler, make_loader
+from modkit.training.distributed import SINGLE, Dist
+from modkit.errors import ModkitError, RecipeError
+from modkit.evaluation.epoch_metrics import test_metrics
+from modkit.core.fusion import SubsetPlan
+from modkit.plugins.loader import PluginSet
+from modkit.config.recipe import BetaSpec, Recipe, TrainSpec
+from modkit.core.subsets import full
+from modkit.reporting.samples import write_samples
+
+CHECKPOINT_FORMAT = 2
+
+
+class DivergenceError(ModkitError):
+    """Training kept producing non-finite losses or gradients; the run directory keeps its last good checkpoint."""
+
+    exit_code = 3
+
+
+class Interrupted(ModkitError):
+    """SIGINT/SIGTERM arrived; a checkpoint was written. Exit code 128 + the signal, as shells expect."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+DUPLICATE_SIGNAL_S = 5.0
+
+
+class LaggedFlags:
+    """Device flags read ``LAG`` steps after they were produced, so reading never waits for the step in flight.
+
+    Each flag is copied to pinned host memory without blocking and an event is recorded; ``pop`` waits
+    only for the event of ``LAG`` steps ago (long done). Every rank pops the same step's all-reduced
+    value, so all ranks act on the same step.
+    """
+
+    LAG = 2
+
+    def __init__(self, device: torch.device):
+        cuda = device.type == "cuda"
+        self.buffers = [torch.zeros((), pin_memory=cuda) for _ in range(self.LAG + 1)]
+        self.events = [torch.cuda.Event() if cuda else None for _ in range(self.LAG + 1)]
+        self.pushed = self.popped = 0
+
+    def push(self, flag: Tensor) -> None:
+        i = self.pushed % len(self.buffers)
+        self.buffers[i].copy_(flag, non_blocking=True)
+        if self.events[i] is not None:
+            self.events[i].record()
+        self.pushed += 1
+
+    def pop(self) -> int:
+        """The flag of ``LAG`` pushes ago (0 until there is one)."""
+        if self.pushed - self.popped <= self.LAG:
+            return 0
+        i = self.popped % len(self.buffers)
+        if self.events[i] is not None:
+            self.events[i].synchronize()
+        self.popped += 1
+        return int(self.buffers[i])
+
+    def clear(self) -> None:
+        self.pushed = self.popped = 0
+
+
+class _Objective(torch.nn.Module):
+    """The model's training objective as ``(loss, terms)``: DDP follows tensors through tuples and dicts
+    (torch's pytree), not through the ``LossOutput`` dataclass, and must see the loss to reduce gradients."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch, plan: SubsetPlan, beta: float) -> tuple[Tensor, dict[str, Tensor]]:
+        out = self.model(batch, plan, beta)
+        return out.loss, out.terms
+
+
+def _objective(net: torch.nn.Module, batch, plan: SubsetPlan, beta: float) -> tuple[Tensor, dict[str, Tensor]]:
+    out = net(batch, plan, beta)
+    return out if isinstance(out, tuple) else (out.loss, out.terms)
+
+
+class _RolledBack(Exception):
+    """Internal: the state was restored from a checkpoint; restart the epoch loop from it."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ModkitError(f"device '{name}' requested but CUDA is not available on this machine (use --device cpu or auto)")
+    return torch.device(name)
+
+
+def beta_at(spec: BetaSpec, epoch_progress: float) -> float:
+    """β after ``epoch_progress`` epochs: linear from ``start`` to ``end`` over ``anneal_epochs``."""
+    if spec.anneal_epochs <= 0:
+        return spec.end
+    return spec.start + (spec.end - spec.start) * min(1.0, epoch_progress / spec.anneal_epochs)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(model: torch.nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
+    """Adam(W), fused where the device has fused kernels: they can skip a step on a device-side flag."""
+    cls = torch.optim.AdamW if spec.optimizer == "adamw" else torch.optim.Adam
+    kwargs = dict(lr=spec.lr, weight_decay=spec.weight_decay, amsgrad=spec.amsgrad)
+    try:
+        return cls(model.parameters(), fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):
+        return cls(model.parameters(), **kwargs)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, spec: TrainSpec):
+    s = spec.scheduler
+    if s is None:
+        return None
+    if s.type == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=spec.epochs, eta_min=s.min_lr)
+    if s.type == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.step_epochs, gamma=s.gamma)
+    return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=s.gamma)
+
+
+def rng_state() -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(rng: dict[str, Any]) -> None:
+    torch.set_rng_state(rng["torch"])
+    if rng.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """Each rank's own noise stream (reparameterisation): ranks must not draw the same ε for different samples."""
+    return seed + 1_000_003 * rank
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # completed epochs
+    step_in_epoch: int = 0  # steps done in the current (unfinished) epoch
+    global_step: int = 0
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)  # Σ over finite steps of term × batch size
+    seen: Tensor | int = 0  # samples in those steps (a device tensor while training)
+    skipped: Tensor | int = 0  # non-finite steps skipped this epoch (a device tensor while training)
+    bad_samples: int = 0  # bad data samples dropped this epoch (data.on_bad_sample: skip), counted by the loader
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, resolved: dict[str, Any], plugins: PluginSet, run_dir: Path,
+                 device: torch.device, source: str | None = None, echo=print, dist: Dist = SINGLE):
+        self.recipe, self.resolved, self.plugins = recipe, resolved, plugins
+        self.run_dir, self.device, self.source, self.dist = run_dir, device, source, dist
+        self.echo = echo if dist.main else (lambda *_a, **_k: None)
+        if recipe.data.batch_size % dist.world:
+            error = RecipeError("data.batch_size", f"{recipe.data.batch_size} is not divisible by the {dist.world} "
+                                "processes (the global batch is split evenly across them)", source)
+            error.shown_by_rank0 = True  # every rank reaches the same verdict
+            raise error
+        seed_everything(recipe.seed)
+        self.setup: Setup = self._build()
+        self.model = self.setup.model.to(device)
+        self.accel = accelerate(self.model, device, recipe.train.amp, recipe.train.compile)
+        if dist.rank:
+            torch.manual_seed(rank_seed(recipe.seed, dist.rank))
+        self.sampler = self.setup.sampler
+        self.optimizer = make_optimizer(self.model, recipe.train)
+        self._fused = bool(self.optimizer.defaults.get("fused"))
+        self._params = list(self.model.parameters())  # walked every step by the gradient check: list it once
+        self.scheduler = make_scheduler(self.optimizer, recipe.train)
+        self.state = TrainState()
+        self.rows: list[dict[str, Any]] = []
+        batch_size = recipe.data.batch_size
+        self.batches = EpochBatchSampler(len(self.setup.train), batch_size // dist.world, seed=recipe.seed,
+                                         rank=dist.rank, world=dist.world)
+        pin = device.type == "cuda"
+        self.loader = make_loader(self.setup.train, self.batches, recipe.data.num_workers, pin,
+                                  generator=torch.Generator().manual_seed(rank_seed(recipe.seed, dist.rank)))
+        if not self.model.fusion.uses_sampler:  # the fusion ignores the plan: do not draw one every step
+            self._fixed_plan = SubsetPlan.from_mask(full(len(self.model.names)), device)
+        else:
+            self._fixed_plan = SubsetPlan.from_mask(self.sampler.sample(), device) if self.sampler.fixed else None
+        self.net = self._wrap(self.model)
+        # the divergence guard's device-side state, and what it did
+        self.bad_streak = torch.zeros((), device=device)
+        self.lr_scale = 1.0
+        self.rollbacks = 0
+        self.skipped_total = 0
+        self._signal = 0
+        self._signal_at = 0.0
+        self._stop_flags = LaggedFlags(device)
+
+    def _build(self) -> Setup:
+        """Rank 0 builds first (modalities may fit and save state in the run directory), then the others reuse it."""
+        if not self.dist.active:
+            return build(self.recipe, self.plugins, self.run_dir, self.source)
+        if self.dist.main:
+            setup = build(self.recipe, self.plugins, self.run_dir, self.source)
+            distributed.barrier(self.dist)
+            return setup
+        distributed.barrier(self.dist)
+        shared = self.run_dir if self.run_dir.is_dir() else None  # a shared filesystem: reuse rank 0's files
+        return build(self.recipe, self.plugins, shared, self.source)
+
+    def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """DistributedDataParallel across processes; the bare model on one."""
+        if not self.dist.active:
+            return model
+        fixed = self.sampler.fixed  # as before the sampler-free fusions got a fixed plan: their graphs may vary
+        return torch.nn.parallel.DistributedDataParallel(
+            _Objective(model), device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            static_graph=fixed, find_unused_parameters=not fixed)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _reduced_counts(self) -> tuple[dict[str, Tensor], Tensor]:
+        """This epoch's partial sums over all ranks (a collective)."""
+        keys = sorted(self.state.sums)
+        seen = torch.as_tensor(self.state.seen, device=self.device, dtype=torch.float64)
+        flat = torch.stack([self.state.sums[k].double() for k in keys] + [seen])
+        distributed.all_reduce_(flat, self.dist)
+        return {k: flat[i].float() for i, k in enumerate(keys)}, flat[-1]
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Everything an exact resume needs. A collective under DDP: every rank must call it."""
+        sums, seen = self._reduced_counts() if self.dist.active else (self.state.sums, self.state.seen)
+        rng = rng_state()
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": self.state.epoch,
+            "step_in_epoch": self.state.step_in_epoch,
+            "global_step": self.state.global_step,
+            "sums": {k: v.detach().cpu() for k, v in sums.items()},
+            "seen": torch.as_tensor(seen).cpu(),
+            "skipped": torch.as_tensor(self.state.skipped).cpu(),
+            "bad_samples": self.state.bad_samples,
+            "bad_streak": self.bad_streak.cpu(),
+            "lr_scale": self.lr_scale,
+            "rollbacks": self.rollbacks,
+            "skipped_total": self.skipped_total,
+            "world": self.dist.world,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "sampler": self.sampler.state_dict(),
+            "rng": rng,
+            "rng_ranks": distributed.gather(rng, self.dist),
+        }
+
+    def parameters_finite(self) -> bool:
+        """One host sync: called before a checkpoint is written, never per step."""
+        return bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all())
+
+    def save(self, force: bool = False) -> bool:
+        """Write a checkpoint and the metrics (rank 0). Only a *good* state is checkpointed: finite
+        parameters and no non-finite step pending, so a rollback lands before the trouble began;
+        ``force`` (an interrupt) writes it anyway. Returns whether it wrote."""
+        if not self.parameters_finite():
+            self.diverged("the parameters are no longer finite")
+        if not force and float(self.bad_streak) > 0:
+            self._write_on_rank0(lambda: rundir.write_metrics(self.run_dir, self.rows))
+            return False
+        state = self.checkpoint_state()
+
+        def write() -> None:
+            rundir.save_checkpoint(self.run_dir, state)
+            rundir.write_metrics(self.run_dir, self.rows)
+
+        self._write_on_rank0(write)
+        return True
+
+    def _write_on_rank0(self, write) -> None:
+        """Rank 0 writes; a disk error reaches every rank (one small broadcast per checkpoint), so all stop
+        with the same one-line message instead of the others failing later in a collective."""
+        error: ModkitError | None = None
+        if self.dist.main:
+            try:
+                write()
+            except ModkitError as exc:
+                error = ModkitError(f"{exc}. {self.run_dir} keeps its last complete checkpoint; free some space or make "
+                                    f"the directory writable, then continue with: modkit train --resume {self.run_dir}")
+        if self.dist.active:
+            error = distributed.broadcast(error, self.dist)
+        if error is not None:
+            error.shown_by_rank0 = True
+            raise error
+
+    def load(self) -> dict[str, Any]:
+        """Rank 0 reads the checkpoint and hands it to the others (no shared filesystem needed)."""
+        ckpt: Any = None
+        if self.dist.main:
+            try:
+                ckpt = rundir.load_checkpoint(self.run_dir)
+            except ModkitError as exc:
+                ckpt = exc
+        ckpt = distributed.broadcast(ckpt, self.dist)
+        if isinstance(ckpt, ModkitError):
+            ckpt.shown_by_rank0 = True
+            raise ckpt
+        return ckpt
+
+    def restore(self, ckpt: dict[str, Any] | None = None) -> None:
+        """Continue from the run directory's newest complete checkpoint (``--resume``)."""
+        ckpt = self.load() if ckpt is None else ckpt
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scheduler and ckpt.get("scheduler"):
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.sampler.load_state_dict(ckpt["sampler"])
+        self._restore_rng(ckpt)
+        main = self.dist.main  # rank 0 carries the (already reduced) partial sums; the others start from zero
+        sums = {k: (v if main else torch.zeros_like(v)).to(self.device) for k, v in ckpt["sums"].items()}
+        seen = torch.as_tensor(ckpt["seen"] if main else 0, dtype=torch.float64, device=self.device)
+        skipped = torch.as_tensor(ckpt.get("skipped", 0), device=self.device).float()
+        self.state = TrainState(ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"], sums, seen, skipped,
+                                int(ckpt.get("bad_samples", 0)))
+        self.bad_streak = torch.as_tensor(ckpt.get("bad_streak", 0.0), device=self.device).float()
+        self.lr_scale = float(ckpt.get("lr_scale", 1.0))
+        self.rollbacks = int(ckpt.get("rollbacks", 0))
+        self.skipped_total = int(ckpt.get("skipped_total", 0))
+        if main:
+            self.rows = [r for r in rundir.read_metrics(self.run_dir) if r["epoch"] <= self.state.epoch]
+
+    def _restore_rng(self, ckpt: dict[str, Any]) -> None:
+        ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
+        saved_world = int(ckpt.get("world", 1))
+        if saved_world != self.dist.world and self.dist.main:
+            warnings.warn(f"the checkpoint was written by {saved_world} process(es), this run has {self.dist.world}: "
+                          "the data order is the same but the noise differs from an uninterrupted run", stacklevel=2)
+        if self.dist.rank < len(ranks):
+            set_rng_state(ranks[self.dist.rank])
+        else:
+            set_rng_state(ranks[0])
+            torch.manual_seed(rank_seed(self.recipe.seed + ckpt["global_step"], self.dist.rank))
+
+    # -- one step ----------------------------------------------------------------------------
+    def plan(self) -> SubsetPlan:
+        return self._fixed_plan or SubsetPlan.from_mask(self.sampler.sample(), self.device)
+
+    def step(self, batch, beta: float) -> tuple[dict[str, Tensor], Tensor]:
+        """Forward, backward, guarded update. Returns the detached loss terms and a 0-dim float flag on
+        the device: 1 if the step was skipped because the loss or a gradient was not finite."""
+        loss, terms = self.forward_backward(batch, beta)
+        return terms, self.update(loss)
+
+    def forward_backward(self, batch, beta: float) -> tuple[Tensor, dict[str, Tensor]]:
+        loss, terms = _objective(self.net, batch, self.plan(), beta)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.accel.backward(loss)
+        return loss.detach(), terms
+
+    def grad_check(self) -> Tensor:
+        """A 0-dim value that is non-finite if any gradient is: the total norm when ``train.grad_clip``
+        clips to it, else the plain sum of every gradient (a NaN or inf anywhere makes the sum non-finite;
+        half the cost of a norm, which squares each entry)."""
+        params = [p for p in self._params if p.grad is not None]
+        clip = self.recipe.train.grad_clip
+        if clip:
+            return torch.nn.utils.clip_grad_norm_(params, clip)
+        if not params:
+            return torch.zeros((), device=self.device)
+        return torch.stack([p.grad.detach().sum(dtype=torch.float32) for p in params]).sum()
+
+    def update(self, loss: Tensor) -> Tensor:
+        """Skip-or-step without a host sync. Under DDP the ranks agree on the skip and on a pending
+        interrupt through one two-number all_reduce per step."""
+        self.accel.unscale(self.optimizer)
+        bad = (~(torch.isfinite(loss) & torch.isfinite(self.grad_check()))).float()
+        if self.dist.active:
+            flags = torch.stack([bad, torch.full((), float(self._signal), device=self.device)])
+            distributed.all_reduce_(flags, self.dist, op="max")
+            bad = flags[0]
+            self._stop_flags.push(flags[1])
+        self.optimizer_step(bad)
+        self.accel.update()
+        return bad
+
+    def optimizer_step(self, bad: Tensor) -> None:
+        """The fused optimizers skip the update (and its step count) on the device when ``found_inf`` is 1;
+        an optimizer without fused kernels costs one host sync here instead.
+
+        With a ``GradScaler`` (AMP): call ``scaler.unscale_`` before :meth:`grad_check`, so the check sees true
+        gradients; an fp16 overflow then counts as a skipped step (the scaler's own start-up overflows make a
+        short streak, well under the default ``max_bad_steps``)."""
+        if self._fused:
+            self.optimizer.found_inf = bad
+            try:
+                self.optimizer.step()
+            finally:
+                del self.optimizer.found_inf
+        elif not bool(bad):
+            self.optimizer.step()
+
+    def accumulate(self, terms: dict[str, Tensor], bad: Tensor, n: int) -> None:
+        """Add a step's terms to the epoch sums on the device; a skipped step adds nothing."""
+        ok = bad == 0
+        for key, value in terms.items():
+            step = torch.where(ok, value.detach().float() * n, 0.0)
+            self.state.sums[key] = self.state.sums[key] + step if key in self.state.sums else step
+        self.state.seen = self.state.seen + torch.where(ok, float(n), 0.0).double()
+        self.state.skipped = self.state.skipped + bad
+        self.bad_streak = torch.where(ok, 0.0, self.bad_streak + 1)
+        self.state.step_in_epoch += 1
+        self.state.global_step += 1
+
+    # -- the loop ----------------------------------------------------------------------------
+    def fit(self) -> None:
+        with self._signals():
+            if self.state.global_step == 0:
+                self.save()  # a point to roll back to before the first epoch ends
+            while self.state.epoch < self.recipe.train.epochs:
+                try:
+                    self.run_epoch()
+                except _RolledBack:
+                    continue
+
+    def run_epoch(self) -> None:
+        spec = self.recipe.train
+        epoch = self.state.epoch
+        steps_per_epoch = self.batches.steps()
+        self.model.train()
+        self.batches.set_epoch(epoch, start=self.state.step_in_epoch)
+        started = time.perf_counter()
+        beta = beta_at(self.recipe.model.beta, epoch + self.state.step_in_epoch / steps_per_epoch)
+        bar = None
+        if spec.progress and sys.stderr.isatty() and self.dist.main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=steps_per_epoch, initial=self.state.step_in_epoch, desc=f"epoch {epoch + 1}/{spec.epochs}", leave=False)
+        try:
+            for batch in self.loader:
+                self.state.bad_samples += batch.skipped
+                if len(batch) == 0:  # every sample of this batch was bad and skipped
+                    self.state.step_in_epoch += 1
+                    continue
+                batch = batch.to(self.device, non_blocking=True)
+                beta = beta_at(self.recipe.model.beta, epoch + self.state.step_in_epoch / steps_per_epoch)
+                terms, bad = self.step(batch, beta)
+                self.accumulate(terms, bad, len(batch))
+                if bar is not None:
+                    bar.update(1)
+                if self.state.global_step % spec.log_every == 0:
+                    self.on_interval(bar)
+                if spec.checkpoint_every and self.state.global_step % spec.checkpoint_every == 0:
+                    self.save()
+                signum = self._stop_flags.pop() if self.dist.active else self._signal
+                if signum:
+                    self.interrupt(signum)
+        finally:
+            if bar is not None:
+                bar.close()
+        self.end_epoch(beta, time.perf_counter() - started)
+
+    def on_interval(self, bar) -> None:
+        """Once per ``train.log_every`` steps: the one host sync of the interval (the non-finite streak)
+        and the progress bar."""
+        streak = int(self.bad_streak)
+        if bar is not None:
+            seen = max(float(self.state.seen), 1.0)
+            bar.set_postfix({k: f"{v.item() / seen:.3g}" for k, v in self.state.sums.items() if "/" not in k or k.startswith("rec")})
+        if streak >= self.recipe.train.divergence.max_bad_steps:
+            self.diverged(f"{streak} steps in a row had a non-finite loss or gradient")
+
+    def end_epoch(self, beta: float, seconds: float) -> None:
+        sums, seen = self._reduced_counts() if self.dist.active else (self.state.sums, self.state.seen)
+        skipped = int(float(self.state.skipped))  # the same on every rank: the skip decision is all-reduced
+        streak = int(self.bad_streak)
+        row: dict[str, Any] = {"epoch": self.state.epoch + 1, "step": self.state.global_step,
+                               "lr": self.optimizer.param_groups[0]["lr"], "beta": beta}
+        n = max(float(seen), 1.0)
+        row.update({f"train/{k}": round(v.item() / n, 6) for k, v in sorted(sums.items())})
+        row["time_s"] = round(seconds, 3)
+        if skipped:
+            row["skipped_steps"] = skipped
+        if self.rollbacks:
+            row["rollbacks"] = self.rollbacks
+        if self.state.bad_samples:
+            row["skipped_samples"] = self.state.bad_samples
+        if streak >= self.recipe.train.divergence.max_bad_steps:
+            self.diverged(f"{streak} steps in a row had a non-finite loss or gradient")
+        self.skipped_total += skipped
+        self.rows.append(row)
+        self.state = TrainState(epoch=self.state.epoch + 1, global_step=self.state.global_step)
+        if self.scheduler:
+            self.scheduler.step()
+        self.save()
+        shown = "  ".join(f"{k.removeprefix('train/')} {v:.4g}" for k, v in row.items() if k.startswith("train/"))
+        extra = f"  skipped {skipped} non-finite step(s)" if skipped else ""
+        extra += f"  skipped {row['skipped_samples']} bad samples" if "skipped_samples" in row else ""
+        self.echo(f"epoch {row['epoch']}/{self.recipe.train.epochs}  {shown}  β {beta:.3g}  {seconds:.1f}s{extra}")
+
+    # -- faults ------------------------------------------------------------------------------
+    def diverged(self, why: str) -> None:
+        """Roll back to the last good checkpoint with a lower learning rate, or stop with the run directory intact."""
+        spec = self.recipe.train.divergence
+        step = self.state.global_step
+        if spec.action == "rollback" and self.rollbacks < spec.max_rollbacks:
+            ckpt = self.load()
+            rollbacks, scale = self.rollbacks + 1, self.lr_scale * spec.lr_factor
+            self.restore(ckpt)
+            ratio = scale / self.lr_scale
+            for group in self.optimizer.param_groups:
+                group["lr"] *= ratio
+                if "initial_lr" in group:
+                    group["initial_lr"] *= ratio
+            if self.scheduler is not None:
+                self.scheduler.base_lrs = [lr * ratio for lr in self.scheduler.base_lrs]
+                self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+            self.rollbacks, self.lr_scale = rollbacks, scale
+            self.echo(f"warning: {why} at step {step}; rolled back to step {self.state.global_step} with the "
+                      f"learning rate ×{spec.lr_factor:g} (now {self.optimizer.param_groups[0]['lr']:.3g}; "
+                      f"rollback {rollbacks}/{spec.max_rollbacks})")
+            self._stop_flags.clear()
+            raise _RolledBack
+        if self.dist.main:
+            rundir.write_metrics(self.run_dir, self.rows)
+        done = "" if spec.action == "stop" else f" after {self.rollbacks} rollback(s)"
+        error = DivergenceError(
+            f"training diverged: {why} at step {step} (epoch {self.state.epoch + 1}){done}. Stopped; {self.run_dir} "
+            f"keeps the last good checkpoint. Lower train.lr or set train.grad_clip and train again, "
+            f"or look at the data (a non-finite value in a batch is skipped every time).")
+        error.shown_by_rank0 = True  # every rank reaches the same verdict
+        raise error
+
+    def interrupt(self, signum: int) -> None:
+        self.save(force=True)
+        name = signal.Signals(signum).name
+        raise Interrupted(signum, f"interrupted by {name} at step {self.state.global_step} (epoch {self.state.epoch + 1}); "
+                                  f"checkpoint saved. Continue with: modkit train --resume {self.run_dir}")
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGINT/SIGTERM set a flag the loop reads after each step; another one later stops at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, _frame):
+            if self._signal:
+                if time.monotonic() - self._signal_at > DUPLICATE_SIGNAL_S:
+                    raise KeyboardInterrupt
+                return  # the terminal and torchrun both deliver one Ctrl-C: count it once
+            self._signal, self._signal_at = signum, time.monotonic()
+            if self.dist.main:
+                print(f"received {signal.Signals(signum).name}: saving a checkpoint after this step "
+                      "(send it again to stop at once)", file=sys.stderr, flush=True)
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, old in previous.items():
+                signal.signal(s, old)
+
+    # -- the end -----------------------------------------------------------------------------
+    def finish(self) -> dict[str, Any]:
+        """Test metrics, summary.json and samples.png: rank 0 only (the others return an empty dict)."""
+        if not self.dist.main:
+            return {}
+        eval_batches = EpochBatchSampler(len(self.setup.test), self.recipe.data.eval_batch_size, shuffle=False)
+        loader = make_loader(self.setup.test, eval_batches)
+        generator_state = torch.get_rng_state()
+        torch.manual_seed(self.recipe.seed + 1)  # evaluation noise does not disturb training RNG
+        bad = [0]
+
+        def counted(batches):
+            for batch in batches:
+                bad[0] += batch.skipped
+                yield batch
+
+        metrics = test_metrics(self.model, counted(loader), self.device, coherence=self.recipe.eval.coherence)
+        if bad[0]:
+            metrics["test/skipped_samples"] = bad[0]
+            self.echo(f"evaluation skipped {bad[0]} bad test samples")
+        summary = {"name": self.recipe.name, "epochs": self.state.epoch, "steps": self.state.global_step,
+                   "device": str(self.device), "processes": self.dist.world,
+                   "skipped_steps": self.skipped_total, "rollbacks": self.rollbacks,
+                   "train": {k: v for k, v in (self.rows[-1] if self.rows else {}).items() if k.startswith("train/")},
+                   **metrics}
+        rundir.write_json(self.run_dir / rundir.SUMMARY, summary)
+        complete = torch.nonzero(self.setup.test.presence.all(1)).flatten()[: self.recipe.eval.samples].tolist()
+        if complete:
+            write_samples(self.model, self.setup.test.__getitems__(complete), self.run_dir / rundir.SAMPLES_PNG,
+                          self.run_dir / rundir.SAMPLES_MD)
+        torch.set_rng_state(generator_state)
+        return summary
+
+
+def write_recipe(run_dir: Path, resolved: dict[str, Any]) -> None:
+    rundir.atomic_write_text(run_dir / rundir.RECIPE, yaml.safe_dump(resolved, sort_keys=False))
