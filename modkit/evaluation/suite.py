@@ -27,7 +27,7 @@ from torch import Tensor
 from modkit.runs import files as rundir
 from modkit.errors import ModkitError
 from modkit.evaluation.judges import (JUDGES_FILE, JudgeSet, attribute_fields, attribute_values, balanced_accuracy, fit_classifiers,
-                           flatten_lead, iterate, plan_judges, select)
+                                      flatten_lead, iterate, plan_judges, select, split_attribute)
 from modkit.evaluation.likelihood import CHUNK_ELEMENTS, likelihood_suite, prior_of
 from modkit.evaluation.likelihood import output_elements
 from modkit.evaluation.representations import linear_probe, relatedness
@@ -328,10 +328,18 @@ def _probes(run, train_view, attrs, masks, labels, test_latents, test_attrs, set
     test_mu = test_latents["mu"].numpy()
     test_pos = test_latents["positions"].numpy()
     ok = test_pos >= 0
+    # Only the labels the model was allowed to see with the probed subset's modalities: under weak
+    # supervision an unpaired row shows its label alone, so a probe from the image may not learn from it.
+    probe_rows = probe_view.rows.numpy()[kept_rows]
     out: dict[str, dict[str, float | None]] = {}
     for s, label in enumerate(labels):
+        given = [n for n, on in zip(model.names, masks[s].tolist()) if on]
         for a in attrs:
-            out.setdefault(label, {})[a] = linear_probe(train_mu[s], train_attrs[a][kept_rows], test_mu[s][ok], test_attrs[a][test_pos[ok]])
+            y = train_attrs[a][kept_rows]
+            seen = run.seen_rows(split_attribute(a)[0], given)
+            if seen is not None:
+                y = np.where(np.isin(probe_rows, seen), y, -1)
+            out.setdefault(label, {})[a] = linear_probe(train_mu[s], y, test_mu[s][ok], test_attrs[a][test_pos[ok]])
     return out
 
 
@@ -351,8 +359,6 @@ def _relatedness(names, latents, test_attrs, settings) -> dict:
 
 def grouped(per_attribute: dict[str, float | None]) -> dict[str, float]:
     """Entries ``field[k]`` of a vector attribute averaged into ``field[*]`` (48 binary attributes → one number)."""
-    from modkit.evaluation.judges import split_attribute
-
     sums: dict[str, list[float]] = {}
     for a, v in per_attribute.items():
         field, k = split_attribute(a)
