@@ -41,9 +41,10 @@ def test_metrics(model: MultimodalVAE, batches: Iterable[Batch], device: torch.d
         z = post.rsample(n_samples).squeeze(1)  # (K, B, D)
         _, per = model.weighted_reconstruction(z, batch)
         rec = sum(per.values())
-        log_pz = model.fusion.prior().log_prob(z)  # the fusion's own prior (MMVAE's may be learned or Laplace)
-        log_qz = post.log_prob(z.unsqueeze(1)).squeeze(1)
-        add("test/elbo", (rec + log_pz - log_qz).mean(0), complete)
+        prior = model.fusion.prior()  # the fusion's own prior (MMVAE's may be learned or Laplace; MEME has none)
+        if prior is not None:
+            log_qz = post.log_prob(z.unsqueeze(1)).squeeze(1)
+            add("test/elbo", (rec + prior.log_prob(z) - log_qz).mean(0), complete)
         for name, ll in per.items():
             add(f"test/rec/{name}", ll.mean(0), complete)
         if not coherence or len(names) < 2:
@@ -56,5 +57,8 @@ def test_metrics(model: MultimodalVAE, batches: Iterable[Batch], device: torch.d
             for i, s in enumerate(names):
                 if s != t:
                     add(f"coherence/{s}->{t}", acc[i], batch.present[:, i] & batch.present[:, j])
-    return {k: (sums[k] / counts[k]).item() if counts[k].item() > 0 else None for k in sums}
+    out = {k: (sums[k] / counts[k]).item() if counts[k].item() > 0 else None for k in sums}
+    if model.fusion.prior() is None:
+        out["test/elbo"] = None  # no unconditional prior to score the ELBO under (see Fusion.prior)
+    return out
 

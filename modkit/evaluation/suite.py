@@ -28,7 +28,7 @@ from modkit.runs import files as rundir
 from modkit.errors import ModkitError
 from modkit.evaluation.judges import (JUDGES_FILE, JudgeSet, attribute_fields, attribute_values, balanced_accuracy, fit_classifiers,
                                       flatten_lead, iterate, plan_judges, select, split_attribute)
-from modkit.evaluation.likelihood import CHUNK_ELEMENTS, likelihood_suite, prior_of
+from modkit.evaluation.likelihood import CHUNK_ELEMENTS, likelihood_suite, no_prior_reason, prior_of
 from modkit.evaluation.likelihood import output_elements
 from modkit.evaluation.representations import linear_probe, relatedness
 from modkit.runs.loading import LoadedRun
@@ -129,8 +129,12 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings | None = None, echo: Cal
     labels = subset_names(masks.cpu(), names)
     pass_out = _posterior_pass(run, test, masks, labels, judges, test_attrs, groups, metric_fns, chosen_metrics, settings)
 
+    has_prior = prior_of(model) is not None
+    if not has_prior:
+        result["not_applicable"] = {k: no_prior_reason(model) for k in ("coherence.joint", "likelihood") if k.split(".")[0] in groups}
     if "coherence" in groups:
-        result["coherence"] = {"cross": pass_out["coherence"], "joint": _joint_coherence(model, judges, settings) if judges else {}}
+        joint = _joint_coherence(model, judges, settings) if judges and has_prior else {}
+        result["coherence"] = {"cross": pass_out["coherence"], "joint": joint}
     if "reconstruction" in groups:
         result["reconstruction"] = pass_out["reconstruction"]
     if "task" in groups:
@@ -140,7 +144,7 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings | None = None, echo: Cal
         result["probe"] = _probes(run, train, attrs, masks, labels, pass_out["latents"], test_attrs, settings)
     if "relatedness" in groups and len(names) > 1:
         result["relatedness"] = _relatedness(names, pass_out["latents"], test_attrs, settings)
-    if "likelihood" in groups:
+    if "likelihood" in groups and has_prior:
         echo(f"importance-sampled log-likelihoods (K={settings.iw_samples}, {settings.prior_samples} prior samples) …")
         iw = run.view(test.rows.numpy()[_cap(len(test), settings.iw_items, settings.seed)])
         bar = Progress(len(iw), "log-likelihoods")

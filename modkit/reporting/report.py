@@ -15,6 +15,7 @@ from modkit.reporting import figures
 
 from modkit.runs import files as rundir
 from modkit.evaluation.suite import EVAL_JSON, EvalSettings, evaluate_run, grouped, summarize, write_eval
+from modkit.evaluation.likelihood import no_prior_reason, prior_of
 from modkit.reporting.generation import sample_prior
 from modkit.runs.loading import LoadedRun
 
@@ -85,9 +86,13 @@ def write_report(run: LoadedRun, settings: EvalSettings | None = None, refresh: 
     md += _table(["metric", "value"], [[k, v] for k, v in summarize(result, result["modalities"]).items()])
 
     # -- samples --------------------------------------------------------------------------------
-    md += ["## Samples", "", "Unconditional samples z ~ p(z), every modality decoded (one cell per sample):", ""]
-    path, _ = sample_prior(run, n_samples, fig_dir / "prior_samples.png", seed=0)
-    link(path, "prior samples")
+    md += ["## Samples", ""]
+    if prior_of(run.model) is None:
+        md += [f"Unconditional samples: {no_prior_reason(run.model)}.", ""]
+    else:
+        md += ["Unconditional samples z ~ p(z), every modality decoded (one cell per sample):", ""]
+        path, _ = sample_prior(run, n_samples, fig_dir / "prior_samples.png", seed=0)
+        link(path, "prior samples")
     complete = [i for i in range(len(run.setup.test)) if bool(run.setup.test.presence[i].all())][: run.recipe.eval.samples]
     if complete:
         from modkit.reporting.samples import sample_grid
@@ -150,6 +155,8 @@ def write_report(run: LoadedRun, settings: EvalSettings | None = None, refresh: 
         md += _table(["pair", "mean W2 paired", "mean W2 unpaired", "AUC paired vs unpaired"], rows)
 
     # -- likelihoods and task metrics -----------------------------------------------------------
+    for quantity, reason in result.get("not_applicable", {}).items():
+        md += [f"**{quantity}**: {reason}.", ""]
     if result.get("likelihood"):
         s = result["settings"]
         md += ["## Log-likelihoods (importance sampled)", "",
