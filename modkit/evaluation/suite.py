@@ -129,6 +129,8 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings | None = None, echo: Cal
     labels = subset_names(masks.cpu(), names)
     pass_out = _posterior_pass(run, test, masks, labels, judges, test_attrs, groups, metric_fns, chosen_metrics, settings)
 
+    # chance of a class-balanced accuracy: 1/K for an attribute with K classes, whatever predicts it
+    result["chance"] = {a: 1.0 / max(1, len(np.unique(v[v >= 0]))) for a, v in test_attrs.items()}
     has_prior = prior_of(model) is not None
     if not has_prior:
         result["not_applicable"] = {k: no_prior_reason(model) for k in ("coherence.joint", "likelihood") if k.split(".")[0] in groups}
@@ -389,6 +391,9 @@ def summarize(result: dict, names: list[str]) -> dict[str, float]:
         out[f"coherence/given_{k}"] = float(np.mean(values))
     for a, v in grouped(result.get("coherence", {}).get("joint", {})).items():
         out[f"coherence/joint/{a}"] = v
+    if cross:
+        for a, v in grouped(result.get("chance", {})).items():
+            out[f"chance/{a}"] = v
     for key, cell in result.get("likelihood", {}).items():
         if cell["mean"] is not None:
             out[f"likelihood/{key}"] = cell["mean"]

@@ -111,7 +111,8 @@ def write_report(run: LoadedRun, settings: EvalSettings | None = None, refresh: 
     if coherence:
         md += ["## Coherence", "",
                "Class-balanced accuracy of the attribute read off the generated target by a judge "
-               "(see the judges' own accuracy on real test data below: the ceiling).", ""]
+               "(see the judges' own accuracy on real test data below: the ceiling). The last row is chance: 1/K for "
+               "an attribute with K classes, what any constant or random generator scores.", ""]
         cross = {key: grouped(per_attr) for key, per_attr in coherence.get("cross", {}).items()}  # field[*]: mean over entries
         sources = list(dict.fromkeys(k.split("->")[0] for k in cross))
         columns = list(dict.fromkeys(f"{k.split('->')[1]}/{a}" for k, v in cross.items() for a in v))
@@ -124,7 +125,9 @@ def write_report(run: LoadedRun, settings: EvalSettings | None = None, refresh: 
                         values[sources.index(s), columns.index(f"{t}/{a}")] = v
             link(figures.table_heatmap(sources, columns, values, fig_dir / "coherence.png",
                                        "cross-modal coherence (rows: given subset; columns: target/attribute)"), "coherence table")
-            md += _table(["given \\ target/attribute", *columns], [[s, *values[i]] for i, s in enumerate(sources)])
+            chance = grouped(result.get("chance", {}))
+            md += _table(["given \\ target/attribute", *columns],
+                         [[s, *values[i]] for i, s in enumerate(sources)] + [["*chance*", *[chance.get(c.split("/", 1)[1]) for c in columns]]])
         if coherence.get("joint"):
             md += ["Joint coherence (z ~ p(z); all judges of an attribute agree):", ""]
             md += _table(["attribute", "agreement"], [[a, v] for a, v in grouped(coherence["joint"]).items()])

@@ -65,3 +65,12 @@ def test_probe_from_the_image_fits_on_paired_labels_only(partial_run, monkeypatc
     assert known[("image", "label")] == n_paired < len(probe_rows) // 4
     assert known[("label", "label")] == len(probe_rows)  # the label alone: every row showed it
     assert result["probe"]["image"]["label"] is not None
+
+
+def test_coherence_is_printed_beside_its_chance(partial_run):
+    result = CliRunner().invoke(main, ["eval", str(partial_run), "--metrics", "coherence", "--joint-samples", "20",
+                                       "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.strip().startswith("coherence/image->label/label")]
+    assert lines and lines[0].rstrip().endswith("(chance 0.1)")  # ten balanced digit classes: 1/K
+    assert "chance/attributes[*]" in result.output or "chance/label" in result.output

@@ -38,7 +38,7 @@ def test_test_elbo_is_not_scored_without_a_prior(tiny):
         loader = make_loader(setup.test, EpochBatchSampler(len(setup.test), 256, shuffle=False))
         metrics = epoch_metrics.test_metrics(setup.model, loader, torch.device("cpu"))
         assert (metrics["test/elbo"] is not None and math.isfinite(metrics["test/elbo"])) == has_prior
-        assert 0 <= metrics["coherence/image->label"] <= 1  # cross-modal numbers do not need p(z)
+        assert 0 <= metrics["balanced_accuracy/image->label"] <= 1  # cross-modal numbers do not need p(z)
 
 
 def test_eval_reports_joint_coherence_and_likelihoods_as_not_applicable(meme_run):

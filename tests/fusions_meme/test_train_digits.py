@@ -36,8 +36,8 @@ def test_recipe_trains_without_nan(tiny, recipe):
         assert metrics["test/elbo"] is None
     else:
         assert math.isfinite(metrics["test/elbo"])
-    assert 0 <= metrics["coherence/image->label"] <= 1
-    assert 0 <= metrics["coherence/label->image"] <= 1 if "coherence/label->image" in metrics else True
+    assert 0 <= metrics["balanced_accuracy/image->label"] <= 1
+    assert 0 <= metrics["balanced_accuracy/label->image"] <= 1 if "balanced_accuracy/label->image" in metrics else True
 
 
 def test_meme_moe_combination_trains(tiny):
