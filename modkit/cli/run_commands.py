@@ -63,8 +63,13 @@ def eval_command(run: Path, device: str | None, **kwargs) -> None:
     for metric, cells in result.get("task", {}).items():
         if "error" in cells:
             click.echo(f"warning: {cells['error']}", err=True)
-    for key, value in result["summary"].items():
-        click.echo(f"  {key:<48} {value:.4g}")
+    summary = result["summary"]
+    for key, value in summary.items():
+        attribute = key.rsplit("/", 1)[-1]
+        beside = f"   (chance {summary[f'chance/{attribute}']:.3g})" if key.startswith("coherence/") and f"chance/{attribute}" in summary else ""
+        click.echo(f"  {key:<48} {value:.4g}{beside}")
+    for key, reason in result.get("not_applicable", {}).items():
+        click.echo(f"  {key:<48} {reason}")
     click.echo(f"wrote {loaded.run_dir / EVAL_JSON}")
 
 

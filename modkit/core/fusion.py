@@ -92,7 +92,10 @@ class Fusion(nn.Module):
         """p(z) as a distribution with ``rsample``/``log_prob``/``mean``; default N(0, I).
 
         Fusions with another prior (MMVAE's learnable or Laplace prior) override this; the test ELBO
-        and the importance-sampled likelihoods score z under it.
+        and the importance-sampled likelihoods score z under it. A fusion whose model defines no
+        unconditional p(z) (MEME: each modality's prior is the other's encoder) returns None, and
+        everything that needs one (test ELBO, joint coherence, likelihoods, prior samples) is reported
+        as not applicable instead of being scored under an N(0, I) the model never used.
         """
         zeros = self._prior_zeros
         return DiagGaussian(zeros, zeros)

@@ -139,7 +139,21 @@ class Modality(nn.Module):
         return self.likelihood.mean(out)
 
     def accuracy(self, out: Tensor, x: Data) -> Tensor | None:
-        """Per-sample correctness in [0, 1] for discrete modalities (cross-modal coherence); None if not discrete."""
+        """Per-sample correctness in [0, 1] (``accuracy/<src>-><this>`` in summary.json); None if it has no meaning.
+
+        Modalities with classes implement :meth:`class_predictions` instead, which summary.json
+        scores by balanced accuracy (chance 1/K whatever the class frequencies).
+        """
+        return None
+
+    def class_predictions(self, out: Tensor, x: Data) -> tuple[Tensor, Tensor, int] | None:
+        """For V class variables with K classes each: the predicted (…, B, V) and true (B, V) int64 class ids, and K.
+
+        summary.json reports ``balanced_accuracy/<src>-><this>``: the recall of each class, averaged
+        over the classes (so a constant prediction scores 1/K), then over the V variables (one
+        label: V = 1; 18 binary attributes: V = 18, K = 2), beside ``chance/<this>`` = 1/K.
+        None (the default) for modalities without classes.
+        """
         return None
 
     def judge_features(self, x: Data) -> Tensor | None:

@@ -36,8 +36,17 @@ class ISEstimate:
 
 
 def prior_of(model: MultimodalVAE):
-    """p(z): the fusion's own prior (:meth:`modkit.Fusion.prior`; N(0, I) unless the fusion says otherwise)."""
+    """p(z): the fusion's own prior (:meth:`modkit.Fusion.prior`; N(0, I) unless the fusion says otherwise).
+
+    None when the fusion defines no unconditional prior: see :func:`no_prior_reason`.
+    """
     return model.fusion.prior()
+
+
+def no_prior_reason(model: MultimodalVAE) -> str:
+    """Why a quantity that needs p(z) is not reported for this model."""
+    return (f"not applicable: the {type(model.fusion).__name__} fusion defines no unconditional prior p(z) "
+            "(scoring under N(0, I) would measure a prior the model never used)")
 
 def output_elements(model: MultimodalVAE, names: Sequence[str]) -> int:
     """Numbers one latent decodes to over ``names``: sizes the chunks of k."""

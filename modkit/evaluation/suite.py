@@ -27,8 +27,8 @@ from torch import Tensor
 from modkit.runs import files as rundir
 from modkit.errors import ModkitError
 from modkit.evaluation.judges import (JUDGES_FILE, JudgeSet, attribute_fields, attribute_values, balanced_accuracy, fit_classifiers,
-                           flatten_lead, iterate, plan_judges, select)
-from modkit.evaluation.likelihood import CHUNK_ELEMENTS, likelihood_suite, prior_of
+                                      flatten_lead, iterate, plan_judges, select, split_attribute)
+from modkit.evaluation.likelihood import CHUNK_ELEMENTS, likelihood_suite, no_prior_reason, prior_of
 from modkit.evaluation.likelihood import output_elements
 from modkit.evaluation.representations import linear_probe, relatedness
 from modkit.runs.loading import LoadedRun
@@ -129,8 +129,14 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings | None = None, echo: Cal
     labels = subset_names(masks.cpu(), names)
     pass_out = _posterior_pass(run, test, masks, labels, judges, test_attrs, groups, metric_fns, chosen_metrics, settings)
 
+    # chance of a class-balanced accuracy: 1/K for an attribute with K classes, whatever predicts it
+    result["chance"] = {a: 1.0 / max(1, len(np.unique(v[v >= 0]))) for a, v in test_attrs.items()}
+    has_prior = prior_of(model) is not None
+    if not has_prior:
+        result["not_applicable"] = {k: no_prior_reason(model) for k in ("coherence.joint", "likelihood") if k.split(".")[0] in groups}
     if "coherence" in groups:
-        result["coherence"] = {"cross": pass_out["coherence"], "joint": _joint_coherence(model, judges, settings) if judges else {}}
+        joint = _joint_coherence(model, judges, settings) if judges and has_prior else {}
+        result["coherence"] = {"cross": pass_out["coherence"], "joint": joint}
     if "reconstruction" in groups:
         result["reconstruction"] = pass_out["reconstruction"]
     if "task" in groups:
@@ -140,7 +146,7 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings | None = None, echo: Cal
         result["probe"] = _probes(run, train, attrs, masks, labels, pass_out["latents"], test_attrs, settings)
     if "relatedness" in groups and len(names) > 1:
         result["relatedness"] = _relatedness(names, pass_out["latents"], test_attrs, settings)
-    if "likelihood" in groups:
+    if "likelihood" in groups and has_prior:
         echo(f"importance-sampled log-likelihoods (K={settings.iw_samples}, {settings.prior_samples} prior samples) …")
         iw = run.view(test.rows.numpy()[_cap(len(test), settings.iw_items, settings.seed)])
         bar = Progress(len(iw), "log-likelihoods")
@@ -328,10 +334,18 @@ def _probes(run, train_view, attrs, masks, labels, test_latents, test_attrs, set
     test_mu = test_latents["mu"].numpy()
     test_pos = test_latents["positions"].numpy()
     ok = test_pos >= 0
+    # Only the labels the model was allowed to see with the probed subset's modalities: under weak
+    # supervision an unpaired row shows its label alone, so a probe from the image may not learn from it.
+    probe_rows = probe_view.rows.numpy()[kept_rows]
     out: dict[str, dict[str, float | None]] = {}
     for s, label in enumerate(labels):
+        given = [n for n, on in zip(model.names, masks[s].tolist()) if on]
         for a in attrs:
-            out.setdefault(label, {})[a] = linear_probe(train_mu[s], train_attrs[a][kept_rows], test_mu[s][ok], test_attrs[a][test_pos[ok]])
+            y = train_attrs[a][kept_rows]
+            seen = run.seen_rows(split_attribute(a)[0], given)
+            if seen is not None:
+                y = np.where(np.isin(probe_rows, seen), y, -1)
+            out.setdefault(label, {})[a] = linear_probe(train_mu[s], y, test_mu[s][ok], test_attrs[a][test_pos[ok]])
     return out
 
 
@@ -351,8 +365,6 @@ def _relatedness(names, latents, test_attrs, settings) -> dict:
 
 def grouped(per_attribute: dict[str, float | None]) -> dict[str, float]:
     """Entries ``field[k]`` of a vector attribute averaged into ``field[*]`` (48 binary attributes → one number)."""
-    from modkit.evaluation.judges import split_attribute
-
     sums: dict[str, list[float]] = {}
     for a, v in per_attribute.items():
         field, k = split_attribute(a)
@@ -379,6 +391,9 @@ def summarize(result: dict, names: list[str]) -> dict[str, float]:
         out[f"coherence/given_{k}"] = float(np.mean(values))
     for a, v in grouped(result.get("coherence", {}).get("joint", {})).items():
         out[f"coherence/joint/{a}"] = v
+    if cross:
+        for a, v in grouped(result.get("chance", {})).items():
+            out[f"chance/{a}"] = v
     for key, cell in result.get("likelihood", {}).items():
         if cell["mean"] is not None:
             out[f"likelihood/{key}"] = cell["mean"]

@@ -16,7 +16,7 @@ from modkit.reporting import figures
 from modkit.core.batch import Batch
 from modkit.errors import DataError, ModkitError
 from modkit.evaluation.judges import flatten_lead
-from modkit.evaluation.likelihood import prior_of
+from modkit.evaluation.likelihood import no_prior_reason, prior_of
 from modkit.runs.loading import LoadedRun
 
 
@@ -66,10 +66,18 @@ def given_batch(run: LoadedRun, given: dict[str, str]) -> Batch:
     return batch.to(model.device)
 
 
+def _prior(model):
+    prior = prior_of(model)
+    if prior is None:
+        raise ModkitError(f"this run cannot sample from the prior: {no_prior_reason(model).removeprefix('not applicable: ')}; "
+                          "generate from a modality instead (modkit generate RUN --given NAME=VALUE)")
+    return prior
+
+
 def _latents(run: LoadedRun, given: dict[str, str], n: int, mean: bool) -> torch.Tensor:
     model = run.model
     if not given:
-        prior = prior_of(model)
+        prior = _prior(model)
         return prior.mean.expand(n, -1) if mean else prior.rsample(n)
     post = model.posterior(given_batch(run, given), list(given))  # (1, 1, D)
     if mean:
@@ -146,7 +154,7 @@ def sample_prior(run: LoadedRun, n: int = 64, out: Path | None = None, seed: int
         raise ModkitError("-n must be at least 1")
     if seed is not None:
         torch.manual_seed(seed)
-    z = prior_of(run.model).rsample(n)
+    z = _prior(run.model).rsample(n)
     per_modality = [decode_renders(run, z, name) for name in run.model.names]
     items = [list(cells) for cells in zip(*per_modality)]
     out = Path(out) if out is not None else run.run_dir / "generated" / "prior_samples.png"

@@ -15,6 +15,7 @@ from modkit.reporting import figures
 
 from modkit.runs import files as rundir
 from modkit.evaluation.suite import EVAL_JSON, EvalSettings, evaluate_run, grouped, summarize, write_eval
+from modkit.evaluation.likelihood import no_prior_reason, prior_of
 from modkit.reporting.generation import sample_prior
 from modkit.runs.loading import LoadedRun
 
@@ -85,9 +86,13 @@ def write_report(run: LoadedRun, settings: EvalSettings | None = None, refresh: 
     md += _table(["metric", "value"], [[k, v] for k, v in summarize(result, result["modalities"]).items()])
 
     # -- samples --------------------------------------------------------------------------------
-    md += ["## Samples", "", "Unconditional samples z ~ p(z), every modality decoded (one cell per sample):", ""]
-    path, _ = sample_prior(run, n_samples, fig_dir / "prior_samples.png", seed=0)
-    link(path, "prior samples")
+    md += ["## Samples", ""]
+    if prior_of(run.model) is None:
+        md += [f"Unconditional samples: {no_prior_reason(run.model)}.", ""]
+    else:
+        md += ["Unconditional samples z ~ p(z), every modality decoded (one cell per sample):", ""]
+        path, _ = sample_prior(run, n_samples, fig_dir / "prior_samples.png", seed=0)
+        link(path, "prior samples")
     complete = [i for i in range(len(run.setup.test)) if bool(run.setup.test.presence[i].all())][: run.recipe.eval.samples]
     if complete:
         from modkit.reporting.samples import sample_grid
@@ -106,7 +111,8 @@ def write_report(run: LoadedRun, settings: EvalSettings | None = None, refresh: 
     if coherence:
         md += ["## Coherence", "",
                "Class-balanced accuracy of the attribute read off the generated target by a judge "
-               "(see the judges' own accuracy on real test data below: the ceiling).", ""]
+               "(see the judges' own accuracy on real test data below: the ceiling). The last row is chance: 1/K for "
+               "an attribute with K classes, what any constant or random generator scores.", ""]
         cross = {key: grouped(per_attr) for key, per_attr in coherence.get("cross", {}).items()}  # field[*]: mean over entries
         sources = list(dict.fromkeys(k.split("->")[0] for k in cross))
         columns = list(dict.fromkeys(f"{k.split('->')[1]}/{a}" for k, v in cross.items() for a in v))
@@ -119,7 +125,9 @@ def write_report(run: LoadedRun, settings: EvalSettings | None = None, refresh: 
                         values[sources.index(s), columns.index(f"{t}/{a}")] = v
             link(figures.table_heatmap(sources, columns, values, fig_dir / "coherence.png",
                                        "cross-modal coherence (rows: given subset; columns: target/attribute)"), "coherence table")
-            md += _table(["given \\ target/attribute", *columns], [[s, *values[i]] for i, s in enumerate(sources)])
+            chance = grouped(result.get("chance", {}))
+            md += _table(["given \\ target/attribute", *columns],
+                         [[s, *values[i]] for i, s in enumerate(sources)] + [["*chance*", *[chance.get(c.split("/", 1)[1]) for c in columns]]])
         if coherence.get("joint"):
             md += ["Joint coherence (z ~ p(z); all judges of an attribute agree):", ""]
             md += _table(["attribute", "agreement"], [[a, v] for a, v in grouped(coherence["joint"]).items()])
@@ -150,6 +158,8 @@ def write_report(run: LoadedRun, settings: EvalSettings | None = None, refresh: 
         md += _table(["pair", "mean W2 paired", "mean W2 unpaired", "AUC paired vs unpaired"], rows)
 
     # -- likelihoods and task metrics -----------------------------------------------------------
+    for quantity, reason in result.get("not_applicable", {}).items():
+        md += [f"**{quantity}**: {reason}.", ""]
     if result.get("likelihood"):
         s = result["settings"]
         md += ["## Log-likelihoods (importance sampled)", "",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -47,6 +47,22 @@ class LoadedRun:
     def train_rows(self) -> np.ndarray:
         """The distinct training rows (weak supervision repeats unpaired rows once per modality)."""
         return np.unique(self.setup.train.rows.numpy())
+
+    def seen_rows(self, field: str, together_with: Sequence[str] = ()) -> np.ndarray | None:
+        """The training rows on which the model was shown ``field`` in the same example as every modality
+        in ``together_with`` (weak supervision shows an unpaired row's label alone, never beside its image).
+
+        None when no modality reads ``field``: the model never saw it, and weak supervision says
+        nothing about it.
+        """
+        train = self.setup.train
+        names = list(train.modalities)
+        columns = [j for j, name in enumerate(names) if train.fields[name] == field]
+        if not columns:
+            return None
+        others = [names.index(m) for m in together_with if train.fields[m] != field]
+        shown = train.presence[:, columns].any(1) & train.presence[:, others].all(1)
+        return np.unique(train.rows.numpy()[shown.numpy()])
 
     def view(self, rows: np.ndarray) -> ModalityView:
         """Rows of the dataset seen fully (only the dataset's own missing values are missing)."""

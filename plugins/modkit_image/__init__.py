@@ -30,7 +30,22 @@ class ImageConfig(ModalityConfig):
     def _positive_shape(self) -> "ImageConfig":
         if min(self.shape) < 1:
             raise ValueError(f"shape must be positive (got {list(self.shape)})")
+        if self.mask_ratio > 0:
+            self._check_patches()
         return self
+
+    def _check_patches(self) -> None:
+        """mask_ratio drops whole patches: on a small image a large patch masks all or nothing."""
+        _, h, w = self.shape
+        n = math.ceil(h / self.patch_size) * math.ceil(w / self.patch_size)
+        dropped = int(round(self.mask_ratio * n))
+        if 1 <= dropped <= n - 1:
+            return
+        fits = [p for p in range(min(h, w), 0, -1)
+                if 1 <= round(self.mask_ratio * math.ceil(h / p) * math.ceil(w / p)) <= math.ceil(h / p) * math.ceil(w / p) - 1]
+        hint = f" (patch_size {fits[0]} or smaller masks a part)" if fits else ""
+        raise ValueError(f"patch_size {self.patch_size} tiles the {h}x{w} image into {n} patch(es), so mask_ratio {self.mask_ratio} "
+                         f"would mask {dropped} of them ({100 * dropped / n:.0f} % of the image) instead of a part{hint}")
 
 
 class Image(Modality):

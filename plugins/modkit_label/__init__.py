@@ -78,6 +78,9 @@ class Label(Modality):
     def accuracy(self, out: Tensor, x: Tensor) -> Tensor:
         return (out.argmax(-1) == x).float()
 
+    def class_predictions(self, out: Tensor, x: Tensor) -> tuple[Tensor, Tensor, int]:
+        return out.argmax(-1).unsqueeze(-1), x.long().unsqueeze(-1), self.config.num_classes
+
     def render(self, x: Tensor) -> str:
         index = int(x)
         names = self.config.class_names

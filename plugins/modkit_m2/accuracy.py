@@ -1,6 +1,6 @@
 """Test accuracy of a trained M2 run's classifier q(y|x): ``python -m modkit_m2.accuracy RUN_DIR``.
 
-The generic summary reports ``coherence/<input>-><target>`` through the target's decoder; this reads
+The generic summary reports ``balanced_accuracy/<input>-><target>`` through the target's decoder; this reads
 the classifier itself, which is what the M2 papers report.
 """
 from __future__ import annotations

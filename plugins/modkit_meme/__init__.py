@@ -122,6 +122,12 @@ class Meme(Fusion):
         return DiagGaussian(mu, logvar).log_prob(z0) - log_mixture(z0, comp_mu, comp_logvar, mask)
 
     # -- inference ------------------------------------------------------------------------------
+    def prior(self):
+        """None with pseudo-samples: MEME has no unconditional p(z) (each modality's prior is the
+        other's encoder, a VampPrior when it is missing). Without them N(0, I) is the prior of an
+        unpaired sample, and is returned."""
+        return None if self.config.pseudo_samples else super().prior()
+
     def posterior(self, experts: Experts, subsets: Tensor) -> DiagGaussian:
         """Each modality's own encoder (unchanged by what else is present); several given: their product.
 

@@ -21,7 +21,7 @@ def run_cli(args, cwd):
 def test_train_writes_run_directory_and_resume_continues_exactly(tiny_recipe, tmp_path):
     run = tmp_path / "run"
     out = run_cli(["train", str(tiny_recipe), "--out", str(run)], cwd=tmp_path).stdout
-    assert "epoch 2/2" in out and "coherence/image->label" in out
+    assert "epoch 2/2" in out and "balanced_accuracy/image->label" in out
     for name in ["recipe.yaml", "metrics.jsonl", "metrics.csv", "checkpoint.pt", "samples.png", "samples.md", "summary.json"]:
         assert (run / name).is_file(), name
     text = (run / "samples.md").read_text()  # the label renders as text: its class names, per source column
@@ -31,7 +31,7 @@ def test_train_writes_run_directory_and_resume_continues_exactly(tiny_recipe, tm
     assert {"train/loss", "train/kl", "train/rec/image", "train/rec/label", "beta", "lr"} <= set(rows[0])
     assert (run / "metrics.csv").read_text().splitlines()[0].startswith("epoch,step,lr,beta")
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["epochs"] == 2 and summary["test/elbo"] < 0 and 0 <= summary["coherence/image->label"] <= 1
+    assert summary["epochs"] == 2 and summary["test/elbo"] < 0 and 0 <= summary["balanced_accuracy/image->label"] <= 1
     resolved = yaml.safe_load((run / "recipe.yaml").read_text())
     assert resolved["train"]["epochs"] == 2 and resolved["model"]["sampler"]["type"] == "mvae"
 

@@ -181,3 +181,26 @@ def test_float_arrays_are_arranged_not_scrambled():
         rgb.preprocess(chw.reshape(5, 4, 3))
     grey = make_modality(Image, shape=(1, 4, 5), hidden=[8])
     assert tuple(grey.preprocess(np.ones((4, 5), dtype=np.float32)).shape) == (1, 4, 5)
+
+
+@pytest.mark.parametrize("ratio", [0.75, 0.5, 0.25])
+def test_mask_ratio_that_masks_all_or_nothing_is_refused(ratio):
+    # patch_size 16 on an 8x8 image is one patch: 0.75 would mask 100 % of the pixels, 0.5 and 0.25 none
+    from modkit_image import ImageConfig
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"tiles the 8x8 image into 1 patch\(es\).*patch_size \d+ or smaller masks a part"):
+        ImageConfig(type="image", shape=(1, 8, 8), mask_ratio=ratio)
+    ImageConfig(type="image", shape=(1, 8, 8), mask_ratio=ratio, patch_size=2)  # 16 patches: a part is masked
+    ImageConfig(type="image", shape=(1, 8, 8), patch_size=16)  # no masking asked: any patch size is fine
+
+
+def test_mask_ratio_error_names_the_key_in_a_recipe(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "modkit", "train", "recipes/digits.yaml", "--set", "modalities.image.mask_ratio=0.75",
+                          "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert "modalities.image" in out.stderr and "masks a part" in out.stderr
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()

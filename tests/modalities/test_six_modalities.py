@@ -57,8 +57,8 @@ def test_six_modalities_train_evaluate_render_and_resume(plugins, tmp_path):
     trainer = Trainer(recipe, RECIPE, plugins, tmp_path, __import__("torch").device("cpu"), echo=lines.append)
     trainer.fit()
     summary = trainer.finish()
-    assert all(k in summary for k in ("test/elbo", "test/rec/caption", "test/rec/mask", "coherence/image->label",
-                                      "coherence/image->mask", "coherence/en->vi", "coherence/image->attr_red"))
+    assert all(k in summary for k in ("test/elbo", "test/rec/caption", "test/rec/mask", "balanced_accuracy/image->label",
+                                      "accuracy/image->mask", "accuracy/en->vi", "balanced_accuracy/image->attr_red", "chance/attr_red"))
     assert (tmp_path / "samples.png").stat().st_size > 0
     first, last = trainer.rows[0]["train/loss"], trainer.rows[-1]["train/loss"]
     assert last < first, trainer.rows
