@@ -73,6 +73,17 @@ class Modality(nn.Module):
         """One raw value (file path, string, number, array) → a tensor for one sample."""
         return torch.as_tensor(np.asarray(value))
 
+    def load_given(self, text: str) -> Any:
+        """A value typed for this modality on the command line (``modkit generate --given NAME=TEXT``) → the raw
+        value :meth:`preprocess` takes, as a dataset row would hold it.
+
+        Default: the path of an existing file when ``text`` names one, else ``text`` itself (a class name, a
+        caption). Override to read your own files or parse literals (numbers, a list); raise ``DataError``
+        naming what was expected.
+        """
+        path = existing_file(text)
+        return str(path) if path is not None else text
+
     def placeholder(self) -> Tensor | dict[str, Tensor]:
         """Stand-in for a missing sample (never scored: presence masks it out)."""
         raise NotImplementedError(f"{type(self).__name__} must define placeholder()")
@@ -156,3 +167,13 @@ class Modality(nn.Module):
     def render(self, x: Data) -> np.ndarray | str:
         """One sample (no batch dim) → an RGB float image (H, W, 3) in [0, 1], or a string."""
         raise NotImplementedError
+
+
+def existing_file(text: str) -> Path | None:
+    """``text`` as the path of an existing file, or None — also for strings no file system accepts as a name
+    (too long, a NUL byte), which ``Path.exists`` would raise on."""
+    try:
+        path = Path(text).expanduser()
+        return path if path.is_file() else None
+    except (OSError, ValueError):
+        return None
