@@ -8,8 +8,8 @@ import (``modkit.gaussian``) still works for now, with a DeprecationWarning nami
 """
 from modkit import _compat
 from modkit.core.batch import Batch, Data
-from modkit.core.distributions import (DiagLaplace, Family, LatentDistribution, UniformMixture, family_log_prob, from_expert,
-                                       laplace_log_prob, uniform_log_weights)
+from modkit.core.distributions import (DiagLaplace, Family, LatentDistribution, UniformMixture, WeightedMixture, family_log_prob,
+                                       from_expert, laplace_log_prob, uniform_log_weights)
 from modkit.core.engine import MultimodalVAE
 from modkit.core.fusion import Fusion, FusionConfig, LossOutput, SubsetPlan, subset_gaussian_elbo
 from modkit.core.gaussian import (DiagGaussian, Experts, cross_log_prob, expert_precisions, gaussian_log_prob, kl_gaussians,
@@ -20,8 +20,8 @@ from modkit.core.nn import GaussianHead, bounded_logvar, mlp, over_leading
 from modkit.core.records import Column, Records
 from modkit.core.subset_kl import weighted_subset_kl
 from modkit.core.subsets import SamplerConfig, SubsetSampler, all_subsets, full, singles, subset_names, subset_validity
-from modkit.data.dataset import (ArrayRecords, ColumnRecords, DatasetConfig, DatasetSource, EpochBatchSampler, ModalityView,
-                                 make_loader)
+from modkit.data.dataset import (ArrayRecords, ColumnRecords, DatasetConfig, DatasetSource, DerivedDataset, DerivedDatasetConfig,
+                                 EpochBatchSampler, ModalityView, make_loader)
 from modkit.errors import DataError, ModkitError, PluginError, RecipeError
 from modkit.evaluation.task_metrics import Collect, Mean
 from modkit.plugins.hookspecs import hookimpl
@@ -35,13 +35,13 @@ _compat.install()
 __all__ = [
     # contracts a plugin implements
     "Modality", "ModalityConfig", "Fusion", "FusionConfig", "LossOutput", "SubsetPlan", "SubsetSampler", "SamplerConfig",
-    "DatasetSource", "DatasetConfig", "Registry", "hookimpl",
+    "DatasetSource", "DatasetConfig", "DerivedDataset", "DerivedDatasetConfig", "Registry", "hookimpl",
     # data
     "Batch", "Data", "Records", "Column", "ArrayRecords", "ColumnRecords", "ModalityView", "EpochBatchSampler", "make_loader",
     # the engine and its math
     "MultimodalVAE", "DiagGaussian", "Experts", "product_of_experts", "expert_precisions", "gaussian_log_prob",
     "kl_standard_normal", "kl_gaussians", "reparameterize", "cross_log_prob", "subset_gaussian_elbo", "weighted_subset_kl",
-    "DiagLaplace", "Family", "LatentDistribution", "UniformMixture", "family_log_prob", "from_expert", "laplace_log_prob",
+    "DiagLaplace", "Family", "LatentDistribution", "UniformMixture", "WeightedMixture", "family_log_prob", "from_expert", "laplace_log_prob",
     "uniform_log_weights", "all_subsets", "full", "singles", "subset_names", "subset_validity",
     # building blocks for modalities
     "GaussianHead", "mlp", "bounded_logvar", "over_leading", "Likelihood", "Bernoulli", "Categorical", "Gaussian", "Laplace",

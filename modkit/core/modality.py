@@ -111,6 +111,19 @@ class Modality(nn.Module):
         """Batched data → (mu, logvar), each (B, latent_dim). Default: the Gaussian head on :meth:`features`."""
         return self.head(self.features(x))
 
+    def encode_with_features(self, x: Data) -> tuple[Tensor, Tensor, Tensor]:
+        """(features (B, feature_dim), mu, logvar) from ONE pass of the encoder, for a fusion that needs both.
+
+        Default: :meth:`features`, then ``self.head`` on them — unless the subclass overrides :meth:`encode`,
+        whose expert may then not come from the features, so both run.
+        """
+        features = self.features(x)
+        if type(self).encode is Modality.encode:
+            mu, logvar = self.head(features)
+        else:
+            mu, logvar = self.encode(x)
+        return features, mu, logvar
+
     def decoder_net(self, z: Tensor) -> Tensor:
         """(M, latent_dim) → (M, *output shape): the decoder proper on a flat batch of latents."""
         raise NotImplementedError
