@@ -50,6 +50,16 @@ class Modality(nn.Module):
         return self.config.weight
 
     @classmethod
+    def example(cls) -> tuple[dict[str, Any], list[Any]]:
+        """Small recipe options (besides ``type``) and a few raw values :meth:`preprocess` accepts, from which the
+        contract tests (:mod:`modkit.testing`) build and feed this modality.
+
+        Default: the Config's defaults and no values (the tests then feed placeholders). Override when an option
+        is required (``num_classes``), to keep the networks small, or when the data matter (a tokenizer).
+        """
+        return {}, []
+
+    @classmethod
     def expand(cls, name: str, config: ModalityConfig) -> dict[str, ModalityConfig]:
         """One recipe entry → the named modalities it stands for; default: just itself.
 

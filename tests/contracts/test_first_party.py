@@ -1,0 +1,18 @@
+"""The contract-test kit (modkit.testing) over every first-party modality and fusion (issue 11 item 6).
+
+Parametrised from the registry: a modality or fusion plugin added to plugins/ is checked here without
+editing this file (its ``example()`` supplies small options and values).
+"""
+from __future__ import annotations
+
+from modkit.testing import fusion_contract, modality_contract
+
+
+@modality_contract()
+def test_modality_contract(case, check):
+    check(case)
+
+
+@fusion_contract()
+def test_fusion_contract(case, check):
+    check(case)
