@@ -12,12 +12,15 @@ name) in two lines — what ``tests/contracts/test_first_party.py`` and the pack
 
 A modality is built from :meth:`modkit.Modality.example` (options and a few raw values); a fusion from
 :meth:`modkit.Fusion.example`, over a small model of this module's :class:`VectorModality` and
-:class:`ClassModality`, which fusion authors may use in tests of their own. pytest is imported only by
-the two decorators, and ``import modkit`` never imports this module.
+:class:`ClassModality`, which fusion authors may use in tests of their own. Datasets (``dataset_contract``)
+and task metrics (``metric_contract``) have checks too, and :func:`train_recipe` trains a recipe given as a
+dict, for a test that a plugin learns. pytest is imported only by the ``*_contract`` decorators, and
+``import modkit`` never imports this module.
 """
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -34,17 +37,18 @@ from modkit.core.fusion import Fusion, LossOutput, SubsetPlan
 from modkit.core.likelihoods import Categorical, Gaussian
 from modkit.core.modality import Modality, ModalityConfig
 from modkit.core.nn import GaussianHead, mlp
-from modkit.core.records import Column
+from modkit.core.records import Column, Records
 from modkit.core.subsets import all_subsets
-from modkit.data.dataset import ColumnRecords
+from modkit.data.dataset import ColumnRecords, DatasetSource
 from modkit.errors import DataError
 
 LATENT = 4
 BATCH = 6
 
-__all__ = ["ModalityCase", "FusionCase", "VectorModality", "ClassModality", "MODALITY_CHECKS", "FUSION_CHECKS",
-           "check_modality", "check_fusion", "modality_cases", "fusion_cases", "modality_contract", "fusion_contract",
-           "toy_model", "toy_batch"]
+__all__ = ["ModalityCase", "FusionCase", "DatasetCase", "MetricCase", "VectorModality", "ClassModality", "MODALITY_CHECKS",
+           "FUSION_CHECKS", "DATASET_CHECKS", "METRIC_CHECKS", "check_modality", "check_fusion", "modality_cases", "fusion_cases",
+           "dataset_cases", "metric_cases", "modality_contract", "fusion_contract", "dataset_contract", "metric_contract",
+           "toy_model", "toy_batch", "train_recipe", "Trained"]
 
 
 # -- cases ---------------------------------------------------------------------------------------
@@ -402,6 +406,100 @@ def check_fusion(case: FusionCase) -> None:
         check(case)
 
 
+# -- datasets and metrics -----------------------------------------------------------------------
+@dataclass
+class DatasetCase:
+    """One dataset class under test, loaded with ``options`` from ``root`` (default: the working directory's data/)."""
+
+    name: str
+    cls: type[DatasetSource]
+    options: dict[str, Any] = field(default_factory=dict)
+    root: Path = Path("data")
+
+    def load(self) -> dict[str, Records]:
+        config = self.cls.Config.model_validate({"type": self.name, **self.options})
+        return self.cls(config, self.root).load()
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def dataset_splits(case: DatasetCase) -> None:
+    """``load()`` gives ``all`` or ``train`` and ``test``, each non-empty Records whose rows hold exactly their fields."""
+    splits = case.load()
+    assert set(splits) in ({"all"}, {"train", "test"}), f"load() returned splits {sorted(splits)}; expected 'all' or 'train' and 'test'"
+    for split, records in splits.items():
+        assert isinstance(records, Records), f"split {split!r} is {type(records).__name__}, not Records"
+        assert len(records) > 0, f"split {split!r} is empty"
+        for i in sorted({0, len(records) - 1}):
+            row = records.get(i)
+            assert set(row) == set(records.fields), f"{split} row {i} has fields {sorted(row)}, records.fields says {sorted(records.fields)}"
+            assert isinstance(records.describe(i), str)
+
+
+@dataclass
+class MetricCase:
+    """One task-metric function under test (``registry.add_metric(name, fn)``)."""
+
+    name: str
+    fn: Callable[[Modality], Any]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def metric_states(case: MetricCase) -> None:
+    """``fn(modality)`` is None or a state; ``update(predicted, target)`` over two batches, then ``compute()`` gives
+    None, a finite number or a dict of them — for a real-valued and a discrete toy modality."""
+    for modality in (VectorModality("a", VectorConfig(type="vector"), LATENT), ClassModality("c", ClassConfig(type="class"), LATENT)):
+        state = case.fn(modality)
+        if state is None:
+            continue
+        for seed in (0, 1):
+            torch.manual_seed(seed)
+            with torch.no_grad():
+                predicted = modality.predict(modality.decode(torch.randn(BATCH, LATENT)))
+            target = toy_batch(seed=seed).data["a" if isinstance(modality, VectorModality) else "c"]
+            state.update(predicted, target)
+        value = state.compute()
+        values = list(value.values()) if isinstance(value, dict) else [value]
+        assert all(v is None or (isinstance(v, (int, float)) and math.isfinite(v)) for v in values), \
+            f"compute() gave {value!r} for a {type(modality).__name__}; expected None, a finite number or a dict of them"
+
+
+DATASET_CHECKS: list[Callable[[DatasetCase], None]] = [dataset_splits]
+METRIC_CHECKS: list[Callable[[MetricCase], None]] = [metric_states]
+
+
+# -- training ---------------------------------------------------------------------------------
+@dataclass
+class Trained:
+    """What :func:`train_recipe` leaves: the model (in eval mode), its test split and the epochs' metric rows."""
+
+    model: MultimodalVAE
+    test: Any
+    rows: list[dict[str, Any]]
+    run_dir: Path
+
+    def test_batch(self) -> Batch:
+        """Every test item in one batch."""
+        return self.test.__getitems__(list(range(len(self.test))))
+
+
+def train_recipe(recipe: Mapping[str, Any], run_dir: Path) -> Trained:
+    """Train a recipe given as a dict (what a YAML recipe holds) into ``run_dir``, quietly, as ``modkit train`` does."""
+    from modkit.config.recipe import resolve_raw
+    from modkit.plugins.loader import load_plugins
+    from modkit.training.trainer import Trainer
+
+    raw = {**recipe, "train": {"progress": False, "device": "cpu", **recipe.get("train", {})}}
+    resolved_recipe, resolved = resolve_raw(dict(raw), [], None, source="test")
+    plugins = load_plugins(resolved_recipe.plugins, source="recipe")
+    trainer = Trainer(resolved_recipe, resolved, plugins, Path(run_dir), torch.device("cpu"), echo=lambda *a: None)
+    trainer.fit()
+    return Trained(trainer.model.eval(), trainer.setup.test, list(trainer.rows), Path(run_dir))
+
+
 # -- from the registry -------------------------------------------------------------------------
 def _registry(plugins: Iterable[str]):
     from modkit.plugins.loader import load_plugins
@@ -436,6 +534,20 @@ def fusion_cases(plugins: Iterable[str] = (), names: Iterable[str] | None = None
             for name in chosen]
 
 
+def dataset_cases(plugins: Iterable[str] = (), names: Iterable[str] | None = None,
+                  options: Mapping[str, dict[str, Any]] | None = None, root: Path = Path("data")) -> list[DatasetCase]:
+    """A case per named dataset (by default every registered one — those needing files must find them under ``root``)."""
+    registry = _registry(plugins)
+    chosen = list(names) if names is not None else registry.names("dataset")
+    return [DatasetCase(name, registry.get("dataset", name), dict((options or {}).get(name) or {}), root) for name in chosen]
+
+
+def metric_cases(plugins: Iterable[str] = (), names: Iterable[str] | None = None) -> list[MetricCase]:
+    """A case per registered task metric (or per one of ``names``)."""
+    registry = _registry(plugins)
+    return [MetricCase(name, registry.get("metric", name)) for name in (list(names) if names is not None else registry.names("metric"))]
+
+
 def _parametrize(cases: list, checks: list[Callable]):
     import pytest
 
@@ -454,3 +566,13 @@ def fusion_contract(plugins: Iterable[str] = (), names: Iterable[str] | None = N
     """A pytest parametrisation of a ``test(case, check)`` over every fusion case × every fusion check."""
     return _parametrize(fusion_cases(plugins, names, options), FUSION_CHECKS)
 
+
+def dataset_contract(plugins: Iterable[str] = (), names: Iterable[str] | None = None,
+                     options: Mapping[str, dict[str, Any]] | None = None, root: Path = Path("data")):
+    """A pytest parametrisation of a ``test(case, check)`` over dataset cases × dataset checks."""
+    return _parametrize(dataset_cases(plugins, names, options, root), DATASET_CHECKS)
+
+
+def metric_contract(plugins: Iterable[str] = (), names: Iterable[str] | None = None):
+    """A pytest parametrisation of a ``test(case, check)`` over every task metric × metric checks."""
+    return _parametrize(metric_cases(plugins, names), METRIC_CHECKS)

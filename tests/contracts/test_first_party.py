@@ -5,7 +5,7 @@ editing this file (its ``example()`` supplies small options and values).
 """
 from __future__ import annotations
 
-from modkit.testing import fusion_contract, modality_contract
+from modkit.testing import dataset_contract, fusion_contract, metric_contract, modality_contract
 
 
 @modality_contract()
@@ -15,4 +15,14 @@ def test_modality_contract(case, check):
 
 @fusion_contract()
 def test_fusion_contract(case, check):
+    check(case)
+
+
+@dataset_contract(names=["digits", "shapes"])  # the others read files that are not in a checkout
+def test_dataset_contract(case, check):
+    check(case)
+
+
+@metric_contract()
+def test_metric_contract(case, check):
     check(case)
