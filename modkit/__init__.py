@@ -7,6 +7,7 @@ notebook may import, from ``modkit`` itself. The modules behind it live in folde
 import (``modkit.gaussian``) still works for now, with a DeprecationWarning naming the new one.
 """
 from modkit import _compat
+from modkit._meta import DISTRIBUTION, VERSION
 from modkit.core.batch import Batch, Data
 from modkit.core.distributions import (DiagLaplace, Family, LatentDistribution, UniformMixture, WeightedMixture, family_log_prob,
                                        from_expert, laplace_log_prob, uniform_log_weights)
@@ -15,7 +16,7 @@ from modkit.core.fusion import Fusion, FusionConfig, LossOutput, SubsetPlan, sub
 from modkit.core.gaussian import (DiagGaussian, Experts, cross_log_prob, expert_precisions, gaussian_log_prob, kl_gaussians,
                                   kl_standard_normal, product_of_experts, reparameterize)
 from modkit.core.likelihoods import Bernoulli, Categorical, Gaussian, Laplace, Likelihood, make_likelihood
-from modkit.core.modality import Modality, ModalityConfig
+from modkit.core.modality import Modality, ModalityConfig, existing_file
 from modkit.core.nn import GaussianHead, bounded_logvar, mlp, over_leading
 from modkit.core.records import Column, Records
 from modkit.core.subset_kl import weighted_subset_kl
@@ -28,7 +29,7 @@ from modkit.plugins.hookspecs import hookimpl
 from modkit.plugins.registry import Registry
 from modkit.runs.files import atomic_write_bytes, atomic_write_text
 
-__version__ = "0.1.0"
+__version__ = VERSION
 
 _compat.install()
 
@@ -45,11 +46,13 @@ __all__ = [
     "uniform_log_weights", "all_subsets", "full", "singles", "subset_names", "subset_validity",
     # building blocks for modalities
     "GaussianHead", "mlp", "bounded_logvar", "over_leading", "Likelihood", "Bernoulli", "Categorical", "Gaussian", "Laplace",
-    "make_likelihood",
+    "make_likelihood", "existing_file",
     # files a plugin writes into a run directory (a fitted tokenizer), never half-written
     "atomic_write_bytes", "atomic_write_text",
     # task metrics
     "Collect", "Mean",
+    # the distribution on the package index (the import name is modkit)
+    "DISTRIBUTION",
     # errors
     "ModkitError", "DataError", "PluginError", "RecipeError",
 ]

@@ -48,7 +48,7 @@ BATCH = 6
 __all__ = ["ModalityCase", "FusionCase", "DatasetCase", "MetricCase", "VectorModality", "ClassModality", "MODALITY_CHECKS",
            "FUSION_CHECKS", "DATASET_CHECKS", "METRIC_CHECKS", "check_modality", "check_fusion", "modality_cases", "fusion_cases",
            "dataset_cases", "metric_cases", "modality_contract", "fusion_contract", "dataset_contract", "metric_contract",
-           "toy_model", "toy_batch", "train_recipe", "Trained"]
+           "toy_model", "toy_batch", "train_recipe", "Trained", "LATENT", "BATCH"]
 
 
 # -- cases ---------------------------------------------------------------------------------------
@@ -495,6 +495,7 @@ def train_recipe(recipe: Mapping[str, Any], run_dir: Path) -> Trained:
     raw = {**recipe, "train": {"progress": False, "device": "cpu", **recipe.get("train", {})}}
     resolved_recipe, resolved = resolve_raw(dict(raw), [], None, source="test")
     plugins = load_plugins(resolved_recipe.plugins, source="recipe")
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
     trainer = Trainer(resolved_recipe, resolved, plugins, Path(run_dir), torch.device("cpu"), echo=lambda *a: None)
     trainer.fit()
     return Trained(trainer.model.eval(), trainer.setup.test, list(trainer.rows), Path(run_dir))
