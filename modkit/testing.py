@@ -490,13 +490,14 @@ def train_recipe(recipe: Mapping[str, Any], run_dir: Path) -> Trained:
     """Train a recipe given as a dict (what a YAML recipe holds) into ``run_dir``, quietly, as ``modkit train`` does."""
     from modkit.config.recipe import resolve_raw
     from modkit.plugins.loader import load_plugins
-    from modkit.training.trainer import Trainer
+    from modkit.training.trainer import Trainer, write_recipe
 
     raw = {**recipe, "train": {"progress": False, "device": "cpu", **recipe.get("train", {})}}
     resolved_recipe, resolved = resolve_raw(dict(raw), [], None, source="test")
     plugins = load_plugins(resolved_recipe.plugins, source="recipe")
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     trainer = Trainer(resolved_recipe, resolved, plugins, Path(run_dir), torch.device("cpu"), echo=lambda *a: None)
+    write_recipe(Path(run_dir), resolved)  # a run directory `modkit eval` and `modkit generate` can open
     trainer.fit()
     return Trained(trainer.model.eval(), trainer.setup.test, list(trainer.rows), Path(run_dir))
 
