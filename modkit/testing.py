@@ -41,6 +41,7 @@ from modkit.core.records import Column, Records
 from modkit.core.subsets import all_subsets
 from modkit.data.dataset import ColumnRecords, DatasetSource
 from modkit.errors import DataError
+from modkit.plugins.registry import Registry
 
 LATENT = 4
 BATCH = 6
@@ -48,7 +49,7 @@ BATCH = 6
 __all__ = ["ModalityCase", "FusionCase", "DatasetCase", "MetricCase", "VectorModality", "ClassModality", "MODALITY_CHECKS",
            "FUSION_CHECKS", "DATASET_CHECKS", "METRIC_CHECKS", "check_modality", "check_fusion", "modality_cases", "fusion_cases",
            "dataset_cases", "metric_cases", "modality_contract", "fusion_contract", "dataset_contract", "metric_contract",
-           "toy_model", "toy_batch", "train_recipe", "Trained", "LATENT", "BATCH"]
+           "toy_model", "toy_batch", "train_recipe", "Trained", "plugin_registry", "LATENT", "BATCH"]
 
 
 # -- cases ---------------------------------------------------------------------------------------
@@ -503,10 +504,13 @@ def train_recipe(recipe: Mapping[str, Any], run_dir: Path) -> Trained:
 
 
 # -- from the registry -------------------------------------------------------------------------
-def _registry(plugins: Iterable[str]):
+def plugin_registry(plugins: Iterable[str] = ()) -> Registry:
+    """The registry the installed plugins and the modules ``plugins`` fill, as a recipe's ``plugins:`` would load
+    them; an AssertionError with the reason if one of ``plugins`` is broken."""
     from modkit.plugins.loader import load_plugins
 
-    loaded = load_plugins(list(plugins), source="test")
+    plugins = list(plugins)
+    loaded = load_plugins(plugins, source="test")
     broken = [f"{i.name}: {i.error}" for i in loaded.broken if i.module in set(plugins)]
     if broken:
         raise AssertionError(f"plugin broken: {broken[0]}")
@@ -517,7 +521,7 @@ def modality_cases(plugins: Iterable[str] = (), names: Iterable[str] | None = No
                    options: Mapping[str, tuple[dict[str, Any], list[Any]]] | None = None) -> list[ModalityCase]:
     """A case per registered modality (installed plugins plus ``plugins``), or per one of ``names``; ``options``
     overrides a modality's :meth:`~modkit.Modality.example` by name."""
-    registry = _registry(plugins)
+    registry = plugin_registry(plugins)
     chosen = list(names) if names is not None else registry.names("modality")
     cases = []
     for name in chosen:
@@ -530,7 +534,7 @@ def modality_cases(plugins: Iterable[str] = (), names: Iterable[str] | None = No
 def fusion_cases(plugins: Iterable[str] = (), names: Iterable[str] | None = None,
                  options: Mapping[str, dict[str, Any]] | None = None) -> list[FusionCase]:
     """A case per registered fusion (or per one of ``names``); ``options`` overrides :meth:`~modkit.Fusion.example`."""
-    registry = _registry(plugins)
+    registry = plugin_registry(plugins)
     chosen = list(names) if names is not None else registry.names("fusion")
     return [FusionCase(name, registry.get("fusion", name), dict((options or {}).get(name) or registry.get("fusion", name).example()))
             for name in chosen]
@@ -539,14 +543,14 @@ def fusion_cases(plugins: Iterable[str] = (), names: Iterable[str] | None = None
 def dataset_cases(plugins: Iterable[str] = (), names: Iterable[str] | None = None,
                   options: Mapping[str, dict[str, Any]] | None = None, root: Path = Path("data")) -> list[DatasetCase]:
     """A case per named dataset (by default every registered one — those needing files must find them under ``root``)."""
-    registry = _registry(plugins)
+    registry = plugin_registry(plugins)
     chosen = list(names) if names is not None else registry.names("dataset")
     return [DatasetCase(name, registry.get("dataset", name), dict((options or {}).get(name) or {}), root) for name in chosen]
 
 
 def metric_cases(plugins: Iterable[str] = (), names: Iterable[str] | None = None) -> list[MetricCase]:
     """A case per registered task metric (or per one of ``names``)."""
-    registry = _registry(plugins)
+    registry = plugin_registry(plugins)
     return [MetricCase(name, registry.get("metric", name)) for name in (list(names) if names is not None else registry.names("metric"))]
 
 
