@@ -440,32 +440,38 @@ def dataset_splits(case: DatasetCase) -> None:
 
 @dataclass
 class MetricCase:
-    """One task-metric function under test (``registry.add_metric(name, fn)``)."""
+    """One task-metric function under test (``registry.add_metric(name, fn)``), tried on the toy modalities and on
+    ``modalities`` (by default every registered modality, built from its ``example()``)."""
 
     name: str
     fn: Callable[[Modality], Any]
+    modalities: list[ModalityCase] = field(default_factory=list)
 
     def __str__(self) -> str:
         return self.name
 
 
 def metric_states(case: MetricCase) -> None:
-    """``fn(modality)`` is None or a state; ``update(predicted, target)`` over two batches, then ``compute()`` gives
-    None, a finite number or a dict of them — for a real-valued and a discrete toy modality."""
-    for modality in (VectorModality("a", VectorConfig(type="vector"), LATENT), ClassModality("c", ClassConfig(type="class"), LATENT)):
+    """``fn(modality)`` is None or a state; ``update(predicted, target)`` over two batches of predictions and data,
+    then ``compute()`` gives None, a finite number or a dict of them — and at least one modality applies."""
+    toys = [ModalityCase("a", VectorModality, {}, VectorModality.example()[1]), ModalityCase("c", ClassModality, {}, ClassModality.example()[1])]
+    applied = []
+    for modality_case in [*toys, *case.modalities]:
+        modality = modality_case.build()
         state = case.fn(modality)
         if state is None:
             continue
+        applied.append(modality_case.name)
         for seed in (0, 1):
             torch.manual_seed(seed)
             with torch.no_grad():
-                predicted = modality.predict(modality.decode(torch.randn(BATCH, LATENT)))
-            target = toy_batch(seed=seed).data["a" if isinstance(modality, VectorModality) else "c"]
-            state.update(predicted, target)
+                predicted = modality.predict(modality.decode(torch.randn(BATCH, modality_case.latent_dim)))
+            state.update(predicted, modality_case.data(modality))
         value = state.compute()
         values = list(value.values()) if isinstance(value, dict) else [value]
         assert all(v is None or (isinstance(v, (int, float)) and math.isfinite(v)) for v in values), \
-            f"compute() gave {value!r} for a {type(modality).__name__}; expected None, a finite number or a dict of them"
+            f"compute() gave {value!r} for {modality_case.name}; expected None, a finite number or a dict of them"
+    assert applied, f"metric {case.name} applies to none of {[c.name for c in [*toys, *case.modalities]]}"
 
 
 DATASET_CHECKS: list[Callable[[DatasetCase], None]] = [dataset_splits]
@@ -551,7 +557,9 @@ def dataset_cases(plugins: Iterable[str] = (), names: Iterable[str] | None = Non
 def metric_cases(plugins: Iterable[str] = (), names: Iterable[str] | None = None) -> list[MetricCase]:
     """A case per registered task metric (or per one of ``names``)."""
     registry = plugin_registry(plugins)
-    return [MetricCase(name, registry.get("metric", name)) for name in (list(names) if names is not None else registry.names("metric"))]
+    modalities = modality_cases(plugins)
+    return [MetricCase(name, registry.get("metric", name), modalities)
+            for name in (list(names) if names is not None else registry.names("metric"))]
 
 
 def _parametrize(cases: list, checks: list[Callable]):

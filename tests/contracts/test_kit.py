@@ -99,3 +99,14 @@ def test_import_modkit_does_not_import_pytest_or_the_kit():
     code = "import sys, modkit; print('pytest' in sys.modules, 'modkit.testing' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+def test_a_metric_that_computes_nan_or_applies_to_nothing_fails():
+    from modkit import Mean
+    from modkit.testing import MetricCase, metric_states
+
+    with pytest.raises(AssertionError, match="compute\\(\\) gave nan for a"):
+        metric_states(MetricCase("nan", lambda modality: Mean(lambda p, t: torch.full((len(t),), float("nan")))))
+    with pytest.raises(AssertionError, match="applies to none"):
+        metric_states(MetricCase("never", lambda modality: None))
+    metric_states(MetricCase("mae", lambda modality: Mean(lambda p, t: (p.float() - t.float()).abs().reshape(len(t), -1).mean(1))))
