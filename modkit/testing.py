@@ -19,6 +19,7 @@ dict, for a test that a plugin learns. pytest is imported only by the ``*_contra
 """
 from __future__ import annotations
 
+import functools
 import io
 import math
 from dataclasses import dataclass, field
@@ -512,10 +513,14 @@ def train_recipe(recipe: Mapping[str, Any], run_dir: Path) -> Trained:
 # -- from the registry -------------------------------------------------------------------------
 def plugin_registry(plugins: Iterable[str] = ()) -> Registry:
     """The registry the installed plugins and the modules ``plugins`` fill, as a recipe's ``plugins:`` would load
-    them; an AssertionError with the reason if one of ``plugins`` is broken."""
+    them; an AssertionError with the reason if one of ``plugins`` is broken. Loaded once per test session."""
+    return _load_registry(tuple(plugins))
+
+
+@functools.lru_cache(maxsize=None)
+def _load_registry(plugins: tuple[str, ...]) -> Registry:
     from modkit.plugins.loader import load_plugins
 
-    plugins = list(plugins)
     loaded = load_plugins(plugins, source="test")
     broken = [f"{i.name}: {i.error}" for i in loaded.broken if i.module in set(plugins)]
     if broken:
