@@ -1,4 +1,4 @@
-"""Installs modkit and its first-party plugins.
+"""Installs modkit (the distribution ``modkit-vae``; import name and command ``modkit``) and its first-party plugins.
 
 Every folder ``plugins/modkit_<name>/`` is a package of its own that registers itself through
 the ``modkit`` entry-point group, exactly as a third-party plugin package would.
@@ -8,6 +8,8 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
+META: dict = {}
+exec((HERE / "modkit" / "_meta.py").read_text(), META)  # the distribution name and version, without importing torch
 PLUGINS = sorted(p.name for p in (HERE / "plugins").iterdir() if p.is_dir() and (p / "__init__.py").exists())
 
 
@@ -25,8 +27,8 @@ def plugin_packages():
 plugin_pkgs, plugin_dirs = plugin_packages()
 
 setup(
-    name="modkit",
-    version="0.1.0",
+    name=META["DISTRIBUTION"],  # "modkit-vae": "modkit" on the package index is an unrelated project
+    version=META["VERSION"],
     description="Multimodal variational autoencoders from plugins: PoE, MoE, MoPoE, MEME and more on one vectorized engine",
     long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
     long_description_content_type="text/markdown",

@@ -7,49 +7,52 @@ notebook may import, from ``modkit`` itself. The modules behind it live in folde
 import (``modkit.gaussian``) still works for now, with a DeprecationWarning naming the new one.
 """
 from modkit import _compat
+from modkit._meta import DISTRIBUTION, VERSION
 from modkit.core.batch import Batch, Data
-from modkit.core.distributions import (DiagLaplace, Family, LatentDistribution, UniformMixture, family_log_prob, from_expert,
-                                       laplace_log_prob, uniform_log_weights)
+from modkit.core.distributions import (DiagLaplace, Family, LatentDistribution, UniformMixture, WeightedMixture, family_log_prob,
+                                       from_expert, laplace_log_prob, uniform_log_weights)
 from modkit.core.engine import MultimodalVAE
 from modkit.core.fusion import Fusion, FusionConfig, LossOutput, SubsetPlan, subset_gaussian_elbo
 from modkit.core.gaussian import (DiagGaussian, Experts, cross_log_prob, expert_precisions, gaussian_log_prob, kl_gaussians,
                                   kl_standard_normal, product_of_experts, reparameterize)
 from modkit.core.likelihoods import Bernoulli, Categorical, Gaussian, Laplace, Likelihood, make_likelihood
-from modkit.core.modality import Modality, ModalityConfig
+from modkit.core.modality import Modality, ModalityConfig, existing_file
 from modkit.core.nn import GaussianHead, bounded_logvar, mlp, over_leading
 from modkit.core.records import Column, Records
 from modkit.core.subset_kl import weighted_subset_kl
 from modkit.core.subsets import SamplerConfig, SubsetSampler, all_subsets, full, singles, subset_names, subset_validity
-from modkit.data.dataset import (ArrayRecords, ColumnRecords, DatasetConfig, DatasetSource, EpochBatchSampler, ModalityView,
-                                 make_loader)
+from modkit.data.dataset import (ArrayRecords, ColumnRecords, DatasetConfig, DatasetSource, DerivedDataset, DerivedDatasetConfig,
+                                 EpochBatchSampler, ModalityView, make_loader)
 from modkit.errors import DataError, ModkitError, PluginError, RecipeError
 from modkit.evaluation.task_metrics import Collect, Mean
 from modkit.plugins.hookspecs import hookimpl
 from modkit.plugins.registry import Registry
 from modkit.runs.files import atomic_write_bytes, atomic_write_text
 
-__version__ = "0.1.0"
+__version__ = VERSION
 
 _compat.install()
 
 __all__ = [
     # contracts a plugin implements
     "Modality", "ModalityConfig", "Fusion", "FusionConfig", "LossOutput", "SubsetPlan", "SubsetSampler", "SamplerConfig",
-    "DatasetSource", "DatasetConfig", "Registry", "hookimpl",
+    "DatasetSource", "DatasetConfig", "DerivedDataset", "DerivedDatasetConfig", "Registry", "hookimpl",
     # data
     "Batch", "Data", "Records", "Column", "ArrayRecords", "ColumnRecords", "ModalityView", "EpochBatchSampler", "make_loader",
     # the engine and its math
     "MultimodalVAE", "DiagGaussian", "Experts", "product_of_experts", "expert_precisions", "gaussian_log_prob",
     "kl_standard_normal", "kl_gaussians", "reparameterize", "cross_log_prob", "subset_gaussian_elbo", "weighted_subset_kl",
-    "DiagLaplace", "Family", "LatentDistribution", "UniformMixture", "family_log_prob", "from_expert", "laplace_log_prob",
+    "DiagLaplace", "Family", "LatentDistribution", "UniformMixture", "WeightedMixture", "family_log_prob", "from_expert", "laplace_log_prob",
     "uniform_log_weights", "all_subsets", "full", "singles", "subset_names", "subset_validity",
     # building blocks for modalities
     "GaussianHead", "mlp", "bounded_logvar", "over_leading", "Likelihood", "Bernoulli", "Categorical", "Gaussian", "Laplace",
-    "make_likelihood",
+    "make_likelihood", "existing_file",
     # files a plugin writes into a run directory (a fitted tokenizer), never half-written
     "atomic_write_bytes", "atomic_write_text",
     # task metrics
     "Collect", "Mean",
+    # the distribution on the package index (the import name is modkit)
+    "DISTRIBUTION",
     # errors
     "ModkitError", "DataError", "PluginError", "RecipeError",
 ]

@@ -1,4 +1,4 @@
-"""Latent distributions beyond the diagonal Gaussian: Laplace experts and uniform mixtures of experts.
+"""Latent distributions beyond the diagonal Gaussian: Laplace experts and (weighted or uniform) mixtures of experts.
 
 They share :class:`modkit.core.gaussian.DiagGaussian`'s interface (``rsample(n)`` → (n, *batch, D),
 ``log_prob(z)`` summed over the last dim, ``mean``), so evaluation code that calls a fusion's
@@ -83,18 +83,31 @@ def uniform_log_weights(valid: Tensor, dtype: torch.dtype = torch.float32) -> Te
     return torch.where(valid, -torch.log(count), float("-inf"))  # a Python scalar: no host-to-device copy per call
 
 
-class UniformMixture:
-    """A uniform mixture over the valid components along dim 0 of ``components``' batch shape.
+class WeightedMixture:
+    """A mixture Σ_m w_m q_m over dim 0 of ``components``' batch shape: ``components`` has batch shape (M, *batch).
 
-    ``components`` has batch shape (M, *batch); ``valid`` is (M, *batch) bool. Every batch entry
-    must have at least one valid component (callers add a fallback component, e.g. the prior).
-    The mixture's batch shape is ``batch``.
+    ``log_weights`` (M, *batch) are log-weights per batch entry, normalised here over dim 0 (so any
+    log-scores will do: a gate's logits, say); −inf leaves a component out. Every batch entry needs at
+    least one finite weight. The mixture's batch shape is ``batch``: ``mean`` is (*batch, D),
+    ``rsample(n)`` is (n, *batch, D) (``rsample()`` drops the n axis), ``log_prob(z)`` of a ``z`` shaped
+    (*lead, *batch, D) is (*lead, *batch). Sampling picks a component per draw (Gumbel-max over the
+    log-weights, so no gradient reaches the weights through the pick) and reparameterises within it.
     """
 
-    def __init__(self, components: Component, valid: Tensor):
+    def __init__(self, components: Component, log_weights: Tensor):
         self.components = components
-        self.valid = valid
-        self.log_weights = uniform_log_weights(valid, components.mean.dtype)  # (M, *batch)
+        self.log_weights = log_weights - torch.logsumexp(log_weights, 0, keepdim=True)
+        self.valid = log_weights > float("-inf")
+
+    @classmethod
+    def from_weights(cls, components: Component, weights: Tensor) -> "WeightedMixture":
+        """From non-negative weights (M, *batch) instead of log-weights; a zero leaves a component out."""
+        return cls(components, torch.log(weights))
+
+    @property
+    def weights(self) -> Tensor:
+        """The normalised weights (M, *batch)."""
+        return torch.exp(self.log_weights)
 
     @property
     def batch_ndim(self) -> int:
@@ -128,3 +141,16 @@ class UniformMixture:
         """log Σ_m w_m q_m(z) by log-sum-exp; ``z`` (*lead, *batch, D) broadcasts against the batch shape."""
         per = self.component_log_prob(z)
         return torch.logsumexp(per + self.log_weights, dim=-(self.batch_ndim + 1))
+
+
+class UniformMixture(WeightedMixture):
+    """A uniform mixture over the valid components: a :class:`WeightedMixture` with equal weights.
+
+    ``valid`` is (M, *batch) bool; every batch entry must have at least one valid component (callers add
+    a fallback component, e.g. the prior).
+    """
+
+    def __init__(self, components: Component, valid: Tensor):
+        self.components = components
+        self.valid = valid
+        self.log_weights = uniform_log_weights(valid, components.mean.dtype)  # (M, *batch), already normalised

@@ -43,6 +43,16 @@ class MultimodalVAE(nn.Module):
             logvars.append(logvar)
         return Experts(torch.stack(mus), torch.stack(logvars), batch.present)
 
+    def encode_with_features(self, batch: Batch) -> tuple[dict[str, Tensor], Experts]:
+        """Each encoder once, giving both its (B, feature_dim) features and its expert: ``({name: features},
+        Experts)``. For a fusion that mixes features and experts (a gate over experts computed from features)."""
+        features, mus, logvars = {}, [], []
+        for name in self.names:
+            features[name], mu, logvar = self.modalities[name].encode_with_features(batch.data[name])
+            mus.append(mu)
+            logvars.append(logvar)
+        return features, Experts(torch.stack(mus), torch.stack(logvars), batch.present)
+
     def log_likelihoods(self, z: Tensor, batch: Batch, rows: Sequence[Tensor | None] | None = None,
                         counts: Sequence[int] | None = None) -> list[Tensor | None]:
         """Decode each modality once over the latent rows it needs and score its data.

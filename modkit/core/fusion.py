@@ -7,7 +7,7 @@ PoE lives in the ``modkit_poe`` plugin; MoE, MoPoE, MEME, latent mixing and M2 p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -77,6 +77,12 @@ class Fusion(nn.Module):
         self.register_buffer("_prior_zeros", torch.zeros(latent_dim), persistent=False)  # follows .to(device)
         self.latent_dim = latent_dim
         self.config = config
+
+    @classmethod
+    def example(cls) -> dict[str, Any]:
+        """Small recipe options (besides ``type``) the contract tests (:mod:`modkit.testing`) build this fusion
+        with. Default: none, the Config's defaults; override when an option is required."""
+        return {}
 
     def encode(self, model: "MultimodalVAE", batch: "Batch") -> Experts:
         """The experts :meth:`posterior` combines (``model.encode`` calls this). Default: each modality's own

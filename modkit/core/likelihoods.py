@@ -20,6 +20,9 @@ LOG_2 = math.log(2.0)
 
 class Likelihood(nn.Module):
     name = "likelihood"
+    #: True when ``log_prob`` is the log of a probability (Bernoulli, categorical), so never positive; a
+    #: positive estimate of it (an importance-sampled conditional, say) is an estimator artefact
+    mass: bool = False
 
     def __init__(self, event_dims: int):
         super().__init__()
@@ -43,6 +46,7 @@ class Bernoulli(Likelihood):
     """``out`` are logits; ``x`` in [0, 1] (grey values are treated as soft targets, as MNIST VAEs do)."""
 
     name = "bernoulli"
+    mass = True
 
     def elementwise(self, out: Tensor, x: Tensor) -> Tensor:
         x = x.to(out.dtype).expand_as(out)
@@ -101,6 +105,7 @@ class Categorical(Likelihood):
     """``out`` holds logits with the class axis at ``class_dim`` (default last); ``x`` holds class ids."""
 
     name = "categorical"
+    mass = True
 
     def __init__(self, event_dims: int, class_dim: int = -1):
         super().__init__(event_dims)

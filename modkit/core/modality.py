@@ -50,6 +50,16 @@ class Modality(nn.Module):
         return self.config.weight
 
     @classmethod
+    def example(cls) -> tuple[dict[str, Any], list[Any]]:
+        """Small recipe options (besides ``type``) and a few raw values :meth:`preprocess` accepts, from which the
+        contract tests (:mod:`modkit.testing`) build and feed this modality.
+
+        Default: the Config's defaults and no values (the tests then feed placeholders). Override when an option
+        is required (``num_classes``), to keep the networks small, or when the data matter (a tokenizer).
+        """
+        return {}, []
+
+    @classmethod
     def expand(cls, name: str, config: ModalityConfig) -> dict[str, ModalityConfig]:
         """One recipe entry → the named modalities it stands for; default: just itself.
 
@@ -72,6 +82,17 @@ class Modality(nn.Module):
     def preprocess(self, value: Any) -> Tensor | dict[str, Tensor]:
         """One raw value (file path, string, number, array) → a tensor for one sample."""
         return torch.as_tensor(np.asarray(value))
+
+    def load_given(self, text: str) -> Any:
+        """A value typed for this modality on the command line (``modkit generate --given NAME=TEXT``) → the raw
+        value :meth:`preprocess` takes, as a dataset row would hold it.
+
+        Default: the path of an existing file when ``text`` names one, else ``text`` itself (a class name, a
+        caption). Override to read your own files or parse literals (numbers, a list); raise ``DataError``
+        naming what was expected.
+        """
+        path = existing_file(text)
+        return str(path) if path is not None else text
 
     def placeholder(self) -> Tensor | dict[str, Tensor]:
         """Stand-in for a missing sample (never scored: presence masks it out)."""
@@ -99,6 +120,19 @@ class Modality(nn.Module):
     def encode(self, x: Data) -> tuple[Tensor, Tensor]:
         """Batched data → (mu, logvar), each (B, latent_dim). Default: the Gaussian head on :meth:`features`."""
         return self.head(self.features(x))
+
+    def encode_with_features(self, x: Data) -> tuple[Tensor, Tensor, Tensor]:
+        """(features (B, feature_dim), mu, logvar) from ONE pass of the encoder, for a fusion that needs both.
+
+        Default: :meth:`features`, then ``self.head`` on them — unless the subclass overrides :meth:`encode`,
+        whose expert may then not come from the features, so both run.
+        """
+        features = self.features(x)
+        if type(self).encode is Modality.encode:
+            mu, logvar = self.head(features)
+        else:
+            mu, logvar = self.encode(x)
+        return features, mu, logvar
 
     def decoder_net(self, z: Tensor) -> Tensor:
         """(M, latent_dim) → (M, *output shape): the decoder proper on a flat batch of latents."""
@@ -170,3 +204,13 @@ class Modality(nn.Module):
     def render(self, x: Data) -> np.ndarray | str:
         """One sample (no batch dim) → an RGB float image (H, W, 3) in [0, 1], or a string."""
         raise NotImplementedError
+
+
+def existing_file(text: str) -> Path | None:
+    """``text`` as the path of an existing file, or None — also for strings no file system accepts as a name
+    (too long, a NUL byte), which ``Path.exists`` would raise on."""
+    try:
+        path = Path(text).expanduser()
+        return path if path.is_file() else None
+    except (OSError, ValueError):
+        return None

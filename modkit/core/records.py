@@ -1,7 +1,7 @@
 """The dataset contract a modality sees: a split's rows (:class:`Records`) and one field of them (:class:`Column`)."""
 from __future__ import annotations
 
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 from modkit.errors import DataError
 
@@ -30,6 +30,45 @@ class Records:
         with ``skip`` they are skipped, and counted, like any other bad sample.
         """
         return []
+
+    def with_fields(self, fields: Mapping[str, Any]) -> "Records":
+        """These rows with more fields (or some replaced): ``{name: values}``, where values are a sequence or
+        array of ``len(self)`` raw values (``None``: missing) or a function of one row's ``get`` dict.
+
+        How a dataset derived from another adds a field (:class:`modkit.DerivedDataset`); the rows are not
+        copied. In-memory records (``ArrayRecords``) override this to stay in memory and batch fast.
+        """
+        return ExtendedRecords(self, fields)
+
+
+def check_field_lengths(fields: Mapping[str, Any], n: int) -> None:
+    """A DataError naming every added field whose length is not the number of rows (functions are per row)."""
+    wrong = {k: len(v) for k, v in fields.items() if not callable(v) and len(v) != n}
+    if wrong:
+        raise DataError(f"added fields have lengths {wrong}; the dataset has {n} rows")
+
+
+class ExtendedRecords(Records):
+    """Rows of ``base`` with the fields of :meth:`Records.with_fields` added, computed when a row is read."""
+
+    def __init__(self, base: Records, fields: Mapping[str, Sequence[Any] | Callable[[dict[str, Any]], Any]]):
+        check_field_lengths(fields, len(base))
+        self.base, self.added = base, dict(fields)
+        self.fields = [*(f for f in base.fields if f not in self.added), *self.added]
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def get(self, i: int) -> dict[str, Any]:
+        row = self.base.get(i)
+        extra = {k: (v(row) if callable(v) else v[i]) for k, v in self.added.items()}
+        return {**row, **extra}
+
+    def describe(self, i: int) -> str:
+        return self.base.describe(i)
+
+    def problems(self) -> list[str]:
+        return self.base.problems()
 
 
 class Column:

@@ -13,12 +13,12 @@ from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import Tensor
 
 from modkit.core.batch import Batch
-from modkit.core.records import Column, Records
-from modkit.errors import DataError
+from modkit.core.records import Column, Records, check_field_lengths
+from modkit.errors import DataError, ModkitError, RecipeError
 from modkit.core.modality import Modality
 
 
@@ -54,6 +54,47 @@ class ArrayRecords(Records):
     def take(self, index: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
         ones = torch.ones(len(index), dtype=torch.bool)
         return {k: (v[index], self.present[k][index] if k in self.present else ones) for k, v in self.arrays.items()}
+
+    def with_fields(self, fields: dict[str, Any]) -> "ArrayRecords":
+        """:meth:`Records.with_fields`, computed now and kept in memory: numbers of one shape become array fields
+        (``None`` entries missing), anything else object fields, so a view over number fields keeps its fast path."""
+        check_field_lengths(fields, self.n)
+        arrays = {k: v for k, v in self.arrays.items() if k not in fields}
+        present = {k: v for k, v in self.present.items() if k not in fields}
+        objects = {k: v for k, v in self.objects.items() if k not in fields}
+        for name, values in fields.items():
+            if callable(values):
+                values = [values(self.get(i)) for i in range(self.n)]
+            array, mask = _as_array(values)
+            if array is None:
+                objects[name] = list(values)
+            else:
+                arrays[name] = array
+                if mask is not None:
+                    present[name] = mask
+        return ArrayRecords(arrays, present, objects)
+
+
+def _as_array(values: Any) -> tuple[Tensor | None, np.ndarray | None]:
+    """Values as one numeric tensor and, if some are None, their presence mask; (None, None) if they are not numbers."""
+    if isinstance(values, (np.ndarray, Tensor)):
+        return torch.as_tensor(values), None
+    values = list(values)
+    mask = np.array([v is not None for v in values])
+    known = [v for v in values if v is not None]
+    if not known:
+        return None, None
+    try:
+        stacked = np.stack([np.asarray(v.numpy() if isinstance(v, Tensor) else v) for v in known])
+    except (ValueError, TypeError):
+        return None, None
+    if stacked.dtype.kind not in "biuf":
+        return None, None
+    if mask.all():
+        return torch.as_tensor(stacked), None
+    full = np.zeros((len(values), *stacked.shape[1:]), dtype=stacked.dtype)
+    full[mask] = stacked
+    return torch.as_tensor(full), mask
 
 
 class ColumnRecords(Records):
@@ -130,6 +171,67 @@ class DatasetSource:
         [0, 1] or a string): per attribute, the (B,) class each sample shows. A procedurally generated dataset
         can answer exactly (parse a caption, read a colour); None (default) makes evaluation train a classifier."""
         return None
+
+
+class DerivedDatasetConfig(DatasetConfig):
+    """A derived dataset's options; ``base`` holds the options of the dataset it extends (``type`` excluded)."""
+
+    base: dict[str, Any] = Field(default_factory=dict, description="options for the dataset this one extends")
+
+
+class DerivedDataset(DatasetSource):
+    """A dataset that is another one plus fields, without touching how the other stores its rows.
+
+    Set ``base`` to the dataset it extends — its class, or the name it is registered under (looked up among
+    the installed plugins and modkit.toml's) — and write :meth:`add_fields`. Every split of the base dataset
+    comes back with the new fields (:meth:`Records.with_fields`); ``judge`` and ``attributes`` are the base's
+    unless overridden. Subclass :class:`DerivedDatasetConfig` for options of your own.
+    """
+
+    Config: ClassVar[type[DatasetConfig]] = DerivedDatasetConfig
+    base: ClassVar[str | type[DatasetSource]]
+
+    def base_source(self) -> DatasetSource:
+        """The base dataset, configured with ``config.base`` (an unknown option is a RecipeError naming it)."""
+        cls, name = registered_dataset(self.base)
+        options = dict(getattr(self.config, "base", {}) or {})
+        try:
+            config = cls.Config.model_validate({"type": name, **options})
+        except ValidationError as exc:
+            where = ".".join(str(p) for p in exc.errors()[0]["loc"])
+            raise RecipeError(f"data.dataset.base.{where}", f"{exc.errors()[0]['msg']} (dataset '{name}')") from None
+        return cls(config, self.root)
+
+    def load(self) -> dict[str, Records]:
+        self._base = self.base_source()
+        return {split: records.with_fields(self.add_fields(records, split)) for split, records in self._base.load().items()}
+
+    def add_fields(self, records: Records, split: str) -> dict[str, Any]:
+        """The fields to add to one split: ``{name: values}`` — ``len(records)`` raw values (a list, an array;
+        ``None`` for missing) or a function of one row's ``records.get(i)`` dict."""
+        raise NotImplementedError(f"{type(self).__name__} must define add_fields()")
+
+    def judge(self, field: str, samples: list[Any]) -> dict[str, np.ndarray] | None:
+        base = getattr(self, "_base", None) or self.base_source()
+        return base.judge(field, samples)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "attributes" not in cls.__dict__ and isinstance(cls.__dict__.get("base"), type):
+            cls.attributes = cls.__dict__["base"].attributes
+
+
+def registered_dataset(base: str | type[DatasetSource]) -> tuple[type[DatasetSource], str]:
+    """A dataset class and the name its config's ``type`` takes, from a class or a registered name."""
+    if isinstance(base, type):
+        return base, base.__name__
+    from modkit.config.project import load_project
+    from modkit.plugins.loader import load_plugins
+
+    registry = load_plugins(load_project().plugins).registry
+    if not registry.has("dataset", base):
+        raise ModkitError(f"the base dataset '{base}' is not registered (datasets: {', '.join(registry.names('dataset'))})")
+    return registry.get("dataset", base), base
 
 
 class ModalityView(torch.utils.data.Dataset):

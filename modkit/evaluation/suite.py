@@ -154,6 +154,9 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings | None = None, echo: Cal
         result["likelihood"] = likelihood_suite(model, batches, settings.iw_samples, settings.prior_samples, settings.denominator,
                                                 progress=bar)
         bar.close()
+        for cell in result["likelihood"].values():
+            if cell.get("warning"):
+                echo(f"warning: {cell['warning']}")
     result["summary"] = summarize(result, names)
     result["seconds"] = round(time.perf_counter() - started, 2)
     return result

@@ -1,7 +1,7 @@
 """Conditional generation from any subset of modalities, and unconditional samples from the prior.
 
-A given value is parsed by its modality's own ``preprocess`` (a file path, a class name, a caption),
-so the engine never needs to know what a modality is.
+A given value is read by its modality's own ``load_given`` (a file, a literal) and ``preprocess`` (a class
+name, a caption), so the engine never needs to know what a modality is.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import torch
 
 from modkit.reporting import figures
 from modkit.core.batch import Batch
+from modkit.core.modality import existing_file
 from modkit.errors import DataError, ModkitError
 from modkit.evaluation.judges import flatten_lead
 from modkit.evaluation.likelihood import no_prior_reason, prior_of
@@ -45,9 +46,8 @@ def given_batch(run: LoadedRun, given: dict[str, str]) -> Batch:
         modality = model.modalities[name]
         if name in given:
             raw = given[name]
-            value = raw if not Path(raw).exists() else str(Path(raw))
             try:
-                sample = modality.preprocess(value)
+                sample = modality.preprocess(modality.load_given(raw))
             except DataError as exc:
                 raise DataError(f"--given {name}: {exc}") from None
             except Exception as exc:  # noqa: BLE001 - a value the modality cannot read is the user's input
@@ -94,6 +94,12 @@ def decode_renders(run: LoadedRun, z: torch.Tensor, target: str) -> list:
     return [modality.render(single(i)) for i in range(len(z))]
 
 
+def _stem(text: str) -> str:
+    """A given file's name without its folder and suffix; any other text as it is."""
+    path = existing_file(text)
+    return path.stem if path is not None else text
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:60] or "x"
 
@@ -109,7 +115,7 @@ def generate(run: LoadedRun, given: dict[str, str], target: str, n: int = 16, ou
     if n < 1:
         raise ModkitError("-n must be at least 1")
     renders = decode_renders(run, _latents(run, given, n, mean), target)
-    source = "+".join(f"{k}-{_slug(v if not Path(v).exists() else Path(v).stem)}" for k, v in given.items()) or "prior"
+    source = "+".join(f"{k}-{_slug(_stem(v))}" for k, v in given.items()) or "prior"
     text = all(isinstance(r, str) for r in renders)
     if out is None:
         out = run.run_dir / "generated" / f"{source}_to_{target}.{'txt' if text else 'png'}"
@@ -122,7 +128,7 @@ def generate(run: LoadedRun, given: dict[str, str], target: str, n: int = 16, ou
 
         atomic_write_text(out, "".join(f"{r}\n" for r in renders))
     else:
-        title = "given " + ", ".join(f"{k}={v}" for k, v in given.items()) if given else "from the prior"
+        title = "given " + ", ".join(f"{k}={v if len(v) <= 60 else v[:57] + '...'}" for k, v in given.items()) if given else "from the prior"
         figures.grid([[r] for r in renders], out, title=f"{target} {title}")
         if each:
             for i, render in enumerate(renders):

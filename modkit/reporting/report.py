@@ -167,9 +167,12 @@ def write_report(run: LoadedRun, settings: EvalSettings | None = None, refresh: 
                f"p(x_given) from {s['prior_samples'] if s['denominator'] == 'prior' else s['iw_samples']} "
                f"{'prior' if s['denominator'] == 'prior' else 'posterior'} samples. Nats per item; higher is better.", ""]
         alt = any("mean_posterior_denominator" in v for v in result["likelihood"].values())
-        md += _table(["quantity", "estimate", *(["with posterior-sampled log p(x_given)"] if alt else []), "variance of log weights", "items"],
-                     [[k, v["mean"], *([v.get("mean_posterior_denominator")] if alt else []), v["log_w_var"], v["items"]]
-                      for k, v in result["likelihood"].items()])
+        md += _table(["quantity", "estimate", "standard error",
+                      *(["with posterior-sampled log p(x_given)", "better of the two (smaller log-weight variance)"] if alt else []),
+                      "variance of log weights", "items"],
+                     [[k, v["mean"], v.get("stderr"), *([v.get("mean_posterior_denominator"), v.get("mean_best")] if alt else []),
+                       v["log_w_var"], v["items"]] for k, v in result["likelihood"].items()])
+        md += [f"**Warning:** {v['warning']}" for v in result["likelihood"].values() if v.get("warning")]
         if alt:
             md += ["The two conditional columns share the numerator and differ in log p(x_given): the paper's prior samples "
                    "(accurate for a low-dimensional x_given, poor when p(x_given|z) is sharp, as for images) or the "

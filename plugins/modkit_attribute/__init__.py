@@ -49,6 +49,11 @@ class Attribute(Modality):
     Config = AttributeConfig
 
     @classmethod
+    def example(cls):
+        """Three attributes and small networks, for the contract tests (modkit.testing)."""
+        return {"num_attributes": 3, "hidden": [16]}, [[0, 1, 1], [1, 0, 0], [1, 1, 1], [0, 0, 1]]
+
+    @classmethod
     def expand(cls, name: str, config: AttributeConfig) -> dict[str, AttributeConfig]:
         if not config.split:
             return {name: config}

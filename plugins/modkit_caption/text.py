@@ -52,6 +52,12 @@ class Text(Modality):
     Config = TextConfig
     tokenizer: Tokenizer
 
+    @classmethod
+    def example(cls):
+        """A character tokenizer over a few short texts and small networks, for the contract tests (modkit.testing)."""
+        texts = ["a red square", "a blue circle", "two green dots", "one small star"]
+        return {"vocab_size": 24, "tokenizer": "char", "max_length": 12, "embedding_dim": 8, "hidden": 16}, texts
+
     def __init__(self, name: str, config: TextConfig, latent_dim: int):
         super().__init__(name, config, latent_dim)
         self.pretrained = PretrainedEncoder(config.pretrained, f"modalities.{name}.pretrained") if config.pretrained else None

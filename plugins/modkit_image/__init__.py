@@ -53,6 +53,12 @@ class Image(Modality):
 
     Config = ImageConfig
 
+    @classmethod
+    def example(cls):
+        """8×8 grey pictures and a small MLP, for the contract tests (modkit.testing)."""
+        rng = np.random.default_rng(0)
+        return {"shape": [1, 8, 8], "hidden": [16]}, [rng.random((8, 8), dtype=np.float32) for _ in range(4)]
+
     def __init__(self, name: str, config: ImageConfig, latent_dim: int):
         super().__init__(name, config, latent_dim)
         self.shape = tuple(config.shape)

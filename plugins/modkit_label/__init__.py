@@ -20,6 +20,11 @@ class Label(Modality):
 
     Config = LabelConfig
 
+    @classmethod
+    def example(cls):
+        """Three named classes and small networks, for the contract tests (modkit.testing)."""
+        return {"num_classes": 3, "class_names": ["red", "green", "blue"], "embedding_dim": 8, "hidden": [16]}, [0, 1, 2, "green"]
+
     def __init__(self, name: str, config: LabelConfig, latent_dim: int):
         super().__init__(name, config, latent_dim)
         if config.class_names is not None and len(config.class_names) != config.num_classes:

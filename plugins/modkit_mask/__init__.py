@@ -38,6 +38,12 @@ class Mask(Modality):
 
     Config = MaskConfig
 
+    @classmethod
+    def example(cls):
+        """8×8 masks of three classes and a small conv stack, for the contract tests (modkit.testing)."""
+        rng = np.random.default_rng(0)
+        return {"num_classes": 3, "shape": [8, 8], "channels": [8], "hidden": 16}, [rng.integers(0, 3, (8, 8)) for _ in range(4)]
+
     def __init__(self, name: str, config: MaskConfig, latent_dim: int):
         super().__init__(name, config, latent_dim)
         self.shape = tuple(config.shape)

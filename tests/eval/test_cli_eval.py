@@ -140,6 +140,16 @@ def test_generate_bad_input_is_a_one_line_error(run_dir):
     assert result.exit_code != 0 and "is not a run directory" in result.output
 
 
+@pytest.mark.parametrize("value", ["x" * 300, "a/" + "y" * 300 + ".png", "nul\0byte"])
+def test_generate_given_a_value_no_file_system_accepts_as_a_name(run_dir, value):
+    """Over 255 characters (or a NUL byte) once ended in OSError: File name too long from Path(raw).exists()."""
+    result = CliRunner().invoke(main, ["generate", str(run_dir), "--given", f"image={value}", "--target", "label"])
+    assert result.exit_code == 1 and result.output.startswith("error: --given image") and "Traceback" not in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    result = CliRunner().invoke(main, ["generate", str(run_dir), "--given", f"label={value}", "--target", "image", "-n", "1"])
+    assert result.exit_code == 1 and "error: --given label" in result.output and "Traceback" not in result.output, result.output
+
+
 def test_sample_and_report(run_dir):
     result = invoke("sample", run_dir, "-n", "12")
     assert result.exit_code == 0, result.output

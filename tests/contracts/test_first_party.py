@@ -1,0 +1,28 @@
+"""The contract-test kit (modkit.testing) over every first-party modality and fusion (issue 11 item 6).
+
+Parametrised from the registry: a modality or fusion plugin added to plugins/ is checked here without
+editing this file (its ``example()`` supplies small options and values).
+"""
+from __future__ import annotations
+
+from modkit.testing import dataset_contract, fusion_contract, metric_contract, modality_contract
+
+
+@modality_contract()
+def test_modality_contract(case, check):
+    check(case)
+
+
+@fusion_contract()
+def test_fusion_contract(case, check):
+    check(case)
+
+
+@dataset_contract(names=["digits", "shapes"])  # the others read files that are not in a checkout
+def test_dataset_contract(case, check):
+    check(case)
+
+
+@metric_contract()
+def test_metric_contract(case, check):
+    check(case)
