@@ -177,7 +177,7 @@ def sweep_command(recipe: Path | None, overrides: tuple[str, ...], sampler: str 
 
         torch.set_num_threads(int(os.environ.get("MODKIT_SWEEP_THREADS", "1")))
         config, url = sweep.locate(resume, os.environ.get("MODKIT_SWEEP_STORAGE", storage), out)
-        sweep.work(config, url, click.echo)
+        sweep.work(config, url, click.echo, recovering=False)  # the parent queued dead trials once
         return
     if resume is not None:
         if recipe is not None or overrides:

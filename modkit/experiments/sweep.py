@@ -394,24 +394,32 @@ def _retried(study) -> set[int]:
         return {n for t in study.get_trials(deepcopy=False) for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
 
 
-def recover(study, storage) -> list[int]:
-    """Fail the trials of workers that died on this machine (no need to wait for the heartbeat's grace
-    period) and of other machines' stale workers, and queue every interrupted or dead trial again."""
+def recover(study, storage, interrupted: Callable[[Any], bool] = lambda t: True) -> list[int]:
+    """Queue again, as WAITING trials with the same parameters and run directories: the trials of workers
+    that died on this machine (at once, without waiting for the heartbeat's grace period), those of other
+    machines' silent workers (Optuna's heartbeat), and interrupted ones that ``interrupted`` selects.
+    Each is queued by the one process that changed its state, so two workers never continue one run."""
     import optuna
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
-    host = socket.gethostname()
+    host, queued = socket.gethostname(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = t.user_attrs.get("worker") or {}
         if worker.get("host") == host and worker.get("pid") and not _alive(int(worker["pid"])):
-            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            try:
+                storage.set_trial_user_attr(t._trial_id, "worker", None)  # the retry must not inherit a dead pid
+                changed = storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            except UpdateFinishedTrialError:
+                changed = False
+            if changed:
+                _retry()(study, storage.get_trial(t._trial_id))
+                queued.append(t.number)
     with _Quiet():
-        optuna.storages.fail_stale_trials(study)  # other machines: the heartbeat's verdict
+        optuna.storages.fail_stale_trials(study)  # other machines: the heartbeat's verdict (it queues them itself)
     retried = _retried(study)
-    queued = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        if t.number not in retried and (t.user_attrs.get("interrupted") or t.user_attrs.get("worker")) \
-                and not t.user_attrs.get("error"):
+        if t.number not in retried and t.user_attrs.get("interrupted") and interrupted(t):
             _retry()(study, t)
             queued.append(t.number)
     return queued
@@ -518,15 +526,19 @@ def objective_for(config: SweepConfig, out: Path, project, echo: Callable[[str],
     return objective
 
 
-def work(config: SweepConfig, storage_url: str, echo: Callable[[str], None], on_trial: Callable[[Any], None] | None = None) -> None:
-    """One worker: join the study, retry dead or interrupted trials, run trials until the sweep has its count."""
+def work(config: SweepConfig, storage_url: str, echo: Callable[[str], None], on_trial: Callable[[Any], None] | None = None,
+         recovering: bool = True) -> None:
+    """One worker: join the study, queue dead or interrupted trials again (unless the parent did), run
+    trials until the sweep has its count."""
     from modkit.config.project import load_project
+    from modkit.training.trainer import Interrupted
 
     storage = open_storage(storage_url, config.heartbeat)
     study, _ = load_study(config.study, storage)
-    queued = recover(study, storage)
-    if queued:
-        echo(f"retrying interrupted trial(s) {', '.join(map(str, queued))} from their checkpoints")
+    if recovering:
+        queued = recover(study, storage)
+        if queued:
+            echo(f"retrying interrupted trial(s) {', '.join(map(str, queued))} from their checkpoints")
     if remaining(study, config) <= 0:
         return
     study.sampler = sampler_for(config)
@@ -539,7 +551,11 @@ def work(config: SweepConfig, storage_url: str, echo: Callable[[str], None], on_
         if remaining(study, config) <= 0:
             study.stop()
 
-    study.optimize(objective_for(config, out, project, echo), callbacks=[stop_when_done], gc_after_trial=True)
+    try:
+        study.optimize(objective_for(config, out, project, echo), callbacks=[stop_when_done], gc_after_trial=True)
+    except Interrupted:  # queue this worker's own interrupted trial again, to continue from its checkpoint
+        recover(study, storage, lambda t: (t.user_attrs.get("worker") or {}).get("pid") == os.getpid())
+        raise
 
 
 # -- many workers, progress, results -----------------------------------------------------------
@@ -592,6 +608,13 @@ def run_workers(config: SweepConfig, storage_url: str, workers: int, echo: Calla
         finally:
             progress.close()
         return
+    storage = open_storage(storage_url, config.heartbeat)
+    study, _ = load_study(config.study, storage)
+    queued = recover(study, storage)  # here, once, before the workers start
+    if queued:
+        echo(f"retrying interrupted trial(s) {', '.join(map(str, queued))} from their checkpoints")
+    if remaining(study, config) <= 0:
+        return
     share = thread_share(workers)
     env = {**os.environ, "MODKIT_SWEEP_STORAGE": storage_url, "MODKIT_SWEEP_THREADS": str(share)}
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -602,8 +625,6 @@ def run_workers(config: SweepConfig, storage_url: str, workers: int, echo: Calla
     for i in range(workers):
         log = open(out / f"worker-{i}.log", "a")  # noqa: SIM115 - closed below
         procs.append((subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), log))
-    storage = open_storage(storage_url, config.heartbeat)
-    study, _ = load_study(config.study, storage)
     try:
         while any(p.poll() is None for p, _ in procs):
             progress.update(study)
