@@ -272,18 +272,20 @@ def validate(config: SweepConfig, project) -> int:
                 plugins_by_list[key] = plugins_for(recipe.plugins, project.plugins)
             check_components(recipe, plugins_by_list[key], config.source)
         except RecipeError as exc:
+            if not blame:
+                raise
             detail = f"{exc.key}: {exc.message}" if exc.key else exc.message
             raise RecipeError("--set", f"{blame}: {detail}") from None
         checked += 1
 
-    first = {d.key: o[0] for d, o in zip(space.dimensions, options)}
-    for seed in seeds:  # each seed alone
-        check(first, seed, f"seed={seed}")
+    check({}, None, "")  # the recipe with the fixed --set values alone
     for d, values in zip(space.dimensions, options):  # each value alone: the error names it
         for v in values:
-            check({**first, d.key: v}, seeds[0], f"{d.key}={v}")
+            check({d.key: v}, None, f"{d.key}={v}")
+    for seed in space.seeds or []:
+        check({}, seed, f"seed={seed}")
     combos = itertools.islice(itertools.product(*options), None if grid else MAX_CHECKS)
-    for combo in combos:  # then their combinations
+    for combo in combos if len(space.dimensions) > 1 else ():  # then their combinations
         values = dict(zip(space.keys, combo))
         check(values, seeds[0], ", ".join(f"{k}={v}" for k, v in values.items()))
     return checked
@@ -616,9 +618,10 @@ def run_workers(config: SweepConfig, storage_url: str, workers: int, echo: Calla
     if remaining(study, config) <= 0:
         return
     share = thread_share(workers)
-    env = {**os.environ, "MODKIT_SWEEP_STORAGE": storage_url, "MODKIT_SWEEP_THREADS": str(share)}
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = str(min(share, int(os.environ.get(var, share) or share)))
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():  # never more than the user asked for
+        share = max(1, min(share, int(os.environ["OMP_NUM_THREADS"])))
+    env = {**os.environ, "MODKIT_SWEEP_STORAGE": storage_url, "MODKIT_SWEEP_THREADS": str(share),
+           "OMP_NUM_THREADS": str(share), "MKL_NUM_THREADS": str(share)}
     command = [sys.executable, "-m", "modkit", "sweep", "--resume", config.study, "--as-worker"]
     procs = []
     echo(f"{workers} workers, {share} thread(s) each; their logs: {out}/worker-N.log")

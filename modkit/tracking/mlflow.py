@@ -66,8 +66,11 @@ class MlflowBackend:
     def __init__(self, uri: str, experiment: str, run_dir: Path, params: dict[str, Any], run_id: str | None = None):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # a server that is down: fail in seconds, not minutes
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-        from mlflow import MlflowClient
-        from mlflow.entities import Param
+        try:
+            from mlflow import MlflowClient
+            from mlflow.entities import Param
+        except ImportError:
+            raise RuntimeError("mlflow is not installed: pip install 'modkit[tracking]'") from None
 
         self.client = MlflowClient(tracking_uri=uri)
         self.run_dir = run_dir
