@@ -58,6 +58,22 @@ def _artifact_root(uri: str) -> str | None:
     return None
 
 
+def probe(uri: str) -> None:
+    """Connect once to a database store with a 10 s timeout: MLflow itself retries a database that is down
+    for about 100 s (ten attempts, exponential back-off) before it gives up, and the run would wait."""
+    scheme = urlsplit(uri).scheme.split("+")[0]
+    if scheme not in ("postgresql", "mysql"):
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": 10})
+    try:
+        with engine.connect():
+            pass
+    finally:
+        engine.dispose()
+
+
 class MlflowBackend:
     """One MLflow run per modkit run (continued, not duplicated, when the run is resumed)."""
 
@@ -72,6 +88,7 @@ class MlflowBackend:
         except ImportError:
             raise RuntimeError("mlflow is not installed: pip install 'modkit[tracking]'") from None
 
+        probe(uri)
         self.client = MlflowClient(tracking_uri=uri)
         self.run_dir = run_dir
         if run_id is None:

@@ -16,12 +16,11 @@ class TensorBoardBackend:
         from torch.utils.tensorboard import SummaryWriter
 
         # purge_step: a resumed run's events after its checkpoint's step replace those the earlier process wrote
-        self.writer = SummaryWriter(str(run_dir), purge_step=start_step + 1 if start_step else None, flush_secs=30)
+        self.writer = SummaryWriter(str(run_dir), purge_step=start_step + 1 if start_step else None, flush_secs=10)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         for tag, value in values.items():
-            self.writer.add_scalar(tag, value, step)
-        self.writer.flush()
+            self.writer.add_scalar(tag, value, step)  # written out every 10 s and at close
 
     def image(self, tag: str, path: Path, step: int) -> None:
         from PIL import Image
