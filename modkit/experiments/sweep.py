@@ -622,7 +622,7 @@ def run_workers(config: SweepConfig, storage_url: str, workers: int, echo: Calla
         share = max(1, min(share, int(os.environ["OMP_NUM_THREADS"])))
     env = {**os.environ, "MODKIT_SWEEP_STORAGE": storage_url, "MODKIT_SWEEP_THREADS": str(share),
            "OMP_NUM_THREADS": str(share), "MKL_NUM_THREADS": str(share)}
-    command = [sys.executable, "-m", "modkit", "sweep", "--resume", config.study, "--as-worker"]
+    command = [sys.executable, "-m", "modkit", "sweep", "--resume", config.study, "--out", config.out, "--as-worker"]
     procs = []
     echo(f"{workers} workers, {share} thread(s) each; their logs: {out}/worker-N.log")
     for i in range(workers):
