@@ -232,7 +232,10 @@ def resolve(config: SweepConfig, values: dict[str, str], seed: int | None, proje
     space = config.space
     sets = space.fixed + [f"{k}={v}" for k, v in values.items()] + ([f"seed={seed}"] if seed is not None else [])
     sets += [f"train.device={config.device}"] if config.device else []
-    return resolve_raw(config.recipe, sets, project, config.source)
+    recipe, resolved = resolve_raw(config.recipe, sets, project, config.source)
+    if recipe.tracking.mlflow not in (None, False) and not recipe.tracking.experiment:  # a sweep's runs: one experiment
+        recipe.tracking.experiment = resolved["tracking"]["experiment"] = config.study
+    return recipe, resolved
 
 
 def check_components(recipe: Any, plugins: Any, source: str | None) -> None:
@@ -451,9 +454,8 @@ def summary_metrics(run_dir: Path) -> dict[str, float]:
 
 
 def run_one(config: SweepConfig, values: dict[str, str], seed: int | None, run_dir: Path, project,
-            echo: Callable[[str], None]) -> tuple[dict[str, float], int]:
-    """Train (or continue from its checkpoint) and evaluate one seed run. Returns its metrics and the
-    step it resumed from (0: from scratch)."""
+            echo: Callable[[str], None], on_resume: Callable[[int], None]) -> dict[str, float]:
+    """Train (or continue from its checkpoint: ``on_resume(step)``) and evaluate one seed run; its metrics."""
     from modkit.evaluation.suite import EVAL_JSON, EvalSettings, evaluate_run
     from modkit.plugins.loader import plugins_for
     from modkit.runs.loading import load_run
@@ -461,7 +463,6 @@ def run_one(config: SweepConfig, values: dict[str, str], seed: int | None, run_d
 
     recipe, resolved = resolve(config, values, seed, project)
     device = resolve_device(recipe.train.device)
-    resumed = 0
     if not (run_dir / rundir.SUMMARY).exists():
         plugins = plugins_for(recipe.plugins, project.plugins)
         resuming = (run_dir / rundir.CHECKPOINT).exists()
@@ -469,8 +470,8 @@ def run_one(config: SweepConfig, values: dict[str, str], seed: int | None, run_d
         trainer = Trainer(recipe, resolved, plugins, run_dir, device, config.source, echo=lambda s: echo("  " + s))
         if resuming:
             trainer.restore()
-            resumed = trainer.state.global_step
-            echo(f"  resuming {run_dir} at epoch {trainer.state.epoch + 1} (step {resumed})")
+            on_resume(trainer.state.global_step)
+            echo(f"  resuming {run_dir} at epoch {trainer.state.epoch + 1} (step {trainer.state.global_step})")
         else:
             write_recipe(run_dir, resolved)
         trainer.fit()
@@ -478,7 +479,7 @@ def run_one(config: SweepConfig, values: dict[str, str], seed: int | None, run_d
     if config.evaluate and not (run_dir / EVAL_JSON).exists():
         run = load_run(run_dir, device)
         rundir.write_json(run_dir / EVAL_JSON, evaluate_run(run, EvalSettings(**config.settings)))
-    return summary_metrics(run_dir), resumed
+    return summary_metrics(run_dir)
 
 
 def objective_for(config: SweepConfig, out: Path, project, echo: Callable[[str], None]):
@@ -503,10 +504,15 @@ def objective_for(config: SweepConfig, out: Path, project, echo: Callable[[str],
         echo(f"trial {trial.number}{f' (retrying {number})' if number != trial.number else ''}: {label} → {trial_dir}")
         per_seed: dict[str, dict[str, float]] = {}
         resumed: dict[str, int] = {}
+        trial.set_user_attr("resumed_from_step", resumed)  # a retry must not keep its predecessor's
         for seed in seeds:
             name = f"seed-{seed if seed is not None else resolve(config, values, None, project)[0].seed}"
+            def on_resume(step: int, name: str = name) -> None:
+                resumed[name] = step
+                trial.set_user_attr("resumed_from_step", resumed)
+
             try:
-                metrics, step = run_one(config, values, seed, trial_dir / name, project, echo)
+                metrics = run_one(config, values, seed, trial_dir / name, project, echo, on_resume)
             except Interrupted:
                 trial.set_user_attr("interrupted", True)
                 raise
@@ -515,10 +521,7 @@ def objective_for(config: SweepConfig, out: Path, project, echo: Callable[[str],
                 echo(f"  {name} diverged; trial {trial.number} pruned")
                 raise optuna.TrialPruned(str(exc)) from None
             per_seed[name] = metrics
-            if step:
-                resumed[name] = step
             trial.set_user_attr("seeds", per_seed)
-            trial.set_user_attr("resumed_from_step", resumed)
         found = [m[config.objective] for m in per_seed.values() if config.objective in m]
         if len(found) != len(per_seed):
             known = sorted({k for m in per_seed.values() for k in m})
@@ -653,14 +656,15 @@ def pick_metrics(names: list[str], patterns: list[str]) -> list[str]:
     return list(dict.fromkeys(chosen))
 
 
-def mean_sd(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+def mean_sd(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for one seed)."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
 def _fmt(value: Any) -> str:
     if isinstance(value, tuple):
         m, s = value
-        return f"{m:.4g} ± {s:.2g}"
+        return f"{m:.4g}" if s is None else f"{m:.4g} ± {s:.2g}"
     return f"{value:.4g}" if isinstance(value, float) else ("–" if value is None else str(value))
 
 

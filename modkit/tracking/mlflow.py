@@ -95,7 +95,9 @@ class MlflowBackend:
             found = self.client.get_experiment_by_name(experiment)
             experiment_id = found.experiment_id if found else self.client.create_experiment(
                 experiment, artifact_location=_artifact_root(uri))
-            run = self.client.create_run(experiment_id, run_name=run_dir.name,
+            parent = run_dir.parent.name  # a sweep's trial-0003/seed-1 keeps its trial in the name
+            name = f"{parent}/{run_dir.name}" if parent.startswith("trial-") else run_dir.name
+            run = self.client.create_run(experiment_id, run_name=name,
                                          tags={"modkit.run_dir": str(run_dir.resolve())})
             run_id = run.info.run_id
             items = [Param(k, str(v)[:6000]) for k, v in params.items()]

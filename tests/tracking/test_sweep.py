@@ -92,31 +92,49 @@ def test_seeds_are_a_repeat_dimension(tmp_path, monkeypatch):
 
 
 def test_a_killed_worker_trial_is_resumed_from_its_checkpoint(tmp_path):
+    """kill -9 mid-trial, then a worker that is itself stopped with Ctrl-C, then one that finishes: the one
+    trial's run continues from its checkpoint each time and ends with every epoch exactly once."""
     out = tmp_path / "sweep"
     slow = [*TINY, "--set", "train.epochs=12", "--set", "data.batch_size=16", "--no-eval", "--trials", "1"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "plugins"), os.environ.get("PYTHONPATH", "")])}
-    worker = subprocess.Popen([sys.executable, "-m", "modkit", "sweep", str(RECIPE), *slow, "--set", "train.lr=0.001,0.002",
-                               "--out", str(out)], cwd=tmp_path, env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = out / "trial-0000" / "seed-0" / "metrics.jsonl"
-    try:
-        wait_for(lambda: metrics.exists() and metrics.read_text().count("\n") >= 1 or worker.poll() is not None, 300,
-                 "the first epoch's checkpoint")
-        assert worker.poll() is None, "the worker finished before it could be killed"
-        os.killpg(worker.pid, signal.SIGKILL)
-    finally:
-        worker.wait()
-    assert not (out / "trial-0000" / "seed-0" / "summary.json").exists()
+
+    def epochs() -> int:
+        return metrics.read_text().count("\n") if metrics.exists() else 0
+
+    def start(*args: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "modkit", "sweep", *args], cwd=tmp_path, env=env,
+                                start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def stop_after(worker: subprocess.Popen, rows: int, signum: int) -> str:
+        try:
+            wait_for(lambda: epochs() >= rows or worker.poll() is not None, 300, f"epoch {rows}'s checkpoint")
+            assert worker.poll() is None, "the worker finished before it could be stopped"
+            os.killpg(worker.pid, signum)
+            return worker.communicate(timeout=120)[0]
+        finally:
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
+
+    stop_after(start(str(RECIPE), *slow, "--set", "train.lr=0.001,0.002", "--out", str(out)), 1, signal.SIGKILL)
+    killed_at = epochs()
+    second = start("--resume", str(out))
+    output = stop_after(second, killed_at + 1, signal.SIGINT)
+    assert second.returncode == 130, output
+    assert "retrying interrupted trial(s) 0" in output and "continue the sweep with: modkit sweep --resume" in output
+    interrupted_at = epochs()
+    assert interrupted_at < 12 and not (metrics.parent / "summary.json").exists()
     result = subprocess.run([sys.executable, "-m", "modkit", "sweep", "--resume", str(out)], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "retrying interrupted trial(s) 0" in result.stdout
     study = study_of(out)
-    states = {t.number: t.state for t in study.trials}
-    assert states[0] == TrialState.FAIL and list(states.values()).count(TrialState.COMPLETE) == 1
-    retry = next(t for t in study.trials if t.user_attrs.get("first_trial") == 0 and t.state == TrialState.COMPLETE)
-    assert retry.number != 0 and retry.params == study.trials[0].params
-    assert retry.user_attrs["resumed_from_step"]["seed-0"] > 0  # continued, not retrained from scratch
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE]  # killed, interrupted, finished
+    assert all(t.user_attrs["first_trial"] == 0 and t.params == study.trials[0].params for t in study.trials[1:])
+    # each worker continued the same run directory from its checkpoint, not from scratch
+    assert study.trials[1].user_attrs["resumed_from_step"]["seed-0"] > 0
+    assert study.trials[2].user_attrs["resumed_from_step"]["seed-0"] > study.trials[1].user_attrs["resumed_from_step"]["seed-0"]
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert [r["epoch"] for r in rows] == list(range(1, 13))
 
