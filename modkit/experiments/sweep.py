@@ -505,8 +505,10 @@ def objective_for(config: SweepConfig, out: Path, project, echo: Callable[[str],
         per_seed: dict[str, dict[str, float]] = {}
         resumed: dict[str, int] = {}
         trial.set_user_attr("resumed_from_step", resumed)  # a retry must not keep its predecessor's
+        trial.set_user_attr("seeds", per_seed)
         for seed in seeds:
             name = f"seed-{seed if seed is not None else resolve(config, values, None, project)[0].seed}"
+
             def on_resume(step: int, name: str = name) -> None:
                 resumed[name] = step
                 trial.set_user_attr("resumed_from_step", resumed)
@@ -721,6 +723,10 @@ def write_results(study, config: SweepConfig, echo: Callable[[str], None]) -> di
             pass
         figures.sweep_plot(x_key, xs, series, out / SWEEP_PNG)
         plots.insert(0, SWEEP_PNG)
+    pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+    if pruned:
+        md += ["Diverged (pruned): " + "; ".join(f"trial {t.number} ({', '.join(f'{k}={v}' for k, v in t.params.items())}): "
+                                                 f"{t.user_attrs.get('error', 'pruned')}" for t in pruned), ""]
     md += [f"![{p}]({p})" for p in plots]
     md += ["", f"Every metric of every seed run: `{SWEEP_CSV}`; the study: `{config.study}`.", ""]
     rundir.atomic_write_text(out / SWEEP_MD, "\n".join(md))
