@@ -52,8 +52,14 @@ setup(
         "timm>=0.9",
         "sentencepiece>=0.1.99",
         "sacrebleu>=2.3",
+        "tensorboard>=2.14",  # issue 14: event files in every run directory
+        "optuna>=4.9",  # issue 14: modkit sweep (heartbeat_stale_trial_callback is 4.9+)
     ],
-    extras_require={"test": ["pytest>=7.4"]},
+    extras_require={
+        "tracking": ["mlflow>=2.10"],  # issue 14: tracking: {mlflow: URI}; heavy, so optional
+        "postgres": ["psycopg2-binary>=2.9"],  # issue 14: --storage / tracking.mlflow postgresql://...
+        "test": ["pytest>=7.4", "mlflow>=2.10", "psycopg2-binary>=2.9"],  # the tracking and sweep tests use both
+    },
     entry_points={
         "console_scripts": ["modkit = modkit.cli.main:main"],
         "modkit": [f"{name.removeprefix('modkit_')} = {name}" for name in PLUGINS],

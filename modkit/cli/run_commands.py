@@ -133,25 +133,79 @@ def report_command(run: Path, refresh: bool, device: str | None, **kwargs) -> No
 
 
 @click.command("sweep")
-@click.argument("recipe", type=click.Path(path_type=Path, exists=True, dir_okay=False))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=V1,V2,...",
-              help="A swept key with comma-separated values, or a fixed KEY=VALUE. Several swept keys: their grid.")
+@click.argument("recipe", required=False, type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=SPACE",
+              help="A swept key: a list a,b,c, range(lo,hi[,step]) or log(lo,hi); seed=0,1,2 repeats every trial. "
+                   "KEY=VALUE without a list or range is a fixed override.")
+@click.option("--sampler", type=click.Choice(["grid", "random", "tpe"]), default=None,
+              help="Default: grid when every swept key has finite values, else tpe.")
+@click.option("--trials", type=click.IntRange(1), default=None, help="How many trials (grid: its size; random/tpe: 20).")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+              help="Trials run in parallel processes on this machine, each with cores/N threads.")
+@click.option("--storage", default=None, metavar="URL",
+              help="Optuna storage (postgresql://..., sqlite:///...). Default: study.db in the sweep folder.")
+@click.option("--study", "study_name", default=None, help="Study name (default: the sweep folder's name).")
+@click.option("--resume", default=None, metavar="SWEEP_DIR|STUDY",
+              help="Join an existing sweep (its folder, or a study name with --storage): run its remaining trials, "
+                   "retry interrupted ones from their checkpoints.")
+@click.option("--objective", default="test/elbo", show_default=True, help="The metric the search optimises (mean over seeds).")
+@click.option("--direction", type=click.Choice(["maximize", "minimize"]), default=None,
+              help="Default: minimize for a loss, else maximize.")
+@click.option("--eval/--no-eval", "evaluate", default=True, show_default=True,
+              help="Run modkit eval on every run (its metrics join summary.json's).")
 @click.option("--plot", "plot_metrics", multiple=True, metavar="PATTERN",
               help="Summary metrics to plot and tabulate (glob, e.g. 'coherence/*'). Default: coherence, probe, relatedness.")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Sweep directory (default: RUNS_DIR/sweep-NAME-TIMESTAMP).")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Sweep folder (default: RUNS_DIR/sweep-NAME-TIMESTAMP).")
 @click.option("--device", default=None)
+@click.option("--heartbeat", type=click.IntRange(1), default=30, show_default=True,
+              help="Seconds between a worker's heartbeats; a trial silent for 3 heartbeats is retried by another worker.")
+@click.option("--as-worker", is_flag=True, hidden=True)
 @eval_options
 @user_errors
-def sweep_command(recipe: Path, overrides: tuple[str, ...], plot_metrics: tuple[str, ...], out: Path | None, device: str | None, **kwargs) -> None:
-    """Train and evaluate RECIPE for every value of the swept keys; write sweep.csv, sweep.md and sweep.png."""
-    from modkit.config.project import load_project
-    from modkit.experiments.sweep import SWEEP_MD, run_sweep
+def sweep_command(recipe: Path | None, overrides: tuple[str, ...], sampler: str | None, trials: int | None, workers: int,
+                  storage: str | None, study_name: str | None, resume: str | None, objective: str, direction: str | None,
+                  evaluate: bool, plot_metrics: tuple[str, ...], out: Path | None, device: str | None, heartbeat: int,
+                  as_worker: bool, **kwargs) -> None:
+    """Search RECIPE's --set space with Optuna (grid, random, TPE); write sweep.md (mean ± sd), sweep.csv and plots.
 
-    if out is None:
-        project = load_project()
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = project.runs_dir / f"sweep-{recipe.stem}-{stamp}"
-    result = run_sweep(recipe, list(overrides), out, device, settings_from(kwargs), list(plot_metrics) or None, echo=click.echo)
-    click.echo(f"swept {', '.join(result['keys'])} over {len(result['rows'])} runs; plotted: {', '.join(result['metrics']) or 'nothing matched'}")
-    click.echo(f"wrote {out / SWEEP_MD}")
+    Several processes or machines share one study: start with --storage URL, then run
+    'modkit sweep --resume STUDY --storage URL' anywhere (issue 14; docs/sweeps.md)."""
+    import dataclasses
+    import os
 
+    from modkit.errors import ModkitError
+    from modkit.experiments import sweep
+    from modkit.training.trainer import Interrupted
+
+    if as_worker:  # a process started by --workers N: its thread share, no tables
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("MODKIT_SWEEP_THREADS", "1")))
+        config, url = sweep.locate(resume, os.environ.get("MODKIT_SWEEP_STORAGE", storage), out)
+        sweep.work(config, url, click.echo, recovering=False)  # the parent queued dead trials once
+        return
+    if resume is not None:
+        if recipe is not None or overrides:
+            raise ModkitError("--resume joins a sweep as it was defined: give no RECIPE or --set with it")
+        config, url = sweep.locate(resume, storage, out)
+    else:
+        if recipe is None:
+            raise ModkitError("missing RECIPE (a YAML file) or --resume SWEEP_DIR|STUDY; see 'modkit sweep --help'")
+        if out is None:
+            from modkit.config.project import load_project
+
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            out = load_project().runs_dir / f"sweep-{recipe.stem}-{stamp}"
+        settings = dataclasses.asdict(settings_from(kwargs))
+        config, url = sweep.new_sweep(recipe, list(overrides), out, storage=storage, study=study_name, sampler=sampler,
+                                      trials=trials, objective=objective, direction=direction, evaluate=evaluate,
+                                      settings=settings, plot=list(plot_metrics), device=device, heartbeat=heartbeat,
+                                      echo=click.echo)
+    try:
+        sweep.run_workers(config, url, workers, click.echo)
+    except Interrupted as exc:
+        click.echo(str(exc).split(";")[0] + f"; continue the sweep with: modkit sweep --resume {resume or config.out}", err=True)
+        raise SystemExit(exc.exit_code)
+    result = sweep.finish(config, url, click.echo)
+    if result is not None:
+        click.echo(f"wrote {Path(config.out) / sweep.SWEEP_MD}")

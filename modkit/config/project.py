@@ -13,7 +13,8 @@ from pathlib import Path
 from modkit.errors import RecipeError
 
 FILENAME = "modkit.toml"
-_KEYS = {"runs_dir", "data_dir", "device", "seed", "plugins"}
+_KEYS = {"runs_dir", "data_dir", "device", "seed", "plugins", "tracking"}
+_TRACKING_KEYS = {"tensorboard", "mlflow", "experiment"}  # issue 14: [modkit.tracking], the recipe's tracking: defaults
 
 
 @dataclass
@@ -24,6 +25,7 @@ class ProjectConfig:
     device: str = "auto"
     seed: int = 0
     plugins: list[str] = field(default_factory=list)
+    tracking: dict = field(default_factory=dict)
 
 
 def find_project_file(start: Path | None = None) -> Path | None:
@@ -57,6 +59,9 @@ def load_project(start: Path | None = None) -> ProjectConfig:
     seed = table.get("seed", 0)
     if not isinstance(seed, int):
         raise RecipeError("modkit.seed", "must be an integer", source=str(path))
+    tracking = table.get("tracking", {})  # issue 14
+    if not isinstance(tracking, dict) or set(tracking) - _TRACKING_KEYS:
+        raise RecipeError("modkit.tracking", f"must be a table with keys {', '.join(sorted(_TRACKING_KEYS))}", source=str(path))
     return ProjectConfig(
         path=path,
         runs_dir=base / table.get("runs_dir", "runs"),
@@ -64,4 +69,5 @@ def load_project(start: Path | None = None) -> ProjectConfig:
         device=str(table.get("device", "auto")),
         seed=seed,
         plugins=plugins,
+        tracking=tracking,
     )

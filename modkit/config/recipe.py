@@ -118,6 +118,14 @@ class EvalSpec(Strict):
     coherence: bool = True
 
 
+class TrackingSpec(Strict):
+    """Where a run is tracked besides its own files (docs/tracking.md). Issue 14."""
+
+    tensorboard: bool = Field(True, description="TensorBoard event files in the run directory")
+    mlflow: bool | str | None = Field(None, description="true: $MLFLOW_TRACKING_URI or RUNS_DIR/mlflow.db; or any MLflow tracking URI")
+    experiment: str | None = Field(None, description="MLflow experiment (default: the recipe's name)")
+
+
 class Recipe(Strict):
     name: str = "run"
     seed: int = 0
@@ -127,6 +135,7 @@ class Recipe(Strict):
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()
     eval: EvalSpec = EvalSpec()
+    tracking: TrackingSpec = TrackingSpec()  # issue 14
 
     @field_validator("modalities")
     @classmethod
@@ -254,6 +263,8 @@ def resolve_raw(raw: dict[str, Any], overrides: list[str], project: ProjectConfi
         data = raw.get("data")
         if isinstance(data, dict):
             data.setdefault("root", str(project.data_dir))
+        if project.tracking and isinstance(raw.get("tracking", {}), dict):  # issue 14: modkit.toml [modkit.tracking] < recipe
+            raw["tracking"] = {**project.tracking, **raw.get("tracking", {})}
     raw = apply_overrides(raw, overrides)
     recipe = validate_recipe(raw, source)
     resolved = recipe.model_dump(mode="json", exclude_none=False)

@@ -47,6 +47,7 @@ from modkit.plugins.loader import PluginSet
 from modkit.config.recipe import BetaSpec, Recipe, TrainSpec
 from modkit.core.subsets import full
 from modkit.reporting.samples import write_samples
+from modkit.tracking import NULL_TRACKER, open_tracker  # tracking (issue 14)
 
 CHECKPOINT_FORMAT = 2
 
@@ -245,6 +246,7 @@ class Trainer:
         self._signal = 0
         self._signal_at = 0.0
         self._stop_flags = LaggedFlags(device)
+        self.tracker = NULL_TRACKER  # tracking (issue 14): opened when fit() starts (after a resume's restore)
 
     def _build(self) -> Setup:
         """Rank 0 builds first (modalities may fit and save state in the run directory), then the others reuse it."""
@@ -460,7 +462,10 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(self) -> None:
-        with self._signals():
+        if self.tracker is NULL_TRACKER:  # tracking (issue 14): TensorBoard/MLflow for this run, rank 0 only
+            self.tracker = open_tracker(self.recipe.tracking, self.resolved, self.run_dir, self.state.global_step,
+                                        self.dist.main, self.echo)
+        with self._signals(), self.tracker.failing():  # tracking (issue 14): closed (KILLED/FAILED) if fit raises
             if self.state.global_step == 0:
                 self.save()  # a point to roll back to before the first epoch ends
             while self.state.epoch < self.recipe.train.epochs:
@@ -510,6 +515,7 @@ class Trainer:
         """Once per ``train.log_every`` steps: the one host sync of the interval (the non-finite streak)
         and the progress bar."""
         streak = int(self.bad_streak)
+        self.tracker.log_interval(self.state, self.optimizer.param_groups[0]["lr"])  # tracking (issue 14)
         if bar is not None:
             seen = max(float(self.state.seen), 1.0)
             bar.set_postfix({k: f"{v.item() / seen:.3g}" for k, v in self.state.sums.items() if "/" not in k or k.startswith("rec")})
@@ -535,6 +541,7 @@ class Trainer:
             self.diverged(f"{streak} steps in a row had a non-finite loss or gradient")
         self.skipped_total += skipped
         self.rows.append(row)
+        self.tracker.log_epoch(row)  # tracking (issue 14)
         self.state = TrainState(epoch=self.state.epoch + 1, global_step=self.state.global_step)
         if self.scheduler:
             self.scheduler.step()
@@ -638,6 +645,8 @@ class Trainer:
             write_samples(self.model, self.setup.test.__getitems__(complete), self.run_dir / rundir.SAMPLES_PNG,
                           self.run_dir / rundir.SAMPLES_MD)
         torch.set_rng_state(generator_state)
+        self.tracker.finish(summary, {"samples_png": self.run_dir / rundir.SAMPLES_PNG,  # tracking (issue 14)
+                                      "samples_md": self.run_dir / rundir.SAMPLES_MD})
         return summary
 
 

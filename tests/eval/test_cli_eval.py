@@ -171,9 +171,9 @@ def test_sweep_paired_fraction(tmp_path):
                     "--metrics", "coherence,probe", "--joint-samples", "50", "--out", out)
     assert result.exit_code == 0, result.output
     table = (out / "sweep.csv").read_text().splitlines()
-    assert len(table) == 3 and table[0].startswith("run,data.paired_fraction")
+    assert len(table) == 3 and table[0].startswith("trial,run,data.paired_fraction")
     assert (out / "sweep.png").exists() and "coherence/given_1" in (out / "sweep.md").read_text()
-    assert (out / "run-00" / "eval.json").exists() and (out / "run-01" / "eval.json").exists()
+    assert (out / "trial-0000" / "seed-0" / "eval.json").exists() and (out / "trial-0001" / "seed-0" / "eval.json").exists()
 
 
 def test_chunking_over_subsets_changes_nothing(run_dir, monkeypatch):
