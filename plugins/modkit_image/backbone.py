@@ -18,6 +18,12 @@ class BackboneConfig(BaseModel):
     weights: str | None = Field(None, description="local checkpoint file or folder; none: random init (nothing downloads)")
     frozen: bool = Field(True, description="keep the backbone's weights and normalisation statistics fixed")
     normalize: bool = Field(True, description="standardise [0, 1] pixels with the model's mean/std")
+    tokens: bool = Field(False, description="ViT backbones: the features are the patch-token grid (C, gh, gw), not the pooled "
+                                            "vector; with mask_ratio the masked patches are dropped before the transformer "
+                                            "(MAE) and re-inserted as zeros in place (LCMVAE)")
+    image_size: int | None = Field(None, ge=8, description="ViT backbones: the input size the position embeddings are built for "
+                                                           "(default: the modality's image size)")
+    patch_size: int | None = Field(None, ge=1, description="ViT backbones: patch side (default: the model's own)")
 
 
 def _read_state_dict(path: Path, key: str) -> dict[str, Tensor]:
@@ -47,8 +53,13 @@ class TimmBackbone(nn.Module):
         super().__init__()
         import timm
 
+        extra = {k: v for k, v in (("img_size", config.image_size), ("patch_size", config.patch_size)) if v is not None}
         try:
-            self.model = timm.create_model(config.name, pretrained=False, num_classes=0, in_chans=in_channels)
+            self.model = timm.create_model(config.name, pretrained=False, num_classes=0, in_chans=in_channels, **extra)
+        except TypeError as exc:  # img_size/patch_size given to a model without them
+            if config.tokens:
+                raise RecipeError(f"{key}.tokens", f"'{config.name}' is not a vision transformer: it has no patch-token grid") from None
+            raise RecipeError(f"{key}.name", f"timm cannot build '{config.name}': {exc}") from None
         except (RuntimeError, ValueError) as exc:
             raise RecipeError(f"{key}.name", f"timm cannot build '{config.name}': {exc}") from None
         if config.weights:
@@ -62,6 +73,11 @@ class TimmBackbone(nn.Module):
                 self.model.load_state_dict(state)
             except RuntimeError as exc:
                 raise RecipeError(f"{key}.weights", f"does not fit '{config.name}': {str(exc).splitlines()[0]}") from None
+        self.grid: tuple[int, int] | None = None
+        if config.tokens:
+            if not all(hasattr(self.model, a) for a in ("patch_embed", "_pos_embed", "blocks", "num_prefix_tokens")):
+                raise RecipeError(f"{key}.tokens", f"'{config.name}' is not a vision transformer: it has no patch-token grid")
+            self.grid = tuple(self.model.patch_embed.grid_size)
         self.frozen = config.frozen
         if self.frozen:
             self.model.requires_grad_(False)
@@ -87,3 +103,28 @@ class TimmBackbone(nn.Module):
             with torch.no_grad():
                 return self.model(x)
         return self.model(x)
+
+    def token_grid(self, x: Tensor, drop_ratio: float = 0.0) -> Tensor:
+        """(B, C, H, W) → the last layer's patch tokens as a (B, F, gh, gw) grid.
+
+        With ``drop_ratio`` the same number of patches is dropped from every image at random before the
+        transformer, which then sees only the visible ones (MAE's encoder); the dropped positions come
+        back as zeros in place. One forward pass: the tokens and the mask always agree (the LCMVAE
+        authors' code ran the MAE twice, so its mask and its embeddings disagreed).
+        """
+        if self.normalize:
+            x = (x - self.mean) / self.std
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            m = self.model
+            tokens = m._pos_embed(m.patch_embed(x))  # (B, P + N, F): prefix (class) tokens first
+            prefix, patches = tokens[:, :m.num_prefix_tokens], tokens[:, m.num_prefix_tokens:]
+            b, n, f = patches.shape
+            n_drop = int(round(drop_ratio * n))
+            if n_drop:
+                # a random subset of n − n_drop patches per image, kept in grid order; argsort, so no host sync
+                keep = torch.rand(b, n, device=x.device).argsort(1)[:, : n - n_drop].sort(1).values
+                patches = torch.gather(patches, 1, keep.unsqueeze(-1).expand(-1, -1, f))
+            out = m.norm(m.blocks(m.norm_pre(torch.cat([prefix, patches], 1))))[:, m.num_prefix_tokens:]
+            if n_drop:
+                out = out.new_zeros(b, n, f).scatter(1, keep.unsqueeze(-1).expand(-1, -1, f), out)
+        return out.transpose(1, 2).reshape(b, f, *self.grid)

@@ -3,7 +3,8 @@
 Each modality contributes ``Modality.features(x)`` (a frozen pretrained encoder exposes itself there);
 the mixer sees them side by side, zeros in place of a missing or dropped modality plus the presence
 bits, and outputs q(z | X). Options: modality dropout, feature masking, an auxiliary loss that
-reconstructs one modality's features from z (weight δ), and a downstream mode that swaps one
+reconstructs one modality's features from z (weight δ), LCMVAE's pre-concatenation convolution over an
+image's token grid (``pre_concat``), and a downstream mode that swaps one
 modality's decoder for a task head and fine-tunes the mixer on that task.
 """
 from __future__ import annotations
@@ -31,6 +32,14 @@ class DownstreamConfig(BaseModel):
     kl: bool = Field(False, description="keep β·KL(q(z|X) ‖ N(0, I)) in the fine-tuning loss")
 
 
+class PreConcatConfig(BaseModel):
+    """LCMVAE's pre-concatenation layer: a convolution over a modality's token grid before the mixer."""
+
+    model_config = ConfigDict(extra="forbid")
+    channels: int = Field(32, ge=1, description="output channels of the convolution over each token grid")
+    kernel: int = Field(3, ge=1, description="kernel side (odd keeps the grid's size)")
+
+
 class LatentMixConfig(FusionConfig):
     hidden: list[int] = Field([256], min_length=1, description="mixer MLP over the concatenated features")
     modality_dropout: float = Field(0.0, ge=0, lt=1, description="chance to hide each present modality from the mixer (one always stays)")
@@ -39,6 +48,8 @@ class LatentMixConfig(FusionConfig):
     aux_weight: float = Field(0.0, ge=0, description="δ, the weight of the auxiliary mean-squared error")
     aux_hidden: list[int] = Field([256], description="hidden sizes of the auxiliary head z → features")
     detach_features: bool = Field(False, description="no gradient into the feature encoders (frozen, as in LCMVAE phase 2)")
+    pre_concat: PreConcatConfig | None = Field(None, description="a conv over each token-grid feature (an image with backbone.tokens) "
+                                                                 "before the concatenation")
     downstream: DownstreamConfig | None = None
 
 
@@ -56,7 +67,23 @@ class LatentMix(Fusion):
                 raise RecipeError(f"modalities.{name}", f"{type(modality).__name__} has no feature_dim; latent_mix mixes features")
             dims.append(modality.feature_dim)
         self.feature_dims = dims
-        self.mixer = mlp([sum(dims) + len(dims), *config.hidden], final_activation=True)
+        self.pre_concat = nn.ModuleDict()
+        mixed = list(dims)
+        if config.pre_concat is not None:
+            pc = config.pre_concat
+            for i, (name, modality) in enumerate(modalities.items()):
+                shape = getattr(modality, "feature_shape", None)
+                if shape is None:
+                    continue
+                c, gh, gw = shape
+                conv = nn.Conv2d(c, pc.channels, pc.kernel, padding=pc.kernel // 2)
+                with torch.no_grad():
+                    out = conv(torch.zeros(1, c, gh, gw)).shape[1:]
+                self.pre_concat[name] = nn.Sequential(nn.Unflatten(1, (c, gh, gw)), conv, nn.SiLU(), nn.Flatten(1))
+                mixed[i] = math.prod(out)
+            if not len(self.pre_concat):
+                raise RecipeError("model.fusion.pre_concat", "no modality gives a token grid (an image with backbone: {tokens: true})")
+        self.mixer = mlp([sum(mixed) + len(mixed), *config.hidden], final_activation=True)
         self.gaussian = GaussianHead(config.hidden[-1], latent_dim)
         self.aux_index = self._index(config.aux_target, "model.fusion.aux_target") if config.aux_target else None
         if self.aux_index is not None:
@@ -90,8 +117,9 @@ class LatentMix(Fusion):
             for name, modality in modalities.items():
                 prefix = f"modalities.{name}."
                 modality.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
-            mine = {k.removeprefix("fusion."): v for k, v in state.items() if k.startswith(("fusion.mixer.", "fusion.gaussian."))}
-            expected = {f"mixer.{k}" for k in self.mixer.state_dict()} | {f"gaussian.{k}" for k in self.gaussian.state_dict()}
+            parts = ("mixer", "gaussian", "pre_concat")
+            mine = {k.removeprefix("fusion."): v for k, v in state.items() if k.startswith(tuple(f"fusion.{p}." for p in parts))}
+            expected = {f"{p}.{k}" for p in parts for k in getattr(self, p).state_dict()}
             missing = sorted(expected - set(mine))
             if missing:
                 raise RuntimeError(f"it has no latent_mix mixer (missing {missing[0]})")
@@ -118,6 +146,7 @@ class LatentMix(Fusion):
         if self.task_index is not None:
             mask = mask.clone()
             mask[..., self.task_index] = False
+        feats = [self.pre_concat[name](f) if name in self.pre_concat else f for name, f in zip(self.names, feats)]
         parts = [torch.where(mask[..., i:i + 1], f, 0.0) for i, f in enumerate(feats)]
         h = self.mixer(torch.cat([*parts, mask.to(parts[0].dtype)], dim=-1))
         return self.gaussian(h)

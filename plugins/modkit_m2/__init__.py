@@ -16,9 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from modkit import (DiagGaussian, Experts, Fusion, FusionConfig, GaussianHead, LossOutput, RecipeError, hookimpl,
-                    kl_standard_normal, mlp, reparameterize)
+                    kl_standard_normal, mlp, over_leading, reparameterize)
 
 from modkit_m2.relaxed import annealed_temperature, entropy, one_hot, relaxed_one_hot, uniform_log_prior
+from modkit_m2.spatial import MapDecoder, MapEncoder, PixelClassifier, ReadMap
 
 #: log-variance of the y dims in a posterior: y is given (or the classifier's mean), not sampled
 Y_LOGVAR = -10.0
@@ -38,6 +39,9 @@ class M2Config(FusionConfig):
     temperature: TemperatureConfig = TemperatureConfig()
     hard: bool = Field(False, description="straight-through one-hot samples instead of relaxed ones")
     objective: Literal["m2", "supervised"] = Field("m2", description="'supervised': only α·log q(y|x) on labelled samples (a baseline)")
+    spatial: bool = Field(False, description="fully convolutional (segmentation): y a K×H×W map kept spatial through "
+                                             "classifier, q(z_c|x, y) and p(x|z_c, y); one image input of the mask's size")
+    channels: list[int] = Field([32, 64], min_length=1, description="spatial: conv widths (classifier, z_c encoder, image decoder)")
 
 
 class M2(Fusion):
@@ -57,16 +61,39 @@ class M2(Fusion):
         self.num_classes = self.y_shape[self.class_pos]
         self.y_dim = math.prod(self.y_shape)
         if self.y_dim >= latent_dim:
-            raise RecipeError("model.latent_dim", f"must exceed the {self.y_dim} dims m2 reserves for '{self.target}' (z = [z_c, y])")
+            raise RecipeError("model.latent_dim", f"must exceed the {self.y_dim} dims m2 reserves for '{self.target}' (z = [z_c, y]): "
+                                                  f"set it to {self.y_dim} + the size of z_c")
         self.inputs = [i for i, n in enumerate(self.names) if n != self.target]
         if not self.inputs:
             raise RecipeError("model.fusion", "m2 needs at least one modality besides its target")
         self.t_index = self.names.index(self.target)
-        in_dim = sum(modalities[self.names[i]].feature_dim for i in self.inputs) + len(self.inputs)
-        self.classifier = mlp([in_dim, *config.hidden, self.y_dim])
-        self.z_encoder = mlp([in_dim + self.y_dim, *config.hidden], final_activation=True)
-        self.z_head = GaussianHead(config.hidden[-1], latent_dim - self.y_dim)
+        self.zc_dim = latent_dim - self.y_dim
+        if config.spatial:
+            self._build_spatial(modalities)
+        else:
+            in_dim = sum(modalities[self.names[i]].feature_dim for i in self.inputs) + len(self.inputs)
+            self.classifier = mlp([in_dim, *config.hidden, self.y_dim])
+            self.z_encoder = mlp([in_dim + self.y_dim, *config.hidden], final_activation=True)
+            self.z_head = GaussianHead(config.hidden[-1], self.zc_dim)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    def _build_spatial(self, modalities) -> None:
+        """The fully convolutional networks, and the decoders they replace (through the public ``set_task_head``)."""
+        if len(self.y_shape) != 3 or self.class_pos != 0:
+            raise RecipeError("model.fusion.spatial", f"needs a per-pixel target of shape (K, H, W); '{self.target}' decodes to {self.y_shape}")
+        k, h, w = self.y_shape
+        if len(self.inputs) != 1:
+            raise RecipeError("model.fusion.spatial", "needs exactly one input modality (the image) besides the target")
+        name = self.names[self.inputs[0]]
+        image = modalities[name]
+        shape = tuple(getattr(image, "shape", ()))
+        if len(shape) != 3 or shape[1:] != (h, w):
+            raise RecipeError("model.fusion.spatial", f"the input '{name}' must be (C, {h}, {w}) data like the target; it is {shape or 'not an image'}")
+        c = shape[0]
+        self.classifier = PixelClassifier(c, k, self.config.channels)
+        self.z_map = MapEncoder(c + k, h, w, self.config.channels, self.zc_dim)
+        image.set_task_head(MapDecoder(self.zc_dim, k, image.decode(torch.zeros(1, self.latent_dim)).shape[1], h, w, self.config.channels))
+        modalities[self.target].set_task_head(ReadMap(self.zc_dim, self.y_shape))
 
     @staticmethod
     def _choose_target(modalities, name: str | None) -> str:
@@ -88,15 +115,21 @@ class M2(Fusion):
         return annealed_temperature(self.step, t.start, t.min, t.rate)
 
     def input_features(self, model, batch) -> list[Tensor]:
+        if self.config.spatial:  # the image itself: the classifier is fully convolutional
+            return [batch.data[self.names[self.inputs[0]]].float()]
         return [model.modalities[self.names[i]].features(batch.data[self.names[i]]).float() for i in self.inputs]
 
     def _inputs(self, feats: list[Tensor], mask: Tensor) -> Tensor:
-        """Features with zeros for absent inputs, and the presence bits: (..., B, F_in)."""
+        """Features with zeros for absent inputs, and the presence bits: (..., B, F_in); spatial: the image (..., B, C, H, W)."""
+        if self.config.spatial:
+            return torch.where(mask[..., 0].view(*mask.shape[:-1], 1, 1, 1), feats[0], 0.0)
         parts = [torch.where(mask[..., j:j + 1], f, 0.0) for j, f in enumerate(feats)]
         return torch.cat([*parts, mask.to(parts[0].dtype)], dim=-1)
 
     def classify(self, h: Tensor) -> Tensor:
-        """Logits of q(y|x): (..., F_in) → (..., *y_shape)."""
+        """Logits of q(y|x): (..., F_in) → (..., *y_shape); spatial: (..., C, H, W) → (..., K, H, W)."""
+        if self.config.spatial:
+            return over_leading(self.classifier, h, event_dims=3)
         return self.classifier(h).reshape(*h.shape[:-1], *self.y_shape)
 
     def target_code(self, y_data: Tensor) -> tuple[Tensor, Tensor]:
@@ -107,7 +140,12 @@ class M2(Fusion):
         return one_hot(torch.where(known, y_data, 0), self.num_classes, cax), known.unsqueeze(cax)
 
     def encode_zc(self, h: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """q(z_c | x, y): inputs (..., F_in) and codes (..., *y_shape) → mu, logvar (..., D − |y|)."""
+        """q(z_c | x, y): inputs (..., F_in) and codes (..., *y_shape) → mu, logvar (..., D − |y|);
+        spatial: the image and the map concatenated on channels."""
+        if self.config.spatial:
+            both = torch.cat([h, y.to(h.dtype)], dim=-3)
+            mu, logvar = self.z_map(both.reshape(-1, *both.shape[-3:]))
+            return mu.reshape(*both.shape[:-3], -1), logvar.reshape(*both.shape[:-3], -1)
         return self.z_head(self.z_encoder(torch.cat([h, y.flatten(h.dim() - 1)], dim=-1)))
 
     # -- the objective --------------------------------------------------------------------------

@@ -6,7 +6,9 @@ grammar, a multi-hot attribute vector (shape, colour, size of the object in each
 quadrant is its position) and a label. Deterministic from ``seed``; any ``n`` and ``image_size``.
 
 Fields: ``image`` (3, S, S) float32 in [0, 1]; ``mask`` (S, S) int64; ``caption`` and
-``translation`` str; ``attributes`` (48,) float32 0/1; ``label`` int64. :func:`generate` also returns
+``translation`` str; ``attributes`` (48,) float32 0/1; ``label`` int64; with ``views``, the
+vision-transform images ``image_grayscale``, ``image_edges``, ``image_half``, ``image_watermark``
+(:mod:`modkit_shapes.views`). :func:`generate` also returns
 the per-slot ground truth (:class:`~modkit_shapes.render.Scenes`);
 :func:`~modkit_shapes.grammar.parse_caption` reads a caption back.
 """
@@ -20,8 +22,9 @@ from pydantic import Field, model_validator
 from modkit import ArrayRecords, DatasetConfig, DatasetSource, hookimpl
 from modkit_shapes.grammar import ATTRIBUTE_NAMES, COLOURS, SHAPES, SLOTS, attributes, caption, parse_caption
 from modkit_shapes.render import DIFFICULTIES, Difficulty, Scenes, draw, sample_scenes
+from modkit_shapes.views import VIEWS, derive_views
 
-__all__ = ["Shapes", "ShapesConfig", "generate", "parse_caption", "ATTRIBUTE_NAMES", "SHAPES", "COLOURS", "SLOTS"]
+__all__ = ["Shapes", "ShapesConfig", "generate", "parse_caption", "ATTRIBUTE_NAMES", "SHAPES", "COLOURS", "SLOTS", "VIEWS"]
 
 LABEL_CLASSES = {"main_shape": SHAPES, "main_colour": COLOURS, "count": ["one", "two", "three", "four"]}
 
@@ -35,6 +38,9 @@ class ShapesConfig(DatasetConfig):
     max_objects: int | None = Field(None, ge=1, le=4)
     label: Literal["main_shape", "main_colour", "count"] = Field("main_shape", description="main = first object in reading order")
     mask_classes: Literal["shape", "shape_colour"] = Field("shape", description="0 = background; 1 + shape, or 1 + shape·6 + colour")
+    views: list[Literal["grayscale", "edges", "half", "watermark"]] = Field(
+        [], description="extra image fields image_<view> for MVAE's vision-transforms study: grayscale and edges (1, S, S), "
+                        "half (bottom half black) and watermark (3, S, S)")
 
     @model_validator(mode="after")
     def _counts(self):
@@ -72,7 +78,7 @@ def generate(config: ShapesConfig) -> tuple[ArrayRecords, Scenes]:
     spanish = [caption("es", s, c, z) for s, c, z in zip(scenes.shape, scenes.colour, scenes.size)]
     records = ArrayRecords(
         {"image": images, "mask": masks, "attributes": attributes(scenes.shape, scenes.colour, scenes.size),
-         "label": label.astype(np.int64)},
+         "label": label.astype(np.int64), **derive_views(images, config.views)},
         objects={"caption": english, "translation": spanish},
     )
     return records, scenes
