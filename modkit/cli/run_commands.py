@@ -27,7 +27,7 @@ def eval_options(fn):
         click.option("--max-items", type=click.IntRange(1), default=None, help="Cap test items for everything else."),
         click.option("--joint-samples", type=click.IntRange(1), default=1000, show_default=True, help="Prior samples for joint coherence."),
         click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True),
-        click.option("--retrain-judges", is_flag=True, help="Retrain the coherence classifiers even if judges.pkl exists."),
+        click.option("--retrain-judges", is_flag=True, help="Retrain the coherence classifiers even if judges.safetensors exists."),
         click.option("--seed", type=int, default=0, show_default=True),
     ]
     for option in reversed(options):

@@ -27,8 +27,10 @@ def modkit_here(args: list[str]):
     return CliRunner().invoke(main, args, catch_exceptions=False)
 
 
-def load(run: Path, name: str = "checkpoint.pt") -> dict:
-    return torch.load(run / name, map_location="cpu", weights_only=False)
+def load(run: Path, name: str = "checkpoint.safetensors") -> dict:
+    from modkit.runs import checkpoint, state_file
+
+    return state_file.read(run / name, checkpoint.KIND, checkpoint.CHECKPOINT_FORMAT)
 
 
 def leftovers(run: Path) -> list[str]:
