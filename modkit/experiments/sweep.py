@@ -75,9 +75,7 @@ def run_sweep(recipe_path: Path, overrides: list[str], out: Path, device: str | 
               metrics: list[str] | None, echo: Callable[[str], None] = print) -> dict[str, Any]:
     from modkit.config.project import load_project
     from modkit.config.recipe import load_recipe
-    from modkit.runs.loading import load_run
-    from modkit.training.trainer import Trainer, resolve_device, write_recipe
-    from modkit.plugins.loader import plugins_for
+    from modkit.runs import lifecycle
 
     project = load_project()
     fixed, swept = parse_grid(overrides)
@@ -87,25 +85,20 @@ def run_sweep(recipe_path: Path, overrides: list[str], out: Path, device: str | 
     rows: list[dict[str, Any]] = []
     for i, combo in enumerate(combos):
         sets = fixed + [f"{k}={v}" for k, v in zip(keys, combo)] + ([f"train.device={device}"] if device else [])
-        recipe, resolved = load_recipe(recipe_path, sets, project)  # validates every value before training starts
+        recipe, _ = load_recipe(recipe_path, sets, project)  # validates every value before training starts
         label = ", ".join(f"{k}={v}" for k, v in zip(keys, combo))
         run_dir = out / f"run-{i:02d}"
         echo(f"[{i + 1}/{len(combos)}] {label} → {run_dir}")
         if (run_dir / EVAL_JSON).exists():
             echo("  already done; reusing its eval.json")
-        elif (run_dir / rundir.SUMMARY).exists():
-            echo("  already trained; evaluating")
-            run = load_run(run_dir, resolve_device(recipe.train.device))
-            rundir.write_json(run_dir / EVAL_JSON, evaluate_run(run, settings))
         else:
-            plugins = plugins_for(recipe.plugins, project.plugins)
-            rundir.ensure_writable(run_dir)
-            trainer = Trainer(recipe, resolved, plugins, run_dir, resolve_device(recipe.train.device), str(recipe_path),
-                              echo=lambda s: echo("  " + s))
-            write_recipe(run_dir, resolved)
-            trainer.fit()
-            trainer.finish()
-            run = load_run(run_dir, resolve_device(recipe.train.device))
+            if (run_dir / rundir.SUMMARY).exists():
+                echo("  already trained; evaluating")
+            elif (run_dir / rundir.RECIPE).exists():  # a sweep stopped during this run: continue it
+                lifecycle.train(overrides=sets, resume=run_dir, echo=lambda s: echo("  " + s))
+            else:
+                lifecycle.train(recipe_path, overrides=sets, out=run_dir, echo=lambda s: echo("  " + s))
+            run = lifecycle.load(run_dir, recipe.train.device)
             rundir.write_json(run_dir / EVAL_JSON, evaluate_run(run, settings))
         result = rundir.read_json(run_dir / EVAL_JSON)
         rows.append({"run": run_dir.name, **{k: _value(v) for k, v in zip(keys, combo)}, **result.get("summary", {})})

@@ -156,7 +156,8 @@ def convert_legacy(run_dir: Path) -> Path:
     if old is None:
         raise ModkitError(f"{run_dir} holds no old-format checkpoint to convert" +
                           (" (it is already in the current format)" if has_checkpoint(run_dir) else ""))
-    allowed = [np.core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    multiarray = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core
+    allowed = [multiarray.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
     try:
         with torch.serialization.safe_globals(allowed):
             state = torch.load(old, map_location="cpu", weights_only=True)

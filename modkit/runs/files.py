@@ -140,13 +140,19 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / METRICS_JSONL
     if not path.exists():
         return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ModkitError(f"{path} is not UTF-8 text (not a metrics file modkit wrote)") from None
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as exc:
                 raise ModkitError(f"{path}, line {number}: not valid JSON ({exc})") from None
+            if not isinstance(rows[-1], dict) or not isinstance(rows[-1].get("epoch"), int):
+                raise ModkitError(f"{path}, line {number}: not a metrics row (a JSON object with an integer 'epoch')")
     return rows
 
 

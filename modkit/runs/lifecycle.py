@@ -146,8 +146,7 @@ def train(recipe: Path | str | dict | None = None, *, overrides: list[str] | tup
     """Train a new run, or continue ``resume``, in this process (or in each torchrun process, rank 0 writing)."""
     from modkit.plugins.loader import plugins_for
     from modkit.training import distributed
-    from modkit.training.builder import build_on_ranks
-    from modkit.training.trainer import Trainer, resolve_device, write_recipe
+    from modkit.training.trainer import resolve_device, write_recipe
 
     project = load_project()
     p = plan(recipe, overrides, out, resume, project)
@@ -166,9 +165,7 @@ def train(recipe: Path | str | dict | None = None, *, overrides: list[str] | tup
         plugins = plugins_for(p.recipe.plugins, project.plugins)
         device = dist_device or resolve_device(p.recipe.train.device)
         try:
-            torch.manual_seed(p.recipe.seed)
-            setup = build_on_ranks(p.recipe, plugins, run_dir, p.source, dist)
-            trainer = Trainer(p.recipe, p.resolved, plugins, run_dir, device, p.source, echo=echo, dist=dist, setup=setup)
+            trainer = make_trainer(p.recipe, p.resolved, plugins, run_dir, device, p.source, echo, dist)
         except BaseException:
             if created and dist.main:  # a recipe that fails to build leaves no run directory behind
                 lock.release()
@@ -193,6 +190,20 @@ def train(recipe: Path | str | dict | None = None, *, overrides: list[str] | tup
         if lock is not None:
             lock.release()
         distributed.shutdown()
+
+
+def make_trainer(recipe: Recipe, resolved: dict[str, Any], plugins, run_dir: Path, device: torch.device,
+                 source: str | None = None, echo: Callable[[str], None] = print, dist=None):
+    """Build the recipe's setup (rank 0 first under torchrun) and hand it to a Trainer: what ``train``
+    runs, and what the benchmarks time step by step."""
+    from modkit.training.builder import build_on_ranks
+    from modkit.training.distributed import SINGLE
+    from modkit.training.trainer import Trainer, seed_everything
+
+    dist = dist or SINGLE
+    seed_everything(recipe.seed)
+    setup = build_on_ranks(recipe, plugins, run_dir, source, dist)
+    return Trainer(recipe, resolved, plugins, run_dir, device, source, echo=echo, dist=dist, setup=setup)
 
 
 def on_rank0(fn: Callable[[], Any], dist) -> Any:

@@ -127,6 +127,8 @@ class _RolledBack(Exception):
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and not (name.startswith("cuda") and name[4:] in ("",) + tuple(f":{i}" for i in range(64))):
+        raise ModkitError(f"device '{name}' is not one modkit runs on: use auto, cpu, cuda or cuda:N")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ModkitError(f"device '{name}' requested but CUDA is not available on this machine (use --device cpu or auto)")
     return torch.device(name)
@@ -194,8 +196,10 @@ class Trainer:
                                 "processes (the global batch is split evenly across them)", source)
             error.shown_by_rank0 = True  # every rank reaches the same verdict
             raise error
-        seed_everything(recipe.seed)
-        self.setup: Setup = setup if setup is not None else build_on_ranks(recipe, plugins, run_dir, source, dist)
+        if setup is None:  # a handed setup was built right after seeding (runs.lifecycle.make_trainer): keep its RNG stream
+            seed_everything(recipe.seed)
+            setup = build_on_ranks(recipe, plugins, run_dir, source, dist)
+        self.setup: Setup = setup
         self.model = self.setup.model.to(device)
         self.accel = accelerate(self.model, device, recipe.train.amp, recipe.train.compile)
         if dist.rank:
