@@ -3,7 +3,6 @@ clobber each other, and every hostile or careless case ends with one `error:` li
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 import subprocess
 import sys
@@ -13,72 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from click.testing import CliRunner
 
-from modkit.cli.main import main
 from modkit.runs import checkpoint as checkpoints
 from modkit.runs import lifecycle
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-class Payload:
-    """Unpickling this writes a marker file: what a malicious run directory would do instead."""
-
-    def __init__(self, marker: Path):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (Path.touch, (Path(self.marker),))
-
-
-def payload_bytes(marker: Path, torch_zip: bool) -> bytes:
-    if not torch_zip:
-        return pickle.dumps(Payload(marker))
-    import io
-
-    buffer = io.BytesIO()
-    torch.save({"model": Payload(marker)}, buffer)  # what torch.load(weights_only=False) would run
-    return buffer.getvalue()
-
-
-def tiny_raw() -> dict:
-    raw = yaml.safe_load((ROOT / "recipes" / "digits-poe.yaml").read_text())
-    raw["name"] = "tiny"
-    raw["modalities"]["image"]["hidden"] = [16]
-    raw["modalities"]["label"]["hidden"] = [16]
-    raw["model"]["latent_dim"] = 4
-    raw["train"].update(epochs=1, device="cpu", progress=False)
-    raw["eval"]["samples"] = 2
-    return raw
-
-
-def cli(*args: str):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_error_line(result) -> str:
-    assert result.exit_code != 0, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """One tiny finished and evaluated run: recipe, checkpoints, metrics, summary, samples, eval.json, judges."""
-    base = tmp_path_factory.mktemp("trained")
-    recipe = base / "tiny.yaml"
-    recipe.write_text(yaml.safe_dump(tiny_raw()))
-    cwd = os.getcwd()
-    os.chdir(base)
-    try:
-        assert cli("train", recipe, "--out", base / "run", "--set", "train.checkpoint_every=5").exit_code == 0
-        assert cli("eval", base / "run", "--metrics", "coherence", "--max-items", "40", "--device", "cpu").exit_code == 0
-    finally:
-        os.chdir(cwd)
-    return base / "run"
+from run_helpers import COMMANDS, cli, one_error_line, payload_bytes, tiny_raw
 
 
 @pytest.fixture
@@ -92,13 +29,6 @@ def copy(trained, tmp_path, monkeypatch):
     return make
 
 
-COMMANDS = {
-    "sample": lambda run: ["sample", run, "-n", "2", "--device", "cpu"],
-    "generate": lambda run: ["generate", run, "--target", "image", "--given", "label=3", "-n", "2", "--device", "cpu"],
-    "eval": lambda run: ["eval", run, "--metrics", "coherence", "--max-items", "20", "--device", "cpu"],
-    "report": lambda run: ["report", run, "--metrics", "coherence", "--max-items", "20", "--device", "cpu"],
-    "resume": lambda run: ["train", "--resume", run, "--set", "train.epochs=2"],
-}
 # which files each command must read (and so must refuse when they hold a payload)
 READS = {
     (checkpoints.CHECKPOINT, checkpoints.PREVIOUS): ["sample", "generate", "eval", "report", "resume"],
@@ -265,7 +195,7 @@ def test_a_real_second_training_on_a_running_run_fails_at_once(tmp_path):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120
-        while not (tmp_path / "run" / checkpoints.CHECKPOINT).exists() and time.time() < deadline:
+        while not (tmp_path / "run" / "recipe.yaml").exists() and time.time() < deadline:  # written once it holds the lock
             time.sleep(0.2)
         second = subprocess.run([sys.executable, "-m", "modkit", "train", "--resume", "run"], cwd=tmp_path, env=env,
                                 capture_output=True, text=True, timeout=120)
