@@ -50,6 +50,8 @@ setup(
         "timm>=0.9",
         "sentencepiece>=0.1.99",
         "sacrebleu>=2.3",
+        "safetensors>=0.4",  # run files that cannot execute code when opened
+        "filelock>=3.12",  # the run-directory lock
     ],
     extras_require={"test": ["pytest>=7.4"]},
     entry_points={

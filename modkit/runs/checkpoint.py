@@ -34,6 +34,36 @@ MODEL = "model"
 WEIGHTS = "model.safetensors"  # an exported folder's weights (modkit.load reads them; no training state)
 
 
+def layout(counters: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, sampler: Any,
+           rng: dict[str, Any], rng_ranks: list[dict[str, Any]], world: int) -> dict[str, Any]:
+    """What a checkpoint holds (the one place that says so): the trainer's counters (steps, partial sums,
+    the divergence guard's), the model, optimizer, scheduler and subset sampler, the RNG of every rank,
+    and the number of processes that wrote it."""
+    return {**counters, "world": world, MODEL: model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None, "sampler": sampler.state_dict(),
+            "rng": rng, "rng_ranks": rng_ranks}
+
+
+def restore_components(ckpt: dict[str, Any], where: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                       scheduler: Any = None, sampler: Any = None) -> None:
+    """Load a checkpoint's model (and, for a resume, optimizer, scheduler and sampler) state; a checkpoint
+    that does not fit (another recipe's, a changed recipe, a damaged file) is one ModkitError."""
+    try:
+        model.load_state_dict(ckpt[MODEL])
+        if optimizer is not None:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        if scheduler is not None and ckpt.get("scheduler"):
+            scheduler.load_state_dict(ckpt["scheduler"])
+        if sampler is not None:
+            sampler.load_state_dict(ckpt["sampler"])
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+        error = ModkitError(f"the checkpoint in {where} does not fit the model its recipe builds ({first_line(exc)}); was "
+                            f"recipe.yaml changed, or the checkpoint copied from another run? Use the recipe it was trained "
+                            f"with, or start a new run")
+        error.shown_by_rank0 = True  # every rank reaches the same verdict
+        raise error from None
+
+
 def has_checkpoint(run_dir: Path) -> bool:
     return any((Path(run_dir) / name).exists() for name in NEWEST_FIRST)
 

@@ -88,11 +88,7 @@ def load_run(run_dir: Path | str, device: str | torch.device | None = "auto") ->
     torch.manual_seed(recipe.seed)
     setup = build(recipe, plugins, run_dir, source)
     checkpoint = checkpoints.load_checkpoint(run_dir, model_only=True)
-    try:
-        setup.model.load_state_dict(checkpoint["model"])
-    except (RuntimeError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ModkitError(f"the checkpoint in {run_dir} does not fit the model its recipe builds: {first}") from None
+    checkpoints.restore_components(checkpoint, run_dir, setup.model)
     setup.model.to(torch_device).eval()
     return LoadedRun(run_dir, recipe, resolved, plugins, setup, torch_device, checkpoint.get("epoch"))
 
@@ -108,10 +104,6 @@ def load_exported(folder: Path | str, device: str | torch.device | None = "auto"
     torch_device = resolve_device(device)
     torch.manual_seed(recipe.seed)
     model = build_model(recipe, plugins, folder, source)
-    try:
-        model.load_state_dict(checkpoints.load_weights(folder))
-    except (RuntimeError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ModkitError(f"{folder / checkpoints.WEIGHTS} does not fit the model its recipe builds: {first}") from None
+    checkpoints.restore_components({checkpoints.MODEL: checkpoints.load_weights(folder)}, folder, model)
     model.to(torch_device).eval()
     return LoadedRun(folder, recipe, resolved, plugins, Setup(recipe, model, None, None, None), torch_device, None, exported=True)

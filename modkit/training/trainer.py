@@ -251,24 +251,12 @@ class Trainer:
         """Everything an exact resume needs. A collective under DDP: every rank must call it."""
         sums, seen = self._reduced_counts() if self.dist.active else (self.state.sums, self.state.seen)
         rng = rng_state()
-        return {
-            "epoch": self.state.epoch,
-            "step_in_epoch": self.state.step_in_epoch,
-            "global_step": self.state.global_step,
-            "sums": {k: v.detach().cpu() for k, v in sums.items()},
-            "seen": torch.as_tensor(seen).cpu(),
-            "skipped": torch.as_tensor(self.state.skipped).cpu(),
-            "bad_samples": self.state.bad_samples,
-            "bad_streak": self.bad_streak.cpu(),
-            **self.guard.state(),
-            "world": self.dist.world,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-            "sampler": self.sampler.state_dict(),
-            "rng": rng,
-            "rng_ranks": distributed.gather(rng, self.dist),
-        }
+        counters = {"epoch": self.state.epoch, "step_in_epoch": self.state.step_in_epoch, "global_step": self.state.global_step,
+                    "sums": {k: v.detach().cpu() for k, v in sums.items()}, "seen": torch.as_tensor(seen).cpu(),
+                    "skipped": torch.as_tensor(self.state.skipped).cpu(), "bad_samples": self.state.bad_samples,
+                    "bad_streak": self.bad_streak.cpu(), **self.guard.state()}
+        return checkpoints.layout(counters, self.model, self.optimizer, self.scheduler, self.sampler, rng,
+                                  distributed.gather(rng, self.dist), self.dist.world)
 
     def parameters_finite(self) -> bool:
         """One host sync: called before a checkpoint is written, never per step."""
@@ -325,17 +313,11 @@ class Trainer:
     def restore(self, ckpt: dict[str, Any] | None = None) -> None:
         """Continue from the run directory's newest complete checkpoint (``--resume``)."""
         ckpt = self.load() if ckpt is None else ckpt
+        checkpoints.restore_components(ckpt, self.run_dir, self.model, self.optimizer, self.scheduler, self.sampler)
         try:
-            self.model.load_state_dict(ckpt["model"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            if self.scheduler and ckpt.get("scheduler"):
-                self.scheduler.load_state_dict(ckpt["scheduler"])
-            self.sampler.load_state_dict(ckpt["sampler"])
             self._restore_rng(ckpt)
-        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
-            error = ModkitError(f"the checkpoint in {self.run_dir} does not fit the model its recipe builds "
-                                f"({checkpoints.first_line(exc)}); was recipe.yaml changed, or the checkpoint copied from "
-                                f"another run? Resume with the recipe it was trained with, or start a new run")
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            error = ModkitError(f"the checkpoint in {self.run_dir} has no usable RNG state ({checkpoints.first_line(exc)})")
             error.shown_by_rank0 = True
             raise error from None
         main = self.dist.main  # rank 0 carries the (already reduced) partial sums; the others start from zero

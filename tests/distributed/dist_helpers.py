@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
 from click.testing import CliRunner
 
 HERE = Path(__file__).parent
