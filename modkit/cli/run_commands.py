@@ -42,10 +42,15 @@ def settings_from(kwargs: dict):
     return EvalSettings(metrics=metrics or None, **kwargs)
 
 
-def _load(run: Path, device: str | None):
-    from modkit.runs.loading import load_run
+def _load(run: Path, device: str | None, needs_data: bool = False):
+    """A run directory, or an exported model (generate and sample only: it has no data to evaluate on)."""
+    from modkit.errors import ModkitError
+    from modkit.runs import lifecycle
 
-    return load_run(run, device or "auto")
+    loaded = lifecycle.load(run, device or "auto")
+    if needs_data and loaded.exported:
+        raise ModkitError(f"{run} is an exported model (no data, no training state): evaluate the run directory it came from")
+    return loaded
 
 
 @click.command("eval")
@@ -57,7 +62,7 @@ def eval_command(run: Path, device: str | None, **kwargs) -> None:
     """Evaluate the run in RUN and write RUN/eval.json."""
     from modkit.evaluation.suite import EVAL_JSON, evaluate_run, write_eval
 
-    loaded = _load(run, device)
+    loaded = _load(run, device, needs_data=True)
     result = evaluate_run(loaded, settings_from(kwargs), echo=click.echo)
     write_eval(loaded, result)
     for metric, cells in result.get("task", {}).items():
@@ -122,7 +127,7 @@ def report_command(run: Path, refresh: bool, device: str | None, **kwargs) -> No
     """Write RUN/report.md with loss curves, samples, coherence, relatedness and likelihood figures."""
     from modkit.reporting.report import write_report
 
-    loaded = _load(run, device)
+    loaded = _load(run, device, needs_data=True)
     path = write_report(loaded, settings_from(kwargs), refresh, echo=click.echo)
     click.echo(f"wrote {path} (figures in {path.parent / 'report'})")
 

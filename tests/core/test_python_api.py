@@ -57,6 +57,12 @@ def test_the_documented_examples_run(tmp_path, monkeypatch):
     assert isinstance(again.generate(given={"label": "three"}, target="caption", n=1)[0], str)
     with pytest.raises(modkit.ModkitError, match="exported model"):
         again.evaluate()
+    # the command line reads an export too: generate and sample work, eval says why it cannot
+    from run_helpers import cli, one_error_line
+
+    assert cli("sample", exported, "-n", "2", "--device", "cpu", "--out", "prior.png").exit_code == 0
+    assert Path("prior.png").is_file() and not (exported / "generated").exists()
+    assert "is an exported model" in one_error_line(cli("eval", exported, "--device", "cpu"))
 
 
 def test_train_from_a_dict_and_resume(tmp_path, monkeypatch):
