@@ -20,6 +20,7 @@ STRUCTURE_KEY = "modkit.structure"
 KIND_KEY = "modkit.kind"
 FORMAT_KEY = "modkit.format"
 _ARRAY_KINDS = "biuf"  # numpy dtypes an array may have in a state file
+_PLAIN = (bool, int, float, str)
 
 
 def pack(value: Any, tensors: dict[str, torch.Tensor], path: str = "") -> Any:
@@ -36,10 +37,10 @@ def pack(value: Any, tensors: dict[str, torch.Tensor], path: str = "") -> Any:
         if all(isinstance(k, str) and not k.startswith("$") for k in value):
             return {k: pack(v, tensors, f"{path}/{k}" if path else k) for k, v in value.items()}
         return {"$items": [[pack(k, tensors, path), pack(v, tensors, f"{path}/{k}")] for k, v in value.items()]}
-    if isinstance(value, tuple):
-        return {"$tuple": [pack(v, tensors, f"{path}/{i}") for i, v in enumerate(value)]}
-    if isinstance(value, list):
-        return [pack(v, tensors, f"{path}/{i}") for i, v in enumerate(value)]
+    if isinstance(value, (tuple, list)):
+        plain = all(v is None or type(v) in _PLAIN for v in value)  # a Python RNG state: 625 ints, no recursion
+        items = list(value) if plain else [pack(v, tensors, f"{path}/{i}") for i, v in enumerate(value)]
+        return {"$tuple": items} if isinstance(value, tuple) else items
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise TypeError(f"{path or 'state'}: a {type(value).__name__} cannot be stored in a state file")
