@@ -54,6 +54,8 @@ setup(
         "sacrebleu>=2.3",
         "tensorboard>=2.14",  # issue 14: event files in every run directory
         "optuna>=4.9",  # issue 14: modkit sweep (heartbeat_stale_trial_callback is 4.9+)
+        "safetensors>=0.4",  # run files that cannot execute code when opened
+        "filelock>=3.12",  # the run-directory lock
     ],
     extras_require={
         "tracking": ["mlflow>=2.10"],  # issue 14: tracking: {mlflow: URI}; heavy, so optional

@@ -62,7 +62,7 @@ def make_trainer(args, objective: str, n_rows: int, run_dir: Path):
     from modkit.errors import ModkitError
     from modkit.plugins.loader import load_plugins
     from modkit.config.recipe import resolve_raw
-    from modkit.training.trainer import Trainer
+    from modkit.runs.lifecycle import make_trainer
 
     plugins = load_plugins(["bench_plugin", *extra_plugins(args)])
     fusion = OBJECTIVES[objective][0]
@@ -71,7 +71,7 @@ def make_trainer(args, objective: str, n_rows: int, run_dir: Path):
     try:
         recipe, resolved = resolve_raw(recipe_dict(args, objective, n_rows), [], None, source="benchmark")
         device = torch.device(getattr(args, "device", "cpu"))
-        return Trainer(recipe, resolved, plugins, run_dir, device, source="benchmark", echo=lambda *a, **k: None), None
+        return make_trainer(recipe, resolved, plugins, run_dir, device, source="benchmark", echo=lambda *a, **k: None), None
     except ModkitError as exc:
         return None, f"{fusion}: {exc}"
 

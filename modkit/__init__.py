@@ -33,6 +33,16 @@ __version__ = VERSION
 
 _compat.install()
 
+def __getattr__(name: str):
+    """``train``, ``load`` and ``load_weights`` come from :mod:`modkit.api` on first use: importing the
+    trainer at ``import modkit`` would make every plugin import slow (and import the trainer's modules
+    from the plugins they load)."""
+    if name in ("train", "load", "load_weights", "Run"):
+        from modkit import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'modkit' has no attribute {name!r}")
+
 __all__ = [
     # contracts a plugin implements
     "Modality", "ModalityConfig", "Fusion", "FusionConfig", "LossOutput", "SubsetPlan", "SubsetSampler", "SamplerConfig",
@@ -55,4 +65,6 @@ __all__ = [
     "DISTRIBUTION",
     # errors
     "ModkitError", "DataError", "PluginError", "RecipeError",
+    # the Python API over a run's life (docs/python-api.md): train, load a run or an export, read a run's weights
+    "train", "load", "load_weights", "Run",
 ]

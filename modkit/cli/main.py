@@ -1,9 +1,7 @@
 """The ``modkit`` command line. User errors print one line on stderr and exit non-zero, no traceback."""
 from __future__ import annotations
 
-import datetime as _dt
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -16,7 +14,6 @@ from modkit.errors import ModkitError
 from modkit.cli.errors import user_errors
 from modkit.plugins.loader import plugins_for
 from modkit.config.project import load_project
-from modkit.config.recipe import load_recipe, resolve_raw
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,109 +38,38 @@ def train(recipe: Path | None, overrides: tuple[str, ...], device: str | None, o
     Under torchrun (``torchrun --nproc_per_node=N -m modkit train RECIPE``) every process runs this
     command; rank 0 alone writes the run directory and prints.
     """
+    from modkit.runs import lifecycle
     from modkit.training import distributed
-    from modkit.training.trainer import Interrupted, Trainer, resolve_device, write_recipe
+    from modkit.training.trainer import Interrupted
 
-    project = load_project()
     sets = list(overrides) + ([f"train.device={device}"] if device else [])
-    if resume is not None:
-        if recipe is not None:
-            raise ModkitError("give either RECIPE or --resume RUN_DIR, not both")
-        if not (resume / rundir.RECIPE).is_file():
-            raise ModkitError(f"{resume} is not a run directory (no {rundir.RECIPE})")
-        source = str(resume / rundir.RECIPE)
-        from modkit.config.recipe import read_yaml
-
-        parsed, resolved = resolve_raw(read_yaml(resume / rundir.RECIPE), sets, None, source)
-    else:
-        if recipe is None:
-            raise ModkitError("missing RECIPE (a YAML file) or --resume RUN_DIR; see 'modkit train --help'")
-        source = str(recipe)
-        parsed, resolved = load_recipe(recipe, sets, project)
-        if out is not None and (out / rundir.CHECKPOINT).exists():
-            raise ModkitError(f"{out} already holds a run; use --resume {out} to continue it or choose another --out")
-
-    def choose_run_dir() -> Path:
-        if resume is not None:
-            return resume
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        return out if out is not None else rundir.unique_run_dir(project.runs_dir, parsed.name, stamp)
-
     if nproc is not None and nproc > 1 and "WORLD_SIZE" not in os.environ:
-        run_dir = choose_run_dir()
+        planned = lifecycle.plan(recipe, sets, out, resume)  # validated (and --out checked) before any process starts
         args = [str(recipe)] if resume is None else ["--resume", str(resume)]
         args += [a for s in overrides for a in ("--set", s)] + (["--device", device] if device else [])
-        args += ["--out", str(run_dir)] if resume is None else []
+        args += ["--out", str(planned.run_dir)] if resume is None else []
         click.echo(f"starting {nproc} processes with torchrun")
         code = distributed.launch(nproc, args)
         if code:
             sys.exit(code)
         return
-
-    dist, dist_device = distributed.init(parsed.train.device)
     try:
-        def prepare_run_dir() -> tuple[Path, bool]:
-            run_dir = choose_run_dir()
-            created = not run_dir.exists()
-            rundir.ensure_writable(run_dir)
-            return run_dir, created
-
-        run_dir, created = _on_rank0(prepare_run_dir, dist)
-        plugins = plugins_for(parsed.plugins, project.plugins)
-        torch_device = dist_device or resolve_device(parsed.train.device)
-        try:
-            trainer = Trainer(parsed, resolved, plugins, run_dir, torch_device, source, echo=click.echo, dist=dist)
-        except BaseException:
-            if created and dist.main:  # a recipe that fails to build leaves no empty run directory behind
-                shutil.rmtree(run_dir, ignore_errors=True)
-            raise
-        if resume is None and dist.main:
-            write_recipe(run_dir, resolved)
-        if resume is not None:
-            trainer.restore()
-            trainer.echo(f"resuming {run_dir} at epoch {trainer.state.epoch + 1} (step {trainer.state.global_step})")
-        else:
-            trainer.echo(f"run directory: {run_dir}")
-        if dist.active:
-            trainer.echo(f"{dist.world} processes, {trainer.device.type} ({'nccl' if trainer.device.type == 'cuda' else 'gloo'}), "
-                         f"{parsed.data.batch_size // dist.world} samples per process per step")
-        trainer.fit()
-        summary = trainer.finish()
+        trained = lifecycle.train(recipe, overrides=sets, out=out, resume=resume, echo=click.echo)
     except Interrupted as exc:
-        if dist.main:
+        if getattr(exc, "rank", 0) == 0:
             click.echo(str(exc), err=True)
         sys.exit(exc.exit_code)
     except ModkitError as exc:
-        if dist.main:
+        rank = getattr(exc, "rank", 0)
+        if rank == 0:
             raise
         if not getattr(exc, "shown_by_rank0", False):  # rank 0 reports errors every rank shares
-            click.echo(f"error (rank {dist.rank}): {exc}", err=True)
+            click.echo(f"error (rank {rank}): {exc}", err=True)
         sys.exit(exc.exit_code)
-    finally:
-        distributed.shutdown()
-    if dist.main:
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in summary.items() if isinstance(v, float))
+    if trained.main:
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in trained.summary.items() if isinstance(v, float))
         click.echo(f"done: {shown}")
-        click.echo(f"wrote {run_dir / rundir.SUMMARY}")
-
-
-def _on_rank0(fn, dist):
-    """Run ``fn`` on rank 0 and give its result (or its user error) to every rank, so none waits forever."""
-    from modkit.training import distributed
-
-    result: object
-    if dist.main:
-        try:
-            result = fn()
-        except ModkitError as exc:
-            result = exc
-    else:
-        result = None
-    result = distributed.broadcast(result, dist)
-    if isinstance(result, ModkitError):
-        result.shown_by_rank0 = True
-        raise result
-    return result
+        click.echo(f"wrote {trained.run_dir / rundir.SUMMARY}")
 
 
 @main.command("plugins")
@@ -167,6 +93,20 @@ def plugins_command() -> None:
         click.echo(f"  {info.name:<12} {info.package:<14} {info.source:<12} {status}")
     if plugins.broken:
         click.echo(f"{len(plugins.broken)} plugin(s) broken; commands that do not need them keep working.", err=True)
+
+
+@main.command("convert")
+@click.argument("run", type=click.Path(path_type=Path))
+@user_errors
+def convert_command(run: Path) -> None:
+    """Convert RUN's old checkpoint.pt (modkit's format 2, a pickle) to checkpoint.safetensors.
+
+    It is read with torch.load(weights_only=True), the unpickler that builds only tensors and plain
+    values, so a file that would run code is refused rather than run."""
+    from modkit.runs import checkpoint as checkpoints
+
+    path = checkpoints.convert_legacy(run)
+    click.echo(f"wrote {path}; the old files were not changed and are never read again (delete them when you like)")
 
 
 # -- commands kept in their own modules: one add_command line each -------------------------------

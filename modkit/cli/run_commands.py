@@ -27,7 +27,7 @@ def eval_options(fn):
         click.option("--max-items", type=click.IntRange(1), default=None, help="Cap test items for everything else."),
         click.option("--joint-samples", type=click.IntRange(1), default=1000, show_default=True, help="Prior samples for joint coherence."),
         click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True),
-        click.option("--retrain-judges", is_flag=True, help="Retrain the coherence classifiers even if judges.pkl exists."),
+        click.option("--retrain-judges", is_flag=True, help="Retrain the coherence classifiers even if judges.safetensors exists."),
         click.option("--seed", type=int, default=0, show_default=True),
     ]
     for option in reversed(options):
@@ -42,10 +42,15 @@ def settings_from(kwargs: dict):
     return EvalSettings(metrics=metrics or None, **kwargs)
 
 
-def _load(run: Path, device: str | None):
-    from modkit.runs.loading import load_run
+def _load(run: Path, device: str | None, needs_data: bool = False):
+    """A run directory, or an exported model (generate and sample only: it has no data to evaluate on)."""
+    from modkit.errors import ModkitError
+    from modkit.runs import lifecycle
 
-    return load_run(run, device or "auto")
+    loaded = lifecycle.load(run, device or "auto")
+    if needs_data and loaded.exported:
+        raise ModkitError(f"{run} is an exported model (no data, no training state): evaluate the run directory it came from")
+    return loaded
 
 
 @click.command("eval")
@@ -57,7 +62,7 @@ def eval_command(run: Path, device: str | None, **kwargs) -> None:
     """Evaluate the run in RUN and write RUN/eval.json."""
     from modkit.evaluation.suite import EVAL_JSON, evaluate_run, write_eval
 
-    loaded = _load(run, device)
+    loaded = _load(run, device, needs_data=True)
     result = evaluate_run(loaded, settings_from(kwargs), echo=click.echo)
     write_eval(loaded, result)
     for metric, cells in result.get("task", {}).items():
@@ -127,7 +132,7 @@ def report_command(run: Path, refresh: bool, device: str | None, **kwargs) -> No
     """Write RUN/report.md with loss curves, samples, coherence, relatedness and likelihood figures."""
     from modkit.reporting.report import write_report
 
-    loaded = _load(run, device)
+    loaded = _load(run, device, needs_data=True)
     path = write_report(loaded, settings_from(kwargs), refresh, echo=click.echo)
     click.echo(f"wrote {path} (figures in {path.parent / 'report'})")
 

@@ -7,6 +7,7 @@ options and are validated by the plugin's own pydantic ``Config`` (see :func:`co
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,8 +18,51 @@ from modkit.errors import RecipeError
 from modkit.config.project import ProjectConfig
 
 
+class RecipeLoader(yaml.SafeLoader):
+    """YAML for recipes: no anchors or aliases (a few hundred bytes of nested aliases expand to gigabytes
+    before any check runs), and a key given twice in one mapping is an error, not "the last one wins"."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent) or getattr(self.peek_event(), "anchor", None):
+            mark = self.peek_event().start_mark
+            raise RecipeError("", f"line {mark.line + 1}: YAML anchors and aliases (&name, *name) are not allowed in a "
+                                  "recipe; write the values out", source=_source_of(self))
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise RecipeError("", f"line {line}: key '{key}' is given twice in one mapping (first at line {seen[key]}); "
+                                      "keep one", source=_source_of(self))
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+RecipeLoader.add_constructor("tag:yaml.org,2002:map", RecipeLoader.construct_yaml_map)
+
+
+def _source_of(loader: yaml.SafeLoader) -> str | None:
+    name = getattr(loader, "name", None)
+    return name if name and not name.startswith("<") else None
+
+
+def parse_yaml(text: str, source: str | None = None) -> Any:
+    """A YAML document through :class:`RecipeLoader` (no aliases, no duplicate keys)."""
+    loader = RecipeLoader(text)
+    if source:
+        loader.name = source
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # lr: .inf or nan is a mistake, never a setting
 
 
 class Component(BaseModel):
@@ -39,6 +83,8 @@ class Component(BaseModel):
 
 class ModalitySpec(Component):
     """A modality: ``type`` is the plugin; ``weight`` is λ; ``field`` is the dataset column (default: the key)."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     weight: float = Field(1.0, ge=0)
     field: str | None = None
@@ -126,8 +172,12 @@ class TrackingSpec(Strict):
     experiment: str | None = Field(None, description="MLflow experiment (default: the recipe's name)")
 
 
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
 class Recipe(Strict):
-    name: str = "run"
+    name: str = Field("run", description="names the run directory RUNS_DIR/NAME-TIMESTAMP: letters, digits, '.', '_' "
+                                         "and '-', at most 100, not starting with '.' (so it never leaves runs_dir)")
     seed: int = 0
     plugins: list[str] = []
     data: DataSpec
@@ -136,6 +186,14 @@ class Recipe(Strict):
     train: TrainSpec = TrainSpec()
     eval: EvalSpec = EvalSpec()
     tracking: TrackingSpec = TrackingSpec()  # issue 14
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.match(NAME_PATTERN, value):
+            raise ValueError("may use letters, digits, '.', '_' and '-' only, at most 100 of them, and may not start with "
+                             "'.', '_' or '-' (it names a folder inside runs_dir)")
+        return value
 
     @field_validator("modalities")
     @classmethod
@@ -162,7 +220,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not all(parts):
         raise RecipeError("--set", f"'{key}' is not a dotted key such as train.lr")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = parse_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return parts, value
@@ -191,7 +249,13 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise RecipeError("", "recipe file not found", source=str(path))
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError("", f"not UTF-8 text (byte {exc.start}); save the recipe as UTF-8", source=str(path)) from None
+    except OSError as exc:
+        raise RecipeError("", f"cannot read: {exc.strerror or exc}", source=str(path)) from None
+    try:
+        raw = parse_yaml(text, str(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -210,13 +274,18 @@ def format_validation_error(exc: ValidationError, source: str | None) -> RecipeE
     elif err["type"] == "missing":
         msg = "required key is missing"
     elif err["type"] == "literal_error":
-        msg = f"{msg} (got {err.get('input')!r})"
+        msg = f"{msg} (got {_short(err.get('input'))})"
     elif err.get("input") is not None and err["type"] not in ("value_error",):
-        msg = f"{msg} (got {err.get('input')!r})"
+        msg = f"{msg} (got {_short(err.get('input'))})"
     more = len(exc.errors()) - 1
     if more:
         msg += f" (and {more} more problem{'s' if more > 1 else ''})"
     return RecipeError(loc, msg, source=source)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def allowed_keys(model: type[BaseModel]) -> str:

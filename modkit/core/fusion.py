@@ -94,6 +94,11 @@ class Fusion(nn.Module):
     def loss(self, model: "MultimodalVAE", batch: "Batch", plan: SubsetPlan, beta: float) -> LossOutput:
         raise NotImplementedError
 
+    def initialize(self, model: "MultimodalVAE") -> None:
+        """Called once when a new run starts training, never when one is resumed or loaded: the place to
+        start from another run's weights (copied into this run's checkpoints, so the new run directory
+        never needs the other one again). Default: nothing."""
+
     def prior(self):
         """p(z) as a distribution with ``rsample``/``log_prob``/``mean``; default N(0, I).
 

@@ -6,14 +6,15 @@ Three kinds, tried in this order for a (modality, attribute) pair:
   prediction, class ids, is the answer.
 * ``dataset``: the dataset plugin knows the ground truth (``DatasetSource.judge``), as a
   procedurally generated dataset can by inspecting what it would have drawn.
-* ``classifier``: a scikit-learn classifier that modkit trains on the training split's real data
-  (``Modality.judge_features`` → attribute) and saves in the run directory as ``judges.pkl``.
+* ``classifier``: a linear classifier (scikit-learn's logistic regression after standardising and,
+  for wide features, PCA) that modkit trains on the training split's real data
+  (``Modality.judge_features`` → attribute). Only the fitted numbers are kept, as arrays in
+  ``judges.safetensors`` (no pickle: opening a shared run never runs code), and rebuilt as
+  :class:`LinearReducer`/:class:`LinearClassifier`, which predict exactly as the fitted estimators do.
   Its balanced accuracy on real test data is the ceiling any coherence measured with it can reach.
 """
 from __future__ import annotations
 
-import io
-import pickle
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
@@ -22,14 +23,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from modkit.errors import ModkitError
 from modkit.runs import files as rundir
+from modkit.runs import state_file
 from modkit.core.batch import Batch
 from modkit.data.dataset import DatasetSource, ModalityView, Records
 from modkit.core.engine import MultimodalVAE
 from modkit.core.modality import Data
 
-JUDGES_FILE = "judges.pkl"
-JUDGES_FORMAT = 2
+JUDGES_FILE = "judges.safetensors"
+LEGACY_JUDGES_FILE = "judges.pkl"  # format 2, a pickle: never opened
+JUDGES_FORMAT = 3
 
 
 def is_class_ids(x: Any) -> bool:
@@ -139,6 +143,49 @@ def _classifier():
     return LogisticRegression(max_iter=500)
 
 
+@dataclass
+class LinearReducer:
+    """A fitted StandardScaler (+ PCA) as its numbers: ``((x - mean) / scale - pca_mean) @ components.T``."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    pca_mean: np.ndarray | None = None
+    components: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, pipeline) -> "LinearReducer":
+        scaler, *pca = [step for _, step in pipeline.steps]
+        if pca:
+            return cls(scaler.mean_, scaler.scale_, pca[0].mean_, pca[0].components_)
+        return cls(scaler.mean_, scaler.scale_)
+
+    @property
+    def n_features_in_(self) -> int:
+        return len(self.mean)
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        x = (np.asarray(x, dtype=np.float64) - self.mean) / self.scale
+        return x if self.components is None else (x - self.pca_mean) @ self.components.T
+
+
+@dataclass
+class LinearClassifier:
+    """A fitted linear classifier as its numbers (scikit-learn's ``decision_function`` then ``predict``)."""
+
+    coef: np.ndarray  # (1, F) for two classes, else (C, F)
+    intercept: np.ndarray
+    classes: np.ndarray
+
+    @classmethod
+    def of(cls, fitted) -> "LinearClassifier":
+        return cls(fitted.coef_, fitted.intercept_, fitted.classes_)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        scores = np.asarray(x, dtype=np.float64) @ self.coef.T + self.intercept
+        picked = (scores[:, 0] > 0).astype(np.int64) if self.coef.shape[0] == 1 else scores.argmax(1)
+        return self.classes[picked]
+
+
 def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float | None:
     """sklearn's class-balanced accuracy (mean per-class recall); None without samples."""
     from sklearn.metrics import balanced_accuracy_score
@@ -191,22 +238,24 @@ class JudgeSet:
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, path) -> None:
-        payload = {"format": JUDGES_FORMAT, "attributes": self.attributes, "fields": self.fields, "kinds": self.kinds,
-                   "classifiers": self.classifiers, "reducers": self.reducers, "scores": self.scores}
-        buffer = io.BytesIO()
-        pickle.dump(payload, buffer)
-        rundir.atomic_write_bytes(path, buffer.getvalue())
+        payload = {"attributes": self.attributes, "fields": self.fields, "kinds": self.kinds, "scores": self.scores,
+                   "classifiers": {k: vars(c) for k, c in self.classifiers.items()},
+                   "reducers": {k: vars(r) for k, r in self.reducers.items()}}
+        rundir.atomic_write_bytes(path, state_file.to_bytes(payload, "judges", JUDGES_FORMAT))
 
     @classmethod
-    def load(cls, path, source: DatasetSource | None) -> "JudgeSet | None":
+    def load(cls, path, source: DatasetSource | None) -> "JudgeSet":
+        """The judges in ``path``; a file that is not modkit's judges format is a ModkitError naming it."""
         try:
-            payload = pickle.loads(path.read_bytes())
-        except Exception:  # noqa: BLE001 - an unreadable or stale file is retrained, not fatal
-            return None
-        if payload.get("format") != JUDGES_FORMAT:
-            return None
-        return cls(payload["attributes"], payload["fields"], payload["kinds"], payload["classifiers"], payload["reducers"],
-                   payload["scores"], source)
+            payload = state_file.read(path, "judges", JUDGES_FORMAT)
+            classifiers = {k: LinearClassifier(**v) for k, v in payload["classifiers"].items()}
+            reducers = {k: LinearReducer(**v) for k, v in payload["reducers"].items()}
+            return cls(payload["attributes"], payload["fields"], payload["kinds"], classifiers, reducers, payload["scores"], source)
+        except ModkitError as exc:
+            raise ModkitError(f"{exc}; delete it (or use --retrain-judges) to have the judges fitted again") from None
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ModkitError(f"{path} is not a modkit judges file ({exc}); delete it (or use --retrain-judges) to have "
+                              "the judges fitted again") from None
 
 
 def renders(model: MultimodalVAE, modality: str, data: Data) -> list:
@@ -254,7 +303,7 @@ def fit_classifiers(model: MultimodalVAE, judges: JudgeSet, train: ModalityView,
         reduced = {}
         for m in {m for m, _ in wanted}:
             x, present = feats[m]
-            judges.reducers[m] = _reducer(x.shape[1]).fit(x[present])
+            judges.reducers[m] = LinearReducer.of(_reducer(x.shape[1]).fit(x[present]))
             reduced[m] = judges.reducers[m].transform(x)
         for m, a in wanted:
             present = feats[m][1]
@@ -267,7 +316,7 @@ def fit_classifiers(model: MultimodalVAE, judges: JudgeSet, train: ModalityView,
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 clf.fit(reduced[m][keep], y[keep])
-            judges.classifiers[(m, a)] = clf
+            judges.classifiers[(m, a)] = LinearClassifier.of(clf)
     # every judge's accuracy on real test data: the ceiling for coherence measured with it
     modalities = {m for m, _ in judges.kinds}
     for m in modalities:

@@ -455,29 +455,26 @@ def summary_metrics(run_dir: Path) -> dict[str, float]:
 
 def run_one(config: SweepConfig, values: dict[str, str], seed: int | None, run_dir: Path, project,
             echo: Callable[[str], None], on_resume: Callable[[int], None]) -> dict[str, float]:
-    """Train (or continue from its checkpoint: ``on_resume(step)``) and evaluate one seed run; its metrics."""
+    """Train (or continue from its checkpoint: ``on_resume(step)``) and evaluate one seed run; its metrics.
+
+    Through the run lifecycle like ``modkit train``: the run directory is locked while it trains, and a
+    run an earlier worker left is tidied and continued from its newest checkpoint.
+    """
     from modkit.evaluation.suite import EVAL_JSON, EvalSettings, evaluate_run
-    from modkit.plugins.loader import plugins_for
-    from modkit.runs.loading import load_run
-    from modkit.training.trainer import Trainer, resolve_device, write_recipe
+    from modkit.runs import checkpoint, lifecycle
 
     recipe, resolved = resolve(config, values, seed, project)
-    device = resolve_device(recipe.train.device)
+    quiet = lambda s: echo("  " + s)  # noqa: E731
     if not (run_dir / rundir.SUMMARY).exists():
-        plugins = plugins_for(recipe.plugins, project.plugins)
-        resuming = (run_dir / rundir.CHECKPOINT).exists()
-        rundir.ensure_writable(run_dir)
-        trainer = Trainer(recipe, resolved, plugins, run_dir, device, config.source, echo=lambda s: echo("  " + s))
-        if resuming:
-            trainer.restore()
-            on_resume(trainer.state.global_step)
-            echo(f"  resuming {run_dir} at epoch {trainer.state.epoch + 1} (step {trainer.state.global_step})")
+        if (run_dir / rundir.RECIPE).exists():  # an earlier worker started it: continue
+            if checkpoint.has_checkpoint(run_dir):
+                step = checkpoint.newest_step(run_dir / checkpoint.CHECKPOINT)
+                on_resume(step if step is not None else 0)
+            lifecycle.train(resume=run_dir, echo=quiet)
         else:
-            write_recipe(run_dir, resolved)
-        trainer.fit()
-        trainer.finish()
+            lifecycle.train(resolved, out=run_dir, echo=quiet)  # the resolved recipe: the sweep's values already applied
     if config.evaluate and not (run_dir / EVAL_JSON).exists():
-        run = load_run(run_dir, device)
+        run = lifecycle.load(run_dir, recipe.train.device)
         rundir.write_json(run_dir / EVAL_JSON, evaluate_run(run, EvalSettings(**config.settings)))
     return summary_metrics(run_dir)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -100,6 +100,19 @@ def _stem(text: str) -> str:
     return path.stem if path is not None else text
 
 
+@torch.no_grad()
+def generate_renders(run: LoadedRun, given: dict[str, Any], target: str, n: int = 16, mean: bool = False) -> list:
+    """``n`` renders of ``target`` decoded from q(z | given) (the prior if nothing is given)."""
+    if target not in run.model.names:
+        raise ModkitError(f"--target: unknown modality '{target}' (this run has {', '.join(run.model.names)})")
+    unknown = [k for k in given if k not in run.model.names]
+    if unknown:
+        raise ModkitError(f"--given: unknown modality '{unknown[0]}' (this run has {', '.join(run.model.names)})")
+    if n < 1:
+        raise ModkitError("-n must be at least 1")
+    return decode_renders(run, _latents(run, given, n, mean), target)
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:60] or "x"
 
@@ -110,11 +123,7 @@ def generate(run: LoadedRun, given: dict[str, str], target: str, n: int = 16, ou
     """Draw ``n`` latents from q(z | given) (the prior if nothing is given), decode ``target``, and write
     a PNG grid (images) or a text file (strings); with ``each`` also every image at its own resolution
     (``NAME_000.png``, …), ready to be given back as input. Returns the path and the renders."""
-    if target not in run.model.names:
-        raise ModkitError(f"--target: unknown modality '{target}' (this run has {', '.join(run.model.names)})")
-    if n < 1:
-        raise ModkitError("-n must be at least 1")
-    renders = decode_renders(run, _latents(run, given, n, mean), target)
+    renders = generate_renders(run, given, target, n, mean)
     source = "+".join(f"{k}-{_slug(_stem(v))}" for k, v in given.items()) or "prior"
     text = all(isinstance(r, str) for r in renders)
     if out is None:
@@ -156,17 +165,23 @@ def save_image(render, path: Path) -> None:
 @torch.no_grad()
 def sample_prior(run: LoadedRun, n: int = 64, out: Path | None = None, seed: int | None = None) -> tuple[Path, list[list]]:
     """z ~ p(z), every modality decoded: a grid with one cell per sample, one row per modality."""
+    per_modality = prior_renders(run, n, seed)
+    items = [list(cells) for cells in zip(*per_modality.values())]
+    out = Path(out) if out is not None else run.run_dir / "generated" / "prior_samples.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figures.grid(items, out, row_names=run.model.names, title=f"{n} samples from the prior")
+    return out, items
+
+
+@torch.no_grad()
+def prior_renders(run: LoadedRun, n: int, seed: int | None = None) -> dict[str, list]:
+    """z ~ p(z), ``n`` times, decoded by every modality: modality → renders."""
     if n < 1:
         raise ModkitError("-n must be at least 1")
     if seed is not None:
         torch.manual_seed(seed)
     z = _prior(run.model).rsample(n)
-    per_modality = [decode_renders(run, z, name) for name in run.model.names]
-    items = [list(cells) for cells in zip(*per_modality)]
-    out = Path(out) if out is not None else run.run_dir / "generated" / "prior_samples.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figures.grid(items, out, row_names=run.model.names, title=f"{n} samples from the prior")
-    return out, items
+    return {name: decode_renders(run, z, name) for name in run.model.names}
 
 
 def summarize_strings(renders: list[str]) -> str:

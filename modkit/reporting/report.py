@@ -14,6 +14,7 @@ import numpy as np
 from modkit.reporting import figures
 
 from modkit.runs import files as rundir
+from modkit.errors import ModkitError
 from modkit.evaluation.suite import EVAL_JSON, EvalSettings, evaluate_run, grouped, summarize, write_eval
 from modkit.evaluation.likelihood import no_prior_reason, prior_of
 from modkit.reporting.generation import sample_prior
@@ -39,7 +40,8 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 
 
 def _safe(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+    """A name from eval.json made safe as part of a file name: no separators, no leading dot, not too long."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(text))[:60] or "_"
 
 
 def _class_names(run: LoadedRun, attribute: str) -> list[str] | None:
@@ -62,6 +64,19 @@ def write_report(run: LoadedRun, settings: EvalSettings | None = None, refresh: 
         write_eval(run, result)
     else:
         result = rundir.read_json(eval_path)
+        if not isinstance(result, dict) or not isinstance(result.get("modalities"), list):
+            raise ModkitError(f"{eval_path} is not an evaluation modkit wrote (no 'modalities' list); run 'modkit report "
+                              f"{run_dir} --refresh' to evaluate again")
+        try:
+            return _write(run, result, n_samples)
+        except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
+            raise ModkitError(f"{eval_path} does not have the layout modkit eval writes ({type(exc).__name__}: "
+                              f"{str(exc)[:200]}); run 'modkit report {run_dir} --refresh' to evaluate again") from None
+    return _write(run, result, n_samples)
+
+
+def _write(run: LoadedRun, result: dict, n_samples: int) -> Path:
+    run_dir = run.run_dir
     fig_dir = run_dir / FIGURES
     fig_dir.mkdir(exist_ok=True)
     md: list[str] = [f"# Report: {run.recipe.name}", "",
@@ -147,12 +162,12 @@ def write_report(run: LoadedRun, settings: EvalSettings | None = None, refresh: 
         for pair, cell in result["relatedness"].items():
             a, b = pair.split("~")
             rows.append([pair, cell["paired_mean"], cell["unpaired_mean"], cell["auc"]])
-            link(figures.histogram(cell["histogram"], fig_dir / f"relatedness_{a}_{b}.png", f"W2(q(z|{a}), q(z|{b}))"), f"{pair} histogram")
+            link(figures.histogram(cell["histogram"], fig_dir / f"relatedness_{_safe(a)}_{_safe(b)}.png", f"W2(q(z|{a}), q(z|{b}))"), f"{pair} histogram")
             matrices = sorted(cell.get("class_distance", {}).items(), key=lambda kv: -len(kv[1]["classes"]))
             for attr, mat in matrices[:MAX_MATRICES]:  # the attributes with most classes; all are in eval.json
                 names = _class_names(run, attr)
                 shown = [names[c] for c in mat["classes"]] if names and max(mat["classes"]) < len(names) else None
-                link(figures.distance_matrix(mat["classes"], mat["matrix"], fig_dir / f"distance_{a}_{b}_{_safe(attr)}.png",
+                link(figures.distance_matrix(mat["classes"], mat["matrix"], fig_dir / f"distance_{_safe(a)}_{_safe(b)}_{_safe(attr)}.png",
                                              f"mean W2: q(z|{a}) of the row {attr} vs q(z|{b}) of the column {attr}", shown),
                      f"{pair} class distance matrix")
         md += _table(["pair", "mean W2 paired", "mean W2 unpaired", "AUC paired vs unpaired"], rows)

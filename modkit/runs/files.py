@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -14,8 +15,6 @@ import torch
 
 from modkit.errors import ModkitError
 
-CHECKPOINT = "checkpoint.pt"
-PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
 RECIPE = "recipe.yaml"
 METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
@@ -59,10 +58,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if isinstance(exc, OSError):
             raise ModkitError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -79,8 +78,28 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+def write_json(path: Path, obj: Any) -> list[str]:
+    """Strict JSON: a NaN or infinite number is written as ``null`` (JSON has no such number; Python's
+    ``Infinity`` breaks other readers). Returns the keys that were not finite, for the caller to warn about."""
+    bad: list[str] = []
+    atomic_write_text(path, json.dumps(finite(obj, bad), indent=2, sort_keys=False, default=_jsonable, allow_nan=False) + "\n")
+    return bad
+
+
+def finite(value: Any, bad: list[str], key: str = "") -> Any:
+    """``value`` with every non-finite float replaced by None; the dotted keys of those go in ``bad``."""
+    if isinstance(value, dict):
+        return {k: finite(v, bad, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v, bad, f"{key}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if hasattr(value, "item") and not isinstance(value, torch.Tensor) and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        bad.append(key or "value")
+        return None
+    return value
 
 
 def _jsonable(value: Any) -> Any:
@@ -93,42 +112,10 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
-    """Write the new checkpoint completely, then keep the old one as ``checkpoint.prev.pt``."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    current = run_dir / CHECKPOINT
-    staged = run_dir / (CHECKPOINT + ".new")
-    try:
-        atomic_write_bytes(staged, buffer.getvalue())
-    except ModkitError as exc:
-        raise ModkitError(str(exc).replace(str(staged), str(current), 1)) from None
-    try:
-        if current.exists():
-            os.replace(current, run_dir / PREVIOUS_CHECKPOINT)
-        os.replace(staged, current)
-    except OSError as exc:  # both checkpoints are still complete files; load_checkpoint finds either
-        raise ModkitError(f"cannot write {current}: {exc.strerror or exc}") from None
-    _fsync_dir(run_dir)
-
-
-def load_checkpoint(run_dir: Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """The newest complete checkpoint (falls back to the previous one if the newest is unreadable)."""
-    errors = []
-    for name in (CHECKPOINT, CHECKPOINT + ".new", PREVIOUS_CHECKPOINT):
-        path = run_dir / name
-        if not path.exists():
-            continue
-        try:
-            return torch.load(path, map_location=map_location, weights_only=False)
-        except Exception as exc:  # noqa: BLE001 - a torn file: try the older one
-            errors.append(f"{name}: {exc}")
-    detail = f" ({'; '.join(errors)})" if errors else ""
-    raise ModkitError(f"no usable checkpoint in {run_dir}{detail}")
-
-
 def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
-    atomic_write_text(run_dir / METRICS_JSONL, "".join(json.dumps(r, default=_jsonable) + "\n" for r in rows))
+    bad: list[str] = []
+    atomic_write_text(run_dir / METRICS_JSONL, "".join(json.dumps(finite(r, bad), default=_jsonable, allow_nan=False) + "\n"
+                                                       for r in rows))
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
@@ -153,13 +140,19 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / METRICS_JSONL
     if not path.exists():
         return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ModkitError(f"{path} is not UTF-8 text (not a metrics file modkit wrote)") from None
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as exc:
                 raise ModkitError(f"{path}, line {number}: not valid JSON ({exc})") from None
+            if not isinstance(rows[-1], dict) or not isinstance(rows[-1].get("epoch"), int):
+                raise ModkitError(f"{path}, line {number}: not a metrics row (a JSON object with an integer 'epoch')")
     return rows
 
 

@@ -2,7 +2,7 @@
 
 Evaluation, generation and reports all start here, so a run directory is the only thing a user
 has to keep: ``recipe.yaml`` rebuilds the components (tokenizers and vocabularies are reused from
-the run directory by ``Modality.prepare``) and ``checkpoint.pt`` supplies the weights.
+the run directory by ``Modality.prepare``) and ``checkpoint.safetensors`` supplies the weights.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from modkit.runs import checkpoint as checkpoints
 from modkit.runs import files as rundir
 from modkit.training.builder import Setup, build, lookup
 from modkit.data.dataset import DatasetSource, ModalityView
@@ -32,6 +33,8 @@ class LoadedRun:
     setup: Setup
     device: torch.device
     checkpoint_epoch: int | None
+
+    exported: bool = False  # an exported folder: the model and its files, no data and no training state
 
     @property
     def model(self) -> MultimodalVAE:
@@ -89,8 +92,10 @@ def load_run(run_dir: Path | str, device: str | torch.device | None = "auto") ->
         raise ModkitError(f"{run_dir} is not a run directory (no such directory)")
     if not is_run_dir(run_dir):
         raise ModkitError(f"{run_dir} is not a run directory (no {rundir.RECIPE})")
-    if not any((run_dir / n).exists() for n in (rundir.CHECKPOINT, rundir.CHECKPOINT + ".new", rundir.PREVIOUS_CHECKPOINT)):
-        raise ModkitError(f"{run_dir} has no checkpoint yet (train it first: modkit train --resume {run_dir})")
+    checkpoints.refuse_legacy(run_dir)
+    if not checkpoints.has_checkpoint(run_dir):
+        raise ModkitError(f"{run_dir} has no checkpoint yet: it was stopped before its first one, so there is nothing to "
+                          f"load. Start it again with: modkit train --resume {run_dir}")
     source = str(run_dir / rundir.RECIPE)
     recipe, resolved = resolve_raw(read_yaml(run_dir / rundir.RECIPE), [], None, source)
     project = load_project()
@@ -98,11 +103,23 @@ def load_run(run_dir: Path | str, device: str | torch.device | None = "auto") ->
     torch_device = resolve_device(device)
     torch.manual_seed(recipe.seed)
     setup = build(recipe, plugins, run_dir, source)
-    checkpoint = rundir.load_checkpoint(run_dir, map_location="cpu")
-    try:
-        setup.model.load_state_dict(checkpoint["model"])
-    except (RuntimeError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ModkitError(f"{run_dir / rundir.CHECKPOINT} does not fit the model its recipe builds: {first}") from None
+    checkpoint = checkpoints.load_checkpoint(run_dir, model_only=True)
+    checkpoints.restore_components(checkpoint, run_dir, setup.model)
     setup.model.to(torch_device).eval()
     return LoadedRun(run_dir, recipe, resolved, plugins, setup, torch_device, checkpoint.get("epoch"))
+
+
+def load_exported(folder: Path | str, device: str | torch.device | None = "auto") -> LoadedRun:
+    """An exported folder (``recipe.yaml``, ``model.safetensors``, the modalities' files): the model alone, no data read."""
+    from modkit.training.builder import build_model
+
+    folder = Path(folder)
+    source = str(folder / rundir.RECIPE)
+    recipe, resolved = resolve_raw(read_yaml(folder / rundir.RECIPE), [], None, source)
+    plugins = plugins_for(recipe.plugins, load_project().plugins)
+    torch_device = resolve_device(device)
+    torch.manual_seed(recipe.seed)
+    model = build_model(recipe, plugins, folder, source)
+    checkpoints.restore_components({checkpoints.MODEL: checkpoints.load_weights(folder)}, folder, model)
+    model.to(torch_device).eval()
+    return LoadedRun(folder, recipe, resolved, plugins, Setup(recipe, model, None, None, None), torch_device, None, exported=True)

@@ -13,11 +13,14 @@ import numpy as np
 from modkit.core.batch import Batch
 from modkit.data.dataset import Column, DatasetSource, ModalityView, Records, split_records, weak_supervision
 from modkit.core.engine import MultimodalVAE
+from modkit.core.fusion import Fusion
 from modkit.errors import DataError, ModkitError, RecipeError
 from modkit.core.modality import Modality
 from modkit.plugins.loader import PluginSet
 from modkit.config.recipe import Component, Recipe, component_config
 from modkit.core.subsets import SubsetSampler
+from modkit.training import distributed
+from modkit.training.distributed import SINGLE, Dist
 
 
 @dataclass
@@ -129,17 +132,39 @@ def check_data(view: ModalityView, source: str | None) -> None:
             raise RecipeError(f"modalities.{name}", f"does not fit the data in field '{view.fields[name]}': {exc}", source) from None
 
 
-def build(recipe: Recipe, plugins: PluginSet, run_dir: Path | None = None, source: str | None = None) -> Setup:
-    plugins.require_ok(recipe.plugins)
-    records, train_rows, test_rows = load_records(recipe, plugins, source)
-    modalities = build_modalities(recipe, plugins, records, train_rows, run_dir, source)
-    names = list(modalities)
-    fields = {n: field_of(m) for n, m in modalities.items()}
+class _NoRecords(Records):
+    """No data at all: an exported model is rebuilt from its own files (tokenizers), never from data."""
 
+    def __len__(self) -> int:
+        return 0
+
+
+def build_parts(recipe: Recipe, plugins: PluginSet, run_dir: Path | None, source: str | None, records: Records | None = None,
+                train_rows: np.ndarray | None = None) -> tuple[dict[str, Modality], Fusion, SubsetSampler]:
+    """The modalities (prepared on ``records``' training rows, or from ``run_dir``'s files alone), the fusion and the sampler."""
+    records = records if records is not None else _NoRecords()
+    train_rows = train_rows if train_rows is not None else np.zeros(0, dtype=np.int64)
+    modalities = build_modalities(recipe, plugins, records, train_rows, run_dir, source)
     fusion_cls = lookup(plugins, "fusion", recipe.model.fusion, "model.fusion", source)
     fusion = fusion_cls(modalities, recipe.model.latent_dim, component_config(recipe.model.fusion, fusion_cls.Config, "model.fusion", source))
     sampler_cls = lookup(plugins, "sampler", recipe.model.sampler, "model.sampler", source)
-    sampler = sampler_cls(len(names), component_config(recipe.model.sampler, sampler_cls.Config, "model.sampler", source), seed=recipe.seed)
+    sampler = sampler_cls(len(modalities), component_config(recipe.model.sampler, sampler_cls.Config, "model.sampler", source), seed=recipe.seed)
+    return modalities, fusion, sampler
+
+
+def build_model(recipe: Recipe, plugins: PluginSet, run_dir: Path, source: str | None = None) -> MultimodalVAE:
+    """The model alone, without data: what an exported folder (recipe, weights, tokenizers) is loaded into."""
+    plugins.require_ok(recipe.plugins)
+    modalities, fusion, _ = build_parts(recipe, plugins, run_dir, source)
+    return MultimodalVAE(modalities, fusion, recipe.model.latent_dim)
+
+
+def build(recipe: Recipe, plugins: PluginSet, run_dir: Path | None = None, source: str | None = None) -> Setup:
+    plugins.require_ok(recipe.plugins)
+    records, train_rows, test_rows = load_records(recipe, plugins, source)
+    modalities, fusion, sampler = build_parts(recipe, plugins, run_dir, source, records, train_rows)
+    names = list(modalities)
+    fields = {n: field_of(m) for n, m in modalities.items()}
 
     rows, presence = weak_supervision(train_rows, len(names), recipe.data.paired_fraction, recipe.data.split_seed)
     skip = recipe.data.on_bad_sample == "skip"
@@ -148,3 +173,18 @@ def build(recipe: Recipe, plugins: PluginSet, run_dir: Path | None = None, sourc
     check_data(train, source)
     model = MultimodalVAE(modalities, fusion, recipe.model.latent_dim)
     return Setup(recipe, model, sampler, train, test)
+
+
+def build_on_ranks(recipe: Recipe, plugins: PluginSet, run_dir: Path | None, source: str | None = None,
+                   dist: Dist = SINGLE) -> Setup:
+    """:func:`build` under torchrun: rank 0 builds first (modalities may fit and save state in the run
+    directory), then the others reuse its files where the filesystem is shared."""
+    if not dist.active:
+        return build(recipe, plugins, run_dir, source)
+    if dist.main:
+        setup = build(recipe, plugins, run_dir, source)
+        distributed.barrier(dist)
+        return setup
+    distributed.barrier(dist)
+    shared = run_dir if run_dir is not None and run_dir.is_dir() else None
+    return build(recipe, plugins, shared, source)

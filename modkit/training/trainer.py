@@ -35,27 +35,24 @@ from torch import Tensor
 
 from modkit.training import distributed
 
+from modkit.runs import checkpoint as checkpoints
 from modkit.runs import files as rundir
 from modkit.training.accel import accelerate
-from modkit.training.builder import Setup, build
+from modkit.training.builder import Setup, build_on_ranks
+from modkit.training.divergence import DivergenceError, DivergenceGuard  # noqa: F401 - DivergenceError: re-exported
+from modkit.training.optim import make_optimizer, make_scheduler, scale_learning_rate
 from modkit.data.dataset import EpochBatchSampler, make_loader
 from modkit.training.distributed import SINGLE, Dist
 from modkit.errors import ModkitError, RecipeError
 from modkit.evaluation.epoch_metrics import test_metrics
 from modkit.core.fusion import SubsetPlan
 from modkit.plugins.loader import PluginSet
-from modkit.config.recipe import BetaSpec, Recipe, TrainSpec
+from modkit.config.recipe import BetaSpec, Recipe
 from modkit.core.subsets import full
 from modkit.reporting.samples import write_samples
 from modkit.tracking import NULL_TRACKER, open_tracker  # tracking (issue 14)
 
-CHECKPOINT_FORMAT = 2
-
-
-class DivergenceError(ModkitError):
-    """Training kept producing non-finite losses or gradients; the run directory keeps its last good checkpoint."""
-
-    exit_code = 3
+CHECKPOINT_FORMAT = checkpoints.CHECKPOINT_FORMAT  # kept for old imports
 
 
 class Interrupted(ModkitError):
@@ -131,6 +128,8 @@ class _RolledBack(Exception):
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and not (name.startswith("cuda") and name[4:] in ("",) + tuple(f":{i}" for i in range(64))):
+        raise ModkitError(f"device '{name}' is not one modkit runs on: use auto, cpu, cuda or cuda:N")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ModkitError(f"device '{name}' requested but CUDA is not available on this machine (use --device cpu or auto)")
     return torch.device(name)
@@ -147,27 +146,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def make_optimizer(model: torch.nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
-    """Adam(W), fused where the device has fused kernels: they can skip a step on a device-side flag."""
-    cls = torch.optim.AdamW if spec.optimizer == "adamw" else torch.optim.Adam
-    kwargs = dict(lr=spec.lr, weight_decay=spec.weight_decay, amsgrad=spec.amsgrad)
-    try:
-        return cls(model.parameters(), fused=True, **kwargs)
-    except (RuntimeError, TypeError, ValueError):
-        return cls(model.parameters(), **kwargs)
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, spec: TrainSpec):
-    s = spec.scheduler
-    if s is None:
-        return None
-    if s.type == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=spec.epochs, eta_min=s.min_lr)
-    if s.type == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.step_epochs, gamma=s.gamma)
-    return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=s.gamma)
 
 
 def rng_state() -> dict[str, Any]:
@@ -204,8 +182,13 @@ class TrainState:
 
 
 class Trainer:
+    """Trains a built :class:`Setup` into ``run_dir``. The run's lifecycle (choosing and locking the run
+    directory, building, resuming, exporting) is :mod:`modkit.runs.lifecycle`'s; without a ``setup``
+    the trainer builds one itself (tests and benchmarks)."""
+
     def __init__(self, recipe: Recipe, resolved: dict[str, Any], plugins: PluginSet, run_dir: Path,
-                 device: torch.device, source: str | None = None, echo=print, dist: Dist = SINGLE):
+                 device: torch.device, source: str | None = None, echo=print, dist: Dist = SINGLE,
+                 setup: Setup | None = None):
         self.recipe, self.resolved, self.plugins = recipe, resolved, plugins
         self.run_dir, self.device, self.source, self.dist = run_dir, device, source, dist
         self.echo = echo if dist.main else (lambda *_a, **_k: None)
@@ -214,8 +197,10 @@ class Trainer:
                                 "processes (the global batch is split evenly across them)", source)
             error.shown_by_rank0 = True  # every rank reaches the same verdict
             raise error
-        seed_everything(recipe.seed)
-        self.setup: Setup = self._build()
+        if setup is None:  # a handed setup was built right after seeding (runs.lifecycle.make_trainer): keep its RNG stream
+            seed_everything(recipe.seed)
+            setup = build_on_ranks(recipe, plugins, run_dir, source, dist)
+        self.setup: Setup = setup
         self.model = self.setup.model.to(device)
         self.accel = accelerate(self.model, device, recipe.train.amp, recipe.train.compile)
         if dist.rank:
@@ -240,25 +225,11 @@ class Trainer:
         self.net = self._wrap(self.model)
         # the divergence guard's device-side state, and what it did
         self.bad_streak = torch.zeros((), device=device)
-        self.lr_scale = 1.0
-        self.rollbacks = 0
-        self.skipped_total = 0
+        self.guard = DivergenceGuard(recipe.train.divergence)
         self._signal = 0
         self._signal_at = 0.0
         self._stop_flags = LaggedFlags(device)
         self.tracker = NULL_TRACKER  # tracking (issue 14): opened when fit() starts (after a resume's restore)
-
-    def _build(self) -> Setup:
-        """Rank 0 builds first (modalities may fit and save state in the run directory), then the others reuse it."""
-        if not self.dist.active:
-            return build(self.recipe, self.plugins, self.run_dir, self.source)
-        if self.dist.main:
-            setup = build(self.recipe, self.plugins, self.run_dir, self.source)
-            distributed.barrier(self.dist)
-            return setup
-        distributed.barrier(self.dist)
-        shared = self.run_dir if self.run_dir.is_dir() else None  # a shared filesystem: reuse rank 0's files
-        return build(self.recipe, self.plugins, shared, self.source)
 
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """DistributedDataParallel across processes; the bare model on one."""
@@ -282,27 +253,12 @@ class Trainer:
         """Everything an exact resume needs. A collective under DDP: every rank must call it."""
         sums, seen = self._reduced_counts() if self.dist.active else (self.state.sums, self.state.seen)
         rng = rng_state()
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "epoch": self.state.epoch,
-            "step_in_epoch": self.state.step_in_epoch,
-            "global_step": self.state.global_step,
-            "sums": {k: v.detach().cpu() for k, v in sums.items()},
-            "seen": torch.as_tensor(seen).cpu(),
-            "skipped": torch.as_tensor(self.state.skipped).cpu(),
-            "bad_samples": self.state.bad_samples,
-            "bad_streak": self.bad_streak.cpu(),
-            "lr_scale": self.lr_scale,
-            "rollbacks": self.rollbacks,
-            "skipped_total": self.skipped_total,
-            "world": self.dist.world,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-            "sampler": self.sampler.state_dict(),
-            "rng": rng,
-            "rng_ranks": distributed.gather(rng, self.dist),
-        }
+        counters = {"epoch": self.state.epoch, "step_in_epoch": self.state.step_in_epoch, "global_step": self.state.global_step,
+                    "sums": {k: v.detach().cpu() for k, v in sums.items()}, "seen": torch.as_tensor(seen).cpu(),
+                    "skipped": torch.as_tensor(self.state.skipped).cpu(), "bad_samples": self.state.bad_samples,
+                    "bad_streak": self.bad_streak.cpu(), **self.guard.state()}
+        return checkpoints.layout(counters, self.model, self.optimizer, self.scheduler, self.sampler, rng,
+                                  distributed.gather(rng, self.dist), self.dist.world)
 
     def parameters_finite(self) -> bool:
         """One host sync: called before a checkpoint is written, never per step."""
@@ -320,7 +276,7 @@ class Trainer:
         state = self.checkpoint_state()
 
         def write() -> None:
-            rundir.save_checkpoint(self.run_dir, state)
+            checkpoints.save_checkpoint(self.run_dir, state)
             rundir.write_metrics(self.run_dir, self.rows)
 
         self._write_on_rank0(write)
@@ -347,7 +303,7 @@ class Trainer:
         ckpt: Any = None
         if self.dist.main:
             try:
-                ckpt = rundir.load_checkpoint(self.run_dir)
+                ckpt = checkpoints.load_checkpoint(self.run_dir)
             except ModkitError as exc:
                 ckpt = exc
         ckpt = distributed.broadcast(ckpt, self.dist)
@@ -359,12 +315,13 @@ class Trainer:
     def restore(self, ckpt: dict[str, Any] | None = None) -> None:
         """Continue from the run directory's newest complete checkpoint (``--resume``)."""
         ckpt = self.load() if ckpt is None else ckpt
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        if self.scheduler and ckpt.get("scheduler"):
-            self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.sampler.load_state_dict(ckpt["sampler"])
-        self._restore_rng(ckpt)
+        checkpoints.restore_components(ckpt, self.run_dir, self.model, self.optimizer, self.scheduler, self.sampler)
+        try:
+            self._restore_rng(ckpt)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            error = ModkitError(f"the checkpoint in {self.run_dir} has no usable RNG state ({checkpoints.first_line(exc)})")
+            error.shown_by_rank0 = True
+            raise error from None
         main = self.dist.main  # rank 0 carries the (already reduced) partial sums; the others start from zero
         sums = {k: (v if main else torch.zeros_like(v)).to(self.device) for k, v in ckpt["sums"].items()}
         seen = torch.as_tensor(ckpt["seen"] if main else 0, dtype=torch.float64, device=self.device)
@@ -372,9 +329,7 @@ class Trainer:
         self.state = TrainState(ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"], sums, seen, skipped,
                                 int(ckpt.get("bad_samples", 0)))
         self.bad_streak = torch.as_tensor(ckpt.get("bad_streak", 0.0), device=self.device).float()
-        self.lr_scale = float(ckpt.get("lr_scale", 1.0))
-        self.rollbacks = int(ckpt.get("rollbacks", 0))
-        self.skipped_total = int(ckpt.get("skipped_total", 0))
+        self.guard.load_state(ckpt)
         if main:
             self.rows = [r for r in rundir.read_metrics(self.run_dir) if r["epoch"] <= self.state.epoch]
 
@@ -519,7 +474,7 @@ class Trainer:
         if bar is not None:
             seen = max(float(self.state.seen), 1.0)
             bar.set_postfix({k: f"{v.item() / seen:.3g}" for k, v in self.state.sums.items() if "/" not in k or k.startswith("rec")})
-        if streak >= self.recipe.train.divergence.max_bad_steps:
+        if self.guard.too_long(streak):
             self.diverged(f"{streak} steps in a row had a non-finite loss or gradient")
 
     def end_epoch(self, beta: float, seconds: float) -> None:
@@ -533,13 +488,13 @@ class Trainer:
         row["time_s"] = round(seconds, 3)
         if skipped:
             row["skipped_steps"] = skipped
-        if self.rollbacks:
-            row["rollbacks"] = self.rollbacks
+        if self.guard.rollbacks:
+            row["rollbacks"] = self.guard.rollbacks
         if self.state.bad_samples:
             row["skipped_samples"] = self.state.bad_samples
-        if streak >= self.recipe.train.divergence.max_bad_steps:
+        if self.guard.too_long(streak):
             self.diverged(f"{streak} steps in a row had a non-finite loss or gradient")
-        self.skipped_total += skipped
+        self.guard.skipped_total += skipped
         self.rows.append(row)
         self.tracker.log_epoch(row)  # tracking (issue 14)
         self.state = TrainState(epoch=self.state.epoch + 1, global_step=self.state.global_step)
@@ -554,21 +509,12 @@ class Trainer:
     # -- faults ------------------------------------------------------------------------------
     def diverged(self, why: str) -> None:
         """Roll back to the last good checkpoint with a lower learning rate, or stop with the run directory intact."""
-        spec = self.recipe.train.divergence
-        step = self.state.global_step
-        if spec.action == "rollback" and self.rollbacks < spec.max_rollbacks:
+        spec, step = self.recipe.train.divergence, self.state.global_step
+        if self.guard.can_roll_back():
             ckpt = self.load()
-            rollbacks, scale = self.rollbacks + 1, self.lr_scale * spec.lr_factor
+            rollbacks, scale = self.guard.rollbacks + 1, self.guard.lr_scale * spec.lr_factor
             self.restore(ckpt)
-            ratio = scale / self.lr_scale
-            for group in self.optimizer.param_groups:
-                group["lr"] *= ratio
-                if "initial_lr" in group:
-                    group["initial_lr"] *= ratio
-            if self.scheduler is not None:
-                self.scheduler.base_lrs = [lr * ratio for lr in self.scheduler.base_lrs]
-                self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
-            self.rollbacks, self.lr_scale = rollbacks, scale
+            scale_learning_rate(self.optimizer, self.scheduler, self.guard.rolled_back(rollbacks, scale))
             self.echo(f"warning: {why} at step {step}; rolled back to step {self.state.global_step} with the "
                       f"learning rate ×{spec.lr_factor:g} (now {self.optimizer.param_groups[0]['lr']:.3g}; "
                       f"rollback {rollbacks}/{spec.max_rollbacks})")
@@ -576,13 +522,7 @@ class Trainer:
             raise _RolledBack
         if self.dist.main:
             rundir.write_metrics(self.run_dir, self.rows)
-        done = "" if spec.action == "stop" else f" after {self.rollbacks} rollback(s)"
-        error = DivergenceError(
-            f"training diverged: {why} at step {step} (epoch {self.state.epoch + 1}){done}. Stopped; {self.run_dir} "
-            f"keeps the last good checkpoint. Lower train.lr or set train.grad_clip and train again, "
-            f"or look at the data (a non-finite value in a batch is skipped every time).")
-        error.shown_by_rank0 = True  # every rank reaches the same verdict
-        raise error
+        raise self.guard.stop(why, step, self.state.epoch + 1, self.run_dir)
 
     def interrupt(self, signum: int) -> None:
         self.save(force=True)
@@ -636,10 +576,11 @@ class Trainer:
             self.echo(f"evaluation skipped {bad[0]} bad test samples")
         summary = {"name": self.recipe.name, "epochs": self.state.epoch, "steps": self.state.global_step,
                    "device": str(self.device), "processes": self.dist.world,
-                   "skipped_steps": self.skipped_total, "rollbacks": self.rollbacks,
+                   "skipped_steps": self.guard.skipped_total, "rollbacks": self.guard.rollbacks,
                    "train": {k: v for k, v in (self.rows[-1] if self.rows else {}).items() if k.startswith("train/")},
                    **metrics}
-        rundir.write_json(self.run_dir / rundir.SUMMARY, summary)
+        for key in rundir.write_json(self.run_dir / rundir.SUMMARY, summary):
+            self.echo(f"warning: {key} was not finite (NaN or infinite); summary.json holds null for it")
         complete = torch.nonzero(self.setup.test.presence.all(1)).flatten()[: self.recipe.eval.samples].tolist()
         if complete:
             write_samples(self.model, self.setup.test.__getitems__(complete), self.run_dir / rundir.SAMPLES_PNG,

@@ -17,8 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from modkit import (DiagGaussian, Experts, Fusion, FusionConfig, GaussianHead, LossOutput, ModkitError, RecipeError,
-                    hookimpl, kl_standard_normal, mlp, reparameterize)
-from modkit.runs.files import load_checkpoint
+                    hookimpl, kl_standard_normal, load_weights, mlp, reparameterize)
 
 
 class DownstreamConfig(BaseModel):
@@ -27,7 +26,8 @@ class DownstreamConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     task: str = Field(..., description="the modality to predict; its decoder is swapped for the task head")
     head: list[int] = Field([128], description="hidden sizes of the task head z → task output")
-    init_from: str | None = Field(None, description="a pretraining run directory whose weights start the model")
+    init_from: str | None = Field(None, description="a pretraining run directory whose weights start the model (read once, "
+                                                    "when the new run starts: the new run never needs it again)")
     freeze_features: bool = Field(True, description="keep the modalities' feature encoders fixed; the mixer is fine-tuned")
     kl: bool = Field(False, description="keep β·KL(q(z|X) ‖ N(0, I)) in the fine-tuning loss")
 
@@ -91,8 +91,6 @@ class LatentMix(Fusion):
         self.task_index = None
         if config.downstream is not None:
             self.task_index = self._index(config.downstream.task, "model.fusion.downstream.task")
-            if config.downstream.init_from:
-                self._load_pretrained(modalities, Path(config.downstream.init_from))
             task = modalities[config.downstream.task]
             with torch.no_grad():
                 out_shape = tuple(task.decode(torch.zeros(1, latent_dim)).shape[1:])
@@ -104,19 +102,31 @@ class LatentMix(Fusion):
             raise RecipeError(key, f"'{name}' is not a modality of this recipe ({', '.join(self.names)})")
         return self.names.index(name)
 
+    def initialize(self, model) -> None:
+        """A new fine-tuning run starts from its pretraining run (``downstream.init_from``): the modality
+        encoders/decoders and the mixer (not the aux head) are copied in here, once; from then on they live in
+        this run's own checkpoints, so the pretraining run may move or go."""
+        source = self.config.downstream.init_from if self.config.downstream is not None else None
+        if source:
+            self._load_pretrained(model.modalities, Path(source))
+
     def _load_pretrained(self, modalities, run_dir: Path) -> None:
         """Start from a pretraining run: its modality encoders/decoders and its mixer (not its aux head)."""
         key = "model.fusion.downstream.init_from"
         if not run_dir.is_dir():
             raise RecipeError(key, f"run directory {run_dir} not found")
         try:
-            state = load_checkpoint(run_dir)["model"]
+            state = load_weights(run_dir)
         except ModkitError as exc:
             raise RecipeError(key, str(exc)) from None
         try:
             for name, modality in modalities.items():
                 prefix = f"modalities.{name}."
-                modality.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+                missing, unexpected = modality.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)},
+                                                               strict=False)
+                missing = [k for k in missing if not k.startswith("task_head.")]  # the head is new: it starts fresh
+                if missing or unexpected:
+                    raise RuntimeError(f"modality '{name}' does not match (first: {(missing + unexpected)[0]})")
             parts = ("mixer", "gaussian", "pre_concat")
             mine = {k.removeprefix("fusion."): v for k, v in state.items() if k.startswith(tuple(f"fusion.{p}." for p in parts))}
             expected = {f"{p}.{k}" for p in parts for k in getattr(self, p).state_dict()}

@@ -9,24 +9,16 @@ import sys
 from pathlib import Path
 
 import torch
-import yaml
 
-from modkit.runs import files as rundir
-from modkit.training.builder import build
-from modkit import EpochBatchSampler, ModkitError, make_loader
-from modkit.plugins.loader import load_plugins
-from modkit.config.recipe import resolve_raw
+from modkit import EpochBatchSampler, ModkitError, load, make_loader
 
 
 @torch.no_grad()
-def classifier_accuracy(run_dir: Path) -> dict[str, float]:
+def classifier_accuracy(run_dir: Path, device: str = "auto") -> dict[str, float]:
     """Argmax accuracy of q(y|x) on the run's test split (samples with the target and an input present),
     and how often the target's decoder, reading q(z | inputs), agrees with it."""
-    recipe, _ = resolve_raw(yaml.safe_load((run_dir / rundir.RECIPE).read_text()), [], None, str(run_dir / rundir.RECIPE))
-    setup = build(recipe, load_plugins(recipe.plugins))
-    model = setup.model
-    model.load_state_dict(rundir.load_checkpoint(run_dir)["model"])
-    model.eval()
+    run = load(run_dir, device)  # the run's own recipe, files (tokenizers) and checkpoint: nothing refitted
+    setup, model, recipe = run.setup, run.model, run.recipe
     fusion = model.fusion
     if not hasattr(fusion, "classify"):
         raise ModkitError(f"{run_dir} is not an m2 run (fusion '{recipe.model.fusion.type}')")
@@ -34,6 +26,7 @@ def classifier_accuracy(run_dir: Path) -> dict[str, float]:
     inputs = [model.names[i] for i in fusion.inputs]
     loader = make_loader(setup.test, EpochBatchSampler(len(setup.test), 512, shuffle=False))
     for batch in loader:
+        batch = batch.to(model.device)
         x_present = batch.present[:, fusion.inputs]
         keep = batch.present[:, fusion.t_index] & x_present.any(-1)
         h = fusion._inputs(fusion.input_features(model, batch), x_present)

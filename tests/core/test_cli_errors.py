@@ -62,7 +62,7 @@ def test_bad_recipe_clear_error(tmp_path, monkeypatch, title, raw, key, allowed)
     assert isinstance(result.exception, SystemExit), result.exception
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("error: ") and key in line and allowed in line, line
-    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    assert not (tmp_path / "run" / "checkpoint.safetensors").exists()
 
 
 def test_bad_recipe_in_a_real_process(tmp_path):

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from modkit.cli.main import main
 from modkit.config.project import load_project
 from modkit.config.recipe import load_recipe
+from modkit.runs.checkpoint import load_checkpoint
 
 
 def run_cli(args, cwd):
@@ -22,7 +23,7 @@ def test_train_writes_run_directory_and_resume_continues_exactly(tiny_recipe, tm
     run = tmp_path / "run"
     out = run_cli(["train", str(tiny_recipe), "--out", str(run)], cwd=tmp_path).stdout
     assert "epoch 2/2" in out and "balanced_accuracy/image->label" in out
-    for name in ["recipe.yaml", "metrics.jsonl", "metrics.csv", "checkpoint.pt", "samples.png", "samples.md", "summary.json"]:
+    for name in ["recipe.yaml", "metrics.jsonl", "metrics.csv", "checkpoint.safetensors", "samples.png", "samples.md", "summary.json"]:
         assert (run / name).is_file(), name
     text = (run / "samples.md").read_text()  # the label renders as text: its class names, per source column
     assert "| modality | data | from all | from image | from label |" in text and "| label |" in text
@@ -40,8 +41,8 @@ def test_train_writes_run_directory_and_resume_continues_exactly(tiny_recipe, tm
     assert "resuming" in out and "epoch 3/3" in out and "epoch 1/3" not in out
     straight = tmp_path / "straight"
     run_cli(["train", str(tiny_recipe), "--set", "train.epochs=3", "--out", str(straight)], cwd=tmp_path)
-    a = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(straight / "checkpoint.pt", weights_only=False)["model"]
+    a = load_checkpoint(run)["model"]
+    b = load_checkpoint(straight)["model"]
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
     rows_resumed = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

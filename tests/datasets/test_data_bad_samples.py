@@ -58,7 +58,7 @@ def test_inconsistent_row_stops_before_training(tmp_path):
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1].startswith(f"error: {tmp_path / 'm.jsonl'} line 8: field 'label' is a string")
     assert "set data.on_bad_sample: skip" in result.output and "Traceback" not in result.output
-    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    assert not (tmp_path / "run" / "checkpoint.safetensors").exists()
 
 
 @pytest.mark.parametrize("bad, message", [({"corrupt_train": True, "bad_label": False}, "line 3, field 'image': cannot read image"),

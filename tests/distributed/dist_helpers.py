@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
 from click.testing import CliRunner
 
 HERE = Path(__file__).parent
@@ -27,8 +26,10 @@ def modkit_here(args: list[str]):
     return CliRunner().invoke(main, args, catch_exceptions=False)
 
 
-def load(run: Path, name: str = "checkpoint.pt") -> dict:
-    return torch.load(run / name, map_location="cpu", weights_only=False)
+def load(run: Path, name: str = "checkpoint.safetensors") -> dict:
+    from modkit.runs import checkpoint, state_file
+
+    return state_file.read(run / name, checkpoint.KIND, checkpoint.CHECKPOINT_FORMAT)
 
 
 def leftovers(run: Path) -> list[str]:

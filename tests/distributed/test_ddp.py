@@ -38,7 +38,7 @@ def test_two_gloo_processes_match_one_process(project, monkeypatch):
     run = runs[0]
     assert done.stdout.count("run directory:") == 1 and done.stdout.count("epoch 2/2") == 1  # only rank 0 prints
     assert "2 processes, cpu (gloo), 32 samples per process per step" in done.stdout
-    assert {"checkpoint.pt", "metrics.jsonl", "summary.json", "recipe.yaml"} <= {p.name for p in run.iterdir()}
+    assert {"checkpoint.safetensors", "metrics.jsonl", "summary.json", "recipe.yaml"} <= {p.name for p in run.iterdir()}
     assert json.loads((run / "summary.json").read_text())["processes"] == 2
     assert len(list(run.glob("events.out.tfevents*"))) == 1  # tracking (issue 14): rank 0 alone writes TensorBoard events
 

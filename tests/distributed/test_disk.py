@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from dist_helpers import leftovers, load, modkit_here
+from modkit.runs import checkpoint as checkpoints
 from modkit.runs import files as rundir
 from modkit.errors import ModkitError
 from modkit.training.trainer import Trainer
@@ -43,13 +44,13 @@ def read_only(folder: Path):
 
 
 def test_disk_full_leaves_every_file_as_it_was(tmp_path, monkeypatch):
-    rundir.save_checkpoint(tmp_path, {"step": 1})
-    rundir.save_checkpoint(tmp_path, {"step": 2})
+    checkpoints.save_checkpoint(tmp_path, {"step": 1, "model": {}})
+    checkpoints.save_checkpoint(tmp_path, {"step": 2, "model": {}})
     rundir.write_metrics(tmp_path, [{"epoch": 1, "loss": 3.0}])
     rundir.write_json(tmp_path / rundir.SUMMARY, {"ok": True})
     before = _snapshot(tmp_path)
     monkeypatch.setattr(os, "fsync", _disk_full)  # where a full disk (or quota, or NFS) reports it
-    writes = [lambda: rundir.save_checkpoint(tmp_path, {"step": 3, "weights": torch.zeros(10_000)}),
+    writes = [lambda: checkpoints.save_checkpoint(tmp_path, {"step": 3, "model": {}, "weights": torch.zeros(10_000)}),
               lambda: rundir.write_metrics(tmp_path, [{"epoch": 1}, {"epoch": 2}]),
               lambda: rundir.write_json(tmp_path / rundir.SUMMARY, {"ok": False})]
     for write in writes:
@@ -57,14 +58,14 @@ def test_disk_full_leaves_every_file_as_it_was(tmp_path, monkeypatch):
             write()
     monkeypatch.undo()
     assert _snapshot(tmp_path) == before  # nothing half-written, nothing left over
-    assert rundir.load_checkpoint(tmp_path)["step"] == 2
+    assert checkpoints.load_checkpoint(tmp_path)["step"] == 2
 
 
 def test_a_torn_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
-    rundir.save_checkpoint(tmp_path, {"step": 1})
-    rundir.save_checkpoint(tmp_path, {"step": 2})
-    (tmp_path / rundir.CHECKPOINT).write_bytes(b"half a file")  # what a non-atomic writer could leave
-    assert rundir.load_checkpoint(tmp_path)["step"] == 1
+    checkpoints.save_checkpoint(tmp_path, {"step": 1, "model": {}})
+    checkpoints.save_checkpoint(tmp_path, {"step": 2, "model": {}})
+    (tmp_path / checkpoints.CHECKPOINT).write_bytes(b"half a file")  # what a non-atomic writer could leave
+    assert checkpoints.load_checkpoint(tmp_path)["step"] == 1
 
 
 def test_disk_full_during_training_is_one_clear_error(project, monkeypatch):
@@ -79,7 +80,7 @@ def test_disk_full_during_training_is_one_clear_error(project, monkeypatch):
     result = modkit_here(["train", "tiny.yaml", "--out", "run", "--set", "train.checkpoint_every=5"])
     monkeypatch.undo()
     assert result.exit_code == 1
-    assert result.output.strip().splitlines()[-1].startswith("error: cannot write run/checkpoint.pt: No space left on device. "
+    assert result.output.strip().splitlines()[-1].startswith("error: cannot write run/checkpoint.safetensors: No space left on device. "
                                                             "run keeps its last complete checkpoint")
     assert "Traceback" not in result.output
     run = project / "run"
@@ -113,5 +114,5 @@ def test_run_directory_turning_read_only_mid_run(project, monkeypatch):
     with stack:
         result = modkit_here(["train", "tiny.yaml", "--out", "run", "--set", "train.checkpoint_every=5"])
     assert result.exit_code == 1
-    assert "error: cannot write run/checkpoint.pt:" in result.output and "Traceback" not in result.output
+    assert "error: cannot write run/checkpoint.safetensors:" in result.output and "Traceback" not in result.output
     assert _snapshot(run) == locked and load(run)["global_step"] == 5

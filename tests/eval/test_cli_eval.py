@@ -42,21 +42,22 @@ def test_eval_writes_every_group(run_dir):
                                                "image+label->image", "image+label->label"}
     assert data["likelihood"]["log p(image)"]["items"] == 64 and data["likelihood"]["log p(image)"]["mean"] < 0
     assert data["judges"]["image/label"]["kind"] == "classifier" and data["judges"]["image/label"]["balanced_accuracy"] > 0.8
-    assert (run_dir / "judges.pkl").exists()
+    assert (run_dir / "judges.safetensors").exists() and not (run_dir / "judges.pkl").exists()
     assert "wrote" in result.output
 
 
 def test_coherence_matches_an_independent_recomputation(run_dir):
     """label→image coherence recomputed item by item from model primitives and the saved judge."""
-    import pickle
-
     from sklearn.metrics import balanced_accuracy_score
 
     from modkit.runs.loading import load_run
 
     data = json.loads((run_dir / "eval.json").read_text())
     run = load_run(run_dir, "cpu")
-    judge = pickle.loads((run_dir / "judges.pkl").read_bytes())["classifiers"][("image", "label")]
+    from modkit.evaluation.judges import JudgeSet
+
+    judges = JudgeSet.load(run_dir / "judges.safetensors", None)
+    judge, reducer = judges.classifiers[("image", "label")], judges.reducers["image"]
     test = run.setup.test
     y, pred = [], []
     with torch.no_grad():
@@ -64,7 +65,7 @@ def test_coherence_matches_an_independent_recomputation(run_dir):
             batch = test.__getitems__([i])
             z = run.model.posterior(batch, ["label"]).mean[0]
             image = run.model.modalities["image"].predict(run.model.modalities["image"].decode(z))
-            pred.append(judge.predict(image.flatten(1).numpy())[0])
+            pred.append(judge.predict(reducer.transform(image.flatten(1).numpy()))[0])
             y.append(int(batch.data["label"][0]))
     expected = balanced_accuracy_score(y, pred)
     assert data["coherence"]["cross"]["label->image"]["label"] == pytest.approx(expected, abs=1e-9)

@@ -89,11 +89,12 @@ def test_downstream_head_replaces_the_task_decoder(tiny, first_batch):
 
 
 def test_downstream_starts_from_a_pretraining_run(tiny, tmp_path, plugins):
-    from modkit.runs import files as rundir
+    from modkit.runs import checkpoint
 
     pre = tiny("digits-latent_mix")
-    rundir.save_checkpoint(tmp_path, {"model": pre.model.state_dict()})
+    checkpoint.save_checkpoint(tmp_path, {"model": pre.model.state_dict()})
     down = tiny("digits-latent_mix", "model.fusion.downstream.task=label", f"model.fusion.downstream.init_from={tmp_path}")
+    down.model.fusion.initialize(down.model)  # what a new run does once, before its first step
     for key, value in pre.model.state_dict().items():
         if key.startswith(("fusion.mixer", "fusion.gaussian", "modalities.image")):
             torch.testing.assert_close(down.model.state_dict()[key], value, rtol=0, atol=0)
@@ -108,3 +109,32 @@ def test_kl_term_is_the_standard_normal_kl(tiny, first_batch):
         out = fusion.loss(model, batch, None, 1.0)
         mu, logvar = fusion.mix(fusion.features(model, batch), batch.present)
     torch.testing.assert_close(out.terms["kl"], kl_standard_normal(mu, logvar).mean())
+
+
+def test_a_fine_tuned_run_is_self_contained(tmp_path, monkeypatch):
+    """init_from is read once, when the fine-tuning run starts; the run then loads and resumes after the
+    pretraining run has moved away."""
+    import modkit
+    from modkit.runs import checkpoint
+
+    from conftest import ROOT, SMALL
+
+    monkeypatch.chdir(tmp_path)
+    sets = [*SMALL, "train.epochs=1", "train.device=cpu", "train.progress=false"]
+    quiet = dict(echo=lambda s: None)
+    pre = modkit.train(ROOT / "recipes" / "digits-latent_mix.yaml", overrides=sets, out="pre", **quiet)
+    down = modkit.train(ROOT / "recipes" / "digits-latent_mix.yaml", out="down", **quiet,
+                        overrides=[*sets, "model.fusion.downstream.task=label", "model.fusion.downstream.init_from=pre"])
+    assert down.run_dir.is_dir()
+    from modkit.runs import state_file
+
+    # the checkpoint written before the first step holds the pretrained mixer and modalities
+    first = state_file.read(tmp_path / "down" / checkpoint.PREVIOUS, checkpoint.KIND, checkpoint.CHECKPOINT_FORMAT)
+    assert first["global_step"] == 0
+    copied = [k for k in pre.model.state_dict() if k.startswith(("fusion.mixer", "fusion.gaussian", "modalities.image"))]
+    assert copied and all(torch.equal(first["model"][k], pre.model.state_dict()[k].cpu()) for k in copied)
+    (tmp_path / "pre").rename(tmp_path / "moved")
+    loaded = modkit.load("down", "cpu")
+    assert loaded.generate(given={"image": loaded.setup.test.__getitems__([0]).data["image"][0].numpy()}, target="label", n=1)
+    resumed = modkit.train(resume="down", overrides={"train.epochs": 2}, **quiet)
+    assert resumed.checkpoint_epoch == 2

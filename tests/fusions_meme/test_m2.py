@@ -122,3 +122,18 @@ def test_temperature_anneals_with_training_steps(tiny, first_batch):
     taus = [fusion.loss(model, batch, None, 1.0).terms["tau"].item() for _ in range(3)]
     assert taus == pytest.approx([1.0, math.exp(-0.1), math.exp(-0.2)], rel=1e-5)
     assert int(model.state_dict()["fusion.step"]) == 3  # the schedule's clock is checkpointed, so resume continues it
+
+
+def test_accuracy_helper_reads_the_run_through_modkit_load(tmp_path, monkeypatch):
+    """python -m modkit_m2.accuracy RUN: the run's own recipe and checkpoint (modkit.load), no rebuild of its own."""
+    import modkit
+    from modkit_m2.accuracy import classifier_accuracy, main
+
+    from conftest import ROOT, SMALL
+
+    monkeypatch.chdir(tmp_path)
+    modkit.train(ROOT / "recipes" / "digits-m2.yaml", overrides=[*SMALL, "train.epochs=1", "train.device=cpu"], out="m2",
+                 echo=lambda s: None)
+    result = classifier_accuracy(tmp_path / "m2", "cpu")
+    assert 0 <= result["classifier_accuracy"] <= 1 and result["n"] > 0
+    assert main([str(tmp_path / "nowhere")]) == 1
