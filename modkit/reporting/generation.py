@@ -38,8 +38,9 @@ def parse_given(items: Sequence[str], names: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def given_batch(run: LoadedRun, given: dict[str, str]) -> Batch:
-    """One row holding the given modalities (a value naming an existing file is passed as a path)."""
+def given_batch(run: LoadedRun, given: dict[str, Any]) -> Batch:
+    """One row holding the given modalities: typed text goes through ``Modality.load_given`` (a file's
+    path, or the text); a value the Python API passes (an array, a number) goes to ``preprocess`` as it is."""
     model = run.model
     data, present = {}, []
     for name in model.names:
@@ -47,7 +48,7 @@ def given_batch(run: LoadedRun, given: dict[str, str]) -> Batch:
         if name in given:
             raw = given[name]
             try:
-                sample = modality.preprocess(modality.load_given(raw))
+                sample = modality.preprocess(modality.load_given(raw) if isinstance(raw, str) else raw)
             except DataError as exc:
                 raise DataError(f"--given {name}: {exc}") from None
             except Exception as exc:  # noqa: BLE001 - a value the modality cannot read is the user's input

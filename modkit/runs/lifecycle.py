@@ -245,7 +245,7 @@ def export(run, dest: Path | str) -> Path:
     check_new_run_dir(dest)
     rundir.ensure_writable(dest)
     for item in sorted(run.run_dir.iterdir()):
-        if item.name in RUN_ONLY or item.name.startswith("."):
+        if item.name in RUN_ONLY or item.name.startswith((".", "events.out.tfevents")):  # TensorBoard events: training only
             continue
         if item.is_dir():
             shutil.copytree(item, dest / item.name)

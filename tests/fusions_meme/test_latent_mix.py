@@ -1,4 +1,6 @@
 """latent_mix: the auxiliary loss, modality dropout, subset posteriors, and the downstream task head."""
+from pathlib import Path
+
 import torch
 
 from modkit.core.gaussian import kl_standard_normal
@@ -117,7 +119,9 @@ def test_a_fine_tuned_run_is_self_contained(tmp_path, monkeypatch):
     import modkit
     from modkit.runs import checkpoint
 
-    from conftest import ROOT, SMALL
+    # this folder's conftest values, spelled out: `import conftest` finds whichever tests/*/conftest.py loaded first
+    ROOT = Path(__file__).resolve().parents[2]
+    SMALL = ["modalities.image.hidden=[32]", "modalities.label.hidden=[32]", "modalities.label.embedding_dim=8"]
 
     monkeypatch.chdir(tmp_path)
     sets = [*SMALL, "train.epochs=1", "train.device=cpu", "train.progress=false"]

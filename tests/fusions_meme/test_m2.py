@@ -1,5 +1,6 @@
 """M2: Gumbel-softmax limits, the temperature schedule, and the supervised vs unsupervised terms."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -129,7 +130,9 @@ def test_accuracy_helper_reads_the_run_through_modkit_load(tmp_path, monkeypatch
     import modkit
     from modkit_m2.accuracy import classifier_accuracy, main
 
-    from conftest import ROOT, SMALL
+    # this folder's conftest values, spelled out: `import conftest` finds whichever tests/*/conftest.py loaded first
+    ROOT = Path(__file__).resolve().parents[2]
+    SMALL = ["modalities.image.hidden=[32]", "modalities.label.hidden=[32]", "modalities.label.embedding_dim=8"]
 
     monkeypatch.chdir(tmp_path)
     modkit.train(ROOT / "recipes" / "digits-m2.yaml", overrides=[*SMALL, "train.epochs=1", "train.device=cpu"], out="m2",

@@ -54,7 +54,7 @@ def check_mlflow(uri: str, run_dir: Path) -> None:
     assert any("-to-" in name for name in finals)  # cross-modal names, made MLflow-safe
     assert {k: run.data.metrics.get(k) for k in finals} == pytest.approx(finals)
     artifacts = {a.path for a in client.list_artifacts(run_id)}
-    assert {"recipe.yaml", "summary.json", "metrics.jsonl", "samples.png", "checkpoint.pt"} <= artifacts
+    assert {"recipe.yaml", "summary.json", "metrics.jsonl", "samples.png", "checkpoint.safetensors"} <= artifacts
     assert any(a.startswith("events.out.tfevents") for a in artifacts)
 
 
