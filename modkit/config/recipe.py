@@ -96,6 +96,9 @@ class DataSpec(Strict):
     test_fraction: float = Field(0.2, gt=0, lt=1)
     split_seed: int = 0
     paired_fraction: float = Field(1.0, gt=0, le=1)
+    #: what the unpaired rows of weak supervision become: "split" (MVAE: one row per modality alone), "drop"
+    #: (train on the pairs only), or the modalities an unpaired row keeps (["image"]: image-only rows)
+    unpaired: Literal["split", "drop"] | list[str] = "split"
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(512, ge=1)
     num_workers: int = Field(0, ge=0)

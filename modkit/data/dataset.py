@@ -313,20 +313,30 @@ def split_records(records: Records, test_fraction: float, seed: int) -> tuple[np
     return np.sort(perm[n_test:]), np.sort(perm[:n_test])
 
 
-def weak_supervision(rows: np.ndarray, n_modalities: int, paired_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """MVAE's protocol: keep ``paired_fraction`` of rows paired; split every other row into one row per modality.
+def weak_supervision(rows: np.ndarray, n_modalities: int, paired_fraction: float, seed: int,
+                     unpaired: str | Sequence[int] = "split") -> tuple[np.ndarray, np.ndarray]:
+    """MVAE's protocol: keep ``paired_fraction`` of rows paired; the others become what ``unpaired`` says.
 
-    Returns (rows, presence): paired rows see all modalities; each unpaired row appears N times,
-    each time with one modality only, so the model never sees its modalities together.
+    Returns (rows, presence): paired rows see all modalities. With ``"split"`` (MVAE) each unpaired row
+    appears N times, each time with one modality only, so the model never sees its modalities together;
+    with ``"drop"`` unpaired rows are left out (training on the pairs alone); with a list of modality
+    indices each unpaired row appears once with only those (``[0]``: image-only rows, MEME's scheme
+    where one modality is missing).
     """
     if paired_fraction >= 1.0 or n_modalities == 1:
         return rows, np.ones((len(rows), n_modalities), dtype=bool)
     perm = np.random.default_rng(seed + 1).permutation(len(rows))
     n_paired = int(round(paired_fraction * len(rows)))
-    paired, unpaired = rows[perm[:n_paired]], rows[perm[n_paired:]]
-    out_rows = np.concatenate([paired, np.repeat(unpaired, n_modalities)])
-    presence = np.concatenate([np.ones((len(paired), n_modalities), dtype=bool),
-                               np.tile(np.eye(n_modalities, dtype=bool), (len(unpaired), 1))])
+    paired, unpaired_rows = rows[perm[:n_paired]], rows[perm[n_paired:]]
+    if unpaired == "split":
+        shown = np.eye(n_modalities, dtype=bool)
+    elif unpaired == "drop":
+        shown = np.zeros((0, n_modalities), dtype=bool)
+    else:
+        shown = np.zeros((1, n_modalities), dtype=bool)
+        shown[0, list(unpaired)] = True
+    out_rows = np.concatenate([paired, np.repeat(unpaired_rows, len(shown))])
+    presence = np.concatenate([np.ones((len(paired), n_modalities), dtype=bool), np.tile(shown, (len(unpaired_rows), 1))])
     return out_rows, presence
 
 

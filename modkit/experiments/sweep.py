@@ -178,16 +178,16 @@ def parse_space(overrides: list[str]) -> Space:
             raise RecipeError("--set", f"'{text}' is not key=value")
         key, raw = (s.strip() for s in text.split("=", 1))
         dim = parse_dimension(key, raw)
-        if dim is None:
-            fixed.append(f"{key}={raw}")
-        elif key == "seed":
-            values = dim.grid_values() if dim.is_range else dim.values
+        if key == "seed":  # seeds repeat every trial, one of them too
+            values = [raw] if dim is None else (dim.grid_values() if dim.is_range else dim.values)
             seeds = []
             for v in values:
                 number = _number(v, f"seed={v}")
                 if not isinstance(number, int):
                     raise RecipeError("--set", f"seed={v}: a seed must be an integer")
                 seeds.append(number)
+        elif dim is None:
+            fixed.append(f"{key}={raw}")
         else:
             if key in {d.key for d in dims}:
                 raise RecipeError("--set", f"{key} is swept twice")

@@ -166,7 +166,14 @@ def build(recipe: Recipe, plugins: PluginSet, run_dir: Path | None = None, sourc
     names = list(modalities)
     fields = {n: field_of(m) for n, m in modalities.items()}
 
-    rows, presence = weak_supervision(train_rows, len(names), recipe.data.paired_fraction, recipe.data.split_seed)
+    unpaired = recipe.data.unpaired
+    if isinstance(unpaired, list):
+        unknown = [u for u in unpaired if u not in names]
+        if unknown or not unpaired or len(set(unpaired)) == len(names):
+            raise RecipeError("data.unpaired", f"'{unknown[0]}' is not a modality of this recipe ({', '.join(names)})" if unknown else
+                              f"name some but not all of the modalities ({', '.join(names)}), or use split or drop", source)
+        unpaired = [names.index(u) for u in unpaired]
+    rows, presence = weak_supervision(train_rows, len(names), recipe.data.paired_fraction, recipe.data.split_seed, unpaired)
     skip = recipe.data.on_bad_sample == "skip"
     train = ModalityView(records, modalities, fields, rows, presence, skip_bad=skip)
     test = ModalityView(records, modalities, fields, test_rows, skip_bad=skip)

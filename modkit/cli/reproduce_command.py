@@ -1,0 +1,36 @@
+"""``modkit reproduce``: the papers' claims over seeds, beside baselines, with verdicts (docs/reproductions.md)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from modkit.cli.errors import user_errors
+
+
+@click.command("reproduce")
+@click.argument("claims", nargs=-1)
+@click.option("--quick", is_flag=True, help="One seed, 3 epochs, one x value: checks the machinery in minutes (verdicts inconclusive).")
+@click.option("--seeds", type=click.IntRange(1), default=3, show_default=True, help="Seeds per arm and x (the full tier).")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Training processes (each gets cores/N threads).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Where the runs go (default: runs/reproduce, or runs/reproduce-quick); rerunning continues them.")
+@click.option("--report", type=click.Path(path_type=Path), default=None,
+              help="The Markdown written (default: docs/reproductions.md; with --quick: OUT/reproductions.md).")
+@click.option("--list", "list_claims", is_flag=True, help="List the claims and exit.")
+@user_errors
+def reproduce_command(claims: tuple[str, ...], quick: bool, seeds: int, workers: int, out: Path | None, report: Path | None,
+                      list_claims: bool) -> None:
+    """Run CLAIMS (default: all) and write their verdicts: reproduced, in direction only, or contradicted."""
+    from modkit.experiments import claims as catalogue
+    from modkit.experiments.reproduce import REPO, RESULTS_MD, reproduce
+
+    if list_claims:
+        for claim in catalogue.CLAIMS:
+            click.echo(f"{claim.id:<28} {claim.title} ({claim.source})")
+        return
+    out = out or Path("runs") / ("reproduce-quick" if quick else "reproduce")
+    report = report or (out / RESULTS_MD if quick else REPO / "docs" / RESULTS_MD)
+    figures = report.parent / "figures" / "reproductions" if not quick else out / "figures"
+    reproduce(list(claims), quick, seeds, workers, out, report, figures, ["modkit", "reproduce", *sys.argv[2:]], echo=click.echo)

@@ -1,0 +1,169 @@
+"""The papers' claims that ``modkit reproduce`` checks: each with its arms, its baseline and a verdict rule
+written down before anything runs.
+
+A claim compares a *subject* arm (the paper's method) with a *baseline* arm on one metric, at each value
+of a swept recipe key (``x_key``, e.g. the paired fraction) or at one point. Arms are recipes with fixed
+``--set`` values, trained over seeds by the sweep engine; ``logreg`` arms are a logistic regression fitted
+on exactly the labelled pairs the models were allowed to see. Numbers the paper reports are quoted from
+``../shared/REFERENCE.md`` (which collects them from the papers); modkit's own come only from the run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: the verdict rule every claim uses unless it says otherwise (written before the run)
+GAP_RULE = ("At each x in the claim's region, gap = mean(subject) − mean(baseline) and "
+            "se = √(sd_subject²/n_subject + sd_baseline²/n_baseline). **Reproduced** if gap > 2·se at some x of the "
+            "region; **contradicted** if gap < −2·se at every x of the region; **reproduced in direction only** if "
+            "gap > 0 at some x but nowhere by 2·se; otherwise **not reproduced**. With one seed (--quick) se is "
+            "unknown and the verdict is **inconclusive**.")
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    recipe: str = ""  # relative to the repository's recipes/ folder
+    sets: tuple[str, ...] = ()
+    kind: str = "model"  # "model": trained over seeds; "logreg": scikit-learn on the recipe's labelled pairs
+    label: str = ""  # how tables name it
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    title: str
+    source: str  # paper and where in it
+    statement: str  # what the paper claims
+    paper_number: str  # what it reports, quoted
+    metric: str  # a summary.json / eval.json summary key
+    metric_label: str
+    arms: tuple[Arm, ...]
+    subject: str
+    baseline: str
+    x_key: str | None = None
+    xs: tuple[float, ...] = ()
+    quick_xs: tuple[float, ...] = ()
+    region: tuple[float, ...] = ()  # the xs the verdict looks at (default: all)
+    quick_sets: tuple[str, ...] = ("train.epochs=3",)
+    evaluate: dict | None = None  # EvalSettings for arms whose metric comes from eval.json
+    quick_evaluate: dict | None = None
+    rule: str = GAP_RULE
+    diagnosis: str = ""  # what is known about why it does or does not reproduce (written from the code and papers)
+    extra: dict = field(default_factory=dict)
+
+
+PAIRED = "data.paired_fraction"
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim(
+        id="mvae-weak-supervision",
+        title="MVAE under weak supervision: image → label with few paired examples",
+        source="Wu & Goodman 2018, §5.1 and Fig. 3",
+        statement="With few paired examples a multimodal VAE predicts the label from the image better than "
+                  "baselines trained on the pairs alone: MVAE beats them in the middle regime of the paired fraction.",
+        paper_number="Fig. 3 (MNIST, FashionMNIST, MultiMNIST): MVAE above the baselines in the middle of the "
+                     "paired-fraction axis; no single number (REFERENCE.md)",
+        metric="balanced_accuracy/image->label",
+        metric_label="image → label balanced accuracy (chance 0.10)",
+        arms=(
+            Arm("poe", "digits-poe-partial.yaml", label="PoE (MVAE protocol)"),
+            Arm("poe-pairs", "digits-poe-partial.yaml", ("data.unpaired=drop",), label="PoE on the pairs only"),
+            Arm("moe", "digits-moe-partial.yaml", label="MoE (MMVAE)"),
+            Arm("mopoe", "digits-mopoe-partial.yaml", label="MoPoE"),
+            Arm("meme", "digits-meme-partial.yaml", label="MEME"),
+            Arm("m2", "digits-m2-partial.yaml", label="M2"),
+            Arm("logreg", "digits-poe-partial.yaml", kind="logreg", label="logistic regression on the pairs"),
+        ),
+        subject="poe", baseline="logreg",
+        x_key=PAIRED, xs=(0.01, 0.03, 0.1, 0.3, 1.0), quick_xs=(0.1,), region=(0.03, 0.1, 0.3),
+        diagnosis="On digits the label-only rows of MVAE's protocol train the label encoder and decoder apart "
+                  "from the image ones (MEME's Appendix H describes this failure): compare `poe` with `poe-pairs`, "
+                  "which sees the same pairs without the unpaired rows.",
+    ),
+    Claim(
+        id="meme-partial-observation",
+        title="MEME against MVAE and MMVAE when only one modality is missing",
+        source="Joy et al. 2022, §5 and Appendix H",
+        statement="Under partial observation MEME's cross-modal coherence stays higher than MVAE's and MMVAE's, "
+                  "which fall with the paired fraction.",
+        paper_number="Appendix H, fully observed: MNIST→SVHN 0.625 (MEME) vs 0.581 (MMVAE) vs 0.123 (MVAE) "
+                     "(REFERENCE.md)",
+        metric="balanced_accuracy/image->label",
+        metric_label="image → label balanced accuracy, label-only rows missing (chance 0.10)",
+        arms=(
+            Arm("meme", "digits-meme-partial.yaml", ("data.unpaired=[image]",), label="MEME"),
+            Arm("poe", "digits-poe-partial.yaml", ("data.unpaired=[image]",), label="PoE (MVAE)"),
+            Arm("moe", "digits-moe-partial.yaml", ("data.unpaired=[image]",), label="MoE (MMVAE)"),
+        ),
+        subject="meme", baseline="poe",
+        x_key=PAIRED, xs=(0.03, 0.1, 0.3, 1.0), quick_xs=(0.1,), region=(0.03, 0.1, 0.3),
+        diagnosis="The unpaired rows keep the image and miss the label (`data.unpaired: [image]`), the scheme "
+                  "where MEME's VampPrior stands in for the missing modality.",
+    ),
+    Claim(
+        id="m2-semi-supervised",
+        title="M2 semi-supervised classification against the same network trained on the labels alone",
+        source="Kingma et al. 2014 as reported in seed 003 (MNIST, 100 labels)",
+        statement="M2's unlabelled images raise the classifier's accuracy over a supervised classifier of the same shape.",
+        paper_number="MNIST with 100 labels: 75 % (MLP baseline) → 86 % (M2) (REFERENCE.md)",
+        metric="balanced_accuracy/image->label",
+        metric_label="image → label balanced accuracy of q(y|x) (chance 0.10)",
+        arms=(
+            Arm("m2", "digits-m2-partial.yaml", label="M2"),
+            Arm("supervised", "digits-m2-partial.yaml", ("model.fusion.objective=supervised",), label="same classifier, labels only"),
+            Arm("logreg", "digits-m2-partial.yaml", kind="logreg", label="logistic regression on the labels"),
+        ),
+        subject="m2", baseline="supervised",
+        x_key=PAIRED, xs=(0.01, 0.03, 0.1), quick_xs=(0.1,),
+        diagnosis="The supervised arm is M2's own classifier q(y|x) trained by α·log q(y|x) alone on the labelled "
+                  "images (`model.fusion.objective: supervised`), so the two differ only in the unlabelled term.",
+    ),
+    Claim(
+        id="mvae-likelihood",
+        title="MVAE's marginal likelihood of the image against an image-only VAE",
+        source="Wu & Goodman 2018, Table 2",
+        statement="Training jointly with the label costs the image model nothing: MVAE's log p(image) matches "
+                  "a VAE with the same networks.",
+        paper_number="MNIST: −90.619 (MVAE) vs −91.126 (VAE); BinaryMNIST −86.026 vs −86.313 (REFERENCE.md)",
+        metric="likelihood/log p(image)",
+        metric_label="log p(image), nats, importance sampled",
+        arms=(
+            Arm("poe", "digits-poe.yaml", label="PoE (MVAE), image + label"),
+            Arm("vae", "digits-vae.yaml", label="VAE, image only, same networks"),
+        ),
+        subject="poe", baseline="vae",
+        evaluate={"metrics": ["likelihood"], "iw_samples": 1000, "iw_items": 359},
+        quick_evaluate={"metrics": ["likelihood"], "iw_samples": 20, "iw_items": 50},
+        rule="gap = mean log p(image) of PoE − of the VAE, se as in the other claims. **Reproduced** if gap > −2·se "
+             "(PoE at least as good as the VAE within noise) and gap > 0; **reproduced in direction only** if "
+             "−2·se < gap ≤ 0; **contradicted** if gap < −2·se. One seed: **inconclusive**.",
+    ),
+    Claim(
+        id="stability",
+        title="No divergence at the learning rate where a reimplementation reached NaN",
+        source="Student MVAE report (seed 002): NaN near epoch 250 at lr 1e-3",
+        statement="A faithful MVAE at Adam lr 1e-3 trains for hundreds of epochs without NaN.",
+        paper_number="the student's run: NaN near epoch 250 (REFERENCE.md)",
+        metric="skipped_steps",
+        metric_label="steps skipped for a non-finite loss or gradient",
+        arms=(Arm("poe", "digits-poe.yaml", ("train.epochs=300", "train.lr=0.001"), label="PoE, lr 1e-3, 300 epochs"),),
+        subject="poe", baseline="poe",
+        quick_sets=("train.epochs=3",),
+        rule="**Reproduced** (no divergence) if every seed finishes with 0 skipped steps and 0 rollbacks; "
+             "**contradicted** otherwise. Not a comparison: the row reports what happened.",
+    ),
+)
+
+
+def find(claim_ids: list[str]) -> list[Claim]:
+    known = {c.id: c for c in CLAIMS}
+    unknown = [c for c in claim_ids if c not in known]
+    if unknown:
+        from modkit.errors import ModkitError
+
+        raise ModkitError(f"unknown claim '{unknown[0]}' (claims: {', '.join(known)})")
+    return [known[c] for c in claim_ids] if claim_ids else list(CLAIMS)

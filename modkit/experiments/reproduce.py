@@ -1,0 +1,294 @@
+"""``modkit reproduce``: run the papers' claims over seeds beside their baselines and write the verdicts.
+
+Every model arm of a claim is one grid sweep (``modkit.experiments.sweep``: Optuna study, run directories,
+resume from checkpoints) over the claim's x values × seeds; arms that share recipe and settings share the
+sweep. ``logreg`` arms fit scikit-learn on the labelled pairs the models were allowed to see. Results are
+aggregated to mean ± sd, judged by the claim's rule (written in :mod:`modkit.experiments.claims` before the
+run) and written as ``reproductions.md`` + ``reproductions.json`` + one figure per claim, stamped with the
+commit, date, machine, load and command. ``--quick`` (one seed, few epochs, one x) checks the machinery, not
+the papers: its verdicts are inconclusive by construction.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+from pathlib import Path
+from typing import Any, Callable
+
+from modkit.errors import ModkitError
+from modkit.experiments.claims import Arm, Claim, find
+from modkit.runs import files as rundir
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS_MD = "reproductions.md"
+RESULTS_JSON = "reproductions.json"
+
+
+def recipe_path(arm: Arm) -> Path:
+    path = Path(arm.recipe)
+    return path if path.is_absolute() or path.exists() else REPO / "recipes" / arm.recipe
+
+
+def arm_sets(claim: Claim, arm: Arm, quick: bool) -> list[str]:
+    return [*arm.sets, *(claim.quick_sets if quick else ())]
+
+
+def arm_key(claim: Claim, arm: Arm, quick: bool, evaluate: dict | None, xs: list, seeds: list[int]) -> str:
+    """Arms with the same recipe, settings, x values, seeds and evaluation share one sweep (and its runs)."""
+    spec = json.dumps([arm.recipe, arm_sets(claim, arm, quick), claim.x_key, xs, seeds, evaluate], sort_keys=True)
+    return f"{Path(arm.recipe).stem}-{hashlib.sha1(spec.encode()).hexdigest()[:8]}"
+
+
+# -- running ----------------------------------------------------------------------------------
+
+def run_model_arm(claim: Claim, arm: Arm, xs: list[float], seeds: list[int], out: Path, quick: bool, workers: int,
+                  echo: Callable[[str], None]) -> dict[float | None, dict[int, dict[str, float]]]:
+    """Train (or continue) the arm's sweep; x → seed → that run's metrics."""
+    from modkit.experiments import sweep
+
+    evaluate = claim.quick_evaluate if quick and claim.quick_evaluate else claim.evaluate
+    folder = out / "arms" / arm_key(claim, arm, quick, evaluate, xs, seeds)
+    overrides = arm_sets(claim, arm, quick)
+    if claim.x_key:
+        overrides.append(f"{claim.x_key}={','.join(str(x) for x in xs)}")
+    overrides.append(f"seed={','.join(str(s) for s in seeds)}")
+    if (folder / sweep.SWEEP_JSON).exists():
+        config, url = sweep.locate(str(folder), None, None)
+    else:
+        config, url = sweep.new_sweep(recipe_path(arm), overrides, folder, storage=None, study=None, sampler="grid",
+                                      trials=None, objective="test/rec/" + _first_modality(recipe_path(arm)),
+                                      direction="maximize", evaluate=evaluate is not None, settings=dict(evaluate or {}),
+                                      plot=[claim.metric], device=None, heartbeat=30, echo=lambda s: echo("  " + s))
+    sweep.run_workers(config, url, workers, lambda s: echo("  " + s))
+    study, _ = sweep.load_study(config.study, sweep.open_storage(url, config.heartbeat))
+    from optuna.trial import TrialState
+
+    found: dict[float | None, dict[int, dict[str, float]]] = {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        x = float(trial.params.get(claim.x_key, xs[0])) if claim.x_key else None  # one x value is not a swept dimension
+        for name, metrics in trial.user_attrs.get("seeds", {}).items():
+            found.setdefault(x, {})[int(name.removeprefix("seed-"))] = metrics
+    return found
+
+
+def _first_modality(path: Path) -> str:
+    from modkit.config.recipe import read_yaml
+
+    return next(iter(read_yaml(path).get("modalities", {})), "image")
+
+
+def logreg_on_pairs(claim: Claim, arm: Arm, x: float | None, quick: bool) -> float:
+    """Balanced accuracy on the test split of a logistic regression from the image's pixels to the label,
+    fitted on the training rows where the recipe shows image and label together (the model's labelled pairs)."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from modkit.config.recipe import load_recipe
+    from modkit.evaluation.judges import balanced_accuracy
+    from modkit.plugins.loader import load_plugins
+    from modkit.training.builder import build
+
+    sets = arm_sets(claim, arm, quick) + ([f"{claim.x_key}={x}"] if claim.x_key else [])
+    setup = build(load_recipe(recipe_path(arm), sets)[0], load_plugins())
+    names = list(setup.train.modalities)
+    image, label = names.index("image"), names.index("label")
+    both = (setup.train.presence[:, image] & setup.train.presence[:, label]).nonzero().flatten().tolist()
+    train = setup.train.__getitems__(both)
+    test = setup.test.__getitems__(list(range(len(setup.test))))
+    x_train, y_train = train.data["image"].flatten(1).numpy(), train.data["label"].numpy()
+    x_test, y_test = test.data["image"].flatten(1).numpy(), test.data["label"].numpy()
+    if len(np.unique(y_train)) < 2:
+        return float(np.mean(y_test == y_train[0])) if len(y_train) else 0.0
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    clf.fit(x_train, y_train)
+    return float(balanced_accuracy(y_test, clf.predict(x_test)))
+
+
+# -- aggregation and verdicts -------------------------------------------------------------------
+
+def stats(values: list[float]) -> dict[str, Any]:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return {"mean": None, "sd": None, "n": 0}
+    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else None, "n": len(values)}
+
+
+def gap_verdict(subject: dict[Any, dict], baseline: dict[Any, dict], region: list) -> tuple[str, list[dict]]:
+    """The default rule (claims.GAP_RULE) over the region's x values."""
+    rows = []
+    for x in region:
+        s, b = subject.get(x), baseline.get(x)
+        if not s or not b or s["mean"] is None or b["mean"] is None:
+            continue
+        gap = s["mean"] - b["mean"]
+        if s["n"] < 2 and b["n"] < 2:
+            se = None
+        else:
+            se = math.sqrt(((s["sd"] or 0.0) ** 2) / s["n"] + ((b["sd"] or 0.0) ** 2) / b["n"])
+        rows.append({"x": x, "gap": gap, "se": se})
+    if not rows:
+        return "inconclusive", rows
+    if any(r["se"] is None for r in rows) and not any(r["se"] for r in rows):
+        return "inconclusive", rows
+    if any(r["se"] is not None and r["gap"] > 2 * r["se"] for r in rows):
+        return "reproduced", rows
+    if all(r["se"] is not None and r["gap"] < -2 * r["se"] for r in rows):
+        return "contradicted", rows
+    if any(r["gap"] > 0 for r in rows):
+        return "reproduced in direction only", rows
+    return "not reproduced", rows
+
+
+def verdict(claim: Claim, table: dict[str, dict[Any, dict]], runs: dict[str, dict], quick: bool = False) -> tuple[str, list[dict]]:
+    if quick:  # one seed, a few epochs: the machinery ran, the papers were not tested
+        return "inconclusive", []
+    if claim.id == "stability":
+        seeds = [m for per_x in runs.get(claim.subject, {}).values() for m in per_x.values()]
+        if not seeds:
+            return "inconclusive", []
+        bad = [m for m in seeds if m.get("skipped_steps", 0) or m.get("rollbacks", 0) or m.get("test/elbo") is None]
+        return ("contradicted" if bad else "reproduced"), [{"seeds": len(seeds), "diverged": len(bad)}]
+    subject, baseline = table[claim.subject], table[claim.baseline]
+    region = [x for x in (claim.region or list(subject)) if x in subject] or list(subject)
+    result, rows = gap_verdict(subject, baseline, region)
+    if claim.id == "mvae-likelihood" and result != "inconclusive" and rows:
+        r = rows[0]
+        result = "reproduced" if r["gap"] > 0 else ("contradicted" if r["gap"] < -2 * (r["se"] or 0) else "reproduced in direction only")
+    return result, rows
+
+
+# -- the report -------------------------------------------------------------------------------------
+
+def provenance(command: list[str]) -> dict[str, Any]:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    import torch
+
+    return {"commit": git("rev-parse", "--short", "HEAD") + (" (with uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else ""),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "machine": f"{platform.node()}, {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}",
+            "load": " ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "",
+            "command": shlex.join(command)}
+
+
+def _fmt(cell: dict | None) -> str:
+    if not cell or cell.get("mean") is None:
+        return "—"
+    sd = f" ± {cell['sd']:.3f}" if cell.get("sd") is not None else ""
+    return f"{cell['mean']:.3f}{sd} ({cell['n']})"
+
+
+def figure(claim: Claim, table: dict[str, dict[Any, dict]], path: Path) -> Path | None:
+    if not claim.x_key:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for arm in claim.arms:
+        cells = sorted((x, c) for x, c in table.get(arm.name, {}).items() if c["mean"] is not None)
+        if not cells:
+            continue
+        xs = [x for x, _ in cells]
+        ax.errorbar(xs, [c["mean"] for _, c in cells], yerr=[c["sd"] or 0.0 for _, c in cells], marker="o", capsize=3,
+                    label=arm.title, linestyle="--" if arm.kind != "model" else "-")
+    ax.set_xscale("log")
+    ax.set_xlabel(claim.x_key)
+    ax.set_ylabel(claim.metric_label)
+    ax.set_title(claim.title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(results: list[dict], meta: dict[str, Any], out: Path, figures_dir: Path, quick: bool) -> Path:
+    md = ["# Reproductions", "",
+          "Generated by `modkit reproduce` — do not edit: rerun the command below. Each claim is the paper's "
+          "statement and number, modkit's measurement (mean ± sd over seeds, n in brackets) beside a baseline, and a "
+          "verdict decided by the rule written in `modkit/experiments/claims.py` before the run.", "",
+          f"- commit: `{meta['commit']}`", f"- date: {meta['date']}", f"- machine: {meta['machine']}",
+          f"- load average when written: {meta['load']}", f"- command: `{meta['command']}`", ""]
+    if quick:
+        md += ["**Quick tier** (one seed, few epochs, one x value): it checks the machinery, not the papers; every "
+               "verdict is inconclusive by construction.", ""]
+    md += ["| claim | paper | verdict |", "|---|---|---|"]
+    md += [f"| [{r['title']}](#{r['id']}) | {r['source']} | **{r['verdict']}** |" for r in results]
+    md.append("")
+    for r in results:
+        md += [f"<a id=\"{r['id']}\"></a>", f"## {r['title']}", "", f"*{r['source']}.* {r['statement']}", "",
+               f"Paper: {r['paper_number']}.", "", f"Metric: {r['metric_label']} (`{r['metric']}`); subject "
+               f"`{r['subject']}`, baseline `{r['baseline']}`.", ""]
+        xs = r["xs"]
+        header = [r["x_key"] or "", *[a["title"] for a in r["arms"]]]
+        md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for x in xs:
+            key = str(x)
+            md.append("| " + " | ".join([str(x) if x is not None else "—", *[_fmt(r["table"][a["name"]].get(key)) for a in r["arms"]]]) + " |")
+        md += ["", f"**Verdict: {r['verdict']}.** Rule: {r['rule']}", ""]
+        if r["evidence"]:
+            md += ["Evidence: " + "; ".join(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in e.items())
+                                            for e in r["evidence"]) + ".", ""]
+        if r["diagnosis"]:
+            md += [f"Diagnosis: {r['diagnosis']}", ""]
+        if r.get("figure"):
+            md += [f"![{r['id']}]({os.path.relpath(r['figure'], out.parent)})", ""]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rundir.atomic_write_text(out, "\n".join(md))
+    rundir.write_json(out.with_suffix(".json"), {"meta": meta, "quick": quick, "claims": results})
+    return out
+
+
+def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: Path, report: Path,
+              figures_dir: Path, command: list[str], echo: Callable[[str], None] = print) -> dict[str, Any]:
+    claims = find(claim_ids)
+    seed_list = list(range(1 if quick else seeds))
+    if not quick and seeds < 3:
+        echo(f"warning: {seeds} seed(s): the project reports means ± sd over at least 3")
+    results = []
+    for claim in claims:
+        xs = list(claim.quick_xs if quick and claim.quick_xs else claim.xs) or [None]
+        echo(f"{claim.id}: {len(claim.arms)} arm(s) × {len(xs) if claim.x_key else 1} x × {len(seed_list)} seed(s)")
+        runs: dict[str, dict] = {}
+        table: dict[str, dict[Any, dict]] = {}
+        for arm in claim.arms:
+            echo(f" {arm.name}")
+            if arm.kind == "logreg":
+                values = {x: {0: {claim.metric: logreg_on_pairs(claim, arm, x, quick)}} for x in xs}
+            else:
+                values = run_model_arm(claim, arm, [x for x in xs if x is not None], seed_list, out, quick, workers, echo)
+            runs[arm.name] = values
+            table[arm.name] = {x: stats([m.get(claim.metric) for m in per_seed.values()]) for x, per_seed in values.items()}
+        result, evidence = verdict(claim, table, runs, quick)
+        fig = figure(claim, table, figures_dir / f"{claim.id}.png")
+        results.append({"id": claim.id, "title": claim.title, "source": claim.source, "statement": claim.statement,
+                        "paper_number": claim.paper_number, "metric": claim.metric, "metric_label": claim.metric_label,
+                        "subject": claim.subject, "baseline": claim.baseline, "x_key": claim.x_key, "xs": xs,
+                        "arms": [{"name": a.name, "title": a.title, "kind": a.kind, "recipe": a.recipe, "sets": list(a.sets)}
+                                 for a in claim.arms],
+                        "table": {a: {str(x): c for x, c in cells.items()} for a, cells in table.items()},
+                        "verdict": result, "rule": claim.rule, "evidence": evidence, "diagnosis": claim.diagnosis,
+                        "figure": str(fig) if fig else None})
+        echo(f" → {result}")
+    meta = provenance(command)
+    path = write_report(results, meta, report, figures_dir, quick)
+    echo(f"wrote {path} and {path.with_suffix('.json')}")
+    return {"results": results, "meta": meta, "report": path}
+
