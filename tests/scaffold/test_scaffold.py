@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import site
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -93,7 +94,10 @@ def test_an_existing_folder_is_not_overwritten(tmp_path):
 def _env() -> dict[str, str]:
     """This interpreter's modkit (and its first-party plugins) first on the path, inside the venv too."""
     source = Path(modkit.__file__).resolve().parents[1]
-    paths = [str(source), str(source / "plugins"), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    # and this environment's packages (torch, pluggy, ...): --system-site-packages reaches the base interpreter's,
+    # which on a fresh machine (CI's virtual environment) holds none of them
+    paths = [str(source), str(source / "plugins"), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)),
+             *site.getsitepackages()]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths)), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
