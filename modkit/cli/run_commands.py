@@ -57,8 +57,12 @@ def eval_command(run: Path, device: str | None, **kwargs) -> None:
     """Evaluate the run in RUN and write RUN/eval.json."""
     from modkit.evaluation.suite import EVAL_JSON, evaluate_run, write_eval
 
+    from modkit.training.threads import apply_threads
+
     loaded = _load(run, device)
-    result = evaluate_run(loaded, settings_from(kwargs), echo=click.echo)
+    settings = settings_from(kwargs)
+    apply_threads(loaded.recipe.train.threads, loaded.device, loaded.model, settings.batch_size)  # issue 13: train.threads
+    result = evaluate_run(loaded, settings, echo=click.echo)
     write_eval(loaded, result)
     for metric, cells in result.get("task", {}).items():
         if "error" in cells:

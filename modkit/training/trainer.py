@@ -38,6 +38,7 @@ from modkit.training import distributed
 from modkit.runs import files as rundir
 from modkit.training.accel import accelerate
 from modkit.training.builder import Setup, build
+from modkit.training.threads import apply_threads
 from modkit.data.dataset import EpochBatchSampler, make_loader
 from modkit.training.distributed import SINGLE, Dist
 from modkit.errors import ModkitError, RecipeError
@@ -216,6 +217,7 @@ class Trainer:
         seed_everything(recipe.seed)
         self.setup: Setup = self._build()
         self.model = self.setup.model.to(device)
+        apply_threads(recipe.train.threads, device, self.model, recipe.data.batch_size // dist.world)  # issue 13: train.threads
         self.accel = accelerate(self.model, device, recipe.train.amp, recipe.train.compile)
         if dist.rank:
             torch.manual_seed(rank_seed(recipe.seed, dist.rank))
