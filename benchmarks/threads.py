@@ -147,15 +147,16 @@ def markdown(report: dict) -> str:
         "| machine state | configuration | wall s | CPU s | epochs wall s | final train loss | load before → after |",
         "|---|---|---|---|---|---|---|",
     ]
+    shown = {"idle": "idle-ish (no competing job)", "loaded": "loaded (competing job)"}
     for state in ("idle", "loaded"):
         for config in meta["configs"]:
             res = report["runs"].get(state, {}).get(config)
             if res is None:
                 continue
             if "error" in res:
-                lines.append(f"| {state} | {config} | {res['error']} | | | | |")
+                lines.append(f"| {shown[state]} | {config} | {res['error']} | | | | |")
                 continue
-            lines.append(f"| {state} | {config} | {res['wall_s']:.1f} | {res['cpu_s']:.1f} | {res['epochs_wall_s']:.1f} | "
+            lines.append(f"| {shown[state]} | {config} | {res['wall_s']:.1f} | {res['cpu_s']:.1f} | {res['epochs_wall_s']:.1f} | "
                          f"{res['final_loss']:.4f} | {res['load_before']} → {res['load_after']} |")
     lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
     for target in report["targets"]:
@@ -174,7 +175,7 @@ def targets(runs: dict) -> list[dict]:
     new_l, one_l = loaded.get("new default", {}), loaded.get("1 thread", {})
     new_i, old_i = idle.get("new default", {}), idle.get("old default", {})
     add("loaded: new default wall / 1 thread wall ≤ 1.10", ratio(new_l, one_l, "wall_s"), 1.10)
-    add("idle: new default wall / old default wall ≤ 1.10", ratio(new_i, old_i, "wall_s"), 1.10)
+    add("idle-ish: new default wall / old default wall ≤ 1.10", ratio(new_i, old_i, "wall_s"), 1.10)
     out.append({"target": "loaded: old default wall / new default wall (the speed-up under load)",
                 "result": str(ratio(loaded.get("old default", {}), new_l, "wall_s")), "met": "–"})
     out.append({"target": "loaded: old default CPU / new default CPU",
@@ -192,7 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-loaded", action="store_true")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds one training may take")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--render", action="store_true", help="only rewrite threads.md from the threads.json in --out")
     args = parser.parse_args(argv)
+    if args.render:
+        report = json.loads((args.out / "threads.json").read_text())
+        report["targets"] = targets(report["runs"])
+        (args.out / "threads.md").write_text(markdown(report))
+        return 0
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     if any(c not in CONFIGS for c in configs):
         parser.error(f"unknown configuration (choose from {', '.join(CONFIGS)})")
