@@ -10,7 +10,14 @@ Groups (``--metrics`` picks some; registered metric plugins are picked by name):
 * ``task``: metrics plugins register with ``registry.add_metric`` (mIoU, BLEU, …).
 
 One pass over the test split encodes each batch once and decodes every target from the posterior
-means of all subsets at once; the other groups reuse what it collected.
+means of the chosen subsets at once; the other groups reuse what it collected.
+
+Cost grows with what is asked (issue 13): by default the subsets conditioned on are every single
+modality, every leave-one-out set and all together (2N + 1 of the 2^N − 1; all of them while that is
+no more), and the likelihoods are every log p(x_i) and the full joint (N + 1 estimates) on at most
+``iw_items`` test items. ``subsets="all"`` and ``likelihoods="all"`` ask for the 2^N − 1 subsets and the
+N² pairs and conditionals. Each stage shows a progress bar on a terminal, and an estimate of the
+decoding work is printed before the first one starts.
 """
 from __future__ import annotations
 
@@ -28,7 +35,7 @@ from modkit.runs import files as rundir
 from modkit.errors import ModkitError
 from modkit.evaluation.judges import (JUDGES_FILE, JudgeSet, attribute_fields, attribute_values, balanced_accuracy, fit_classifiers,
                            flatten_lead, iterate, plan_judges, select)
-from modkit.evaluation.likelihood import CHUNK_ELEMENTS, likelihood_suite, prior_of
+from modkit.evaluation.likelihood import CHUNK_ELEMENTS, SCOPES, likelihood_suite, prior_of, quantities
 from modkit.evaluation.likelihood import output_elements
 from modkit.evaluation.representations import linear_probe, relatedness
 from modkit.runs.loading import LoadedRun
@@ -44,7 +51,7 @@ class EvalSettings:
     iw_samples: int = 1000  # K importance samples (the paper's 1000)
     prior_samples: int = 5000  # prior samples for log p(x_given) in conditionals (the paper's 5000)
     denominator: str = "prior"  # or "posterior"
-    iw_items: int | None = None  # cap test items for the (costly) likelihoods
+    iw_items: int | None = 200  # cap test items for the (costly) likelihoods (None: every test item)
     joint_samples: int = 1000  # prior samples for joint coherence
     max_items: int | None = None  # cap test items for everything else
     judge_rows: int = 5000  # training rows for the coherence classifiers
@@ -52,6 +59,8 @@ class EvalSettings:
     batch_size: int = 256
     retrain_judges: bool = False
     seed: int = 0
+    subsets: str = "default"  # conditioning subsets: default (2N + 1), all (2^N − 1) or "a+b,c"
+    likelihoods: str = "default"  # default: log p(x_i) and the joint; all: also the pairs and N² conditionals
 
 
 class Progress:
@@ -91,6 +100,66 @@ def wanted_groups(settings: EvalSettings, metric_names: list[str]) -> tuple[set[
     return groups, chosen
 
 
+def eval_subsets(names: list[str], spec: str = "default") -> Tensor:
+    """The subsets evaluation conditions on, as rows of :func:`all_subsets` (same order, whatever ``spec``):
+    ``all``; ``default``: every single modality, every leave-one-out set and all together (all subsets
+    while there are no more than 2N + 1 of them); or comma-separated ``a+b`` names."""
+    n = len(names)
+    every = all_subsets(n)
+    if spec == "all":
+        return every
+    size = every.sum(1)
+    if spec == "default":
+        return every if len(every) <= 2 * n + 1 else every[(size == 1) | (size >= n - 1)]
+    codes = set()
+    for item in spec.split(","):
+        parts = [p.strip() for p in item.split("+")]
+        unknown = [p for p in parts if p not in names]
+        if unknown:
+            raise ModkitError(f"--subsets: '{unknown[0]}' in '{item.strip()}' is not a modality of this run "
+                              f"(modalities: {', '.join(names)}; or default, all)")
+        codes.add(sum(1 << names.index(p) for p in set(parts)))
+    return every[[code - 1 for code in sorted(codes)]]
+
+
+def _decode_seconds(model, view, rows: int = 64) -> dict[str, float]:
+    """Seconds to decode and score one latent, per modality, timed once on a test batch: the estimate's unit."""
+    if len(view) == 0:
+        return {name: 0.0 for name in model.names}
+    batch = view.__getitems__(list(range(min(rows, len(view))))).to(model.device)
+    z = torch.zeros(len(batch), model.latent_dim, device=model.device)  # no draw: the evaluation's random stream is untouched
+    out = {}
+    for name, modality in model.modalities.items():
+        modality.log_likelihood(modality.decode(z), batch.data[name])  # warm-up (first-call allocations)
+        started = time.perf_counter()
+        modality.log_likelihood(modality.decode(z), batch.data[name])
+        out[name] = (time.perf_counter() - started) / len(batch)
+    return out
+
+
+def estimate(model, test, iw, masks: Tensor, groups: set[str], settings: EvalSettings) -> str:
+    """What the evaluation will do and about how long its decoding takes (rows decoded × a timed decode)."""
+    names = model.names
+    per_row = _decode_seconds(model, test)
+    every = sum(per_row.values())
+    stages = {"posterior pass": len(masks) * len(test) * every}
+    if "coherence" in groups:
+        stages["joint coherence"] = settings.joint_samples * every
+    todo = quantities(names, settings.likelihoods) if "likelihood" in groups else []
+    if todo:
+        rows = sum(settings.iw_samples * sum(per_row[t] for t in dict.fromkeys([*targets, *given])) for _, targets, given in todo)
+        rows += sum(settings.prior_samples * per_row[g] for g in {g for _, _, given in todo for g in given})
+        stages["likelihoods"] = len(iw) * rows
+    total = 2 ** len(names) - 1
+    subsets = f"{len(masks)} of {total} subsets" + (" (--subsets all for every one)" if len(masks) < total else "")
+    likelihoods = (f"; {len(todo)} likelihood estimates on {len(iw)} items at K={settings.iw_samples}"
+                   + (" (--likelihoods all for the pairs and conditionals)" if settings.likelihoods == "default" and len(names) > 1 else "")
+                   if todo else "")
+    parts = ", ".join(f"{k} {v:.0f} s" for k, v in stages.items())
+    return (f"evaluating {len(test)} test items, {subsets}{likelihoods}; "
+            f"estimated decoding ≈ {sum(stages.values()):.0f} s ({parts}), plus the judges and linear probes")
+
+
 def _cap(n: int, cap: int | None, seed: int) -> np.ndarray:
     if cap is None or n <= cap:
         return np.arange(n)
@@ -125,8 +194,12 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings | None = None, echo: Cal
         judges = _judges(run, test, train, attrs, test_attrs, settings, echo)
         result["judges"] = judges.scores
 
-    masks = all_subsets(len(names)).to(model.device)
+    if settings.likelihoods not in SCOPES:
+        raise ModkitError(f"--likelihoods must be one of {', '.join(SCOPES)} (got '{settings.likelihoods}')")
+    masks = eval_subsets(names, settings.subsets).to(model.device)
     labels = subset_names(masks.cpu(), names)
+    iw = run.view(test.rows.numpy()[_cap(len(test), settings.iw_items, settings.seed)])
+    echo(estimate(model, test, iw, masks, groups, settings))
     pass_out = _posterior_pass(run, test, masks, labels, judges, test_attrs, groups, metric_fns, chosen_metrics, settings)
 
     if "coherence" in groups:
@@ -142,11 +215,10 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings | None = None, echo: Cal
         result["relatedness"] = _relatedness(names, pass_out["latents"], test_attrs, settings)
     if "likelihood" in groups:
         echo(f"importance-sampled log-likelihoods (K={settings.iw_samples}, {settings.prior_samples} prior samples) …")
-        iw = run.view(test.rows.numpy()[_cap(len(test), settings.iw_items, settings.seed)])
         bar = Progress(len(iw), "log-likelihoods")
         batches = (b for _, b in iterate(iw, max(1, settings.batch_size // 4)))
         result["likelihood"] = likelihood_suite(model, batches, settings.iw_samples, settings.prior_samples, settings.denominator,
-                                                progress=bar)
+                                                progress=bar, scope=settings.likelihoods)
         bar.close()
     result["summary"] = summarize(result, names)
     result["seconds"] = round(time.perf_counter() - started, 2)
@@ -174,7 +246,8 @@ def _posterior_pass(run, test, masks, labels, judges, test_attrs, groups, metric
     names = model.names
     S = len(masks)
     latents = {"mu": [], "single_mu": [], "single_std": [], "present": [], "positions": []}
-    singles = torch.tensor([labels.index(n) for n in names], device=model.device)  # rows of the one-modality subsets
+    # rows of the one-modality subsets among the chosen ones; None: fuse them on their own (explicit --subsets)
+    singles = torch.tensor([labels.index(n) for n in names], device=model.device) if set(names) <= set(labels) else None
     coh: dict[tuple[int, str, str], list] = {}
     rec: dict[int, Tensor] = {}
     has_mse = {t: True for t in names}
@@ -192,8 +265,10 @@ def _posterior_pass(run, test, masks, labels, judges, test_attrs, groups, metric
         # unimodal Gaussians for W2: the fusion's single-modality posteriors when Gaussian, else the raw experts
         # (a mixture posterior, as in MoE, has no single mean and scale)
         if hasattr(post, "std"):
-            latents["single_mu"].append(mean[singles].float().cpu())
-            latents["single_std"].append(post.std[singles].float().cpu())
+            single = post if singles is not None else model.fusion.posterior(experts, torch.eye(len(names), dtype=torch.bool, device=model.device))
+            rows = singles if singles is not None else slice(None)
+            latents["single_mu"].append(single.mean[rows].float().cpu())
+            latents["single_std"].append(single.std[rows].float().cpu())
         else:
             latents["single_mu"].append(experts.mu.float().cpu())
             latents["single_std"].append(torch.exp(0.5 * experts.logvar.float()).cpu())
@@ -288,6 +363,7 @@ def _joint_coherence(model, judges: JudgeSet, settings: EvalSettings) -> dict[st
     prior = prior_of(model)
     verdicts: dict[str, list[tuple[str, np.ndarray]]] = {}
     done = 0
+    bar = Progress(settings.joint_samples, "joint coherence")
     while done < settings.joint_samples:
         n = min(settings.batch_size, settings.joint_samples - done)
         z = prior.rsample(n)
@@ -298,6 +374,8 @@ def _joint_coherence(model, judges: JudgeSet, settings: EvalSettings) -> dict[st
             for a, p in judges.judge(model, t, pred).items():
                 verdicts.setdefault(a, []).append((t, p))
         done += n
+        bar(n)
+    bar.close()
     out: dict[str, float | None] = {}
     for a, parts in verdicts.items():
         by_modality: dict[str, list[np.ndarray]] = {}
@@ -329,9 +407,12 @@ def _probes(run, train_view, attrs, masks, labels, test_latents, test_attrs, set
     test_pos = test_latents["positions"].numpy()
     ok = test_pos >= 0
     out: dict[str, dict[str, float | None]] = {}
+    bar = Progress(len(labels), "linear probes")
     for s, label in enumerate(labels):
         for a in attrs:
             out.setdefault(label, {})[a] = linear_probe(train_mu[s], train_attrs[a][kept_rows], test_mu[s][ok], test_attrs[a][test_pos[ok]])
+        bar(1)
+    bar.close()
     return out
 
 
