@@ -23,7 +23,7 @@ def eval_options(fn):
                      help="Prior samples for log p(x_given) in conditionals."),
         click.option("--denominator", type=click.Choice(["prior", "posterior"]), default="prior", show_default=True,
                      help="Proposal for log p(x_given) in conditionals: the paper's prior, or the lower-variance posterior."),
-        click.option("--iw-items", type=click.IntRange(0), default=200, show_default=True,
+        click.option("--iw-items", type=click.IntRange(0), default=32, show_default=True,
                      help="Test items for the likelihoods (a seeded random subset; 0: every test item)."),
         click.option("--subsets", default="default", show_default=True, metavar="default|all|A+B,C",
                      help="Subsets to condition on: every single modality, every leave-one-out set and all together (default), "
@@ -69,7 +69,7 @@ def eval_command(run: Path, device: str | None, **kwargs) -> None:
 
     loaded = _load(run, device)
     settings = settings_from(kwargs)
-    apply_threads(loaded.recipe.train.threads, loaded.device, loaded.model, settings.batch_size)  # issue 13: train.threads
+    apply_threads(loaded.recipe.train.threads, loaded.device, loaded.model, loaded.recipe.data.batch_size)  # issue 13: as training chose
     result = evaluate_run(loaded, settings, echo=click.echo)
     write_eval(loaded, result)
     for metric, cells in result.get("task", {}).items():

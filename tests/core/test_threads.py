@@ -1,4 +1,5 @@
 """train.threads (issue 13): what ``auto`` chooses, that training applies it, and that the losses do not depend on it."""
+import os
 
 import pytest
 import torch
@@ -47,11 +48,16 @@ def _train(recipe_path, run_dir, sets):
 
 
 def test_trainer_applies_threads_and_losses_do_not_depend_on_them(tiny_recipe, tmp_path, monkeypatch, restore_threads):
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    from threadpoolctl import threadpool_info
+
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
     torch.set_num_threads(2)  # torch's default on a 2-core machine
     auto_threads, auto_losses = _train(tiny_recipe, tmp_path / "auto", [])
     assert auto_threads == 1  # the tiny MLPs' operators are far too small to split
+    # numpy's BLAS (scikit-learn's probes and judges) too, and the libraries loaded later read the environment
+    assert all(pool["num_threads"] == 1 for pool in threadpool_info() if pool["user_api"] == "blas")
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
     two_threads, two_losses = _train(tiny_recipe, tmp_path / "two", ["train.threads=2"])
     assert two_threads == 2
     assert auto_losses == pytest.approx(two_losses, rel=1e-5)  # the same training to rounding

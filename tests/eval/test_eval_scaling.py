@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -11,7 +12,7 @@ from click.testing import CliRunner
 from modkit.cli.main import main
 from modkit.errors import ModkitError
 from modkit.evaluation.likelihood import quantities
-from modkit.evaluation.suite import EvalSettings, eval_subsets, evaluate_run
+from modkit.evaluation.suite import EvalSettings, eval_subsets, evaluate_run, fast_balanced_accuracy
 from modkit.core.subsets import subset_names
 from modkit.runs.loading import load_run
 
@@ -98,3 +99,14 @@ def test_eval_cli_prints_an_estimate_and_rejects_unknown_subsets(digits_run):
     bad = CliRunner().invoke(main, [*args, "--subsets", "image+nose"])
     assert bad.exit_code != 0 and "error: --subsets: 'nose' in 'image+nose' is not a modality" in bad.output
     assert torch.get_num_threads() >= 1
+
+
+def test_fast_balanced_accuracy_equals_sklearn():
+    from modkit.evaluation.judges import balanced_accuracy  # sklearn's, with its validation
+
+    rng = np.random.default_rng(0)
+    for n, classes in ((1, 2), (7, 3), (200, 5), (500, 2)):
+        y = rng.integers(classes, size=n)
+        pred = np.where(rng.random(n) < 0.6, y, rng.integers(classes + 1, size=n))  # some predictions of an unseen class
+        assert fast_balanced_accuracy(y, pred) == pytest.approx(balanced_accuracy(y, pred), abs=1e-12)
+    assert fast_balanced_accuracy(np.array([], dtype=int), np.array([], dtype=int)) is None
