@@ -28,6 +28,9 @@ from bench_common import RESULT_MARK  # noqa: E402
 PEER_VENV = HERE / ".venv-multivae"
 PEER_VERSION = "1.0.3"
 OBJECTIVES = ("mvae", "mopoe", "moe")
+#: real recipes (benchmarks/recipe_worker.py): the six-kind shapes recipe and a 19-modality model
+RECIPES = {"shapes": "recipes/shapes.yaml (image, mask, label, attributes, caption, translation)",
+           "shapes19": "shapes image + 18 attributes as separate modalities (split: true), PoE, MVAE sampler k = 1"}
 LABELS = {"mvae": "MVAE (full + singles)", "mopoe": "MoPoE (all subsets)", "moe": "MoE"}
 
 
@@ -204,6 +207,21 @@ def markdown(report: dict) -> str:
             lines.append(f"| {row['batch']} | {row['latent']} | {step_cell(mk)} | {fmt(floor[METRIC['key']]) if floor else '–'} | "
                          f"{fmt(row.get('overhead'), '.3f')} | {step_cell(peer)} | {fmt(row.get('speedup'), '.2f')}× | "
                          f"{fmt(mk.get('train_peak_mb'), '.0f')} | {fmt((peer or {}).get('train_peak_mb'), '.0f')} |")
+    if report.get("recipes"):
+        lines += ["", "## Real recipes (their own batch size; floor: their own networks on the rows the step's subset plan needs)", "",
+                  "| recipe | code | modalities | batch | modkit ms | floor ms | overhead | samples/s (wall) | samples/CPU s | modkit MB |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for row in report["recipes"]:
+            res = row["modkit"]
+            if "floor" not in res:
+                lines.append(f"| {row['recipe']} | {row['variant']} | {res.get('skipped') or res.get('error')} | | | | | | | |")
+                continue
+            lines.append(f"| {row['recipe']} | {row['variant']} | {res['modalities']} | {res['batch']} | {step_cell(res)} | "
+                         f"{fmt(res['floor'][METRIC['key']])} | {fmt(row['overhead'], '.3f')} | {res['samples_per_s']:.0f} | "
+                         f"{res['samples_per_cpu_s']:.0f} | {res['train_peak_mb']:.0f} |")
+        lines += [""] + [f"- {name}: {text}" for name, text in RECIPES.items() if any(r["recipe"] == name for r in report["recipes"])]
+        lines.append("- code: `current` is this commit; `before` undoes this session's fix to the step "
+                     "(`benchmarks/recipe_worker.py --variant before`: the MVAE sampler enumerating all 2^N subsets on every draw)")
     lines += ["", f"## Targets ({'CPU' if meta['metric'] == 'cpu_ms' else meta['device']})", "", "| target | result | met |", "|---|---|---|"]
     for target in report["targets"]:
         lines.append(f"| {target['target']} | {target['result']} | {target['met']} |")
@@ -238,6 +256,9 @@ def targets(report: dict) -> list[dict]:
     memory = [r.get("memory_ratio") for r in report["train"] if r.get("memory_ratio") is not None]
     if memory:
         add("peak training memory no higher than MultiVae's (modkit / MultiVae, every configuration)", memory, lambda v: v <= 1.0)
+    for row in report.get("recipes") or []:
+        if row["variant"] == "current":
+            add(f"real recipe {row['recipe']}: overhead ≤ 1.10", [row.get("overhead")], lambda v: v <= 1.10)
     nll = (report.get("nll") or {}).get("modkit") or {}
     rate = nll_rate_key()
     if rate in nll:
@@ -296,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="modkit's train.compile")
     parser.add_argument("--mopoe-kl", choices=["exact", "sampled"], default="exact",
                         help="modkit MoPoE's kl option (sampled: the drawn component's KL, modkit only)")
+    parser.add_argument("--recipes", default=",".join(RECIPES),
+                        help="real recipes timed beside their own floor, current code and with the fixes undone (empty: none)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
 
@@ -364,6 +387,19 @@ def main(argv: list[str] | None = None) -> int:
         base = next((r for r in report["train"] if r["objective"] == "mvae" and r["n"] == 3), None)
         if base:
             report["scaling"].insert(0, base)
+
+    recipes = [r for r in args.recipes.split(",") if r]
+    if recipes:
+        say(f"real recipes: {', '.join(recipes)}, before and after this session's fixes (load {uptime()})")
+        report["recipes"] = []
+        for name in recipes:
+            for variant in ("before", "current"):
+                options = {**timing, "variant": variant}
+                options.pop("moe_k")
+                res = run_worker(me, "recipe_worker.py", name, options, args.threads, args.timeout)
+                show(f"{name} ({variant})", res)
+                report["recipes"].append({"recipe": name, "variant": variant, "modkit": res,
+                                          "overhead": ratio(res.get(METRIC["key"]), (res.get("floor") or {}).get(METRIC["key"]))})
 
     meta["load_end"] = uptime()
     report["targets"] = targets(report)
