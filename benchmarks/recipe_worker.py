@@ -24,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from bench_common import base_args, device_tools, emit, set_threads, summary, time_interleaved  # noqa: E402
+from modkit_worker import first_steps  # noqa: E402
 
 #: the shapes recipe, shortened so building it takes seconds (the step's shapes are the recipe's own)
 SHAPES_SETS = ["data.dataset.n=1200", "train.progress=false"]
@@ -138,14 +139,7 @@ def main() -> None:
             trainer.step(batches[counter[0] % n_batches], 1.0)
             counter[0] += 1
 
-        trainer.model.train()
-        with probe() as memory:
-            for _ in range(3):
-                step()
-        if args.profile:
-            from modkit_worker import write_profile
-
-            write_profile(step, Path(args.profile))
+        memory = first_steps(trainer, step, probe, args.profile)
         floor = RecipeFloor(build(recipe, plugins, None).model.to(device))
         adam: list[float] = []
 

@@ -150,7 +150,7 @@ def markdown(report: dict) -> str:
     lines = [
         f"# modkit vs MultiVae {PEER_VERSION} and the work floor",
         "",
-        f"- date: {meta['date']}; command: `{meta['command']}`",
+        f"- date: {meta['date']}; commit `{meta.get('commit', 'not recorded')}`; command: `{meta['command']}`",
         f"- machine: {meta['cpu']}, {meta['cores']} cores; device {meta['device']}; torch {meta['torch']} "
         f"({meta['threads']} thread(s) per process); python {meta['python']}; modkit amp {meta['amp']}, compile {meta['compile']}, MoPoE kl {meta.get('mopoe_kl', 'exact')}",
         f"- load average (1, 5, 15 min) at start: {meta['load_start']}; at end: {meta['load_end']}",
@@ -162,13 +162,16 @@ def markdown(report: dict) -> str:
          "modkit's steps and the floor's alternate in one process, as do MultiVae's and its floor's."),
         "- memory: peak resident memory added by training over the resident memory before the first step "
         "(`VmHWM` reset through `/proc/self/clear_refs`), in MB, one fresh process per configuration.",
-        "",
-        "## Training step (batch {batch}, latent {latent})".format(**meta["defaults"]),
-        "",
-        "| objective | N | modkit ms | floor ms | overhead | MultiVae ms | MultiVae / floor | speed-up | "
-        "speed-up (floor-normalised) | modkit MB | MultiVae MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    if report["train"]:
+        lines += [
+            "",
+            "## Training step (batch {batch}, latent {latent})".format(**meta["defaults"]),
+            "",
+            "| objective | N | modkit ms | floor ms | overhead | MultiVae ms | MultiVae / floor | speed-up | "
+            "speed-up (floor-normalised) | modkit MB | MultiVae MB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
     notes = set()
     for row in report["train"]:
         mk, peer = row["modkit"], row["multivae"]
@@ -282,6 +285,13 @@ def uptime() -> str:
         return "unknown"
 
 
+def commit() -> str:
+    """This checkout's short commit, marked when tracked files differ from it."""
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE, capture_output=True, text=True)
+    return done.stdout.strip() + ("+uncommitted" if dirty.stdout.strip() else "")
+
+
 def cpu_name() -> str:
     try:
         for line in open("/proc/cpuinfo"):
@@ -338,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"MultiVae: {why}; its columns stay empty")
     import torch
 
-    meta = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    meta = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit(),
             "command": "python benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
             "threads": args.threads, "load_start": uptime(), "defaults": {"batch": args.batch, "latent": args.latent},

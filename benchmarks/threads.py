@@ -38,32 +38,10 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from modkit.training.threads import usable_cores  # noqa: E402
+from run import commit, cpu_name, uptime as loadavg  # noqa: E402
 
 CONFIGS = ("old default", "new default", "1 thread", "passive wait")
 BUSY_LOOP = "while True:\n    pass\n"
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(open("/proc/loadavg").read().split()[:3])
-    except OSError:
-        return "unknown"
-
-
-def commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True)
-    return done.stdout.strip() + ("+uncommitted" if dirty.stdout.strip() else "")
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def torch_default_threads(env: dict[str, str]) -> int:
