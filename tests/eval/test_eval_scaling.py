@@ -110,3 +110,11 @@ def test_fast_balanced_accuracy_equals_sklearn():
         pred = np.where(rng.random(n) < 0.6, y, rng.integers(classes + 1, size=n))  # some predictions of an unseen class
         assert fast_balanced_accuracy(y, pred) == pytest.approx(balanced_accuracy(y, pred), abs=1e-12)
     assert fast_balanced_accuracy(np.array([], dtype=int), np.array([], dtype=int)) is None
+
+
+def test_iw_items_zero_means_every_test_item():
+    from modkit.cli.run_commands import settings_from
+
+    assert settings_from({"iw_items": 0}).iw_items is None
+    assert settings_from({"iw_items": 5}).iw_items == 5
+    assert EvalSettings().iw_items == 32 and EvalSettings().subsets == "default" and EvalSettings().likelihoods == "default"
