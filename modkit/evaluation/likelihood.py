@@ -24,6 +24,14 @@ from modkit.core.engine import MultimodalVAE
 
 #: default budget: decoder outputs of at most this many numbers live at once (~64 MB of float32)
 CHUNK_ELEMENTS = 2**24
+#: the CPU's budget (issue 13): chunks of 2^24 outputs made every chunk's intermediates fresh pages from the
+#: kernel (on the shapes recipe 28 of 68 s were page faults, with a 4 GB peak); 2^19 ran faster at a 1.2 GB peak
+CPU_CHUNK_ELEMENTS = 2**19
+
+
+def chunk_budget(device: torch.device) -> int:
+    """Decoder outputs one chunk may hold on ``device`` (:data:`CHUNK_ELEMENTS`, smaller on the CPU)."""
+    return CPU_CHUNK_ELEMENTS if device.type == "cpu" else CHUNK_ELEMENTS
 PRIOR = "prior"
 
 
@@ -67,7 +75,7 @@ def _log_lik(model: MultimodalVAE, z: Tensor, batch: Batch, names: Sequence[str]
 @torch.no_grad()
 def importance_log_likelihood(model: MultimodalVAE, batch: Batch, targets: Sequence[str],
                               proposal: Sequence[str] | str = (), k: int = 1000,
-                              chunk_elements: int = CHUNK_ELEMENTS) -> ISEstimate:
+                              chunk_elements: int | None = None) -> ISEstimate:
     """log p(x_targets) for each sample of ``batch`` from ``k`` importance samples.
 
     ``proposal`` names the modalities whose posterior q(z | x_proposal) proposes z (default: the
@@ -87,7 +95,7 @@ def importance_log_likelihood(model: MultimodalVAE, batch: Batch, targets: Seque
     else:
         q = model.fusion.posterior(model.encode(batch), model.subset_mask(given))
     per_latent = output_elements(model, names) * b
-    step = max(1, min(k, chunk_elements // max(per_latent, 1)))
+    step = max(1, min(k, (chunk_elements or chunk_budget(model.device)) // max(per_latent, 1)))
     running = None
     ref = s1 = s2 = None
     done = 0
@@ -119,7 +127,7 @@ def importance_log_likelihood(model: MultimodalVAE, batch: Batch, targets: Seque
 @torch.no_grad()
 def conditional_log_likelihood(model: MultimodalVAE, batch: Batch, targets: Sequence[str], given: Sequence[str],
                                k: int = 1000, denominator: str = PRIOR, k_denominator: int = 5000,
-                               chunk_elements: int = CHUNK_ELEMENTS, den: ISEstimate | None = None) -> tuple[ISEstimate, ISEstimate]:
+                               chunk_elements: int | None = None, den: ISEstimate | None = None) -> tuple[ISEstimate, ISEstimate]:
     """log p(x_targets | x_given) as the paper writes it: the joint under proposal q(z | x_given) minus
     log p(x_given), the latter from ``k_denominator`` prior samples (``denominator="prior"``, the paper)
     or from the posterior q(z | x_given) (``"posterior"``: lower variance). Returns (conditional, denominator).
@@ -163,7 +171,7 @@ def _own_stream(device: torch.device, base_seed: int, key: str, index: int) -> I
 
 
 def _estimate(model: MultimodalVAE, batch: Batch, targets: list[str], given: list[str], k: int, k_denominator: int,
-              denominator: str, chunk_elements: int, dens: dict[str, ISEstimate],
+              denominator: str, chunk_elements: int | None, dens: dict[str, ISEstimate],
               marginals: dict[str, ISEstimate]) -> tuple[ISEstimate, Tensor | None]:
     """One quantity of :func:`quantities` on one batch, reusing this batch's denominators and marginals;
     returns the estimate and, for a conditional, its value over the posterior-proposal denominator (or None)."""
@@ -183,7 +191,7 @@ def _estimate(model: MultimodalVAE, batch: Batch, targets: list[str], given: lis
 
 @torch.no_grad()
 def likelihood_suite(model: MultimodalVAE, batches: Iterable[Batch], k: int = 1000, k_denominator: int = 5000,
-                     denominator: str = PRIOR, chunk_elements: int = CHUNK_ELEMENTS,
+                     denominator: str = PRIOR, chunk_elements: int | None = None,
                      progress=None, scope: str = "all") -> dict[str, dict[str, float]]:
     """Means over the test set of every quantity in :func:`quantities` (``scope``; nats per sample), with the mean
     variance of the log importance weights and the number of samples each was averaged over."""

@@ -36,7 +36,7 @@ from modkit.runs import files as rundir
 from modkit.errors import ModkitError
 from modkit.evaluation.judges import (JUDGES_FILE, JudgeSet, attribute_fields, attribute_values, fit_classifiers,
                            flatten_lead, iterate, plan_judges, select)
-from modkit.evaluation.likelihood import CHUNK_ELEMENTS, SCOPES, likelihood_suite, prior_of, quantities
+from modkit.evaluation.likelihood import CHUNK_ELEMENTS, SCOPES, chunk_budget, likelihood_suite, prior_of, quantities
 from modkit.evaluation.likelihood import output_elements
 from modkit.evaluation.representations import linear_probe, relatedness
 from modkit.runs.loading import LoadedRun
@@ -318,7 +318,8 @@ def _posterior_pass(run, test, masks, labels, judges, test_attrs, groups, metric
             modality = model.modalities[t]
             x = batch.data[t]
             valid_all = usable & batch.present[:, j].unsqueeze(0)  # (S, B)
-            step = max(1, CHUNK_ELEMENTS // max(1, out_size[t] * len(batch)))  # subsets decoded at once
+            budget = min(CHUNK_ELEMENTS, chunk_budget(model.device))
+            step = max(1, budget // max(1, out_size[t] * len(batch)))  # subsets decoded at once
             if j not in rec:
                 rec[j] = torch.zeros(3, S, dtype=torch.float64, device=model.device)  # Σ nll, items, Σ mse
             for s0 in range(0, S, step):
