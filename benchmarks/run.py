@@ -286,9 +286,10 @@ def uptime() -> str:
 
 
 def commit() -> str:
-    """This checkout's short commit, marked when tracked files differ from it."""
+    """This checkout's short commit, marked when tracked files (other than earlier results) differ from it."""
     done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results"],
+                           cwd=HERE.parent, capture_output=True, text=True)
     return done.stdout.strip() + ("+uncommitted" if dirty.stdout.strip() else "")
 
 

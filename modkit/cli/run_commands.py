@@ -64,7 +64,6 @@ def _load(run: Path, device: str | None):
 def eval_command(run: Path, device: str | None, **kwargs) -> None:
     """Evaluate the run in RUN and write RUN/eval.json."""
     from modkit.evaluation.suite import EVAL_JSON, evaluate_run, write_eval
-
     from modkit.training.threads import apply_threads
 
     loaded = _load(run, device)
