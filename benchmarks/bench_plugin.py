@@ -1,4 +1,4 @@
-"""A modkit plugin for the benchmark only: the synthetic dataset, registered through the public hook."""
+"""A modkit plugin for the benchmark only: the synthetic datasets, registered through the public hook."""
 from __future__ import annotations
 
 from pydantic import Field
@@ -26,6 +26,27 @@ class Synthetic(DatasetSource):
         return {"train": train, "test": test}
 
 
+class Shapes19(DatasetSource):
+    """The shapes scenes as MVAE's CelebA-19 shape: the image and the first 18 of its 48 attributes
+    (the top-left quadrant's 12 and the top-right's first 6), for a 19-modality model (``split: true``)."""
+
+    ATTRIBUTES = 18
+
+    def load(self):
+        from modkit_shapes import generate
+
+        records, _ = generate(self.config)
+        arrays = records.arrays
+        return {"all": ArrayRecords({"image": arrays["image"], "attributes": arrays["attributes"][:, : self.ATTRIBUTES]})}
+
+
+def _shapes19_class():
+    from modkit_shapes import ShapesConfig
+
+    return type("Shapes19", (Shapes19,), {"Config": ShapesConfig})
+
+
 @hookimpl
 def modkit_register(registry):
     registry.add_dataset("bench-synthetic", Synthetic)
+    registry.add_dataset("bench-shapes19", _shapes19_class())

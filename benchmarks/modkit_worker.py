@@ -93,12 +93,7 @@ def train(args) -> None:
             counter[0] += 1
             trainer.step(batch, 1.0)
 
-        trainer.model.train()
-        with probe() as memory:
-            for _ in range(3):
-                step()
-        if args.profile:
-            write_profile(step, Path(args.profile))
+        memory = first_steps(trainer, step, probe, args.profile)
         floor = Floor(args.n, args.latent, floor_rows(args.mode, args.n, args.moe_k), device=args.device)
         xs = [[b.data[f"m{i}"] for i in range(args.n)] for b in batches]
         adam: list[float] = []
@@ -111,6 +106,17 @@ def train(args) -> None:
         emit({"engine": "modkit", "model": args.mode, "device": args.device, "amp": args.amp, "compile": args.compile,
               **summary(times["modkit"]), **memory.result(),
               "floor": {**summary(times["floor"]), "adam_ms": round(statistics.median(adam[-len(times["floor"]["wall"]):]), 2)}})
+
+
+def first_steps(trainer, step, probe, profile: str | None):
+    """Three training steps under the peak-memory probe (returned), then a profile of five more if asked."""
+    trainer.model.train()
+    with probe() as memory:
+        for _ in range(3):
+            step()
+    if profile:
+        write_profile(step, Path(profile))
+    return memory
 
 
 def write_profile(step, path: Path, steps: int = 5) -> None:

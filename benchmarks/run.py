@@ -28,6 +28,9 @@ from bench_common import RESULT_MARK  # noqa: E402
 PEER_VENV = HERE / ".venv-multivae"
 PEER_VERSION = "1.0.3"
 OBJECTIVES = ("mvae", "mopoe", "moe")
+#: real recipes (benchmarks/recipe_worker.py): the six-kind shapes recipe and a 19-modality model
+RECIPES = {"shapes": "recipes/shapes.yaml (image, mask, label, attributes, caption, translation)",
+           "shapes19": "shapes image + 18 attributes as separate modalities (split: true), PoE, MVAE sampler k = 1"}
 LABELS = {"mvae": "MVAE (full + singles)", "mopoe": "MoPoE (all subsets)", "moe": "MoE"}
 
 
@@ -147,7 +150,7 @@ def markdown(report: dict) -> str:
     lines = [
         f"# modkit vs MultiVae {PEER_VERSION} and the work floor",
         "",
-        f"- date: {meta['date']}; command: `{meta['command']}`",
+        f"- date: {meta['date']}; commit `{meta.get('commit', 'not recorded')}`; command: `{meta['command']}`",
         f"- machine: {meta['cpu']}, {meta['cores']} cores; device {meta['device']}; torch {meta['torch']} "
         f"({meta['threads']} thread(s) per process); python {meta['python']}; modkit amp {meta['amp']}, compile {meta['compile']}, MoPoE kl {meta.get('mopoe_kl', 'exact')}",
         f"- load average (1, 5, 15 min) at start: {meta['load_start']}; at end: {meta['load_end']}",
@@ -159,13 +162,16 @@ def markdown(report: dict) -> str:
          "modkit's steps and the floor's alternate in one process, as do MultiVae's and its floor's."),
         "- memory: peak resident memory added by training over the resident memory before the first step "
         "(`VmHWM` reset through `/proc/self/clear_refs`), in MB, one fresh process per configuration.",
-        "",
-        "## Training step (batch {batch}, latent {latent})".format(**meta["defaults"]),
-        "",
-        "| objective | N | modkit ms | floor ms | overhead | MultiVae ms | MultiVae / floor | speed-up | "
-        "speed-up (floor-normalised) | modkit MB | MultiVae MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    if report["train"]:
+        lines += [
+            "",
+            "## Training step (batch {batch}, latent {latent})".format(**meta["defaults"]),
+            "",
+            "| objective | N | modkit ms | floor ms | overhead | MultiVae ms | MultiVae / floor | speed-up | "
+            "speed-up (floor-normalised) | modkit MB | MultiVae MB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
     notes = set()
     for row in report["train"]:
         mk, peer = row["modkit"], row["multivae"]
@@ -204,6 +210,21 @@ def markdown(report: dict) -> str:
             lines.append(f"| {row['batch']} | {row['latent']} | {step_cell(mk)} | {fmt(floor[METRIC['key']]) if floor else '–'} | "
                          f"{fmt(row.get('overhead'), '.3f')} | {step_cell(peer)} | {fmt(row.get('speedup'), '.2f')}× | "
                          f"{fmt(mk.get('train_peak_mb'), '.0f')} | {fmt((peer or {}).get('train_peak_mb'), '.0f')} |")
+    if report.get("recipes"):
+        lines += ["", "## Real recipes (their own batch size; floor: their own networks on the rows the step's subset plan needs)", "",
+                  "| recipe | code | modalities | batch | modkit ms | floor ms | overhead | samples/s (wall) | samples/CPU s | modkit MB |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for row in report["recipes"]:
+            res = row["modkit"]
+            if "floor" not in res:
+                lines.append(f"| {row['recipe']} | {row['variant']} | {res.get('skipped') or res.get('error')} | | | | | | | |")
+                continue
+            lines.append(f"| {row['recipe']} | {row['variant']} | {res['modalities']} | {res['batch']} | {step_cell(res)} | "
+                         f"{fmt(res['floor'][METRIC['key']])} | {fmt(row['overhead'], '.3f')} | {res['samples_per_s']:.0f} | "
+                         f"{res['samples_per_cpu_s']:.0f} | {res['train_peak_mb']:.0f} |")
+        lines += [""] + [f"- {name}: {text}" for name, text in RECIPES.items() if any(r["recipe"] == name for r in report["recipes"])]
+        lines.append("- code: `current` is this commit; `before` undoes this session's fix to the step "
+                     "(`benchmarks/recipe_worker.py --variant before`: the MVAE sampler enumerating all 2^N subsets on every draw)")
     lines += ["", f"## Targets ({'CPU' if meta['metric'] == 'cpu_ms' else meta['device']})", "", "| target | result | met |", "|---|---|---|"]
     for target in report["targets"]:
         lines.append(f"| {target['target']} | {target['result']} | {target['met']} |")
@@ -238,6 +259,9 @@ def targets(report: dict) -> list[dict]:
     memory = [r.get("memory_ratio") for r in report["train"] if r.get("memory_ratio") is not None]
     if memory:
         add("peak training memory no higher than MultiVae's (modkit / MultiVae, every configuration)", memory, lambda v: v <= 1.0)
+    for row in report.get("recipes") or []:
+        if row["variant"] == "current":
+            add(f"real recipe {row['recipe']}: overhead ≤ 1.10", [row.get("overhead")], lambda v: v <= 1.10)
     nll = (report.get("nll") or {}).get("modkit") or {}
     rate = nll_rate_key()
     if rate in nll:
@@ -259,6 +283,14 @@ def uptime() -> str:
         return " ".join(open("/proc/loadavg").read().split()[:3])
     except OSError:
         return "unknown"
+
+
+def commit() -> str:
+    """This checkout's short commit, marked when tracked files (other than earlier results) differ from it."""
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results"],
+                           cwd=HERE.parent, capture_output=True, text=True)
+    return done.stdout.strip() + ("+uncommitted" if dirty.stdout.strip() else "")
 
 
 def cpu_name() -> str:
@@ -296,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="modkit's train.compile")
     parser.add_argument("--mopoe-kl", choices=["exact", "sampled"], default="exact",
                         help="modkit MoPoE's kl option (sampled: the drawn component's KL, modkit only)")
+    parser.add_argument("--recipes", default=",".join(RECIPES),
+                        help="real recipes timed beside their own floor, current code and with the fixes undone (empty: none)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
 
@@ -315,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"MultiVae: {why}; its columns stay empty")
     import torch
 
-    meta = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    meta = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit(),
             "command": "python benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
             "threads": args.threads, "load_start": uptime(), "defaults": {"batch": args.batch, "latent": args.latent},
@@ -364,6 +398,19 @@ def main(argv: list[str] | None = None) -> int:
         base = next((r for r in report["train"] if r["objective"] == "mvae" and r["n"] == 3), None)
         if base:
             report["scaling"].insert(0, base)
+
+    recipes = [r for r in args.recipes.split(",") if r]
+    if recipes:
+        say(f"real recipes: {', '.join(recipes)}, before and after this session's fixes (load {uptime()})")
+        report["recipes"] = []
+        for name in recipes:
+            for variant in ("before", "current"):
+                options = {**timing, "variant": variant}
+                options.pop("moe_k")
+                res = run_worker(me, "recipe_worker.py", name, options, args.threads, args.timeout)
+                show(f"{name} ({variant})", res)
+                report["recipes"].append({"recipe": name, "variant": variant, "modkit": res,
+                                          "overhead": ratio(res.get(METRIC["key"]), (res.get("floor") or {}).get(METRIC["key"]))})
 
     meta["load_end"] = uptime()
     report["targets"] = targets(report)

@@ -23,7 +23,13 @@ def eval_options(fn):
                      help="Prior samples for log p(x_given) in conditionals."),
         click.option("--denominator", type=click.Choice(["prior", "posterior"]), default="prior", show_default=True,
                      help="Proposal for log p(x_given) in conditionals: the paper's prior, or the lower-variance posterior."),
-        click.option("--iw-items", type=click.IntRange(1), default=None, help="Cap test items for the likelihoods."),
+        click.option("--iw-items", type=click.IntRange(0), default=32, show_default=True,
+                     help="Test items for the likelihoods (a seeded random subset; 0: every test item)."),
+        click.option("--subsets", default="default", show_default=True, metavar="default|all|A+B,C",
+                     help="Subsets to condition on: every single modality, every leave-one-out set and all together (default), "
+                          "all 2^N-1, or a comma-separated list."),
+        click.option("--likelihoods", type=click.Choice(["default", "all"]), default="default", show_default=True,
+                     help="default: log p(x_i) and the full joint; all: also every pair and the N^2 conditionals."),
         click.option("--max-items", type=click.IntRange(1), default=None, help="Cap test items for everything else."),
         click.option("--joint-samples", type=click.IntRange(1), default=1000, show_default=True, help="Prior samples for joint coherence."),
         click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True),
@@ -39,6 +45,8 @@ def settings_from(kwargs: dict):
     from modkit.evaluation.suite import EvalSettings
 
     metrics = [m.strip() for item in kwargs.pop("metrics", ()) for m in item.split(",") if m.strip()]
+    if kwargs.get("iw_items") == 0:
+        kwargs["iw_items"] = None  # every test item
     return EvalSettings(metrics=metrics or None, **kwargs)
 
 
@@ -61,9 +69,12 @@ def _load(run: Path, device: str | None, needs_data: bool = False):
 def eval_command(run: Path, device: str | None, **kwargs) -> None:
     """Evaluate the run in RUN and write RUN/eval.json."""
     from modkit.evaluation.suite import EVAL_JSON, evaluate_run, write_eval
+    from modkit.training.threads import apply_threads
 
     loaded = _load(run, device, needs_data=True)
-    result = evaluate_run(loaded, settings_from(kwargs), echo=click.echo)
+    settings = settings_from(kwargs)
+    apply_threads(loaded.recipe.train.threads, loaded.device, loaded.model, loaded.recipe.data.batch_size)  # issue 13: as training chose
+    result = evaluate_run(loaded, settings, echo=click.echo)
     write_eval(loaded, result)
     for metric, cells in result.get("task", {}).items():
         if "error" in cells:

@@ -153,6 +153,8 @@ class TrainSpec(Strict):
     divergence: DivergenceSpec = DivergenceSpec()
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision of the forward (autocast); fusion math stays float32")
     compile: bool = Field(False, description="torch.compile the model's forward (the training step's objective)")
+    # issue 13: intra-op CPU threads (modkit/training/threads.py); auto: one unless the operators are large
+    threads: str | int = Field("auto", description="torch intra-op threads on the CPU: auto or a number")
 
     @field_validator("device")
     @classmethod
@@ -160,6 +162,13 @@ class TrainSpec(Strict):
         if value not in ("auto", "cpu") and not value.startswith("cuda"):
             raise ValueError("must be auto, cpu, cuda or cuda:N")
         return value
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads(cls, value: str | int) -> str | int:  # issue 13
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError(f"must be auto or a whole number of threads ≥ 1 (got {value!r})")
 
 
 class EvalSpec(Strict):

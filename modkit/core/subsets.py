@@ -57,16 +57,34 @@ class SubsetSampler:
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
 
+    #: above this many modalities the 2^N pool is not enumerated: subsets are drawn as random bits instead
+    POOL_LIMIT: ClassVar[int] = 20
+
+    def _pool(self, exclude_trivial: bool) -> Tensor:
+        """The subsets drawn from, enumerated once per sampler (issue 13: at N = 19 enumerating 2^19 rows
+        every step cost more than the step's networks)."""
+        cache = self.__dict__.setdefault("_pools", {})
+        if exclude_trivial not in cache:
+            pool = all_subsets(self.n)
+            if exclude_trivial:
+                sizes = pool.sum(1)
+                pool = pool[(sizes > 1) & (sizes < self.n)]
+            cache[exclude_trivial] = pool
+        return cache[exclude_trivial]
+
     def _random_subsets(self, k: int, exclude_trivial: bool) -> Tensor:
-        """k distinct-or-not random subsets; with ``exclude_trivial`` sizes are 2..n-1 (not full, not single)."""
-        if k == 0:
+        """k distinct-or-not random subsets, uniform over the allowed ones; with ``exclude_trivial`` sizes are
+        2..n-1 (not full, not single)."""
+        if k == 0 or (exclude_trivial and self.n < 3):
             return torch.zeros(0, self.n, dtype=torch.bool)
-        pool = all_subsets(self.n)
-        if exclude_trivial:
-            sizes = pool.sum(1)
-            pool = pool[(sizes > 1) & (sizes < self.n)]
-            if len(pool) == 0:
-                return torch.zeros(0, self.n, dtype=torch.bool)
+        if self.n > self.POOL_LIMIT:  # uniform bits, rejecting what is not allowed (rare at this N)
+            rows = torch.zeros(0, self.n, dtype=torch.bool)
+            while len(rows) < k:
+                bits = torch.rand(2 * k, self.n, generator=self.generator) < 0.5
+                sizes = bits.sum(1)
+                rows = torch.cat([rows, bits[(sizes > 1) & (sizes < self.n) if exclude_trivial else sizes > 0]])
+            return rows[:k]
+        pool = self._pool(exclude_trivial)
         idx = torch.randint(len(pool), (k,), generator=self.generator)
         return pool[idx]
 

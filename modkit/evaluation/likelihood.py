@@ -10,9 +10,11 @@ Table 3) are accumulated on the device, so nothing is read back until the end.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import zlib
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -22,6 +24,14 @@ from modkit.core.engine import MultimodalVAE
 
 #: default budget: decoder outputs of at most this many numbers live at once (~64 MB of float32)
 CHUNK_ELEMENTS = 2**24
+#: the CPU's budget (issue 13): chunks of 2^24 outputs made every chunk's intermediates fresh pages from the
+#: kernel (on the shapes recipe 28 of 68 s were page faults, with a 4 GB peak); 2^19 ran faster at a 1.2 GB peak
+CPU_CHUNK_ELEMENTS = 2**19
+
+
+def chunk_budget(device: torch.device) -> int:
+    """Decoder outputs one chunk may hold on ``device`` (:data:`CHUNK_ELEMENTS`, smaller on the CPU)."""
+    return CPU_CHUNK_ELEMENTS if device.type == "cpu" else CHUNK_ELEMENTS
 PRIOR = "prior"
 
 
@@ -74,7 +84,7 @@ def _log_lik(model: MultimodalVAE, z: Tensor, batch: Batch, names: Sequence[str]
 @torch.no_grad()
 def importance_log_likelihood(model: MultimodalVAE, batch: Batch, targets: Sequence[str],
                               proposal: Sequence[str] | str = (), k: int = 1000,
-                              chunk_elements: int = CHUNK_ELEMENTS) -> ISEstimate:
+                              chunk_elements: int | None = None) -> ISEstimate:
     """log p(x_targets) for each sample of ``batch`` from ``k`` importance samples.
 
     ``proposal`` names the modalities whose posterior q(z | x_proposal) proposes z (default: the
@@ -94,7 +104,7 @@ def importance_log_likelihood(model: MultimodalVAE, batch: Batch, targets: Seque
     else:
         q = model.fusion.posterior(model.encode(batch), model.subset_mask(given))
     per_latent = output_elements(model, names) * b
-    step = max(1, min(k, chunk_elements // max(per_latent, 1)))
+    step = max(1, min(k, (chunk_elements or chunk_budget(model.device)) // max(per_latent, 1)))
     running = None
     ref = s1 = s2 = None
     done = 0
@@ -126,7 +136,7 @@ def importance_log_likelihood(model: MultimodalVAE, batch: Batch, targets: Seque
 @torch.no_grad()
 def conditional_log_likelihood(model: MultimodalVAE, batch: Batch, targets: Sequence[str], given: Sequence[str],
                                k: int = 1000, denominator: str = PRIOR, k_denominator: int = 5000,
-                               chunk_elements: int = CHUNK_ELEMENTS, den: ISEstimate | None = None) -> tuple[ISEstimate, ISEstimate]:
+                               chunk_elements: int | None = None, den: ISEstimate | None = None) -> tuple[ISEstimate, ISEstimate]:
     """log p(x_targets | x_given) as the paper writes it: the joint under proposal q(z | x_given) minus
     log p(x_given), the latter from ``k_denominator`` prior samples (``denominator="prior"``, the paper)
     or from the posterior q(z | x_given) (``"posterior"``: lower variance). Returns (conditional, denominator).
@@ -138,11 +148,20 @@ def conditional_log_likelihood(model: MultimodalVAE, batch: Batch, targets: Sequ
     return ISEstimate(joint.log_p - den.log_p, joint.log_w_var, joint.valid & den.valid), den
 
 
-def quantities(names: Sequence[str]) -> list[tuple[str, list[str], list[str]]]:
-    """The estimates eval reports: every log p(x_i), every pair's log p(x_i, x_j), the full joint,
-    and every log p(x_i | x_j). Each is (key, targets, given); ``given`` empty means unconditional."""
+#: which estimates :func:`quantities` lists: ``default`` grows with N, ``all`` with N²
+SCOPES = ("default", "all")
+
+
+def quantities(names: Sequence[str], scope: str = "all") -> list[tuple[str, list[str], list[str]]]:
+    """The estimates eval reports. ``default``: every log p(x_i) and the full joint (N + 1 estimates);
+    ``all``: also every pair's log p(x_i, x_j) and every log p(x_i | x_j) (N² more, each conditional with its
+    own denominator). Each is (key, targets, given); ``given`` empty means unconditional."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
     names = list(names)
     out = [(f"log p({n})", [n], []) for n in names]
+    if scope == "default":
+        return out + ([(f"log p({','.join(names)})", names, [])] if len(names) > 1 else [])
     pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
     out += [(f"log p({a},{b})", [a, b], []) for a, b in pairs]
     if len(names) > 2:
@@ -167,11 +186,39 @@ def _mean_and_stderr(total: Tensor, squares: Tensor, count: int) -> tuple[float 
     return mean, math.sqrt(var / count)
 
 
+@contextlib.contextmanager
+def _own_stream(device: torch.device, base_seed: int, key: str, index: int) -> Iterator[None]:
+    """Seed the draws of one estimate on one batch from (base, key, batch): an estimate's numbers do not depend
+    on which other estimates were asked for (``scope``), and the caller's random stream is restored after."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed((base_seed ^ zlib.crc32(key.encode())) + index)
+        yield
+
+
+def _estimate(model: MultimodalVAE, batch: Batch, targets: list[str], given: list[str], k: int, k_denominator: int,
+              denominator: str, chunk_elements: int | None, dens: dict[str, ISEstimate],
+              marginals: dict[str, ISEstimate]) -> tuple[ISEstimate, Tensor | None]:
+    """One quantity of :func:`quantities` on one batch, reusing this batch's denominators and marginals;
+    returns the estimate and, for a conditional, its value over the posterior-proposal denominator (or None)."""
+    alt = None
+    if given:
+        g = given[0]
+        est, dens[g] = conditional_log_likelihood(model, batch, targets, given, k, denominator, k_denominator,
+                                                  chunk_elements, den=dens.get(g))
+        if denominator == PRIOR and g in marginals:  # free: log p(x_g) under q(z|x_g) is already estimated
+            alt = est.log_p + dens[g].log_p - marginals[g].log_p  # the joint over the posterior marginal
+    else:
+        est = importance_log_likelihood(model, batch, targets, targets, k, chunk_elements)
+        if len(targets) == 1:
+            marginals[targets[0]] = est
+    return est, alt
+
+
 @torch.no_grad()
 def likelihood_suite(model: MultimodalVAE, batches: Iterable[Batch], k: int = 1000, k_denominator: int = 5000,
-                     denominator: str = PRIOR, chunk_elements: int = CHUNK_ELEMENTS,
-                     progress=None) -> dict[str, dict[str, float]]:
-    """Means over the test set of every quantity in :func:`quantities` (nats per sample), with their standard
+                     denominator: str = PRIOR, chunk_elements: int | None = None,
+                     progress=None, scope: str = "all") -> dict[str, dict[str, float]]:
+    """Means over the test set of every quantity in :func:`quantities` (``scope``; nats per sample), with their standard
     error over items, the mean variance of the log importance weights and the number of samples averaged over.
 
     With the prior-sampled denominator each conditional also reports ``mean_posterior_denominator`` and
@@ -183,25 +230,17 @@ def likelihood_suite(model: MultimodalVAE, batches: Iterable[Batch], k: int = 10
     """
     model.eval()
     sums: dict[str, list[Tensor]] = {}
-    todo = quantities(model.names)
-    for batch in batches:
+    todo = quantities(model.names, scope)
+    base_seed = int(torch.randint(2**62, ()))  # one draw from the caller's stream; each estimate then has its own
+    for index, batch in enumerate(batches):
         batch = batch.to(model.device)
         if len(batch) == 0:
             continue
         dens: dict[str, ISEstimate] = {}
         marginals: dict[str, ISEstimate] = {}
         for key, targets, given in todo:
-            alt = None
-            if given:
-                g = given[0]
-                est, dens[g] = conditional_log_likelihood(model, batch, targets, given, k, denominator, k_denominator,
-                                                          chunk_elements, den=dens.get(g))
-                if denominator == PRIOR and g in marginals:  # free: log p(x_g) under q(z|x_g) is already estimated
-                    alt = est.log_p + dens[g].log_p - marginals[g].log_p  # the joint over the posterior marginal
-            else:
-                est = importance_log_likelihood(model, batch, targets, targets, k, chunk_elements)
-                if len(targets) == 1:
-                    marginals[targets[0]] = est
+            with _own_stream(model.device, base_seed, key, index):
+                est, alt = _estimate(model, batch, targets, given, k, k_denominator, denominator, chunk_elements, dens, marginals)
             m = est.valid.double()
             acc = sums.setdefault(key, [torch.zeros((), dtype=torch.float64, device=model.device) for _ in range(8)])
             lp = torch.nan_to_num(est.log_p.double(), neginf=0.0) * m
@@ -210,6 +249,7 @@ def likelihood_suite(model: MultimodalVAE, batches: Iterable[Batch], k: int = 10
             acc[2] += m.sum()
             acc[4] += (lp**2).sum()
             if alt is not None:
+                g = given[0]
                 lp_alt = torch.nan_to_num(alt.double(), neginf=0.0) * m
                 acc[3] += lp_alt.sum()
                 acc[5] += (lp_alt**2).sum()

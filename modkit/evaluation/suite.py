@@ -10,15 +10,23 @@ Groups (``--metrics`` picks some; registered metric plugins are picked by name):
 * ``task``: metrics plugins register with ``registry.add_metric`` (mIoU, BLEU, …).
 
 One pass over the test split encodes each batch once and decodes every target from the posterior
-means of all subsets at once; the other groups reuse what it collected.
+means of the chosen subsets at once; the other groups reuse what it collected.
+
+Cost grows with what is asked (issue 13): by default the subsets conditioned on are every single
+modality, every leave-one-out set and all together (2N + 1 of the 2^N − 1; all of them while that is
+no more), and the likelihoods are every log p(x_i) and the full joint (N + 1 estimates) on at most
+``iw_items`` test items. ``subsets="all"`` and ``likelihoods="all"`` ask for the 2^N − 1 subsets and the
+N² pairs and conditionals. Each stage shows a progress bar on a terminal, and an estimate of the
+decoding work is printed before the first one starts.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -26,9 +34,9 @@ from torch import Tensor
 
 from modkit.runs import files as rundir
 from modkit.errors import ModkitError
-from modkit.evaluation.judges import (JUDGES_FILE, JudgeSet, attribute_fields, attribute_values, balanced_accuracy, fit_classifiers,
+from modkit.evaluation.judges import (JUDGES_FILE, JudgeSet, attribute_fields, attribute_values, fit_classifiers,
                                       flatten_lead, iterate, plan_judges, select, split_attribute)
-from modkit.evaluation.likelihood import CHUNK_ELEMENTS, likelihood_suite, no_prior_reason, prior_of
+from modkit.evaluation.likelihood import CHUNK_ELEMENTS, SCOPES, chunk_budget, likelihood_suite, no_prior_reason, prior_of, quantities
 from modkit.evaluation.likelihood import output_elements
 from modkit.evaluation.representations import linear_probe, relatedness
 from modkit.runs.loading import LoadedRun
@@ -44,7 +52,7 @@ class EvalSettings:
     iw_samples: int = 1000  # K importance samples (the paper's 1000)
     prior_samples: int = 5000  # prior samples for log p(x_given) in conditionals (the paper's 5000)
     denominator: str = "prior"  # or "posterior"
-    iw_items: int | None = None  # cap test items for the (costly) likelihoods
+    iw_items: int | None = 32  # cap test items for the (costly) likelihoods (None: every test item)
     joint_samples: int = 1000  # prior samples for joint coherence
     max_items: int | None = None  # cap test items for everything else
     judge_rows: int = 5000  # training rows for the coherence classifiers
@@ -52,6 +60,8 @@ class EvalSettings:
     batch_size: int = 256
     retrain_judges: bool = False
     seed: int = 0
+    subsets: str = "default"  # conditioning subsets: default (2N + 1), all (2^N − 1) or "a+b,c"
+    likelihoods: str = "default"  # default: log p(x_i) and the joint; all: also the pairs and N² conditionals
 
 
 class Progress:
@@ -91,6 +101,77 @@ def wanted_groups(settings: EvalSettings, metric_names: list[str]) -> tuple[set[
     return groups, chosen
 
 
+def eval_subsets(names: list[str], spec: str = "default") -> Tensor:
+    """The subsets evaluation conditions on, as rows of :func:`all_subsets` (same order, whatever ``spec``):
+    ``all``; ``default``: every single modality, every leave-one-out set and all together (all subsets
+    while there are no more than 2N + 1 of them); or comma-separated ``a+b`` names."""
+    n = len(names)
+    every = all_subsets(n)
+    if spec == "all":
+        return every
+    size = every.sum(1)
+    if spec == "default":
+        return every if len(every) <= 2 * n + 1 else every[(size == 1) | (size >= n - 1)]
+    codes = set()
+    for item in spec.split(","):
+        parts = [p.strip() for p in item.split("+")]
+        unknown = [p for p in parts if p not in names]
+        if unknown:
+            raise ModkitError(f"--subsets: '{unknown[0]}' in '{item.strip()}' is not a modality of this run "
+                              f"(modalities: {', '.join(names)}; or default, all)")
+        codes.add(sum(1 << names.index(p) for p in set(parts)))
+    return every[[code - 1 for code in sorted(codes)]]
+
+
+def _decode_seconds(model, view, rows: int = 64) -> dict[str, float]:
+    """Seconds to decode and score one latent, per modality, timed once on a test batch: the estimate's unit."""
+    if len(view) == 0:
+        return {name: 0.0 for name in model.names}
+    batch = view.__getitems__(list(range(min(rows, len(view))))).to(model.device)
+    z = torch.zeros(len(batch), model.latent_dim, device=model.device)  # no draw: the evaluation's random stream is untouched
+    out = {}
+    for name, modality in model.modalities.items():
+        modality.log_likelihood(modality.decode(z), batch.data[name])  # warm-up (first-call allocations)
+        started = time.perf_counter()
+        modality.log_likelihood(modality.decode(z), batch.data[name])
+        out[name] = (time.perf_counter() - started) / len(batch)
+    return out
+
+
+def estimate(model, test, iw, masks: Tensor, groups: set[str], settings: EvalSettings) -> str:
+    """What the evaluation will do and about how long its decoding takes (rows decoded × a timed decode)."""
+    names = model.names
+    per_row = _decode_seconds(model, test)
+    every = sum(per_row.values())
+    stages = {"posterior pass": len(masks) * len(test) * every if groups & {"coherence", "reconstruction", "task"} else 0.0}
+    if "coherence" in groups:
+        stages["joint coherence"] = settings.joint_samples * every
+    todo = quantities(names, settings.likelihoods) if "likelihood" in groups else []
+    if todo:
+        rows = sum(settings.iw_samples * sum(per_row[t] for t in dict.fromkeys([*targets, *given])) for _, targets, given in todo)
+        rows += sum(settings.prior_samples * per_row[g] for g in {g for _, _, given in todo for g in given})
+        stages["likelihoods"] = len(iw) * rows
+    total = 2 ** len(names) - 1
+    subsets = f"{len(masks)} of {total} subsets" + (" (--subsets all for every one)" if len(masks) < total else "")
+    likelihoods = (f"; {len(todo)} likelihood estimates on {len(iw)} items at K={settings.iw_samples}"
+                   + (" (--likelihoods all for the pairs and conditionals)" if settings.likelihoods == "default" and len(names) > 1 else "")
+                   if todo else "")
+    parts = ", ".join(f"{k} {v:.0f} s" for k, v in stages.items())
+    return (f"evaluating {len(test)} test items, {subsets}{likelihoods}; "
+            f"estimated decoding ≈ {sum(stages.values()):.0f} s ({parts}), plus the judges and linear probes")
+
+
+def fast_balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float | None:
+    """sklearn's ``balanced_accuracy_score`` (the mean recall over the classes in ``y``) without its per-call
+    input validation, which cost about 3 ms a call: one call per subset × target × attribute is thousands
+    of calls (11 of 23 s of a 200-item shapes posterior pass). None without samples."""
+    if len(y) == 0:
+        return None
+    classes, inverse = np.unique(y, return_inverse=True)
+    hits = np.bincount(inverse, weights=(np.asarray(pred) == y).astype(np.float64), minlength=len(classes))
+    return float(np.mean(hits / np.bincount(inverse, minlength=len(classes))))
+
+
 def _cap(n: int, cap: int | None, seed: int) -> np.ndarray:
     if cap is None or n <= cap:
         return np.arange(n)
@@ -120,14 +201,23 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings | None = None, echo: Cal
         "settings": dict(settings.__dict__),
     }
 
+    if settings.likelihoods not in SCOPES:
+        raise ModkitError(f"--likelihoods must be one of {', '.join(SCOPES)} (got '{settings.likelihoods}')")
+    masks = eval_subsets(names, settings.subsets).to(model.device)
+    labels = subset_names(masks.cpu(), names)
+    iw = run.view(test.rows.numpy()[_cap(len(test), settings.iw_items, settings.seed)])
+    echo(estimate(model, test, iw, masks, groups, settings))
+    stages: dict[str, float] = {}
+    clock = _Stages(stages)
+
     judges = None
     if "coherence" in groups and attrs:
-        judges = _judges(run, test, train, attrs, test_attrs, settings, echo)
+        with clock("judges"):
+            judges = _judges(run, test, train, attrs, test_attrs, settings, echo)
         result["judges"] = judges.scores
 
-    masks = all_subsets(len(names)).to(model.device)
-    labels = subset_names(masks.cpu(), names)
-    pass_out = _posterior_pass(run, test, masks, labels, judges, test_attrs, groups, metric_fns, chosen_metrics, settings)
+    with clock("posterior pass"):
+        pass_out = _posterior_pass(run, test, masks, labels, judges, test_attrs, groups, metric_fns, chosen_metrics, settings)
 
     # chance of a class-balanced accuracy: 1/K for an attribute with K classes, whatever predicts it
     result["chance"] = {a: 1.0 / max(1, len(np.unique(v[v >= 0]))) for a, v in test_attrs.items()}
@@ -135,7 +225,8 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings | None = None, echo: Cal
     if not has_prior:
         result["not_applicable"] = {k: no_prior_reason(model) for k in ("coherence.joint", "likelihood") if k.split(".")[0] in groups}
     if "coherence" in groups:
-        joint = _joint_coherence(model, judges, settings) if judges and has_prior else {}
+        with clock("joint coherence"):
+            joint = _joint_coherence(model, judges, settings) if judges and has_prior else {}
         result["coherence"] = {"cross": pass_out["coherence"], "joint": joint}
     if "reconstruction" in groups:
         result["reconstruction"] = pass_out["reconstruction"]
@@ -143,23 +234,41 @@ def evaluate_run(run: LoadedRun, settings: EvalSettings | None = None, echo: Cal
         result["task"] = pass_out["task"]
     if "probe" in groups and attrs:
         echo("linear probes …")
-        result["probe"] = _probes(run, train, attrs, masks, labels, pass_out["latents"], test_attrs, settings)
+        with clock("probes"):
+            result["probe"] = _probes(run, train, attrs, masks, labels, pass_out["latents"], test_attrs, settings)
     if "relatedness" in groups and len(names) > 1:
-        result["relatedness"] = _relatedness(names, pass_out["latents"], test_attrs, settings)
+        with clock("relatedness"):
+            result["relatedness"] = _relatedness(names, pass_out["latents"], test_attrs, settings)
     if "likelihood" in groups and has_prior:
         echo(f"importance-sampled log-likelihoods (K={settings.iw_samples}, {settings.prior_samples} prior samples) …")
-        iw = run.view(test.rows.numpy()[_cap(len(test), settings.iw_items, settings.seed)])
         bar = Progress(len(iw), "log-likelihoods")
         batches = (b for _, b in iterate(iw, max(1, settings.batch_size // 4)))
-        result["likelihood"] = likelihood_suite(model, batches, settings.iw_samples, settings.prior_samples, settings.denominator,
-                                                progress=bar)
+        with clock("likelihoods"):
+            result["likelihood"] = likelihood_suite(model, batches, settings.iw_samples, settings.prior_samples,
+                                                    settings.denominator, progress=bar, scope=settings.likelihoods)
         bar.close()
         for cell in result["likelihood"].values():
             if cell.get("warning"):
                 echo(f"warning: {cell['warning']}")
+    result["stage_seconds"] = stages
     result["summary"] = summarize(result, names)
     result["seconds"] = round(time.perf_counter() - started, 2)
     return result
+
+
+class _Stages:
+    """``with clock("name"):`` adds the block's wall seconds to ``stages["name"]`` (eval.json's stage_seconds)."""
+
+    def __init__(self, stages: dict[str, float]):
+        self.stages = stages
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[name] = round(self.stages.get(name, 0.0) + time.perf_counter() - started, 2)
 
 
 def _judges(run, test, train, attrs, test_attrs, settings, echo) -> JudgeSet:
@@ -183,7 +292,8 @@ def _posterior_pass(run, test, masks, labels, judges, test_attrs, groups, metric
     names = model.names
     S = len(masks)
     latents = {"mu": [], "single_mu": [], "single_std": [], "present": [], "positions": []}
-    singles = torch.tensor([labels.index(n) for n in names], device=model.device)  # rows of the one-modality subsets
+    # rows of the one-modality subsets among the chosen ones; None: fuse them on their own (explicit --subsets)
+    singles = torch.tensor([labels.index(n) for n in names], device=model.device) if set(names) <= set(labels) else None
     coh: dict[tuple[int, str, str], list] = {}
     rec: dict[int, Tensor] = {}
     has_mse = {t: True for t in names}
@@ -201,8 +311,10 @@ def _posterior_pass(run, test, masks, labels, judges, test_attrs, groups, metric
         # unimodal Gaussians for W2: the fusion's single-modality posteriors when Gaussian, else the raw experts
         # (a mixture posterior, as in MoE, has no single mean and scale)
         if hasattr(post, "std"):
-            latents["single_mu"].append(mean[singles].float().cpu())
-            latents["single_std"].append(post.std[singles].float().cpu())
+            single = post if singles is not None else model.fusion.posterior(experts, torch.eye(len(names), dtype=torch.bool, device=model.device))
+            rows = singles if singles is not None else slice(None)
+            latents["single_mu"].append(single.mean[rows].float().cpu())
+            latents["single_std"].append(single.std[rows].float().cpu())
         else:
             latents["single_mu"].append(experts.mu.float().cpu())
             latents["single_std"].append(torch.exp(0.5 * experts.logvar.float()).cpu())
@@ -210,11 +322,13 @@ def _posterior_pass(run, test, masks, labels, judges, test_attrs, groups, metric
         latents["positions"].append(torch.as_tensor(positions if aligned else np.full(len(batch), -1)))
         # a subset counts for a sample when all its modalities are present
         usable = (masks.unsqueeze(1) <= batch.present.unsqueeze(0)).all(-1)  # (S, B)
-        for j, t in enumerate(names):
+        decoded = names if groups & {"coherence", "reconstruction", "task"} else []  # else only the latents are wanted
+        for j, t in enumerate(decoded):
             modality = model.modalities[t]
             x = batch.data[t]
             valid_all = usable & batch.present[:, j].unsqueeze(0)  # (S, B)
-            step = max(1, CHUNK_ELEMENTS // max(1, out_size[t] * len(batch)))  # subsets decoded at once
+            budget = min(CHUNK_ELEMENTS, chunk_budget(model.device))
+            step = max(1, budget // max(1, out_size[t] * len(batch)))  # subsets decoded at once
             if j not in rec:
                 rec[j] = torch.zeros(3, S, dtype=torch.float64, device=model.device)  # Σ nll, items, Σ mse
             for s0 in range(0, S, step):
@@ -263,7 +377,7 @@ def _posterior_pass(run, test, masks, labels, judges, test_attrs, groups, metric
     for (s, t, a), parts in sorted(coh.items()):
         y = np.concatenate([p[0] for p in parts])
         p = np.concatenate([p[1] for p in parts])
-        coherence.setdefault(f"{labels[s]}->{t}", {})[a] = balanced_accuracy(y, p)
+        coherence.setdefault(f"{labels[s]}->{t}", {})[a] = fast_balanced_accuracy(y, p)
     reconstruction: dict[str, dict[str, float | None]] = {}
     if "reconstruction" in groups:
         for j, sums in rec.items():
@@ -297,6 +411,7 @@ def _joint_coherence(model, judges: JudgeSet, settings: EvalSettings) -> dict[st
     prior = prior_of(model)
     verdicts: dict[str, list[tuple[str, np.ndarray]]] = {}
     done = 0
+    bar = Progress(settings.joint_samples, "joint coherence")
     while done < settings.joint_samples:
         n = min(settings.batch_size, settings.joint_samples - done)
         z = prior.rsample(n)
@@ -307,6 +422,8 @@ def _joint_coherence(model, judges: JudgeSet, settings: EvalSettings) -> dict[st
             for a, p in judges.judge(model, t, pred).items():
                 verdicts.setdefault(a, []).append((t, p))
         done += n
+        bar(n)
+    bar.close()
     out: dict[str, float | None] = {}
     for a, parts in verdicts.items():
         by_modality: dict[str, list[np.ndarray]] = {}
@@ -341,6 +458,7 @@ def _probes(run, train_view, attrs, masks, labels, test_latents, test_attrs, set
     # supervision an unpaired row shows its label alone, so a probe from the image may not learn from it.
     probe_rows = probe_view.rows.numpy()[kept_rows]
     out: dict[str, dict[str, float | None]] = {}
+    bar = Progress(len(labels), "linear probes")
     for s, label in enumerate(labels):
         given = [n for n, on in zip(model.names, masks[s].tolist()) if on]
         for a in attrs:
@@ -349,6 +467,8 @@ def _probes(run, train_view, attrs, masks, labels, test_latents, test_attrs, set
             if seen is not None:
                 y = np.where(np.isin(probe_rows, seen), y, -1)
             out.setdefault(label, {})[a] = linear_probe(train_mu[s], y, test_mu[s][ok], test_attrs[a][test_pos[ok]])
+        bar(1)
+    bar.close()
     return out
 
 

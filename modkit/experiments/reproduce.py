@@ -22,7 +22,6 @@ import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
-from modkit.errors import ModkitError
 from modkit.experiments.claims import Arm, Claim, find
 from modkit.runs import files as rundir
 

@@ -41,6 +41,7 @@ from modkit.training.accel import accelerate
 from modkit.training.builder import Setup, build_on_ranks
 from modkit.training.divergence import DivergenceError, DivergenceGuard  # noqa: F401 - DivergenceError: re-exported
 from modkit.training.optim import make_optimizer, make_scheduler, scale_learning_rate
+from modkit.training.threads import apply_threads
 from modkit.data.dataset import EpochBatchSampler, make_loader
 from modkit.training.distributed import SINGLE, Dist
 from modkit.errors import ModkitError, RecipeError
@@ -202,6 +203,7 @@ class Trainer:
             setup = build_on_ranks(recipe, plugins, run_dir, source, dist)
         self.setup: Setup = setup
         self.model = self.setup.model.to(device)
+        apply_threads(recipe.train.threads, device, self.model, recipe.data.batch_size // dist.world)  # issue 13: train.threads
         self.accel = accelerate(self.model, device, recipe.train.amp, recipe.train.compile)
         if dist.rank:
             torch.manual_seed(rank_seed(recipe.seed, dist.rank))

@@ -48,7 +48,8 @@ def test_evaluate_run_on_ppca(tmp_path):
     setup = Setup(recipe, model, FullSampler(2, SamplerConfig(type="full")), *views)
     run = LoadedRun(tmp_path, recipe, {}, plugins, setup, torch.device("cpu"), None)
 
-    result = evaluate_run(run, EvalSettings(iw_samples=2000, prior_samples=2000, denominator="posterior", joint_samples=500))
+    result = evaluate_run(run, EvalSettings(iw_samples=2000, prior_samples=2000, denominator="posterior", joint_samples=500,
+                                             likelihoods="all", iw_items=None))
     write_json(tmp_path / "eval.json", result)  # everything in it is JSON
     assert json.loads((tmp_path / "eval.json").read_text())["attributes"] == ["cls"]
 

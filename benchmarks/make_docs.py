@@ -1,0 +1,77 @@
+"""Write docs/benchmarks.md from benchmarks/doc_template.md and the files the benchmarks wrote.
+
+    python benchmarks/make_docs.py
+
+Each ``<!-- results: NAME -->`` line of the template becomes the tables of one result file, rendered by
+the benchmark that wrote it (its own markdown function on its JSON), so every number on the page comes
+from a file a command wrote, with that file's date, commit, machine, command and load. A missing file
+becomes a line saying which command writes it.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+RESULTS = HERE / "results"
+
+
+def _threads() -> tuple[Path, str]:
+    import threads
+
+    path = RESULTS / "threads.json"
+    report = json.loads(path.read_text())
+    report["targets"] = threads.targets(report["runs"])
+    return path, threads.markdown(report)
+
+
+def _eval() -> tuple[Path, str]:
+    import eval_shapes
+
+    path = RESULTS / "eval-shapes.json"
+    return path, eval_shapes.markdown(json.loads(path.read_text()))
+
+
+def _run(path: Path) -> tuple[Path, str]:
+    import run
+
+    return path, run.markdown(json.loads(path.read_text()))
+
+
+#: placeholder → (renderer, the command that writes its file)
+SECTIONS = {
+    "threads": (_threads, "python benchmarks/threads.py"),
+    "eval-shapes": (_eval, "python benchmarks/eval_shapes.py"),
+    "recipes": (lambda: _run(RESULTS / "recipes" / "results.json"),
+                'python benchmarks/run.py --objectives "" --no-nll --no-scaling --no-peer --out benchmarks/results/recipes'),
+    "mlp": (lambda: _run(RESULTS / "results.json"), "python benchmarks/run.py"),
+}
+
+
+def section(name: str) -> str:
+    render, command = SECTIONS[name]
+    try:
+        path, text = render()
+    except FileNotFoundError as exc:
+        return f"Not measured yet: `{command}` writes `{Path(exc.filename).relative_to(ROOT)}`.\n"
+    lines = text.strip().splitlines()[1:]  # the file's own title: the page has its heading
+    body = "\n".join("#" + line if line.startswith("#") else line for line in lines).strip()
+    return f"From `{path.relative_to(ROOT)}`:\n\n{body}\n"
+
+
+def main() -> int:
+    template = (HERE / "doc_template.md").read_text()
+    page = re.sub(r"<!-- results: ([\w-]+) -->", lambda m: section(m.group(1)).rstrip("\n"), template)
+    out = ROOT / "docs" / "benchmarks.md"
+    out.write_text(page)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
