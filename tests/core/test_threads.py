@@ -15,9 +15,21 @@ CPU = torch.device("cpu")
 
 @pytest.fixture
 def restore_threads():
+    """torch's count and every BLAS pool's limit as they were: a leaked 2-thread BLAS changes later tests' sums."""
+    from threadpoolctl import threadpool_limits
+
+    from modkit.training.threads import LATER_ENV
+
     before = torch.get_num_threads()
-    yield
+    env = {name: os.environ.get(name) for name in LATER_ENV}  # apply_threads writes them for libraries loaded later
+    with threadpool_limits(limits=None):  # restores the pools' original limits on exit
+        yield
     torch.set_num_threads(before)
+    for name, value in env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def test_auto_uses_one_thread_for_small_operators_and_respects_the_environment():

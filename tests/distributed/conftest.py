@@ -29,7 +29,12 @@ def project(tmp_path, monkeypatch) -> Path:
     (tmp_path / "modkit.toml").write_text('[modkit]\nruns_dir = "runs"\nplugins = ["fault_plugin"]\n')
     (tmp_path / "tiny.yaml").write_text(TINY)
     monkeypatch.chdir(tmp_path)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):  # the subprocesses too, whatever leaked
+        monkeypatch.setenv(name, "1")
+    from threadpoolctl import threadpool_limits
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # bitwise comparisons with subprocesses need the same reduction order
-    yield tmp_path
+    with threadpool_limits(limits=1):  # and the BLAS pools too, whatever an earlier test left them at
+        yield tmp_path
     torch.set_num_threads(threads)
