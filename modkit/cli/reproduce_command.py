@@ -24,13 +24,13 @@ def reproduce_command(claims: tuple[str, ...], quick: bool, seeds: int, workers:
                       list_claims: bool) -> None:
     """Run CLAIMS (default: all) and write their verdicts: reproduced, in direction only, or contradicted."""
     from modkit.experiments import claims as catalogue
-    from modkit.experiments.reproduce import REPO, RESULTS_MD, reproduce
+    from modkit.experiments.reproduce import RESULTS_MD, project_root, reproduce
 
     if list_claims:
         for claim in catalogue.CLAIMS:
             click.echo(f"{claim.id:<28} {claim.title} ({claim.source})")
         return
     out = out or Path("runs") / ("reproduce-quick" if quick else "reproduce")
-    report = report or (out / RESULTS_MD if quick else REPO / "docs" / RESULTS_MD)
+    report = report or (out / RESULTS_MD if quick else project_root() / "docs" / RESULTS_MD)
     figures = report.parent / "figures" / "reproductions" if not quick else out / "figures"
     reproduce(list(claims), quick, seeds, workers, out, report, figures, ["modkit", "reproduce", *sys.argv[2:]], echo=click.echo)

@@ -22,17 +22,26 @@ import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
+from modkit.errors import ModkitError
 from modkit.experiments.claims import Arm, Claim, find
 from modkit.runs import files as rundir
 
-REPO = Path(__file__).resolve().parents[2]
+
+
+def project_root() -> Path:
+    """The modkit checkout whose recipes/ the claims name: this source tree when modkit runs from it (an
+    editable install), else the working directory (``pip install .`` copies no recipes)."""
+    for candidate in (Path(__file__).resolve().parents[2], Path.cwd()):
+        if (candidate / "recipes").is_dir():
+            return candidate
+    raise ModkitError("modkit reproduce needs the modkit repository's recipes/ folder: run it from the repository's root")
 RESULTS_MD = "reproductions.md"
 RESULTS_JSON = "reproductions.json"
 
 
 def recipe_path(arm: Arm) -> Path:
     path = Path(arm.recipe)
-    return path if path.is_absolute() or path.exists() else REPO / "recipes" / arm.recipe
+    return path if path.is_absolute() or path.exists() else project_root() / "recipes" / arm.recipe
 
 
 def arm_sets(claim: Claim, arm: Arm, quick: bool) -> list[str]:
@@ -170,7 +179,7 @@ def verdict(claim: Claim, table: dict[str, dict[Any, dict]], runs: dict[str, dic
 def provenance(command: list[str]) -> dict[str, Any]:
     def git(*args: str) -> str:
         try:
-            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+            return subprocess.run(["git", *args], cwd=project_root(), capture_output=True, text=True, timeout=10).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
 
