@@ -461,11 +461,15 @@ def _probes(run, train_view, attrs, masks, labels, test_latents, test_attrs, set
     bar = Progress(len(labels), "linear probes")
     for s, label in enumerate(labels):
         given = [n for n, on in zip(model.names, masks[s].tolist()) if on]
+        shown: dict[str, np.ndarray | None] = {}  # per field: which probe rows showed it with ``given`` (48 attributes, one field)
         for a in attrs:
+            field = split_attribute(a)[0]
+            if field not in shown:
+                seen = run.seen_rows(field, given)
+                shown[field] = None if seen is None else np.isin(probe_rows, seen)
             y = train_attrs[a][kept_rows]
-            seen = run.seen_rows(split_attribute(a)[0], given)
-            if seen is not None:
-                y = np.where(np.isin(probe_rows, seen), y, -1)
+            if shown[field] is not None:
+                y = np.where(shown[field], y, -1)
             out.setdefault(label, {})[a] = linear_probe(train_mu[s], y, test_mu[s][ok], test_attrs[a][test_pos[ok]])
         bar(1)
     bar.close()

@@ -52,6 +52,9 @@ class Claim:
     evaluate: dict | None = None  # EvalSettings for arms whose metric comes from eval.json
     quick_evaluate: dict | None = None
     rule: str = GAP_RULE
+    #: how the verdict is decided: "gap" (GAP_RULE), "not_worse" (the subject at least matches the baseline) or
+    #: "no_divergence" (every seed of the subject finished without a skipped step or rollback)
+    judge: str = "gap"
     diagnosis: str = ""  # what is known about why it does or does not reproduce (written from the code and papers)
     extra: dict = field(default_factory=dict)
 
@@ -151,6 +154,7 @@ CLAIMS: tuple[Claim, ...] = (
         diagnosis="These digits are 8×8 images (64 Bernoulli pixels), so the nats are not comparable with the paper's "
                   "MNIST values; the claim is the comparison with the VAE.",
         quick_evaluate={"metrics": ["likelihood"], "iw_samples": 20, "iw_items": 50},
+        judge="not_worse",
         rule="gap = mean log p(image) of PoE − of the VAE, se as in the other claims. **Reproduced** if gap > −2·se "
              "(PoE at least as good as the VAE within noise) and gap > 0; **reproduced in direction only** if "
              "−2·se < gap ≤ 0; **contradicted** if gap < −2·se. One seed: **inconclusive**.",
@@ -166,6 +170,7 @@ CLAIMS: tuple[Claim, ...] = (
         arms=(Arm("poe", "digits-poe.yaml", ("train.epochs=300", "train.lr=0.001"), label="PoE, lr 1e-3, 300 epochs"),),
         subject="poe", baseline="poe",
         quick_sets=("train.epochs=3",),
+        judge="no_divergence",
         rule="**Reproduced** (no divergence) if every seed finishes with 0 skipped steps and 0 rollbacks; "
              "**contradicted** otherwise. Not a comparison: the row reports what happened.",
     ),

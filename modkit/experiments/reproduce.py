@@ -162,7 +162,7 @@ def gap_verdict(subject: dict[Any, dict], baseline: dict[Any, dict], region: lis
 def verdict(claim: Claim, table: dict[str, dict[Any, dict]], runs: dict[str, dict], quick: bool = False) -> tuple[str, list[dict]]:
     if quick:  # one seed, a few epochs: the machinery ran, the papers were not tested
         return "inconclusive", []
-    if claim.id == "stability":
+    if claim.judge == "no_divergence":
         seeds = [m for per_x in runs.get(claim.subject, {}).values() for m in per_x.values()]
         if not seeds:
             return "inconclusive", []
@@ -171,7 +171,7 @@ def verdict(claim: Claim, table: dict[str, dict[Any, dict]], runs: dict[str, dic
     subject, baseline = table[claim.subject], table[claim.baseline]
     region = [x for x in (claim.region or list(subject)) if x in subject] or list(subject)
     result, rows = gap_verdict(subject, baseline, region)
-    if claim.id == "mvae-likelihood" and result != "inconclusive" and rows:
+    if claim.judge == "not_worse" and result != "inconclusive" and rows:
         r = rows[0]
         result = "reproduced" if r["gap"] > 0 else ("contradicted" if r["gap"] < -2 * (r["se"] or 0) else "reproduced in direction only")
     return result, rows
