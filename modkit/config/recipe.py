@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -99,6 +99,9 @@ class DataSpec(Strict):
     #: what the unpaired rows of weak supervision become: "split" (MVAE: one row per modality alone), "drop"
     #: (train on the pairs only), or the modalities an unpaired row keeps (["image"]: image-only rows)
     unpaired: Literal["split", "drop"] | list[str] = "split"
+    #: each training row this many times per epoch; "match": as many rows per epoch as ``unpaired: split``
+    #: would give, so a pairs-only arm (``unpaired: drop``) takes as many optimiser steps as MVAE's protocol
+    repeat: Annotated[int, Field(ge=1)] | Literal["match"] = 1
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(512, ge=1)
     num_workers: int = Field(0, ge=0)

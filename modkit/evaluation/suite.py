@@ -524,6 +524,8 @@ def summarize(result: dict, names: list[str]) -> dict[str, float]:
     for key, cell in result.get("likelihood", {}).items():
         if cell["mean"] is not None:
             out[f"likelihood/{key}"] = cell["mean"]
+        if cell.get("log_w_var") is not None:  # MVAE's Table 3: how good the proposal is
+            out[f"log_w_var/{key}"] = cell["log_w_var"]
     for subset in [*names, "+".join(names)] if len(names) > 1 else names:  # each modality alone, and all together
         for a, v in grouped(result.get("probe", {}).get(subset, {})).items():
             out[f"probe/{subset}/{a}"] = v

@@ -85,8 +85,21 @@ def run_model_arm(claim: Claim, arm: Arm, xs: list[float], seeds: list[int], out
             trained += [d for d in (trial.datetime_start, trial.datetime_complete) if d is not None]
         x = float(trial.params.get(claim.x_key, xs[0])) if claim.x_key else None  # one x value is not a swept dimension
         for name, metrics in trial.user_attrs.get("seeds", {}).items():
-            found.setdefault(x, {})[int(name.removeprefix("seed-"))] = metrics
+            run_dir = folder / f"trial-{trial.number:04d}" / name
+            found.setdefault(x, {})[int(name.removeprefix("seed-"))] = {**eval_metrics(run_dir), **metrics}
     return found
+
+
+def eval_metrics(run_dir: Path) -> dict[str, float]:
+    """The run's eval.json summarised by today's code (a rerun that reuses a trial gets the numbers the summary
+    has gained since, e.g. the variance of the log importance weights), or nothing when it was not evaluated."""
+    from modkit.evaluation.suite import EVAL_JSON, summarize
+
+    path = run_dir / EVAL_JSON
+    if not path.exists():
+        return {}
+    result = rundir.read_json(path)
+    return summarize(result, list(result.get("modalities", [])))
 
 
 def _first_modality(path: Path) -> str:
@@ -157,6 +170,18 @@ def gap_verdict(subject: dict[Any, dict], baseline: dict[Any, dict], region: lis
     if any(r["gap"] > 0 for r in rows):
         return "reproduced in direction only", rows
     return "not reproduced", rows
+
+
+def above_baseline(claim: Claim, table: dict[str, dict[Any, dict]]) -> list[dict]:
+    """Where each model arm, not only the subject, beats the baseline by the claim's rule (gap > 2·se): the
+    question a reader of a weak-supervision curve asks is where, if anywhere, any multimodal VAE wins."""
+    found = []
+    for arm in claim.arms:
+        if arm.name == claim.baseline or arm.kind != "model":
+            continue
+        _, rows = gap_verdict(table[arm.name], table[claim.baseline], sorted(x for x in table[arm.name] if x is not None))
+        found += [{"arm": arm.name, **r} for r in rows if r["se"] is not None and r["gap"] > 2 * r["se"]]
+    return found
 
 
 def verdict(claim: Claim, table: dict[str, dict[Any, dict]], runs: dict[str, dict], quick: bool = False) -> tuple[str, list[dict]]:
@@ -254,9 +279,21 @@ def write_report(results: list[dict], meta: dict[str, Any], out: Path, figures_d
             key = str(x)
             md.append("| " + " | ".join([str(x) if x is not None else "—", *[_fmt(r["table"][a["name"]].get(key)) for a in r["arms"]]]) + " |")
         md += ["", f"**Verdict: {r['verdict']}.** Rule: {r['rule']}", ""]
+        for metric, extra in r.get("also", {}).items():
+            md += [f"Also measured (no verdict): {extra['label']} (`{metric}`).", "",
+                   "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            for x in xs:
+                md.append("| " + " | ".join([str(x) if x is not None else "—",
+                                             *[_fmt(extra["table"].get(a["name"], {}).get(str(x))) for a in r["arms"]]]) + " |")
+            md.append("")
         if r["evidence"]:
             md += ["Evidence: " + "; ".join(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in e.items())
                                             for e in r["evidence"]) + ".", ""]
+        if "above_baseline" in r and r["verdict"] != "inconclusive":
+            titles = {a["name"]: a["title"] for a in r["arms"]}
+            found = [f"{titles[b['arm']]} at {b['x']} (by {b['gap']:.3f}, se {b['se']:.3f})" for b in r["above_baseline"]]
+            md += [f"Every arm against the baseline by the same rule (gap > 2·se): "
+                   + ("; ".join(found) if found else "no arm beats it at any x") + ".", ""]
         if r["diagnosis"]:
             md += [f"Diagnosis: {r['diagnosis']}", ""]
         if r.get("figure"):
@@ -291,7 +328,11 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
                 spans.extend(trained)
             runs[arm.name] = values
             table[arm.name] = {x: stats([m.get(claim.metric) for m in per_seed.values()]) for x, per_seed in values.items()}
+        also = {metric: {"label": label, "table": {arm: {str(x): stats([m.get(metric) for m in per_seed.values()])
+                                                         for x, per_seed in values.items()} for arm, values in runs.items()}}
+                for metric, label in claim.also}
         result, evidence = verdict(claim, table, runs, quick)
+        beats = [] if quick or claim.judge != "gap" else above_baseline(claim, table)
         fig = figure(claim, table, figures_dir / f"{claim.id}.png")
         results.append({"id": claim.id, "title": claim.title, "source": claim.source, "statement": claim.statement,
                         "paper_number": claim.paper_number, "metric": claim.metric, "metric_label": claim.metric_label,
@@ -299,7 +340,7 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
                         "arms": [{"name": a.name, "title": a.title, "kind": a.kind, "recipe": a.recipe, "sets": list(a.sets)}
                                  for a in claim.arms],
                         "table": {a: {str(x): c for x, c in cells.items()} for a, cells in table.items()},
-                        "verdict": result, "rule": claim.rule, "evidence": evidence, "diagnosis": claim.diagnosis,
+                        "also": also, "above_baseline": beats, "verdict": result, "rule": claim.rule, "evidence": evidence, "diagnosis": claim.diagnosis,
                         "figure": str(fig) if fig else None})
         echo(f" → {result}")
     meta["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -159,6 +159,20 @@ def build_model(recipe: Recipe, plugins: PluginSet, run_dir: Path, source: str |
     return MultimodalVAE(modalities, fusion, recipe.model.latent_dim)
 
 
+def repeat_rows(rows: np.ndarray, presence: np.ndarray, recipe: Recipe, n_train: int, n_modalities: int) -> tuple[np.ndarray, np.ndarray]:
+    """``data.repeat``: the epoch's rows repeated, "match" so that an epoch is as long as under MVAE's split
+    protocol (a pairs-only arm then takes as many optimiser steps as the arm it is compared with)."""
+    repeat = recipe.data.repeat
+    if repeat == "match":
+        f = min(recipe.data.paired_fraction, 1.0)
+        n_paired = int(round(f * n_train))
+        split_rows = n_paired + (n_train - n_paired) * (n_modalities if f < 1.0 and n_modalities > 1 else 0)
+        repeat = max(1, round(split_rows / max(1, len(rows))))
+    if repeat == 1:
+        return rows, presence
+    return np.tile(rows, repeat), np.tile(presence, (repeat, 1))
+
+
 def build(recipe: Recipe, plugins: PluginSet, run_dir: Path | None = None, source: str | None = None) -> Setup:
     plugins.require_ok(recipe.plugins)
     records, train_rows, test_rows = load_records(recipe, plugins, source)
@@ -174,6 +188,7 @@ def build(recipe: Recipe, plugins: PluginSet, run_dir: Path | None = None, sourc
                               f"name some but not all of the modalities ({', '.join(names)}), or use split or drop", source)
         unpaired = [names.index(u) for u in unpaired]
     rows, presence = weak_supervision(train_rows, len(names), recipe.data.paired_fraction, recipe.data.split_seed, unpaired)
+    rows, presence = repeat_rows(rows, presence, recipe, len(train_rows), len(names))
     skip = recipe.data.on_bad_sample == "skip"
     train = ModalityView(records, modalities, fields, rows, presence, skip_bad=skip)
     test = ModalityView(records, modalities, fields, test_rows, skip_bad=skip)

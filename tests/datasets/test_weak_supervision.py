@@ -43,3 +43,21 @@ def test_recipe_key_builds_and_is_checked():
         build(load_recipe(RECIPE, ["data.unpaired=[caption]"])[0], load_plugins())
     with pytest.raises(RecipeError, match="some but not all"):
         build(load_recipe(RECIPE, ["data.unpaired=[image,label]"])[0], load_plugins())
+
+
+def test_repeat_match_gives_the_pairs_as_many_rows_as_the_split_protocol():
+    split = build(load_recipe(RECIPE)[0], load_plugins())
+    pairs = build(load_recipe(RECIPE, ["data.unpaired=drop"])[0], load_plugins())
+    matched = build(load_recipe(RECIPE, ["data.unpaired=drop", "data.repeat=match"])[0], load_plugins())
+    # only the pairs, each the same number of times, and about as many rows per epoch as MVAE's protocol
+    assert matched.train.presence.all()
+    counts = np.unique(matched.train.rows.numpy(), return_counts=True)
+    assert set(counts[0].tolist()) == set(pairs.train.rows.numpy().tolist()) and len(set(counts[1].tolist())) == 1
+    repeat = counts[1][0]
+    assert repeat == round(len(split.train) / len(pairs.train))
+    assert abs(len(matched.train) - len(split.train)) <= len(pairs.train) / 2
+    tripled = build(load_recipe(RECIPE, ["data.repeat=3"])[0], load_plugins())
+    assert len(tripled.train) == 3 * len(split.train)
+    assert (tripled.train.presence.numpy() == np.tile(split.train.presence.numpy(), (3, 1))).all()
+    with pytest.raises(RecipeError, match="data.repeat"):
+        load_recipe(RECIPE, ["data.repeat=0"])

@@ -82,3 +82,38 @@ def test_quick_tier_runs_and_writes_a_stamped_report(tmp_path):
     # run again: the arms' sweeps are continued, not retrained
     again = CliRunner().invoke(main, ["reproduce", "--quick", "stability", "--out", str(out)], catch_exceptions=False)
     assert again.exit_code == 0 and "epoch 1/3" not in again.output
+
+
+def test_every_arm_is_checked_against_the_baseline_and_also_metrics_are_reported(tmp_path):
+    from modkit.experiments.reproduce import above_baseline, write_report
+
+    claim = catalogue.Claim(
+        id="toy", title="toy", source="s", statement="st", paper_number="p", metric="m", metric_label="m",
+        arms=(catalogue.Arm("a", "r.yaml"), catalogue.Arm("b", "r.yaml"), catalogue.Arm("base", "r.yaml", kind="logreg")),
+        subject="a", baseline="base", x_key="x", xs=(0.1, 0.3))
+    table = {"a": {0.1: cell(0.5, 0.01, 3), 0.3: cell(0.9, 0.01, 3)},
+             "b": {0.1: cell(0.8, 0.01, 3), 0.3: cell(0.7, 0.01, 3)},
+             "base": {0.1: cell(0.6, None, 1), 0.3: cell(0.8, None, 1)}}
+    found = above_baseline(claim, table)
+    # a wins only at 0.3, b only at 0.1 (se = 0.01/√3 each): every arm, not only the subject
+    assert [(f["arm"], f["x"]) for f in found] == [("a", 0.3), ("b", 0.1)]
+    assert found[0]["gap"] == pytest.approx(0.1) and found[0]["se"] == pytest.approx(0.01 / math.sqrt(3))
+    result = {"id": "toy", "title": "toy", "source": "s", "statement": "st", "paper_number": "p", "metric": "m",
+              "metric_label": "m", "subject": "a", "baseline": "base", "x_key": "x", "xs": [0.1, 0.3],
+              "arms": [{"name": n, "title": n.upper(), "kind": "model"} for n in table],
+              "table": {a: {str(x): c for x, c in cells.items()} for a, cells in table.items()},
+              "also": {"test/elbo": {"label": "test ELBO", "table": {"a": {"0.1": cell(-20.25, 0.5, 3)}}}},
+              "above_baseline": found, "verdict": "reproduced", "rule": "r", "evidence": [], "diagnosis": "", "figure": None}
+    meta = {"commit": "c", "date": "d", "machine": "m", "load": "l", "command": "cmd"}
+    text = write_report([result], meta, tmp_path / "r.md", tmp_path, quick=False).read_text()
+    assert "Also measured (no verdict): test ELBO (`test/elbo`)." in text and "| 0.1 | -20.250 ± 0.500 (3) | — | — |" in text
+    assert "A at 0.3 (by 0.100" in text and "B at 0.1 (by 0.200" in text
+
+
+def test_eval_metrics_are_summarised_by_todays_code(tmp_path):
+    from modkit.experiments.reproduce import eval_metrics
+
+    assert eval_metrics(tmp_path) == {}
+    (tmp_path / "eval.json").write_text(json.dumps({"modalities": ["image"], "likelihood": {
+        "log p(image)": {"mean": -23.5, "stderr": 0.1, "log_w_var": 1.25, "items": 10}}}))
+    assert eval_metrics(tmp_path) == {"likelihood/log p(image)": -23.5, "log_w_var/log p(image)": 1.25}
