@@ -130,7 +130,9 @@ CLAIMS: tuple[Claim, ...] = (
         subject="poe", baseline="logreg",
         x_key=PAIRED, xs=(0.01, 0.03, 0.1, 0.3, 1.0), quick_xs=(0.1,), region=(0.03, 0.1, 0.3),
         quick_sets=("train.epochs=1", "data.dataset.n=1500"),
-        also=(("test/elbo", "test ELBO under the fusion's own posterior and N(0, I) prior, nats"),),
+        evaluate={"metrics": ["probe"]}, quick_evaluate={"metrics": ["probe"], "probe_rows": 500, "max_items": 200},
+        also=(("probe/image/label", "linear probe of the label on q(z | image)'s mean, fitted on the pairs the arm saw (chance 0.25): what the image's latent knows"),
+              ("test/elbo", "test ELBO under the fusion's own posterior and N(0, I) prior, nats")),
         diagnosis="",
     ),
     Claim(
