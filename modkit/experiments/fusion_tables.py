@@ -4,8 +4,8 @@ docs/fusions/<fusion>.md must not carry typed numbers: this module renders, for 
 its arms across the claims (mean ± sd over seeds beside the claim's baseline at the same x) and writes it
 between the markers below, stating the run it came from. Which fusion an arm trains is read from the arm's
 recipe (``model.fusion``, a name or a mapping with ``type``, after the arm's ``--set`` values), never
-hard-coded, so a new claim arm shows up on its fusion's page by itself. ``modkit reproduce`` calls
-:func:`write` after writing the JSON; ``python -m modkit.experiments.fusion_tables`` does the same by hand,
+hard-coded, so a new claim arm shows up on its fusion's page by itself. :func:`write` is for
+``modkit reproduce`` to call after writing the JSON; ``python -m modkit.experiments.fusion_tables`` does the same by hand,
 and ``--check`` lists the pages whose block differs from what the JSON gives (a hand edit or a stale page).
 """
 from __future__ import annotations
@@ -62,6 +62,11 @@ def _metrics(claim: dict[str, Any]) -> list[tuple[str, str, dict[str, dict]]]:
     return found
 
 
+def _esc(text: str) -> str:
+    """Text safe inside a Markdown table cell (q(y|x) must not split the row)."""
+    return str(text).replace("|", "\\|")
+
+
 def _x(claim: dict[str, Any], x: Any) -> str:
     return f"`{claim['x_key']}` = {x}" if claim.get("x_key") and x is not None else "—"
 
@@ -99,7 +104,7 @@ def rows(data: dict[str, Any], fusion: str, recipes_dir: Path) -> list[str]:
                         theirs = "this arm is the baseline"
                     else:
                         theirs = f"{titles.get(base, base)}: {cell(table.get(base, {}).get(key))}"
-                    out.append(f"| {link} | {arm.get('title') or arm['name']}{role} | {_x(claim, x)} | {label} | {mine} | {theirs} |")
+                    out.append(f"| {link} | {_esc(arm.get('title') or arm['name'])}{role} | {_x(claim, x)} | {_esc(label)} | {mine} | {_esc(theirs)} |")
     return out
 
 
@@ -192,15 +197,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, default=Path("docs/reproductions.json"))
     parser.add_argument("--docs", type=Path, default=Path("docs"))
+    parser.add_argument("--recipes", type=Path, default=None, help="the recipes/ folder the arms name (default: the checkout's)")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a page's block is stale")
     args = parser.parse_args(argv)
     try:
         if args.check:
-            bad = stale(args.json, args.docs)
+            bad = stale(args.json, args.docs, args.recipes)
             for page in bad:
                 print(f"error: {page}: generated block differs from {args.json}; run {COMMAND}", file=sys.stderr)
             return 1 if bad else 0
-        for page in write(args.json, args.docs):
+        for page in write(args.json, args.docs, args.recipes):
             print(f"wrote {page}")
     except ModkitError as exc:
         print(f"error: {exc}", file=sys.stderr)
