@@ -86,7 +86,7 @@ def _source(meta: dict[str, Any], quick: bool) -> list[str]:
 def rows(data: dict[str, Any], fusion: str, recipes_dir: Path) -> list[str]:
     """Markdown table rows for every arm of every claim whose recipe trains ``fusion``."""
     out = []
-    for claim in data.get("claims", []):
+    for claim in data.get("claims") or data.get("results") or []:
         titles = {a["name"]: a.get("title") or a["name"] for a in claim.get("arms", [])}
         base = claim.get("baseline")
         link = f"[{claim['id']}](../reproductions.md#{claim['id']})"
