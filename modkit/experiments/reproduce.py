@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from modkit.errors import ModkitError
 from modkit.experiments.claims import Arm, Claim, find
+from modkit.experiments.fusion_tables import cell
 from modkit.runs import files as rundir
 
 
@@ -220,13 +221,6 @@ def provenance(command: list[str]) -> dict[str, Any]:
             "command": shlex.join(command)}
 
 
-def _fmt(cell: dict | None) -> str:
-    if not cell or cell.get("mean") is None:
-        return "—"
-    sd = f" ± {cell['sd']:.3f}" if cell.get("sd") is not None else ""
-    return f"{cell['mean']:.3f}{sd} ({cell['n']})"
-
-
 def figure(claim: Claim, table: dict[str, dict[Any, dict]], path: Path) -> Path | None:
     if not claim.x_key:
         return None
@@ -277,14 +271,14 @@ def write_report(results: list[dict], meta: dict[str, Any], out: Path, figures_d
         md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for x in xs:
             key = str(x)
-            md.append("| " + " | ".join([str(x) if x is not None else "—", *[_fmt(r["table"][a["name"]].get(key)) for a in r["arms"]]]) + " |")
+            md.append("| " + " | ".join([str(x) if x is not None else "—", *[cell(r["table"][a["name"]].get(key)) for a in r["arms"]]]) + " |")
         md += ["", f"**Verdict: {r['verdict']}.** Rule: {r['rule']}", ""]
         for metric, extra in r.get("also", {}).items():
             md += [f"Also measured (no verdict): {extra['label']} (`{metric}`).", "",
                    "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             for x in xs:
                 md.append("| " + " | ".join([str(x) if x is not None else "—",
-                                             *[_fmt(extra["table"].get(a["name"], {}).get(str(x))) for a in r["arms"]]]) + " |")
+                                             *[cell(extra["table"].get(a["name"], {}).get(str(x))) for a in r["arms"]]]) + " |")
             md.append("")
         if r["evidence"]:
             md += ["Evidence: " + "; ".join(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in e.items())
@@ -349,5 +343,10 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
     meta["load"] = provenance(command)["load"]
     path = write_report(results, meta, report, figures_dir, quick)
     echo(f"wrote {path} and {path.with_suffix('.json')}")
+    if not quick and (path.parent / "fusions").is_dir():  # the docs: each fusion page quotes its arms' rows
+        from modkit.experiments import fusion_tables
+
+        for page in fusion_tables.write(path.with_suffix(".json"), path.parent):
+            echo(f"updated {page}")
     return {"results": results, "meta": meta, "report": path}
 
