@@ -255,7 +255,10 @@ def write_report(results: list[dict], meta: dict[str, Any], out: Path, figures_d
           "statement and number, modkit's measurement (mean ± sd over seeds, n in brackets) beside a baseline, and a "
           "verdict decided by the rule written in `modkit/experiments/claims.py` before the run.", "",
           f"- commit: `{meta['commit']}`", f"- date: {meta['date']} (finished {meta.get('finished', '?')})", *([f"- runs trained: {meta['trained']}"] if meta.get("trained") else []), f"- machine: {meta['machine']}",
-          f"- load average when written: {meta['load']}", f"- command: `{meta['command']}`", ""]
+          f"- load average when written: {meta['load']}", f"- command: `{meta['command']}`", "",
+          "Seeds change the initialisation, the sampling and the minibatch order; the data, the train/test split "
+          "and which rows are paired are fixed (`data.split_seed`, the dataset's own seed), so each sd is over "
+          "training alone.", ""]
     if quick:
         md += ["**Quick tier** (one seed, few epochs, one x value): it checks the machinery, not the papers; every "
                "verdict is inconclusive by construction.", ""]
