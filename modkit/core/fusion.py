@@ -99,6 +99,10 @@ class Fusion(nn.Module):
         start from another run's weights (copied into this run's checkpoints, so the new run directory
         never needs the other one again). Default: nothing."""
 
+    #: why :meth:`prior` is None, when it is (printed as "not applicable: the <Fusion> fusion <this>")
+    no_prior_reason: str = ("defines no unconditional prior p(z) "
+                            "(scoring under N(0, I) would measure a prior the model never used)")
+
     def prior(self):
         """p(z) as a distribution with ``rsample``/``log_prob``/``mean``; default N(0, I).
 

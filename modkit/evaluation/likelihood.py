@@ -55,8 +55,7 @@ def prior_of(model: MultimodalVAE):
 
 def no_prior_reason(model: MultimodalVAE) -> str:
     """Why a quantity that needs p(z) is not reported for this model."""
-    return (f"not applicable: the {type(model.fusion).__name__} fusion defines no unconditional prior p(z) "
-            "(scoring under N(0, I) would measure a prior the model never used)")
+    return f"not applicable: the {type(model.fusion).__name__} fusion {model.fusion.no_prior_reason}"
 
 def output_elements(model: MultimodalVAE, names: Sequence[str]) -> int:
     """Numbers one latent decodes to over ``names``: sizes the chunks of k."""

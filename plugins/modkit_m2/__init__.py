@@ -201,6 +201,14 @@ class M2(Fusion):
         mu, logvar = self._posterior(feats, code, known, batch.present, singles)
         return Experts(mu, logvar, batch.present, {"features": feats, "target_code": code, "target_known": known})
 
+    no_prior_reason = ("carries y as a relaxed one-hot whose prior is categorical and whose posterior is a near point "
+                       "mass: a Gaussian p(z) over the whole latent would score y under a density the model never used")
+
+    def prior(self):
+        """None: z = [z_c, y] has no Gaussian prior, so the generic test ELBO and importance-sampled likelihoods,
+        which score every latent dimension under one, are not applicable (M2 is judged by q(y|x) and its loss)."""
+        return None
+
     def posterior(self, experts: Experts, subsets: Tensor) -> DiagGaussian:
         """q(z | subset): y is the given one-hot if the target is in the subset, else q(y|x)'s probabilities
         (uniform with no input); z_c ~ q(z_c | x, y) if an input is in the subset, else the prior N(0, I)."""

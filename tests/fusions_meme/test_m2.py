@@ -140,3 +140,17 @@ def test_accuracy_helper_reads_the_run_through_modkit_load(tmp_path, monkeypatch
     result = classifier_accuracy(tmp_path / "m2", "cpu")
     assert 0 <= result["classifier_accuracy"] <= 1 and result["n"] > 0
     assert main([str(tmp_path / "nowhere")]) == 1
+
+
+def test_no_gaussian_prior_so_test_elbo_and_likelihoods_are_not_applicable(tiny):
+    """z = [z_c, y] with y a near point mass: under N(0, I) the test ELBO would be dominated by y's fake density."""
+    from modkit.data.dataset import EpochBatchSampler, make_loader
+    from modkit.evaluation import epoch_metrics
+    from modkit.evaluation.likelihood import no_prior_reason
+
+    setup = tiny("digits-m2")
+    assert setup.model.fusion.prior() is None
+    loader = make_loader(setup.test, EpochBatchSampler(len(setup.test), 256, shuffle=False))
+    metrics = epoch_metrics.test_metrics(setup.model, loader, torch.device("cpu"))
+    assert metrics["test/elbo"] is None and 0 <= metrics["balanced_accuracy/image->label"] <= 1
+    assert no_prior_reason(setup.model).startswith("not applicable: the M2 fusion carries y as a relaxed one-hot")
