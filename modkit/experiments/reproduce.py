@@ -87,7 +87,9 @@ def run_model_arm(claim: Claim, arm: Arm, xs: list[float], seeds: list[int], out
         x = float(trial.params.get(claim.x_key, xs[0])) if claim.x_key else None  # one x value is not a swept dimension
         for name, metrics in trial.user_attrs.get("seeds", {}).items():
             run_dir = folder / f"trial-{trial.number:04d}" / name
-            found.setdefault(x, {})[int(name.removeprefix("seed-"))] = {**eval_metrics(run_dir), **metrics}
+            values = {**eval_metrics(run_dir), **metrics}
+            found.setdefault(x, {})[int(name.removeprefix("seed-"))] = {k: (None if k in arm.not_applicable else v)
+                                                                         for k, v in values.items()}
     return found
 
 
