@@ -10,6 +10,19 @@ on exactly the labelled pairs the models were allowed to see. Numbers the paper 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def project_root() -> Path:
+    """The modkit checkout whose recipes/ the claims name: this source tree when modkit runs from it (an
+    editable install), else the working directory (``pip install .`` copies no recipes)."""
+    for candidate in (Path(__file__).resolve().parents[2], Path.cwd()):
+        if (candidate / "recipes").is_dir():
+            return candidate
+    from modkit.errors import ModkitError
+
+    raise ModkitError("modkit reproduce needs the modkit repository's recipes/ folder: run it from the repository's root")
+
 
 #: the verdict rule every claim uses unless it says otherwise (written before the run)
 GAP_RULE = ("At each x in the claim's region, gap = mean(subject) − mean(baseline) and "
@@ -66,6 +79,10 @@ class Claim:
 PAIRED = "data.paired_fraction"
 #: M2 has no Gaussian prior over [z_c, y] (its prior() is None): a test ELBO scored under N(0, I) means nothing
 M2_NA = ("test/elbo",)
+WEAK_STATEMENT = ("With few paired examples a multimodal VAE predicts the label from the image better than baselines "
+                  "trained on the pairs alone: MVAE beats them in the middle regime of the paired fraction.")
+WEAK_PAPER = ("Fig. 3 (MNIST, FashionMNIST, MultiMNIST): MVAE above the baselines in the middle of the paired-fraction "
+              "axis; no single number (REFERENCE.md)")
 
 #: MEME's own measures beside the decoder's accuracy: coherence judged both ways (a classifier of the dataset's
 #: attributes reads what was generated) and the 2-Wasserstein relatedness AUC of the unimodal posteriors (§4.2)
@@ -77,15 +94,32 @@ MEME_ALSO = (
     ("relatedness/image~label/auc", "relatedness: AUC of telling paired from unpaired (image, label) by W2 between q(z|image) and q(z|label) (0.5: no relation)"),
 )
 
+
+def meme_partial(id: str, title: str, kept: str, xs: tuple[float, ...], diagnosis: str) -> Claim:
+    """MEME §5 / App. H under one partial-observation scheme: the unpaired rows keep ``kept`` only."""
+    missing = "label" if kept == "image" else "image"
+    sets = (f"data.unpaired=[{kept}]",)
+    return Claim(
+        id=id, title=title, source="Joy et al. 2022, §5 and Appendix H",
+        statement="Under partial observation MEME's cross-modal coherence stays higher than MVAE's and MMVAE's, "
+                  "which fall with the paired fraction.",
+        paper_number="Appendix H, fully observed: MNIST→SVHN 0.625 (MEME) vs 0.581 (MMVAE) vs 0.123 (MVAE) "
+                     "(REFERENCE.md)",
+        metric="balanced_accuracy/image->label",
+        metric_label=f"image → label balanced accuracy; unpaired rows keep the {kept} and miss the {missing} (chance 0.10)",
+        arms=(Arm("meme", "digits-meme-partial.yaml", sets, label="MEME"),
+              Arm("poe", "digits-poe-partial.yaml", sets, label="PoE (MVAE)"),
+              Arm("moe", "digits-moe-partial.yaml", sets, label="MoE (MMVAE)")),
+        subject="meme", baseline="poe", x_key=PAIRED, xs=xs, quick_xs=(0.1,), region=(0.03, 0.1, 0.3),
+        evaluate=MEME_EVAL, quick_evaluate=MEME_QUICK_EVAL, also=MEME_ALSO, diagnosis=diagnosis)
+
+
 CLAIMS: tuple[Claim, ...] = (
     Claim(
         id="mvae-weak-supervision",
         title="MVAE under weak supervision: image → label with few paired examples",
         source="Wu & Goodman 2018, §5.1 and Fig. 3",
-        statement="With few paired examples a multimodal VAE predicts the label from the image better than "
-                  "baselines trained on the pairs alone: MVAE beats them in the middle regime of the paired fraction.",
-        paper_number="Fig. 3 (MNIST, FashionMNIST, MultiMNIST): MVAE above the baselines in the middle of the "
-                     "paired-fraction axis; no single number (REFERENCE.md)",
+        statement=WEAK_STATEMENT, paper_number=WEAK_PAPER,
         metric="balanced_accuracy/image->label",
         metric_label="image → label balanced accuracy (chance 0.10)",
         arms=(
@@ -115,10 +149,7 @@ CLAIMS: tuple[Claim, ...] = (
         id="mvae-weak-supervision-shapes",
         title="MVAE under weak supervision on shapes (10,000 training scenes): image → label",
         source="Wu & Goodman 2018, §5.1 and Fig. 3",
-        statement="With few paired examples a multimodal VAE predicts the label from the image better than "
-                  "baselines trained on the pairs alone: MVAE beats them in the middle regime of the paired fraction.",
-        paper_number="Fig. 3 (MNIST, FashionMNIST, MultiMNIST): MVAE above the baselines in the middle of the "
-                     "paired-fraction axis; no single number (REFERENCE.md)",
+        statement=WEAK_STATEMENT, paper_number=WEAK_PAPER,
         metric="balanced_accuracy/image->label",
         metric_label="image → label balanced accuracy (chance 0.25)",
         arms=(
@@ -139,51 +170,16 @@ CLAIMS: tuple[Claim, ...] = (
               ("test/elbo", "test ELBO under the fusion's own posterior and N(0, I) prior, nats")),
         diagnosis="",
     ),
-    Claim(
-        id="meme-partial-observation",
-        title="MEME against MVAE and MMVAE when only one modality is missing",
-        source="Joy et al. 2022, §5 and Appendix H",
-        statement="Under partial observation MEME's cross-modal coherence stays higher than MVAE's and MMVAE's, "
-                  "which fall with the paired fraction.",
-        paper_number="Appendix H, fully observed: MNIST→SVHN 0.625 (MEME) vs 0.581 (MMVAE) vs 0.123 (MVAE) "
-                     "(REFERENCE.md)",
-        metric="balanced_accuracy/image->label",
-        metric_label="image → label balanced accuracy, label-only rows missing (chance 0.10)",
-        arms=(
-            Arm("meme", "digits-meme-partial.yaml", ("data.unpaired=[image]",), label="MEME"),
-            Arm("poe", "digits-poe-partial.yaml", ("data.unpaired=[image]",), label="PoE (MVAE)"),
-            Arm("moe", "digits-moe-partial.yaml", ("data.unpaired=[image]",), label="MoE (MMVAE)"),
-        ),
-        subject="meme", baseline="poe",
-        x_key=PAIRED, xs=(0.03, 0.1, 0.3, 1.0), quick_xs=(0.1,), region=(0.03, 0.1, 0.3),
-        evaluate=MEME_EVAL, quick_evaluate=MEME_QUICK_EVAL, also=MEME_ALSO,
-        diagnosis="The unpaired rows keep the image and miss the label (`data.unpaired: [image]`), the scheme "
-                  "where MEME's VampPrior stands in for the missing modality. The rule's baseline is MVAE, which MEME "
-                  "leads at every fraction. Against MMVAE (MoE), which the paper also places below MEME, MEME leads from "
-                  "0.1 on but trails at the smallest fraction (see the table): against MMVAE the claim holds only above "
-                  "it. The metric is the label decoded from q(z | image), not the paper's classifier-judged coherence "
-                  "on MNIST-SVHN.",
-    ),
-    Claim(
-        id="meme-partial-observation-label-only",
-        title="MEME against MVAE and MMVAE when the image is missing (label-only rows)",
-        source="Joy et al. 2022, §5 and Appendix H",
-        statement="Under partial observation MEME's cross-modal coherence stays higher than MVAE's and MMVAE's, "
-                  "which fall with the paired fraction.",
-        paper_number="Appendix H, fully observed: MNIST→SVHN 0.625 (MEME) vs 0.581 (MMVAE) vs 0.123 (MVAE) "
-                     "(REFERENCE.md)",
-        metric="balanced_accuracy/image->label",
-        metric_label="image → label balanced accuracy, image-only rows missing (chance 0.10)",
-        arms=(
-            Arm("meme", "digits-meme-partial.yaml", ("data.unpaired=[label]",), label="MEME"),
-            Arm("poe", "digits-poe-partial.yaml", ("data.unpaired=[label]",), label="PoE (MVAE)"),
-            Arm("moe", "digits-moe-partial.yaml", ("data.unpaired=[label]",), label="MoE (MMVAE)"),
-        ),
-        subject="meme", baseline="poe",
-        x_key=PAIRED, xs=(0.03, 0.1, 0.3), quick_xs=(0.1,), region=(0.03, 0.1, 0.3),
-        evaluate=MEME_EVAL, quick_evaluate=MEME_QUICK_EVAL, also=MEME_ALSO,
-        diagnosis="",
-    ),
+    meme_partial("meme-partial-observation", "MEME against MVAE and MMVAE when the label is missing (image-only rows)",
+                 kept="image", xs=(0.03, 0.1, 0.3, 1.0),
+                 diagnosis="The unpaired rows keep the image and miss the label (`data.unpaired: [image]`), the scheme "
+                           "where MEME's VampPrior stands in for the missing modality. The rule's baseline is MVAE, which MEME "
+                           "leads at every fraction. Against MMVAE (MoE), which the paper also places below MEME, MEME leads from "
+                           "0.1 on but trails at the smallest fraction (see the table): against MMVAE the claim holds only above "
+                           "it. The metric is the label decoded from q(z | image), not the paper's classifier-judged coherence "
+                           "on MNIST-SVHN."),
+    meme_partial("meme-partial-observation-label-only", "MEME against MVAE and MMVAE when the image is missing (label-only rows)",
+                 kept="label", xs=(0.03, 0.1, 0.3), diagnosis=""),
     Claim(
         id="m2-semi-supervised",
         title="M2 semi-supervised classification against the same network trained on the labels alone",

@@ -149,7 +149,7 @@ def load(json_path: Path) -> dict[str, Any]:
 
 
 def default_recipes_dir() -> Path:
-    from modkit.experiments.reproduce import project_root
+    from modkit.experiments.claims import project_root
 
     return project_root() / "recipes"
 

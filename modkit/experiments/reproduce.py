@@ -23,19 +23,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from modkit.errors import ModkitError
-from modkit.experiments.claims import Arm, Claim, find
+from modkit.experiments.claims import Arm, Claim, find, project_root
 from modkit.experiments.fusion_tables import cell
 from modkit.runs import files as rundir
 
 
 
-def project_root() -> Path:
-    """The modkit checkout whose recipes/ the claims name: this source tree when modkit runs from it (an
-    editable install), else the working directory (``pip install .`` copies no recipes)."""
-    for candidate in (Path(__file__).resolve().parents[2], Path.cwd()):
-        if (candidate / "recipes").is_dir():
-            return candidate
-    raise ModkitError("modkit reproduce needs the modkit repository's recipes/ folder: run it from the repository's root")
 RESULTS_MD = "reproductions.md"
 RESULTS_JSON = "reproductions.json"
 
