@@ -19,13 +19,25 @@ GAP_RULE = ("At each x in the claim's region, gap = mean(subject) − mean(basel
             "unknown and the verdict is **inconclusive**.")
 
 
+#: the recipe key a two-stage arm's start is written to by default (LCMVAE's fine-tuning from its pre-training)
+INIT_KEY = "model.fusion.downstream.init_from"
+
+
 @dataclass(frozen=True)
 class Arm:
     name: str
     recipe: str = ""  # relative to the repository's recipes/ folder
     sets: tuple[str, ...] = ()
-    kind: str = "model"  # "model": trained over seeds; "logreg": scikit-learn on the recipe's labelled pairs
+    #: "model": trained over seeds at every x; "logreg": scikit-learn on the recipe's labelled pairs;
+    #: "pretrain": trained over seeds once, at no x (the claim's x is a later stage's), only to start the arms
+    #: that name it in ``after``: not a row of the tables
+    kind: str = "model"
     label: str = ""  # how tables name it
+    #: two stages: the name of an earlier arm of the claim; each run of this arm starts from that arm's run of the
+    #: same seed (and the same x, where that arm is swept over x), whose directory is written to ``init_key``
+    after: str = ""
+    init_key: str = INIT_KEY
+    metric: str = ""  # the summary key this arm's number comes from, when not the claim's (e.g. another input)
 
     @property
     def title(self) -> str:

@@ -48,25 +48,40 @@ def arm_sets(claim: Claim, arm: Arm, quick: bool) -> list[str]:
     return [*arm.sets, *(claim.quick_sets if quick else ())]
 
 
-def arm_key(claim: Claim, arm: Arm, quick: bool, evaluate: dict | None, xs: list, seeds: list[int]) -> str:
-    """Arms with the same recipe, settings, x values, seeds and evaluation share one sweep (and its runs)."""
-    spec = json.dumps([arm.recipe, arm_sets(claim, arm, quick), claim.x_key, xs, seeds, evaluate], sort_keys=True)
-    return f"{Path(arm.recipe).stem}-{hashlib.sha1(spec.encode()).hexdigest()[:8]}"
+def arm_key(claim: Claim, arm: Arm, quick: bool, evaluate: dict | None, xs: list, seeds: list[int],
+            x_key: str | None = None, start: str = "") -> str:
+    """Arms with the same recipe, settings, x values, seeds, evaluation and start share one sweep (and its runs)."""
+    spec = [arm.recipe, arm_sets(claim, arm, quick), x_key, xs, seeds, evaluate] + ([start] if start else [])
+    digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{Path(arm.recipe).stem}-{digest}"
 
 
 # -- running ----------------------------------------------------------------------------------
 
+#: x → seed → a run's directory, per arm: where a later stage starts from
+RunDirs = dict[float | None, dict[int, Path]]
+
+
 def run_model_arm(claim: Claim, arm: Arm, xs: list[float], seeds: list[int], out: Path, quick: bool, workers: int,
-                  echo: Callable[[str], None], trained: list | None = None) -> dict[float | None, dict[int, dict[str, float]]]:
+                  echo: Callable[[str], None], trained: list | None = None, *, x_key: str | None | bool = True,
+                  start: Path | None = None, dirs: RunDirs | None = None) -> dict[float | None, dict[int, dict[str, float]]]:
     """Train (or continue) the arm's sweep; x → seed → that run's metrics. ``trained`` collects when each trial ran
-    (a rerun reuses finished trials, so the report says when its numbers were trained, not only when it was written)."""
+    (a rerun reuses finished trials, so the report says when its numbers were trained, not only when it was written).
+
+    ``x_key``: the swept key (default the claim's; None: trained at no x). ``start``: the earlier stage's trial
+    folder; each seed's run starts from ``start/seed-S`` through ``arm.init_key`` (the sweep's ``{seed}`` field).
+    ``dirs`` receives x → seed → run directory."""
     from modkit.experiments import sweep
 
-    evaluate = claim.quick_evaluate if quick and claim.quick_evaluate else claim.evaluate
-    folder = out / "arms" / arm_key(claim, arm, quick, evaluate, xs, seeds)
+    x_key = claim.x_key if x_key is True else x_key
+    evaluate = None if arm.kind == "pretrain" else (claim.quick_evaluate if quick and claim.quick_evaluate else claim.evaluate)
+    where = "" if start is None else f"{arm.init_key}={os.path.relpath(start, out)}"  # the key does not depend on where OUT is
+    folder = out / "arms" / arm_key(claim, arm, quick, evaluate, xs, seeds, x_key, where)
     overrides = arm_sets(claim, arm, quick)
-    if claim.x_key:
-        overrides.append(f"{claim.x_key}={','.join(str(x) for x in xs)}")
+    if start is not None:
+        overrides.append(f"{arm.init_key}={start.resolve()}/seed-{sweep.SEED_FIELD}")
+    if x_key:
+        overrides.append(f"{x_key}={','.join(str(x) for x in xs)}")
     overrides.append(f"seed={','.join(str(s) for s in seeds)}")
     if (folder / sweep.SWEEP_JSON).exists():
         config, url = sweep.locate(str(folder), None, None)
@@ -74,7 +89,7 @@ def run_model_arm(claim: Claim, arm: Arm, xs: list[float], seeds: list[int], out
         config, url = sweep.new_sweep(recipe_path(arm), overrides, folder, storage=None, study=None, sampler="grid",
                                       trials=None, objective="test/rec/" + _first_modality(recipe_path(arm)),
                                       direction="maximize", evaluate=evaluate is not None, settings=dict(evaluate or {}),
-                                      plot=[claim.metric], device=None, heartbeat=30, echo=lambda s: echo("  " + s))
+                                      plot=[arm.metric or claim.metric], device=None, heartbeat=30, echo=lambda s: echo("  " + s))
     sweep.run_workers(config, url, workers, lambda s: echo("  " + s))
     study, _ = sweep.load_study(config.study, sweep.open_storage(url, config.heartbeat))
     from optuna.trial import TrialState
@@ -83,10 +98,36 @@ def run_model_arm(claim: Claim, arm: Arm, xs: list[float], seeds: list[int], out
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if trained is not None:
             trained += [d for d in (trial.datetime_start, trial.datetime_complete) if d is not None]
-        x = float(trial.params.get(claim.x_key, xs[0])) if claim.x_key else None  # one x value is not a swept dimension
+        x = float(trial.params.get(x_key, xs[0])) if x_key else None  # one x value is not a swept dimension
         for name, metrics in trial.user_attrs.get("seeds", {}).items():
             run_dir = folder / f"trial-{trial.number:04d}" / name
-            found.setdefault(x, {})[int(name.removeprefix("seed-"))] = {**eval_metrics(run_dir), **metrics}
+            seed = int(name.removeprefix("seed-"))
+            found.setdefault(x, {})[seed] = {**eval_metrics(run_dir), **metrics}
+            if dirs is not None:
+                dirs.setdefault(x, {})[seed] = run_dir
+    return found
+
+
+def run_after_arm(claim: Claim, arm: Arm, xs: list[float], seeds: list[int], out: Path, quick: bool, workers: int,
+                  echo: Callable[[str], None], trained: list, earlier: RunDirs,
+                  dirs: RunDirs | None = None) -> dict[float | None, dict[int, dict[str, float]]]:
+    """The second stage of a two-stage arm: at each x, every seed's run starts from the earlier arm's run of the same
+    seed (at the same x where the earlier arm is swept over x, else from its one run per seed). The x values that
+    start from the same trial of the earlier arm share one sweep, so a rerun reuses what has finished."""
+    groups: dict[Path, list[float]] = {}
+    for x in xs or [None]:
+        runs = earlier.get(x) or earlier.get(None)
+        missing = [s for s in seeds if s not in (runs or {})]
+        if missing:
+            raise ModkitError(f"{claim.id}: arm '{arm.name}' starts from '{arm.after}', which has no run of seed "
+                              f"{missing[0]}{f' at {x}' if x is not None else ''}")
+        trial_dirs = {runs[s].parent for s in seeds}
+        assert len(trial_dirs) == 1, trial_dirs  # one trial holds every seed of a point
+        groups.setdefault(trial_dirs.pop(), []).append(x)
+    found: dict[float | None, dict[int, dict[str, float]]] = {}
+    for start, group in groups.items():
+        found.update(run_model_arm(claim, arm, [x for x in group if x is not None], seeds, out, quick, workers, echo, trained,
+                                   start=start, dirs=dirs))
     return found
 
 
@@ -272,6 +313,14 @@ def write_report(results: list[dict], meta: dict[str, Any], out: Path, figures_d
         md += [f"<a id=\"{r['id']}\"></a>", f"## {r['title']}", "", f"*{r['source']}.* {r['statement']}", "",
                f"Paper: {r['paper_number']}.", "", f"Metric: {r['metric_label']} (`{r['metric']}`); subject "
                f"`{r['subject']}`, baseline `{r['baseline']}`.", ""]
+        stages = [f"`{a['name']}` starts from `{a['after']}`'s run of the same seed" for a in r["arms"] if a.get("after")]
+        if r.get("stages") or stages:
+            md += ["Two stages: " + "; ".join([*(f"`{p['name']}` is a pre-training ({p['recipe']}"
+                                                  + (f", {' '.join(p['sets'])}" if p["sets"] else "") + "), trained once per seed"
+                                                  for p in r.get("stages", [])), *stages]) + ".", ""]
+        other = [f"{a['title']}: `{a['metric']}`" for a in r["arms"] if a.get("metric") not in (None, r["metric"])]
+        if other:
+            md += ["Read from another key: " + "; ".join(other) + ".", ""]
         xs = r["xs"]
         header = [r["x_key"] or "", *[a["title"] for a in r["arms"]]]
         md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -319,26 +368,39 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
         runs: dict[str, dict] = {}
         table: dict[str, dict[Any, dict]] = {}
         trained: list = []
+        dirs: dict[str, RunDirs] = {}  # each arm's run directories: where its later stages start
+        swept = [x for x in xs if x is not None]
         for arm in claim.arms:
-            echo(f" {arm.name}")
+            echo(f" {arm.name}" + (f" (from {arm.after})" if arm.after else ""))
+            metric = arm.metric or claim.metric
             if arm.kind == "logreg":
-                values = {x: {0: {claim.metric: logreg_on_pairs(claim, arm, x, quick)}} for x in xs}
+                values = {x: {0: {metric: logreg_on_pairs(claim, arm, x, quick)}} for x in xs}
+            elif arm.after:
+                values = run_after_arm(claim, arm, swept, seed_list, out, quick, workers, echo, trained, dirs[arm.after],
+                                       dirs.setdefault(arm.name, {}))
             else:
-                values = run_model_arm(claim, arm, [x for x in xs if x is not None], seed_list, out, quick, workers, echo, trained)
-                spans.extend(trained)
+                values = run_model_arm(claim, arm, [] if arm.kind == "pretrain" else swept, seed_list, out, quick, workers,
+                                       echo, trained, x_key=None if arm.kind == "pretrain" else True,
+                                       dirs=dirs.setdefault(arm.name, {}))
+            spans.extend(trained)
+            if arm.kind == "pretrain":  # a start for later arms, not a row of the tables
+                continue
             runs[arm.name] = values
-            table[arm.name] = {x: stats([m.get(claim.metric) for m in per_seed.values()]) for x, per_seed in values.items()}
+            table[arm.name] = {x: stats([m.get(metric) for m in per_seed.values()]) for x, per_seed in values.items()}
         also = {metric: {"label": label, "table": {arm: {str(x): stats([m.get(metric) for m in per_seed.values()])
                                                          for x, per_seed in values.items()} for arm, values in runs.items()}}
                 for metric, label in claim.also}
+        reported = [a for a in claim.arms if a.kind != "pretrain"]
         result, evidence = verdict(claim, table, runs, quick)
         beats = [] if quick or claim.judge != "gap" else above_baseline(claim, table)
         fig = figure(claim, table, figures_dir / f"{claim.id}.png")
         results.append({"id": claim.id, "title": claim.title, "source": claim.source, "statement": claim.statement,
                         "paper_number": claim.paper_number, "metric": claim.metric, "metric_label": claim.metric_label,
                         "subject": claim.subject, "baseline": claim.baseline, "x_key": claim.x_key, "xs": xs,
-                        "arms": [{"name": a.name, "title": a.title, "kind": a.kind, "recipe": a.recipe, "sets": list(a.sets)}
-                                 for a in claim.arms],
+                        "arms": [{"name": a.name, "title": a.title, "kind": a.kind, "recipe": a.recipe, "sets": list(a.sets),
+                                  "after": a.after, "metric": a.metric or claim.metric} for a in reported],
+                        "stages": [{"name": a.name, "recipe": a.recipe, "sets": list(a.sets)} for a in claim.arms
+                                   if a.kind == "pretrain"],
                         "table": {a: {str(x): c for x, c in cells.items()} for a, cells in table.items()},
                         "also": also, "above_baseline": beats, "verdict": result, "rule": claim.rule, "evidence": evidence, "diagnosis": claim.diagnosis,
                         "figure": str(fig) if fig else None})
