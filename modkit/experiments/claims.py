@@ -38,6 +38,8 @@ class Arm:
     after: str = ""
     init_key: str = INIT_KEY
     metric: str = ""  # the summary key this arm's number comes from, when not the claim's (e.g. another input)
+    #: trained at this x alone, whatever the claim's x values: a reference shown at every x (e.g. all pairs aligned)
+    at: float | None = None
 
     @property
     def title(self) -> str:
@@ -51,7 +53,7 @@ class Claim:
     source: str  # paper and where in it
     statement: str  # what the paper claims
     paper_number: str  # what it reports, quoted
-    metric: str  # a summary.json / eval.json summary key
+    metric: str  # a summary.json / eval.json summary key, or a pattern with * (the mean of the keys it matches)
     metric_label: str
     arms: tuple[Arm, ...]
     subject: str

@@ -149,10 +149,13 @@ def _first_modality(path: Path) -> str:
     return next(iter(read_yaml(path).get("modalities", {})), "image")
 
 
-def logreg_on_pairs(claim: Claim, arm: Arm, x: float | None, quick: bool) -> float:
-    """Balanced accuracy on the test split of a logistic regression from the image's pixels to the label,
-    fitted on the training rows where the recipe shows image and label together (the model's labelled pairs)."""
+def logreg_on_pairs(claim: Claim, arm: Arm, x: float | None, quick: bool) -> dict[str, float]:
+    """Balanced accuracy on the test split of a logistic regression from the image's pixels to each class-valued
+    modality (a label, or each attribute bit of a split attribute), fitted on the training rows where the recipe
+    shows the image and that modality together (the model's labelled pairs); keyed as the models' summaries key
+    it, ``balanced_accuracy/image-><target>``."""
     import numpy as np
+    import torch
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -165,20 +168,40 @@ def logreg_on_pairs(claim: Claim, arm: Arm, x: float | None, quick: bool) -> flo
     sets = arm_sets(claim, arm, quick) + ([f"{claim.x_key}={x}"] if claim.x_key else [])
     setup = build(load_recipe(recipe_path(arm), sets)[0], load_plugins())
     names = list(setup.train.modalities)
-    image, label = names.index("image"), names.index("label")
-    both = (setup.train.presence[:, image] & setup.train.presence[:, label]).nonzero().flatten().tolist()
-    train = setup.train.__getitems__(both)
+    image = names.index("image")
     test = setup.test.__getitems__(list(range(len(setup.test))))
-    x_train, y_train = train.data["image"].flatten(1).numpy(), train.data["label"].numpy()
-    x_test, y_test = test.data["image"].flatten(1).numpy(), test.data["label"].numpy()
-    if len(np.unique(y_train)) < 2:
-        return float(np.mean(y_test == y_train[0])) if len(y_train) else 0.0
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    clf.fit(x_train, y_train)
-    return float(balanced_accuracy(y_test, clf.predict(x_test)))
+    x_test = test.data["image"].flatten(1).numpy()
+    scores = {}
+    for j, target in enumerate(names):
+        values = test.data[target]
+        if j == image or not isinstance(values, torch.Tensor) or values.reshape(len(values), -1).shape[1] != 1 \
+                or values.is_floating_point() and not bool(((values == 0) | (values == 1)).all()):
+            continue  # not one class per row: a caption, a mask, a multi-hot vector
+        both = (setup.train.presence[:, image] & setup.train.presence[:, j]).nonzero().flatten().tolist()
+        train = setup.train.__getitems__(both)
+        x_train, y_train = train.data["image"].flatten(1).numpy(), train.data[target].reshape(-1).long().numpy()
+        y_test = values.reshape(-1).long().numpy()
+        if len(np.unique(y_train)) < 2:
+            y_pred = np.full_like(y_test, y_train[0] if len(y_train) else 0)
+        else:
+            clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+            y_pred = clf.fit(x_train, y_train).predict(x_test)
+        scores[f"balanced_accuracy/image->{target}"] = float(balanced_accuracy(y_test, y_pred))
+    return scores
 
 
 # -- aggregation and verdicts -------------------------------------------------------------------
+
+def metric_value(metrics: dict[str, float], key: str) -> float | None:
+    """A run's number for ``key``; a key with ``*`` is the mean of the keys it matches (e.g. every attribute's
+    balanced accuracy), None when none does."""
+    if "*" not in key:
+        return metrics.get(key)
+    import fnmatch
+
+    found = [v for k, v in metrics.items() if fnmatch.fnmatchcase(k, key) and v is not None and math.isfinite(v)]
+    return statistics.fmean(found) if found else None
+
 
 def stats(values: list[float]) -> dict[str, Any]:
     values = [v for v in values if v is not None and math.isfinite(v)]
@@ -374,7 +397,11 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
             echo(f" {arm.name}" + (f" (from {arm.after})" if arm.after else ""))
             metric = arm.metric or claim.metric
             if arm.kind == "logreg":
-                values = {x: {0: {metric: logreg_on_pairs(claim, arm, x, quick)}} for x in xs}
+                values = {x: {0: logreg_on_pairs(claim, arm, x, quick)} for x in xs}
+            elif arm.at is not None:  # one x for every x: a reference line
+                values = run_model_arm(claim, arm, [arm.at] if claim.x_key else [], seed_list, out, quick, workers, echo,
+                                       trained, dirs=dirs.setdefault(arm.name, {}))
+                values = {x: next(iter(values.values())) for x in xs}
             elif arm.after:
                 values = run_after_arm(claim, arm, swept, seed_list, out, quick, workers, echo, trained, dirs[arm.after],
                                        dirs.setdefault(arm.name, {}))
@@ -386,8 +413,8 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
             if arm.kind == "pretrain":  # a start for later arms, not a row of the tables
                 continue
             runs[arm.name] = values
-            table[arm.name] = {x: stats([m.get(metric) for m in per_seed.values()]) for x, per_seed in values.items()}
-        also = {metric: {"label": label, "table": {arm: {str(x): stats([m.get(metric) for m in per_seed.values()])
+            table[arm.name] = {x: stats([metric_value(m, metric) for m in per_seed.values()]) for x, per_seed in values.items()}
+        also = {metric: {"label": label, "table": {arm: {str(x): stats([metric_value(m, metric) for m in per_seed.values()])
                                                          for x, per_seed in values.items()} for arm, values in runs.items()}}
                 for metric, label in claim.also}
         reported = [a for a in claim.arms if a.kind != "pretrain"]
