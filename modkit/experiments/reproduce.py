@@ -172,14 +172,16 @@ def logreg_on_pairs(claim: Claim, arm: Arm, x: float | None, quick: bool) -> dic
     test = setup.test.__getitems__(list(range(len(setup.test))))
     x_test = test.data["image"].flatten(1).numpy()
     scores = {}
+    own = {n: getattr(setup.model.modalities[n], "select", lambda v: v) for n in names}  # a split attribute: its column
     for j, target in enumerate(names):
         values = test.data[target]
+        values = own[target](values) if isinstance(values, torch.Tensor) else values
         if j == image or not isinstance(values, torch.Tensor) or values.reshape(len(values), -1).shape[1] != 1 \
                 or values.is_floating_point() and not bool(((values == 0) | (values == 1)).all()):
             continue  # not one class per row: a caption, a mask, a multi-hot vector
         both = (setup.train.presence[:, image] & setup.train.presence[:, j]).nonzero().flatten().tolist()
         train = setup.train.__getitems__(both)
-        x_train, y_train = train.data["image"].flatten(1).numpy(), train.data[target].reshape(-1).long().numpy()
+        x_train, y_train = train.data["image"].flatten(1).numpy(), own[target](train.data[target]).reshape(-1).long().numpy()
         y_test = values.reshape(-1).long().numpy()
         if len(np.unique(y_train)) < 2:
             y_pred = np.full_like(y_test, y_train[0] if len(y_train) else 0)
@@ -258,6 +260,9 @@ def verdict(claim: Claim, table: dict[str, dict[Any, dict]], runs: dict[str, dic
         bad = [m for m in seeds if m.get("skipped_steps", 0) or m.get("rollbacks", 0) or m.get("test/elbo") is None]
         return ("contradicted" if bad else "reproduced"), [{"seeds": len(seeds), "diverged": len(bad)}]
     subject, baseline = table[claim.subject], table[claim.baseline]
+    if claim.lower_is_better:  # the gap is the baseline's error minus the subject's
+        subject, baseline = ({x: {**c, "mean": -c["mean"] if c["mean"] is not None else None} for x, c in t.items()}
+                             for t in (subject, baseline))
     region = [x for x in (claim.region or list(subject)) if x in subject] or list(subject)
     result, rows = gap_verdict(subject, baseline, region)
     if claim.judge == "not_worse" and result != "inconclusive" and rows:
