@@ -79,6 +79,14 @@ def test_quick_tier_runs_and_writes_a_stamped_report(tmp_path):
     assert all(0 <= weak["table"][a["name"]]["0.1"]["mean"] <= 1 for a in weak["arms"])  # every arm measured at x = 0.1
     lik = next(c for c in data["claims"] if c["id"] == "mvae-likelihood")
     assert all(lik["table"][arm]["None"]["mean"] < 0 for arm in ("poe", "vae"))  # log p(image) from each arm's eval.json
+    # the shapes claims (issue 15): every arm, two-stage ones included, measured by the key it names
+    from modkit.experiments.claims_shapes import SHAPES_CLAIMS
+
+    for claim in SHAPES_CLAIMS:
+        found = next(c for c in data["claims"] if c["id"] == claim.id)
+        assert all(cell["mean"] is not None for cells in found["table"].values() for cell in cells.values()), claim.id
+    lcmvae = next(c for c in data["claims"] if c["id"] == "lcmvae-captions-segmentation")
+    assert {s["name"] for s in lcmvae["stages"]} == {"pre-caption", "pre-image", "pre-minilm"}
     # run again: the arms' sweeps are continued, not retrained
     again = CliRunner().invoke(main, ["reproduce", "--quick", "stability", "--out", str(out)], catch_exceptions=False)
     assert again.exit_code == 0 and "epoch 1/3" not in again.output
