@@ -16,8 +16,9 @@ QUICK = ("train.epochs=1", "data.dataset.n=100", "eval.samples=2")  # 80 trainin
 
 LCMVAE = "shapes-lcmvae.yaml"
 MINILM = "modalities.caption.pretrained={name: all-MiniLM-L6-v2, max_length: 32}"
-#: fine-tuning: the mask task through a fresh head, on the scenes whose mask is labelled (x of them) alone
-FINE = ("model.fusion.downstream.task=mask", "data.unpaired=drop", "train.epochs=15")
+#: fine-tuning: the mask task through a fresh head, on the scenes whose mask is labelled (x of them) alone, on
+#: unmasked images (the report masks only while pre-training, and segments unmasked images)
+FINE = ("model.fusion.downstream.task=mask", "data.unpaired=drop", "modalities.image.mask_ratio=0", "train.epochs=15")
 #: with the mask the fine-tuning's target (never an input), all three together are image + caption
 WITH_CAPTION = "task/miou/image+caption+mask->mask"
 TASK_EVAL = {"metrics": ["task"]}
