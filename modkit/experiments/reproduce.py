@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -346,6 +347,8 @@ def write_report(results: list[dict], meta: dict[str, Any], out: Path, figures_d
             md += ["Two stages: " + "; ".join([*(f"`{p['name']}` is a pre-training ({p['recipe']}"
                                                   + (f", {' '.join(p['sets'])}" if p["sets"] else "") + "), trained once per seed"
                                                   for p in r.get("stages", [])), *stages]) + ".", ""]
+        if r.get("not_run"):
+            md += ["Not run: " + "; ".join(f"`{name}` ({why})" for name, why in r["not_run"].items()) + ".", ""]
         other = [f"{a['title']}: `{a['metric']}`" for a in r["arms"] if a.get("metric") not in (None, r["metric"])]
         if other:
             md += ["Read from another key: " + "; ".join(other) + ".", ""]
@@ -398,9 +401,18 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
         trained: list = []
         dirs: dict[str, RunDirs] = {}  # each arm's run directories: where its later stages start
         swept = [x for x in xs if x is not None]
+        not_run: dict[str, str] = {}  # arm → why (an optional extra is not installed)
         for arm in claim.arms:
             echo(f" {arm.name}" + (f" (from {arm.after})" if arm.after else ""))
             metric = arm.metric or claim.metric
+            missing = [m for m in arm.requires if importlib.util.find_spec(m) is None]
+            if missing or arm.after in not_run:
+                not_run[arm.name] = (f"needs the module {missing[0]} (an optional extra)" if missing
+                                     else f"starts from {arm.after}, which was not run")
+                echo(f"  not run: {not_run[arm.name]}")
+                if arm.kind != "pretrain":
+                    runs[arm.name], table[arm.name] = {}, {}
+                continue
             if arm.kind == "logreg":
                 values = {x: {0: logreg_on_pairs(claim, arm, x, quick)} for x in xs}
             elif arm.at is not None:  # one x for every x: a reference line
@@ -433,6 +445,7 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
                                   "after": a.after, "metric": a.metric or claim.metric} for a in reported],
                         "stages": [{"name": a.name, "recipe": a.recipe, "sets": list(a.sets)} for a in claim.arms
                                    if a.kind == "pretrain"],
+                        "not_run": not_run,
                         "table": {a: {str(x): c for x, c in cells.items()} for a, cells in table.items()},
                         "also": also, "above_baseline": beats, "verdict": result, "rule": claim.rule, "evidence": evidence, "diagnosis": claim.diagnosis,
                         "figure": str(fig) if fig else None})

@@ -96,3 +96,20 @@ def test_every_two_stage_arm_of_the_shapes_claims_starts_from_a_pretraining_of_t
             if arm.after:
                 assert arms[arm.after].kind == "pretrain" and arms[arm.after].recipe == arm.recipe
         assert claim.subject in arms and arms[claim.subject].kind != "pretrain"
+
+
+def test_an_arm_whose_extra_is_missing_is_reported_not_run_with_the_arms_that_start_from_it(tmp_path, monkeypatch):
+    claim = Claim(id="toy-extra", title="t", source="s", statement="st", paper_number="p",
+                  metric="balanced_accuracy/image->label", metric_label="m",
+                  arms=(Arm("pre", "digits-latent_mix.yaml", kind="pretrain", requires=("no_such_module_for_modkit",)),
+                        Arm("down", "digits-latent_mix.yaml", ("model.fusion.downstream.task=label",), after="pre"),
+                        Arm("logreg", "digits-latent_mix.yaml", kind="logreg")),
+                  subject="down", baseline="logreg")
+    monkeypatch.setattr(catalogue, "CLAIMS", (claim,))
+    out = tmp_path / "r"
+    result = reproduce([], False, 1, 1, out, out / "r.md", out / "fig", ["toy"], echo=lambda s: None)["results"][0]
+    assert not (out / "arms").exists()  # nothing trained
+    assert set(result["not_run"]) == {"pre", "down"} and "no_such_module_for_modkit" in result["not_run"]["pre"]
+    assert result["table"]["down"] == {} and result["table"]["logreg"]["None"]["mean"] > 0.5
+    assert result["verdict"] == "inconclusive"
+    assert "Not run: `pre` (needs the module no_such_module_for_modkit" in (out / "r.md").read_text()
