@@ -102,6 +102,10 @@ class DataSpec(Strict):
     #: each training row this many times per epoch; "match": as many rows per epoch as ``unpaired: split``
     #: would give, so a pairs-only arm (``unpaired: drop``) takes as many optimiser steps as MVAE's protocol
     repeat: Annotated[int, Field(ge=1)] | Literal["match"] = 1
+    #: modalities the model has but training never sees (missing in every training row; rows left with nothing
+    #: are dropped): LCMVAE's pre-training without the masks its fine-tuning predicts, an image-only arm of an
+    #: image + caption recipe. The test split keeps them.
+    withhold: list[str] = []
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(512, ge=1)
     num_workers: int = Field(0, ge=0)

@@ -219,7 +219,8 @@ class JudgeSet:
             kind = self.kinds[(modality, attr)]
             if kind == "self":
                 k = split_attribute(attr)[1]
-                values = predicted if k is None else predicted.reshape(len(predicted), -1)[:, k]
+                flat = predicted if k is None else predicted.reshape(len(predicted), -1)
+                values = flat if k is None else flat[:, k if flat.shape[1] > 1 else 0]  # a split attribute: its one column
                 out[attr] = values.detach().cpu().numpy().round().astype(np.int64)
             elif kind == "dataset":
                 if ground is None:
@@ -274,6 +275,10 @@ def plan_judges(model: MultimodalVAE, view: ModalityView, attributes: list[str],
         data = probe.data[name]
         f = fields[name]
         own = [a for a in attributes if split_attribute(a)[0] == f]
+        index = getattr(getattr(model.modalities[name], "config", None), "index", None)
+        if own and index is not None:  # a split attribute: one entry of the field's vector, its data the whole vector
+            judges.kinds.update({(name, a): "self" for a in own if split_attribute(a)[1] == index})
+            continue
         if own:
             # the modality's data are the attribute(s): judge them directly where the data have their shape
             for a in own:

@@ -536,6 +536,8 @@ def summarize(result: dict, names: list[str]) -> dict[str, float]:
         given, target = key.split("->")
         if given == target and cell.get("nll") is not None:
             out[f"reconstruction/{target}/nll"] = cell["nll"]
+        elif "+" not in given:  # one modality translated into another (MVAE's vision transforms: edges -> image)
+            out.update({f"reconstruction/{key}/{m}": cell[m] for m in ("nll", "mse") if cell.get(m) is not None})
     headline = {*names, "+".join(names)}  # single sources and all together; every subset is in eval.json
     for metric, cells in result.get("task", {}).items():
         for key, value in cells.items():

@@ -9,72 +9,8 @@ on exactly the labelled pairs the models were allowed to see. Numbers the paper 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-
-
-def project_root() -> Path:
-    """The modkit checkout whose recipes/ the claims name: this source tree when modkit runs from it (an
-    editable install), else the working directory (``pip install .`` copies no recipes)."""
-    for candidate in (Path(__file__).resolve().parents[2], Path.cwd()):
-        if (candidate / "recipes").is_dir():
-            return candidate
-    from modkit.errors import ModkitError
-
-    raise ModkitError("modkit reproduce needs the modkit repository's recipes/ folder: run it from the repository's root")
-
-
-#: the verdict rule every claim uses unless it says otherwise (written before the run)
-GAP_RULE = ("At each x in the claim's region, gap = mean(subject) − mean(baseline) and "
-            "se = √(sd_subject²/n_subject + sd_baseline²/n_baseline). **Reproduced** if gap > 2·se at some x of the "
-            "region; **contradicted** if gap < −2·se at every x of the region; **reproduced in direction only** if "
-            "gap > 0 at some x but nowhere by 2·se; otherwise **not reproduced**. With one seed (--quick) se is "
-            "unknown and the verdict is **inconclusive**.")
-
-
-@dataclass(frozen=True)
-class Arm:
-    name: str
-    recipe: str = ""  # relative to the repository's recipes/ folder
-    sets: tuple[str, ...] = ()
-    kind: str = "model"  # "model": trained over seeds; "logreg": scikit-learn on the recipe's labelled pairs
-    label: str = ""  # how tables name it
-    #: metrics this arm's model does not define (reported as —, even from runs trained before the code said so)
-    not_applicable: tuple[str, ...] = ()
-
-    @property
-    def title(self) -> str:
-        return self.label or self.name
-
-
-@dataclass(frozen=True)
-class Claim:
-    id: str
-    title: str
-    source: str  # paper and where in it
-    statement: str  # what the paper claims
-    paper_number: str  # what it reports, quoted
-    metric: str  # a summary.json / eval.json summary key
-    metric_label: str
-    arms: tuple[Arm, ...]
-    subject: str
-    baseline: str
-    x_key: str | None = None
-    xs: tuple[float, ...] = ()
-    quick_xs: tuple[float, ...] = ()
-    region: tuple[float, ...] = ()  # the xs the verdict looks at (default: all)
-    quick_sets: tuple[str, ...] = ("train.epochs=3",)
-    evaluate: dict | None = None  # EvalSettings for arms whose metric comes from eval.json
-    quick_evaluate: dict | None = None
-    rule: str = GAP_RULE
-    #: how the verdict is decided: "gap" (GAP_RULE), "not_worse" (the subject at least matches the baseline) or
-    #: "no_divergence" (every seed of the subject finished without a skipped step or rollback)
-    judge: str = "gap"
-    diagnosis: str = ""  # what is known about why it does or does not reproduce (written from the code and papers)
-    #: further metrics reported beside the verdict's, each (summary key, label): no verdict, same arms and runs
-    also: tuple[tuple[str, str], ...] = ()
-    extra: dict = field(default_factory=dict)
-
+from modkit.experiments.claim_spec import GAP_RULE, INIT_KEY, Arm, Claim, project_root  # noqa: F401 - the catalogue's types, re-exported
+from modkit.experiments.claims_shapes import SHAPES_CLAIMS
 
 PAIRED = "data.paired_fraction"
 #: M2 has no Gaussian prior over [z_c, y] (its prior() is None): a test ELBO scored under N(0, I) means nothing
@@ -244,6 +180,10 @@ CLAIMS: tuple[Claim, ...] = (
              "**contradicted** otherwise. Not a comparison: the row reports what happened.",
     ),
 )
+
+
+#: the shapes experiments (issue 15), kept in their own module
+CLAIMS = CLAIMS + SHAPES_CLAIMS
 
 
 def find(claim_ids: list[str]) -> list[Claim]:

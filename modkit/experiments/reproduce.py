@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -42,25 +43,40 @@ def arm_sets(claim: Claim, arm: Arm, quick: bool) -> list[str]:
     return [*arm.sets, *(claim.quick_sets if quick else ())]
 
 
-def arm_key(claim: Claim, arm: Arm, quick: bool, evaluate: dict | None, xs: list, seeds: list[int]) -> str:
-    """Arms with the same recipe, settings, x values, seeds and evaluation share one sweep (and its runs)."""
-    spec = json.dumps([arm.recipe, arm_sets(claim, arm, quick), claim.x_key, xs, seeds, evaluate], sort_keys=True)
-    return f"{Path(arm.recipe).stem}-{hashlib.sha1(spec.encode()).hexdigest()[:8]}"
+def arm_key(claim: Claim, arm: Arm, quick: bool, evaluate: dict | None, xs: list, seeds: list[int],
+            x_key: str | None = None, start: str = "") -> str:
+    """Arms with the same recipe, settings, x values, seeds, evaluation and start share one sweep (and its runs)."""
+    spec = [arm.recipe, arm_sets(claim, arm, quick), x_key, xs, seeds, evaluate] + ([start] if start else [])
+    digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{Path(arm.recipe).stem}-{digest}"
 
 
 # -- running ----------------------------------------------------------------------------------
 
+#: x → seed → a run's directory, per arm: where a later stage starts from
+RunDirs = dict[float | None, dict[int, Path]]
+
+
 def run_model_arm(claim: Claim, arm: Arm, xs: list[float], seeds: list[int], out: Path, quick: bool, workers: int,
-                  echo: Callable[[str], None], trained: list | None = None) -> dict[float | None, dict[int, dict[str, float]]]:
+                  echo: Callable[[str], None], trained: list | None = None, *, x_key: str | None | bool = True,
+                  start: Path | None = None, dirs: RunDirs | None = None) -> dict[float | None, dict[int, dict[str, float]]]:
     """Train (or continue) the arm's sweep; x → seed → that run's metrics. ``trained`` collects when each trial ran
-    (a rerun reuses finished trials, so the report says when its numbers were trained, not only when it was written)."""
+    (a rerun reuses finished trials, so the report says when its numbers were trained, not only when it was written).
+
+    ``x_key``: the swept key (default the claim's; None: trained at no x). ``start``: the earlier stage's trial
+    folder; each seed's run starts from ``start/seed-S`` through ``arm.init_key`` (the sweep's ``{seed}`` field).
+    ``dirs`` receives x → seed → run directory."""
     from modkit.experiments import sweep
 
-    evaluate = claim.quick_evaluate if quick and claim.quick_evaluate else claim.evaluate
-    folder = out / "arms" / arm_key(claim, arm, quick, evaluate, xs, seeds)
+    x_key = claim.x_key if x_key is True else x_key
+    evaluate = None if arm.kind == "pretrain" else (claim.quick_evaluate if quick and claim.quick_evaluate else claim.evaluate)
+    where = "" if start is None else f"{arm.init_key}={os.path.relpath(start, out)}"  # the key does not depend on where OUT is
+    folder = out / "arms" / arm_key(claim, arm, quick, evaluate, xs, seeds, x_key, where)
     overrides = arm_sets(claim, arm, quick)
-    if claim.x_key:
-        overrides.append(f"{claim.x_key}={','.join(str(x) for x in xs)}")
+    if start is not None:
+        overrides.append(f"{arm.init_key}={start.resolve()}/seed-{sweep.SEED_FIELD}")
+    if x_key:
+        overrides.append(f"{x_key}={','.join(str(x) for x in xs)}")
     overrides.append(f"seed={','.join(str(s) for s in seeds)}")
     if (folder / sweep.SWEEP_JSON).exists():
         config, url = sweep.locate(str(folder), None, None)
@@ -68,7 +84,7 @@ def run_model_arm(claim: Claim, arm: Arm, xs: list[float], seeds: list[int], out
         config, url = sweep.new_sweep(recipe_path(arm), overrides, folder, storage=None, study=None, sampler="grid",
                                       trials=None, objective="test/rec/" + _first_modality(recipe_path(arm)),
                                       direction="maximize", evaluate=evaluate is not None, settings=dict(evaluate or {}),
-                                      plot=[claim.metric], device=None, heartbeat=30, echo=lambda s: echo("  " + s))
+                                      plot=[arm.metric or claim.metric], device=None, heartbeat=30, echo=lambda s: echo("  " + s))
     sweep.run_workers(config, url, workers, lambda s: echo("  " + s))
     study, _ = sweep.load_study(config.study, sweep.open_storage(url, config.heartbeat))
     from optuna.trial import TrialState
@@ -77,12 +93,37 @@ def run_model_arm(claim: Claim, arm: Arm, xs: list[float], seeds: list[int], out
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if trained is not None:
             trained += [d for d in (trial.datetime_start, trial.datetime_complete) if d is not None]
-        x = float(trial.params.get(claim.x_key, xs[0])) if claim.x_key else None  # one x value is not a swept dimension
+        x = float(trial.params.get(x_key, xs[0])) if x_key else None  # one x value is not a swept dimension
         for name, metrics in trial.user_attrs.get("seeds", {}).items():
             run_dir = folder / f"trial-{trial.number:04d}" / name
+            seed = int(name.removeprefix("seed-"))
             values = {**eval_metrics(run_dir), **metrics}
-            found.setdefault(x, {})[int(name.removeprefix("seed-"))] = {k: (None if k in arm.not_applicable else v)
-                                                                         for k, v in values.items()}
+            found.setdefault(x, {})[seed] = {k: (None if k in arm.not_applicable else v) for k, v in values.items()}
+            if dirs is not None:
+                dirs.setdefault(x, {})[seed] = run_dir
+    return found
+
+
+def run_after_arm(claim: Claim, arm: Arm, xs: list[float], seeds: list[int], out: Path, quick: bool, workers: int,
+                  echo: Callable[[str], None], trained: list, earlier: RunDirs,
+                  dirs: RunDirs | None = None) -> dict[float | None, dict[int, dict[str, float]]]:
+    """The second stage of a two-stage arm: at each x, every seed's run starts from the earlier arm's run of the same
+    seed (at the same x where the earlier arm is swept over x, else from its one run per seed). The x values that
+    start from the same trial of the earlier arm share one sweep, so a rerun reuses what has finished."""
+    groups: dict[Path, list[float]] = {}
+    for x in xs or [None]:
+        runs = earlier.get(x) or earlier.get(None)
+        missing = [s for s in seeds if s not in (runs or {})]
+        if missing:
+            raise ModkitError(f"{claim.id}: arm '{arm.name}' starts from '{arm.after}', which has no run of seed "
+                              f"{missing[0]}{f' at {x}' if x is not None else ''}")
+        trial_dirs = {runs[s].parent for s in seeds}
+        assert len(trial_dirs) == 1, trial_dirs  # one trial holds every seed of a point
+        groups.setdefault(trial_dirs.pop(), []).append(x)
+    found: dict[float | None, dict[int, dict[str, float]]] = {}
+    for start, group in groups.items():
+        found.update(run_model_arm(claim, arm, [x for x in group if x is not None], seeds, out, quick, workers, echo, trained,
+                                   start=start, dirs=dirs))
     return found
 
 
@@ -104,10 +145,13 @@ def _first_modality(path: Path) -> str:
     return next(iter(read_yaml(path).get("modalities", {})), "image")
 
 
-def logreg_on_pairs(claim: Claim, arm: Arm, x: float | None, quick: bool) -> float:
-    """Balanced accuracy on the test split of a logistic regression from the image's pixels to the label,
-    fitted on the training rows where the recipe shows image and label together (the model's labelled pairs)."""
+def logreg_on_pairs(claim: Claim, arm: Arm, x: float | None, quick: bool) -> dict[str, float]:
+    """Balanced accuracy on the test split of a logistic regression from the image's pixels to each class-valued
+    modality (a label, or each attribute bit of a split attribute), fitted on the training rows where the recipe
+    shows the image and that modality together (the model's labelled pairs); keyed as the models' summaries key
+    it, ``balanced_accuracy/image-><target>``."""
     import numpy as np
+    import torch
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -120,20 +164,42 @@ def logreg_on_pairs(claim: Claim, arm: Arm, x: float | None, quick: bool) -> flo
     sets = arm_sets(claim, arm, quick) + ([f"{claim.x_key}={x}"] if claim.x_key else [])
     setup = build(load_recipe(recipe_path(arm), sets)[0], load_plugins())
     names = list(setup.train.modalities)
-    image, label = names.index("image"), names.index("label")
-    both = (setup.train.presence[:, image] & setup.train.presence[:, label]).nonzero().flatten().tolist()
-    train = setup.train.__getitems__(both)
+    image = names.index("image")
     test = setup.test.__getitems__(list(range(len(setup.test))))
-    x_train, y_train = train.data["image"].flatten(1).numpy(), train.data["label"].numpy()
-    x_test, y_test = test.data["image"].flatten(1).numpy(), test.data["label"].numpy()
-    if len(np.unique(y_train)) < 2:
-        return float(np.mean(y_test == y_train[0])) if len(y_train) else 0.0
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    clf.fit(x_train, y_train)
-    return float(balanced_accuracy(y_test, clf.predict(x_test)))
+    x_test = test.data["image"].flatten(1).numpy()
+    scores = {}
+    own = {n: getattr(setup.model.modalities[n], "select", lambda v: v) for n in names}  # a split attribute: its column
+    for j, target in enumerate(names):
+        values = test.data[target]
+        values = own[target](values) if isinstance(values, torch.Tensor) else values
+        if j == image or not isinstance(values, torch.Tensor) or values.reshape(len(values), -1).shape[1] != 1 \
+                or values.is_floating_point() and not bool(((values == 0) | (values == 1)).all()):
+            continue  # not one class per row: a caption, a mask, a multi-hot vector
+        both = (setup.train.presence[:, image] & setup.train.presence[:, j]).nonzero().flatten().tolist()
+        train = setup.train.__getitems__(both)
+        x_train, y_train = train.data["image"].flatten(1).numpy(), own[target](train.data[target]).reshape(-1).long().numpy()
+        y_test = values.reshape(-1).long().numpy()
+        if len(np.unique(y_train)) < 2:
+            y_pred = np.full_like(y_test, y_train[0] if len(y_train) else 0)
+        else:
+            clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+            y_pred = clf.fit(x_train, y_train).predict(x_test)
+        scores[f"balanced_accuracy/image->{target}"] = float(balanced_accuracy(y_test, y_pred))
+    return scores
 
 
 # -- aggregation and verdicts -------------------------------------------------------------------
+
+def metric_value(metrics: dict[str, float], key: str) -> float | None:
+    """A run's number for ``key``; a key with ``*`` is the mean of the keys it matches (e.g. every attribute's
+    balanced accuracy), None when none does."""
+    if "*" not in key:
+        return metrics.get(key)
+    import fnmatch
+
+    found = [v for k, v in metrics.items() if fnmatch.fnmatchcase(k, key) and v is not None and math.isfinite(v)]
+    return statistics.fmean(found) if found else None
+
 
 def stats(values: list[float]) -> dict[str, Any]:
     values = [v for v in values if v is not None and math.isfinite(v)]
@@ -172,11 +238,14 @@ def above_baseline(claim: Claim, table: dict[str, dict[Any, dict]]) -> list[dict
     """Where each model arm, not only the subject, beats the baseline by the claim's rule (gap > 2·se): the
     question a reader of a weak-supervision curve asks is where, if anywhere, any multimodal VAE wins."""
     found = []
+    sign = -1.0 if claim.lower_is_better else 1.0
     for arm in claim.arms:
-        if arm.name == claim.baseline or arm.kind != "model":
+        if arm.name == claim.baseline or arm.kind != "model" or arm.name not in table or claim.baseline not in table:
             continue
-        _, rows = gap_verdict(table[arm.name], table[claim.baseline], sorted(x for x in table[arm.name] if x is not None))
-        found += [{"arm": arm.name, **r} for r in rows if r["se"] is not None and r["gap"] > 2 * r["se"]]
+        xs = sorted(table[arm.name], key=lambda x: (x is None, x or 0.0))
+        _, rows = gap_verdict(table[arm.name], table[claim.baseline], xs)
+        found += [{"arm": arm.name, **r, "gap": sign * r["gap"]} for r in rows
+                  if r["se"] is not None and sign * r["gap"] > 2 * r["se"]]
     return found
 
 
@@ -190,6 +259,9 @@ def verdict(claim: Claim, table: dict[str, dict[Any, dict]], runs: dict[str, dic
         bad = [m for m in seeds if m.get("skipped_steps", 0) or m.get("rollbacks", 0) or m.get("test/elbo") is None]
         return ("contradicted" if bad else "reproduced"), [{"seeds": len(seeds), "diverged": len(bad)}]
     subject, baseline = table[claim.subject], table[claim.baseline]
+    if claim.lower_is_better:  # the gap is the baseline's error minus the subject's
+        subject, baseline = ({x: {**c, "mean": -c["mean"] if c["mean"] is not None else None} for x, c in t.items()}
+                             for t in (subject, baseline))
     region = [x for x in (claim.region or list(subject)) if x in subject] or list(subject)
     result, rows = gap_verdict(subject, baseline, region)
     if claim.judge == "not_worse" and result != "inconclusive" and rows:
@@ -264,6 +336,16 @@ def write_report(results: list[dict], meta: dict[str, Any], out: Path, figures_d
         md += [f"<a id=\"{r['id']}\"></a>", f"## {r['title']}", "", f"*{r['source']}.* {r['statement']}", "",
                f"Paper: {r['paper_number']}.", "", f"Metric: {r['metric_label']} (`{r['metric']}`); subject "
                f"`{r['subject']}`, baseline `{r['baseline']}`.", ""]
+        stages = [f"`{a['name']}` starts from `{a['after']}`'s run of the same seed" for a in r["arms"] if a.get("after")]
+        if r.get("stages") or stages:
+            md += ["Two stages: " + "; ".join([*(f"`{p['name']}` is a pre-training ({p['recipe']}"
+                                                  + (f", {' '.join(p['sets'])}" if p["sets"] else "") + "), trained once per seed"
+                                                  for p in r.get("stages", [])), *stages]) + ".", ""]
+        if r.get("not_run"):
+            md += ["Not run: " + "; ".join(f"`{name}` ({why})" for name, why in r["not_run"].items()) + ".", ""]
+        other = [f"{a['title']}: `{a['metric']}`" for a in r["arms"] if a.get("metric") not in (None, r["metric"])]
+        if other:
+            md += ["Read from another key: " + "; ".join(other) + ".", ""]
         xs = r["xs"]
         header = [r["x_key"] or "", *[a["title"] for a in r["arms"]]]
         md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -311,26 +393,53 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
         runs: dict[str, dict] = {}
         table: dict[str, dict[Any, dict]] = {}
         trained: list = []
+        dirs: dict[str, RunDirs] = {}  # each arm's run directories: where its later stages start
+        swept = [x for x in xs if x is not None]
+        not_run: dict[str, str] = {}  # arm → why (an optional extra is not installed)
         for arm in claim.arms:
-            echo(f" {arm.name}")
+            echo(f" {arm.name}" + (f" (from {arm.after})" if arm.after else ""))
+            metric = arm.metric or claim.metric
+            missing = [m for m in arm.requires if importlib.util.find_spec(m) is None]
+            if missing or arm.after in not_run:
+                not_run[arm.name] = (f"needs the module {missing[0]} (an optional extra)" if missing
+                                     else f"starts from {arm.after}, which was not run")
+                echo(f"  not run: {not_run[arm.name]}")
+                if arm.kind != "pretrain":
+                    runs[arm.name], table[arm.name] = {}, {}
+                continue
             if arm.kind == "logreg":
-                values = {x: {0: {claim.metric: logreg_on_pairs(claim, arm, x, quick)}} for x in xs}
+                values = {x: {0: logreg_on_pairs(claim, arm, x, quick)} for x in xs}
+            elif arm.at is not None:  # one x for every x: a reference line
+                values = run_model_arm(claim, arm, [arm.at] if claim.x_key else [], seed_list, out, quick, workers, echo,
+                                       trained, dirs=dirs.setdefault(arm.name, {}))
+                values = {x: next(iter(values.values())) for x in xs}
+            elif arm.after:
+                values = run_after_arm(claim, arm, swept, seed_list, out, quick, workers, echo, trained, dirs[arm.after],
+                                       dirs.setdefault(arm.name, {}))
             else:
-                values = run_model_arm(claim, arm, [x for x in xs if x is not None], seed_list, out, quick, workers, echo, trained)
-                spans.extend(trained)
+                values = run_model_arm(claim, arm, [] if arm.kind == "pretrain" else swept, seed_list, out, quick, workers,
+                                       echo, trained, x_key=None if arm.kind == "pretrain" else True,
+                                       dirs=dirs.setdefault(arm.name, {}))
+            spans.extend(trained)
+            if arm.kind == "pretrain":  # a start for later arms, not a row of the tables
+                continue
             runs[arm.name] = values
-            table[arm.name] = {x: stats([m.get(claim.metric) for m in per_seed.values()]) for x, per_seed in values.items()}
-        also = {metric: {"label": label, "table": {arm: {str(x): stats([m.get(metric) for m in per_seed.values()])
+            table[arm.name] = {x: stats([metric_value(m, metric) for m in per_seed.values()]) for x, per_seed in values.items()}
+        also = {metric: {"label": label, "table": {arm: {str(x): stats([metric_value(m, metric) for m in per_seed.values()])
                                                          for x, per_seed in values.items()} for arm, values in runs.items()}}
                 for metric, label in claim.also}
+        reported = [a for a in claim.arms if a.kind != "pretrain"]
         result, evidence = verdict(claim, table, runs, quick)
         beats = [] if quick or claim.judge != "gap" else above_baseline(claim, table)
         fig = figure(claim, table, figures_dir / f"{claim.id}.png")
         results.append({"id": claim.id, "title": claim.title, "source": claim.source, "statement": claim.statement,
                         "paper_number": claim.paper_number, "metric": claim.metric, "metric_label": claim.metric_label,
                         "subject": claim.subject, "baseline": claim.baseline, "x_key": claim.x_key, "xs": xs,
-                        "arms": [{"name": a.name, "title": a.title, "kind": a.kind, "recipe": a.recipe, "sets": list(a.sets)}
-                                 for a in claim.arms],
+                        "arms": [{"name": a.name, "title": a.title, "kind": a.kind, "recipe": a.recipe, "sets": list(a.sets),
+                                  "after": a.after, "metric": a.metric or claim.metric} for a in reported],
+                        "stages": [{"name": a.name, "recipe": a.recipe, "sets": list(a.sets)} for a in claim.arms
+                                   if a.kind == "pretrain"],
+                        "not_run": not_run,
                         "table": {a: {str(x): c for x, c in cells.items()} for a, cells in table.items()},
                         "also": also, "above_baseline": beats, "verdict": result, "rule": claim.rule, "evidence": evidence, "diagnosis": claim.diagnosis,
                         "figure": str(fig) if fig else None})

@@ -40,6 +40,9 @@ SWEEP_PNG = "sweep.png"
 ATTR = "modkit"  # the study's user attribute holding the sweep's definition
 DEFAULT_METRICS = ["coherence/given_*", "coherence/joint/*", "probe/*", "relatedness/*/auc"]
 SAMPLERS = ("grid", "random", "tpe")
+#: in a fixed --set value, replaced by each run's seed (e.g. a fine-tuning run that starts from the
+#: pre-training run of its own seed: ``model.fusion.downstream.init_from=PRE/trial-0000/seed-{seed}``)
+SEED_FIELD = "{seed}"
 MAX_CHECKS = 4096  # value combinations resolved up front for random/TPE (grid: all of them)
 
 
@@ -230,7 +233,8 @@ def resolve(config: SweepConfig, values: dict[str, str], seed: int | None, proje
     from modkit.config.recipe import resolve_raw
 
     space = config.space
-    sets = space.fixed + [f"{k}={v}" for k, v in values.items()] + ([f"seed={seed}"] if seed is not None else [])
+    fixed = space.fixed if seed is None else [s.replace(SEED_FIELD, str(seed)) for s in space.fixed]
+    sets = fixed + [f"{k}={v}" for k, v in values.items()] + ([f"seed={seed}"] if seed is not None else [])
     sets += [f"train.device={config.device}"] if config.device else []
     recipe, resolved = resolve_raw(config.recipe, sets, project, config.source)
     if recipe.tracking.mlflow not in (None, False) and not recipe.tracking.experiment:  # a sweep's runs: one experiment

@@ -173,6 +173,21 @@ def repeat_rows(rows: np.ndarray, presence: np.ndarray, recipe: Recipe, n_train:
     return np.tile(rows, repeat), np.tile(presence, (repeat, 1))
 
 
+def withhold(rows: np.ndarray, presence: np.ndarray, withheld: list[str], names: list[str],
+             source: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``data.withhold``: those modalities missing from every training row; rows left with none are dropped."""
+    if not withheld:
+        return rows, presence
+    unknown = [w for w in withheld if w not in names]
+    if unknown or len(set(withheld)) == len(names):
+        raise RecipeError("data.withhold", f"'{unknown[0]}' is not a modality of this recipe ({', '.join(names)})" if unknown
+                          else "withholds every modality: nothing would be left to train on", source)
+    presence = presence.copy()
+    presence[:, [names.index(w) for w in withheld]] = False
+    keep = presence.any(axis=1)
+    return rows[keep], presence[keep]
+
+
 def build(recipe: Recipe, plugins: PluginSet, run_dir: Path | None = None, source: str | None = None) -> Setup:
     plugins.require_ok(recipe.plugins)
     records, train_rows, test_rows = load_records(recipe, plugins, source)
@@ -188,6 +203,7 @@ def build(recipe: Recipe, plugins: PluginSet, run_dir: Path | None = None, sourc
                               f"name some but not all of the modalities ({', '.join(names)}), or use split or drop", source)
         unpaired = [names.index(u) for u in unpaired]
     rows, presence = weak_supervision(train_rows, len(names), recipe.data.paired_fraction, recipe.data.split_seed, unpaired)
+    rows, presence = withhold(rows, presence, recipe.data.withhold, names, source)
     rows, presence = repeat_rows(rows, presence, recipe, len(train_rows), len(names))
     skip = recipe.data.on_bad_sample == "skip"
     train = ModalityView(records, modalities, fields, rows, presence, skip_bad=skip)

@@ -60,7 +60,7 @@ def test_logreg_fits_on_exactly_the_pairs_the_models_see(monkeypatch):
     monkeypatch.setattr(sklearn.pipeline.Pipeline, "fit", spy)
     claim = catalogue.find(["mvae-weak-supervision"])[0]
     arm = next(a for a in claim.arms if a.kind == "logreg")
-    accuracy = logreg_on_pairs(claim, arm, 0.1, quick=True)
+    accuracy = logreg_on_pairs(claim, arm, 0.1, quick=True)["balanced_accuracy/image->label"]
     # digits: 1,797 images, 20 % test → 1,437 training rows, 10 % of them paired
     assert fitted == [round(0.1 * 1437)] and 0.5 < accuracy <= 1.0
 
@@ -85,6 +85,14 @@ def test_quick_tier_runs_and_writes_a_stamped_report(tmp_path):
     lik = next(c for c in data["claims"] if c["id"] == "mvae-likelihood")
     assert lik["also"]["log_w_var/log p(label|image)"]["table"]["poe"]["None"]["mean"] >= 0
     assert all(lik["table"][arm]["None"]["mean"] < 0 for arm in ("poe", "vae"))  # log p(image) from each arm's eval.json
+    # the shapes claims (issue 15): every arm, two-stage ones included, measured by the key it names
+    from modkit.experiments.claims_shapes import SHAPES_CLAIMS
+
+    for claim in SHAPES_CLAIMS:
+        found = next(c for c in data["claims"] if c["id"] == claim.id)
+        assert all(cell["mean"] is not None for cells in found["table"].values() for cell in cells.values()), claim.id
+    lcmvae = next(c for c in data["claims"] if c["id"] == "lcmvae-captions-segmentation")
+    assert {s["name"] for s in lcmvae["stages"]} == {"pre-caption", "pre-image", "pre-minilm"}
     # run again: the arms' sweeps are continued, not retrained
     again = CliRunner().invoke(main, ["reproduce", "--quick", "stability", "--out", str(out)], catch_exceptions=False)
     assert again.exit_code == 0 and "epoch 1/3" not in again.output

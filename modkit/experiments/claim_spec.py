@@ -1,0 +1,86 @@
+"""What a claim of ``modkit reproduce`` is: its arms, its baseline, its metric and the verdict rule written
+before anything runs (the catalogues: :mod:`modkit.experiments.claims`, :mod:`modkit.experiments.claims_shapes`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def project_root() -> Path:
+    """The modkit checkout whose recipes/ the claims name: this source tree when modkit runs from it (an
+    editable install), else the working directory (``pip install .`` copies no recipes)."""
+    for candidate in (Path(__file__).resolve().parents[2], Path.cwd()):
+        if (candidate / "recipes").is_dir():
+            return candidate
+    from modkit.errors import ModkitError
+
+    raise ModkitError("modkit reproduce needs the modkit repository's recipes/ folder: run it from the repository's root")
+
+#: the verdict rule every claim uses unless it says otherwise (written before the run)
+GAP_RULE = ("At each x in the claim's region, gap = mean(subject) − mean(baseline) and "
+            "se = √(sd_subject²/n_subject + sd_baseline²/n_baseline). **Reproduced** if gap > 2·se at some x of the "
+            "region; **contradicted** if gap < −2·se at every x of the region; **reproduced in direction only** if "
+            "gap > 0 at some x but nowhere by 2·se; otherwise **not reproduced**. With one seed (--quick) se is "
+            "unknown and the verdict is **inconclusive**.")
+
+
+#: the recipe key a two-stage arm's start is written to by default (LCMVAE's fine-tuning from its pre-training)
+INIT_KEY = "model.fusion.downstream.init_from"
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    recipe: str = ""  # relative to the repository's recipes/ folder
+    sets: tuple[str, ...] = ()
+    #: "model": trained over seeds at every x; "logreg": scikit-learn on the recipe's labelled pairs;
+    #: "pretrain": trained over seeds once, at no x (the claim's x is a later stage's), only to start the arms
+    #: that name it in ``after``: not a row of the tables
+    kind: str = "model"
+    label: str = ""  # how tables name it
+    #: two stages: the name of an earlier arm of the claim; each run of this arm starts from that arm's run of the
+    #: same seed (and the same x, where that arm is swept over x), whose directory is written to ``init_key``
+    after: str = ""
+    init_key: str = INIT_KEY
+    metric: str = ""  # the summary key this arm's number comes from, when not the claim's (e.g. another input)
+    #: trained at this x alone, whatever the claim's x values: a reference shown at every x (e.g. all pairs aligned)
+    at: float | None = None
+    #: modules an optional extra installs (``pip install ".[lcmvae]"``): without them the arm, and every arm that
+    #: starts from it, is reported as not run instead of failing the claim
+    requires: tuple[str, ...] = ()
+    #: metrics this arm's model does not define (reported as —, even from runs trained before the code said so)
+    not_applicable: tuple[str, ...] = ()
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    title: str
+    source: str  # paper and where in it
+    statement: str  # what the paper claims
+    paper_number: str  # what it reports, quoted
+    metric: str  # a summary.json / eval.json summary key, or a pattern with * (the mean of the keys it matches)
+    metric_label: str
+    arms: tuple[Arm, ...]
+    subject: str
+    baseline: str
+    x_key: str | None = None
+    xs: tuple[float, ...] = ()
+    quick_xs: tuple[float, ...] = ()
+    region: tuple[float, ...] = ()  # the xs the verdict looks at (default: all)
+    quick_sets: tuple[str, ...] = ("train.epochs=3",)
+    evaluate: dict | None = None  # EvalSettings for arms whose metric comes from eval.json
+    quick_evaluate: dict | None = None
+    rule: str = GAP_RULE
+    #: how the verdict is decided: "gap" (GAP_RULE), "not_worse" (the subject at least matches the baseline) or
+    #: "no_divergence" (every seed of the subject finished without a skipped step or rollback)
+    judge: str = "gap"
+    lower_is_better: bool = False  # an error, not a score: the rule reads gap as baseline − subject
+    diagnosis: str = ""  # what is known about why it does or does not reproduce (written from the code and papers)
+    #: further metrics reported beside the verdict's, each (summary key, label): no verdict, same arms and runs
+    also: tuple[tuple[str, str], ...] = ()
+    extra: dict = field(default_factory=dict)
