@@ -59,33 +59,52 @@ def sample_blocks(s: int, b: int, d: int, device: torch.device) -> list[tuple[in
     return [(start, min(start + rows, b)) for start in range(0, b, rows)]
 
 
-def sum_log(x: Tensor, pairings: int, buffers: list[Tensor]) -> Tensor:
-    """Σ over the last dim of log x, as log of products of 2^pairings entries (fewer logarithms); x is kept."""
-    if pairings == 0:
+def sum_log(x: Tensor, halves: list[tuple[Tensor, Tensor, Tensor]]) -> Tensor:
+    """Σ over the last dim of log x, as log of products of 2^len(halves) entries (fewer logarithms); x is kept.
+    ``halves`` holds, per level, the two halves of that level's input and the buffer their product goes to."""
+    if not halves:
         return x.log().sum(-1)
-    for level in range(pairings):
-        half = x.shape[-1] // 2
-        x = torch.mul(x[..., :half], x[..., half:], out=buffers[level])
+    for low, high, out in halves:
+        x = torch.mul(low, high, out=out)
     return x.log_().sum(-1)
 
 
-def subset_sums(sums: Tensor, mask: Tensor, source: Tensor, prior: bool, complete: bool) -> None:
-    """Fill ``sums`` (S + 1, 2, C) with each subset's precision sum T (``[:, 0]``, with the prior's 1) and
-    precision-weighted mean sum M (``[:, 1]``) from ``source`` (N, 2, C); row 0 is the empty subset.
+class _Layout:
+    """The views of the work buffers for one block size, made once per forward (the blocks but the last share
+    one): fewer operator calls per block."""
 
-    A complete mask is filled by doubling: the subsets holding expert k are the first 2^k plus expert k, one
-    addition per row (N additions, a loop over experts, not subsets). Any other mask: one matrix product."""
-    n, _, c = source.shape
-    if complete:
-        sums[0, 0].fill_(1.0 if prior else 0.0)
-        sums[0, 1].zero_()
-        for k in range(n):
-            torch.add(sums[: 1 << k], source[k], out=sums[1 << k: 2 << k])
-        return
-    bias = torch.zeros(2, c, dtype=sums.dtype, device=sums.device)
-    if prior:
-        bias[0] = 1.0
-    torch.addmm(bias.view(1, 2 * c), mask, source.reshape(n, 2 * c), out=sums[1:].view(-1, 2 * c))
+    def __init__(self, sums_buffer: Tensor, work: Tensor, buffers: list[Tensor], s: int, rows: int, d: int, n: int,
+                 complete: bool):
+        c = rows * d
+        self.sums = sums_buffer[: (s + 1) * 2 * c].view(s + 1, 2, c)  # row 0: the empty subset; [:, 0] T, [:, 1] M
+        self.flat = self.sums[1:].view(s, 2 * c)
+        self.r, self.a = self.sums[1:, 0].view(s, rows, d), self.sums[1:, 1].view(s, rows, d)
+        self.e = work[: s * c].view(s, rows, d)
+        self.halves, x = [], self.r
+        for level, buffer in enumerate(buffers):
+            half = x.shape[-1] // 2
+            out = buffer[: s * rows * (d >> (level + 1))].view(s, rows, -1)
+            self.halves.append((x[..., :half], x[..., half:], out))
+            x = out
+        # doubling: the subsets holding expert k (rows 2^k … 2^(k+1) − 1) are rows 0 … 2^k − 1 plus expert k
+        self.pairs = [(self.sums[: 1 << k], self.sums[1 << k: 2 << k]) for k in range(n)] if complete else []
+        self.empty = self.sums[0]
+
+    def fill(self, mask: Tensor, source: Tensor, prior: bool) -> None:
+        """Each subset's precision sum T (with the prior's 1) and precision-weighted mean sum M from ``source``
+        (N, 2, C): by doubling over a complete mask (N additions, a loop over experts, not subsets), else one
+        matrix product."""
+        if self.pairs:
+            self.empty[0].fill_(1.0 if prior else 0.0)
+            self.empty[1].zero_()
+            for (lower, upper), expert in zip(self.pairs, source.unbind(0)):
+                torch.add(lower, expert, out=upper)
+            return
+        n, _, c = source.shape
+        bias = torch.zeros(2, c, dtype=source.dtype, device=source.device)
+        if prior:
+            bias[0] = 1.0
+        torch.addmm(bias.view(1, 2 * c), mask, source.reshape(n, 2 * c), out=self.flat)
 
 
 class _WeightedSubsetKL(torch.autograd.Function):
@@ -101,7 +120,8 @@ class _WeightedSubsetKL(torch.autograd.Function):
         # one work tensor
         sums_buffer, work = precision.new_empty((s + 1) * 2 * rows_max * d), precision.new_empty(s * rows_max * d)
         pairings = 2 if d % 4 == 0 else (1 if d % 2 == 0 else 0)
-        halves = [precision.new_empty(s * rows_max * (d >> (level + 1))) for level in range(pairings)]
+        buffers = [precision.new_empty(s * rows_max * (d >> (level + 1))) for level in range(pairings)]
+        layouts: dict[int, _Layout] = {}
         source = torch.stack([precision.reshape(n, b * d), weighted_mu.reshape(n, b * d)], 1)  # (N, 2, B·D)
         shared = weights.shape[1] == 1  # the same weights for every sample: they ride on the (tiny) mask
         if want_grad:  # ∂/∂τ and ∂/∂(τμ), (N, 2, B·D), filled block by block
@@ -110,24 +130,24 @@ class _WeightedSubsetKL(torch.autograd.Function):
         squares, logs = [], []
         for r0, r1 in blocks:
             rows = r1 - r0
-            c = rows * d
-            sums = sums_buffer[: (s + 1) * 2 * c].view(s + 1, 2, c)
-            subset_sums(sums, mask, source[:, :, r0 * d: r1 * d], prior, complete)
-            r, a = sums[1:, 0].view(s, rows, d), sums[1:, 1].view(s, rows, d)
-            e = work[: s * c].view(s, rows, d)
+            if rows not in layouts:
+                layouts[rows] = _Layout(sums_buffer, work, buffers, s, rows, d, n, complete)
+            block = layouts[rows]
+            block.fill(mask, source[:, :, r0 * d: r1 * d], prior)
+            r, a, e = block.r, block.a, block.e
             if not prior:
                 r.masked_fill_(r == 0, 1.0)  # a subset of absent experts only: weight 0, keep it finite
             r.reciprocal_()  # r = 1/T, the subset variance
             a.mul_(r)  # a = M/T, the subset mean
             squares.append(torch.addcmul(r, a, a, out=e).sum(-1))  # Σ_d r + a²
-            logs.append(sum_log(r, pairings, [h[: s * rows * (d >> (i + 1))].view(s, rows, -1) for i, h in enumerate(halves)]))
+            logs.append(sum_log(r, block.halves))
             if want_grad:  # ∂KL/∂T = ½ r (1 − r − 2a²), ∂KL/∂M = a r; ∂T/∂τ_i = ∂M/∂(τμ)_i = mask[s, i]
                 e.addcmul_(a, a)  # u = r + 2a²
                 a.mul_(r)
                 r.addcmul_(r, e, value=-1.0)  # r (1 − u); the ½ comes at the end
                 if not shared:
-                    sums[1:].view(s, 2, rows, d).mul_(weights[:, r0:r1].view(s, 1, rows, 1))
-                grads[:, :, r0 * d: r1 * d] = torch.mm(weighted_mask_t, sums[1:].view(s, 2 * c)).view(n, 2, c)
+                    block.flat.view(s, 2, rows, d).mul_(weights[:, r0:r1].view(s, 1, rows, 1))
+                grads[:, :, r0 * d: r1 * d] = torch.mm(weighted_mask_t, block.flat).view(n, 2, rows * d)
         # KL_s = ½ Σ_d (r + a² − 1 + log T), with log T = −log r
         kl = (torch.cat(squares, 1) - torch.cat(logs, 1)).sub_(d).mul_(0.5)
         if want_grad:
