@@ -30,6 +30,20 @@ def _threads() -> tuple[Path, str]:
     return path, threads.markdown(report)
 
 
+def _operators() -> tuple[Path, str]:
+    import threads
+
+    path = RESULTS / "threads-operators.json"
+    return path, threads.operators_markdown(json.loads(path.read_text()))
+
+
+def _texts(*names: str) -> tuple[Path, str]:
+    """Text files a command wrote (each headed by its command, date and commit), shown as they are."""
+    paths = [RESULTS / name for name in names]
+    blocks = [f"`{path.relative_to(ROOT)}`:\n\n```\n{path.read_text().strip()}\n```" for path in paths]
+    return paths[0], "# files\n" + "\n\n".join(blocks)
+
+
 def _eval() -> tuple[Path, str]:
     import eval_shapes
 
@@ -50,6 +64,12 @@ SECTIONS = {
     "recipes": (lambda: _run(RESULTS / "recipes" / "results.json"),
                 'python benchmarks/run.py --objectives "" --no-nll --no-scaling --no-peer --out benchmarks/results/recipes'),
     "mlp": (lambda: _run(RESULTS / "results.json"), "python benchmarks/run.py"),
+    "mlp-all-present": (lambda: _run(RESULTS / "all-present" / "results.json"),
+                        'python benchmarks/run.py --objectives mvae,mopoe --no-nll --no-scaling --no-peer --recipes "" '
+                        '--before REV --out benchmarks/results/all-present'),
+    "threads-operators": (_operators, "python benchmarks/threads.py --operators"),
+    "op-counts": (lambda: _texts(*(f"op-count-mopoe-n{n}-{code}.txt" for n in (2, 8) for code in ("before", "current"))),
+                  "python benchmarks/profile_step.py mopoe --n N --count-ops --out benchmarks/results/op-count-mopoe-nN-CODE.txt"),
 }
 
 
@@ -60,6 +80,8 @@ def section(name: str) -> str:
     except FileNotFoundError as exc:
         return f"Not measured yet: `{command}` writes `{Path(exc.filename).relative_to(ROOT)}`.\n"
     lines = text.strip().splitlines()[1:]  # the file's own title: the page has its heading
+    if text.startswith("# files"):  # verbatim text files: their own '#' header lines stay as they are
+        return "\n".join(lines).strip() + "\n"
     body = "\n".join("#" + line if line.startswith("#") else line for line in lines).strip()
     return f"From `{path.relative_to(ROOT)}`:\n\n{body}\n"
 

@@ -103,7 +103,10 @@ def train(args) -> None:
             adam.append(floor.last["adam_ms"])
 
         times = time_interleaved({"modkit": step, "floor": floor_step}, args.warmup, args.steps, args.max_seconds, sync=sync)
+        import modkit
+
         emit({"engine": "modkit", "model": args.mode, "device": args.device, "amp": args.amp, "compile": args.compile,
+              "modkit_from": str(Path(modkit.__file__).parent.parent),
               **summary(times["modkit"]), **memory.result(),
               "floor": {**summary(times["floor"]), "adam_ms": round(statistics.median(adam[-len(times["floor"]["wall"]):]), 2)}})
 

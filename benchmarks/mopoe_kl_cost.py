@@ -30,7 +30,7 @@ def main() -> None:
     import modkit_mopoe
 
     exact = modkit_mopoe.weighted_subset_kl
-    no_kl = lambda experts, subsets, weights, prior=True: experts.mu.sum((0, 2)) * 0.0  # noqa: E731
+    no_kl = lambda experts, subsets, weights, prior=True, **_: experts.mu.sum((0, 2)) * 0.0  # noqa: E731
     with tempfile.TemporaryDirectory() as tmp:
         trainer, why = make_trainer(args, "mopoe", 4 * args.batch, Path(tmp))
         if trainer is None:

@@ -3,6 +3,7 @@ networks' own work (what the floor also does) and everything else (engine + fusi
 
     python benchmarks/profile_step.py mopoe --n 8 [--plugins …] [--compile]
     python benchmarks/profile_step.py mopoe --n 2 --count-ops   # operator calls per step, modkit vs the floor
+    python benchmarks/profile_step.py mopoe --n 2 --count-ops --out benchmarks/results/op-count-mopoe-n2.txt
 
 Prints the split and the top operators; used in docs/benchmarks.md to show what bounds an overhead.
 """
@@ -35,6 +36,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=15)
     parser.add_argument("--count-ops", action="store_true",
                         help="count the aten operator calls of one step of modkit and of the floor instead of profiling")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="with --count-ops: also write the counts to this file, headed by the command, date, commit and "
+                             "the modkit it imported")
     args = parser.parse_args()
     set_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -45,7 +49,10 @@ def main() -> None:
         for _ in range(args.warmup):
             trainer.step(batch, 1.0)
         if args.count_ops:
-            count_ops(args, trainer, batch)
+            lines = count_ops(args, trainer, batch)
+            print("\n".join(lines))
+            if args.out:
+                write_counts(args.out, lines)
             return
         steps = 5
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
@@ -63,8 +70,20 @@ def main() -> None:
         print(f"    {e.key:45s} {e.self_cpu_time_total / steps / 1e3:7.2f} {e.count // steps:5d}")
 
 
-def count_ops(args, trainer, batch) -> None:
-    """aten operator calls (forward, backward, optimizer) in one step of modkit and of the floor, by call site."""
+def write_counts(path: Path, lines: list[str]) -> None:
+    import datetime as dt
+
+    import modkit
+    from run import commit, uptime
+
+    date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    header = (f"# python benchmarks/profile_step.py {' '.join(sys.argv[1:])}  ({date}, commit {commit()}, "
+              f"modkit imported from {Path(modkit.__file__).parent}, load {uptime()})")
+    path.write_text("\n".join([header, *lines]) + "\n")
+
+
+def count_ops(args, trainer, batch) -> list[str]:
+    """aten operator calls (forward, backward, optimizer) in one step of modkit and of the floor, by operator."""
     from collections import Counter
 
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -88,10 +107,10 @@ def count_ops(args, trainer, batch) -> None:
         with Count() as mode:
             step()
         counts[name] = mode.calls
-    print(f"{args.mode} N={args.n} B={args.batch} D={args.latent}: aten operator calls in one step "
-          f"(views included): modkit {sum(counts['modkit'].values())}, floor {sum(counts['floor'].values())}")
     extra = counts["modkit"] - counts["floor"]
-    print("  most frequent beyond the floor's:", ", ".join(f"{k} {v}" for k, v in extra.most_common(args.rows)))
+    return [f"{args.mode} N={args.n} B={args.batch} D={args.latent}: aten operator calls in one step "
+            f"(views included): modkit {sum(counts['modkit'].values())}, floor {sum(counts['floor'].values())}",
+            "  most frequent beyond the floor's: " + ", ".join(f"{k} {v}" for k, v in extra.most_common(args.rows))]
 
 
 if __name__ == "__main__":

@@ -16,8 +16,10 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -65,13 +67,17 @@ def _peer_ok(python: Path) -> bool:
 
 # -- running one configuration ---------------------------------------------------------------------
 
-def run_worker(python: Path, script: str, mode: str, options: dict, threads: int, timeout: float) -> dict:
-    """Run one worker in a fresh process and return its JSON result (or the error it ended with)."""
+def run_worker(python: Path, script: str, mode: str, options: dict, threads: int, timeout: float,
+               source: Path | None = None) -> dict:
+    """Run one worker in a fresh process and return its JSON result (or the error it ended with). With ``source``
+    the worker imports modkit and its plugins from that folder (``--before``: an earlier commit's code)."""
     command = [str(python), str(HERE / script), mode, "--threads", str(threads)]
     for key, value in options.items():
         flag = f"--{key.replace('_', '-')}"
         command += ([flag] if value else []) if isinstance(value, bool) else [flag, str(value)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
+    if source is not None:  # PYTHONPATH comes before the editable install's finder
+        env["PYTHONPATH"] = os.pathsep.join([str(source), str(source / "plugins"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     started = time.perf_counter()
     try:
         done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=HERE, timeout=timeout)
@@ -110,10 +116,10 @@ def ratio(a: float | None, b: float | None) -> float | None:
 METRIC = {"key": "cpu_ms"}
 
 
-def train_row(objective: str, n: int, batch: int, latent: int, mk: dict, peer: dict | None) -> dict:
+def train_row(objective: str, n: int, batch: int, latent: int, mk: dict, peer: dict | None, variant: str = "current") -> dict:
     """One configuration: both engines, their floors, and the derived ratios (on ``METRIC``)."""
     key = METRIC["key"]
-    row = {"objective": objective, "n": n, "batch": batch, "latent": latent, "modkit": mk, "multivae": peer}
+    row = {"objective": objective, "n": n, "batch": batch, "latent": latent, "modkit": mk, "multivae": peer, "variant": variant}
     ok_mk = key in mk
     ok_peer = bool(peer) and key in peer
     if ok_mk:
@@ -163,14 +169,16 @@ def markdown(report: dict) -> str:
         "- memory: peak resident memory added by training over the resident memory before the first step "
         "(`VmHWM` reset through `/proc/self/clear_refs`), in MB, one fresh process per configuration.",
     ]
+    before = meta.get("before")
+    code = (lambda row: f" {row.get('variant', 'current')} |") if before else (lambda row: "")
     if report["train"]:
         lines += [
             "",
             "## Training step (batch {batch}, latent {latent})".format(**meta["defaults"]),
             "",
-            "| objective | N | modkit ms | floor ms | overhead | MultiVae ms | MultiVae / floor | speed-up | "
-            "speed-up (floor-normalised) | modkit MB | MultiVae MB |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| objective | N |" + (" code |" if before else "") + " modkit ms | floor ms | overhead | MultiVae ms | MultiVae / floor | "
+            "speed-up | speed-up (floor-normalised) | modkit MB | MultiVae MB |",
+            "|---|---|" + ("---|" if before else "") + "---|---|---|---|---|---|---|---|---|",
         ]
     notes = set()
     for row in report["train"]:
@@ -180,11 +188,15 @@ def markdown(report: dict) -> str:
                 notes.add(f"{row['objective']} N={row['n']} {'modkit' if res is mk else 'MultiVae'}: {res.get('skipped') or res.get('error')}")
         floor = mk.get("floor") or (peer or {}).get("floor")
         lines.append(
-            f"| {LABELS[row['objective']]} | {row['n']} | {step_cell(mk)} | "
+            f"| {LABELS[row['objective']]} | {row['n']} |{code(row)} {step_cell(mk)} | "
             f"{fmt(floor[METRIC['key']]) if floor else '–'} | {fmt(row.get('overhead'), '.3f')} | {step_cell(peer)} | "
             f"{fmt(row.get('peer_overhead'), '.2f')} | {fmt(row.get('speedup'), '.2f')}× | "
             f"{fmt(row.get('speedup_floor_normalised'), '.2f')}× | {fmt(mk.get('train_peak_mb'), '.0f')} | "
             f"{fmt((peer or {}).get('train_peak_mb'), '.0f')} |")
+    if before and report["train"]:
+        lines.append(f"\n- code: `current` is this commit; `before` is modkit and its plugins as of commit `{before}` "
+                     "(`git archive` into a temporary folder, imported by the same harness), alternating with `current` "
+                     "configuration by configuration")
     nll = report.get("nll")
     if nll:
         mk, peer = nll.get("modkit", {}), nll.get("multivae") or {}
@@ -236,7 +248,8 @@ def markdown(report: dict) -> str:
 def targets(report: dict) -> list[dict]:
     """The issue's CPU targets, judged from the rows (GPU targets are judged in a GPU session)."""
     out = []
-    rows = {(r["objective"], r["n"]): r for r in report["train"]}
+    current = [r for r in report["train"] if r.get("variant", "current") == "current"]  # --before rows are not judged
+    rows = {(r["objective"], r["n"]): r for r in current}
 
     def add(target: str, values: list, check) -> None:
         known = [v for v in values if v is not None]
@@ -256,7 +269,7 @@ def targets(report: dict) -> list[dict]:
         if (objective, n) in rows:
             add(f"{LABELS[objective]}: speed-up over MultiVae ≥ {bound}× at N = {n}", [rows[(objective, n)].get("speedup")],
                 lambda v, b=bound: v >= b)
-    memory = [r.get("memory_ratio") for r in report["train"] if r.get("memory_ratio") is not None]
+    memory = [r.get("memory_ratio") for r in current if r.get("memory_ratio") is not None]
     if memory:
         add("peak training memory no higher than MultiVae's (modkit / MultiVae, every configuration)", memory, lambda v: v <= 1.0)
     for row in report.get("recipes") or []:
@@ -330,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="modkit MoPoE's kl option (sampled: the drawn component's KL, modkit only)")
     parser.add_argument("--recipes", default=",".join(RECIPES),
                         help="real recipes timed beside their own floor, current code and with the fixes undone (empty: none)")
+    parser.add_argument("--before", default=None, metavar="REV",
+                        help="also time the training rows with modkit and its plugins as of git revision REV (before/after "
+                             "in one run, modkit and the floor only)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
 
@@ -375,10 +391,25 @@ def main(argv: list[str] | None = None) -> int:
             show(f"MultiVae {objective} N={n} B={batch} D={latent}", res)
         return train_row(objective, n, batch, latent, mk, res)
 
+    old = None
+    if args.before:
+        meta["before"] = subprocess.run(["git", "rev-parse", "--short", args.before], cwd=HERE, check=True,
+                                        capture_output=True, text=True).stdout.strip()
+        old = Path(tempfile.mkdtemp(prefix="modkit-before-"))
+        archive = subprocess.run(["git", "archive", args.before, "modkit", "plugins"], cwd=HERE.parent, check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+
     say(f"training steps: {', '.join(objectives)} at N = {ns} (load {uptime()})")
     for objective in objectives:
         for n in ns:
+            if old is not None:
+                options = {"n": n, "batch": args.batch, "latent": args.latent, **timing, **mk_extra}
+                mk = run_worker(me, "modkit_worker.py", objective, options, args.threads, args.timeout, source=old)
+                show(f"modkit {objective} N={n} (before: {meta['before']})", mk)
+                report["train"].append(train_row(objective, n, args.batch, args.latent, mk, None, "before"))
             report["train"].append(pair(objective, n, args.batch, args.latent))
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
     if not args.no_nll:
         say(f"likelihood estimation: K = {args.nll_k}, {nll_points} points")

@@ -17,6 +17,13 @@ The competing job is one busy-loop process per usable core, started by this scri
 round and stopped after it. The machine's own background load (other users' processes) is recorded
 before and after every configuration from /proc/loadavg. Output: ``benchmarks/results/threads.json``
 and ``threads.md`` (or ``--out``).
+
+    python benchmarks/threads.py --operators              # where more than one thread starts to pay
+
+``--operators`` times one operator of growing size, a linear layer's forward and backward on 256 rows
+(k × k weights: k² · 256 multiply-adds, the size ``train.threads: auto`` compares with ``SPLIT_WORTH``),
+with one thread and with every usable core, alternating in one process, on the machine as it is (no
+competing job; its load is recorded). Output: ``threads-operators.json`` and ``.md``.
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ import argparse
 import csv
 import datetime as dt
 import json
+import math
 import os
 import platform
 import resource
@@ -37,7 +45,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from modkit.training.threads import usable_cores  # noqa: E402
+from modkit.training.threads import SPLIT_WORTH, usable_cores  # noqa: E402
 from run import commit, cpu_name, uptime as loadavg  # noqa: E402
 
 CONFIGS = ("old default", "new default", "1 thread", "passive wait")
@@ -161,6 +169,106 @@ def targets(runs: dict) -> list[dict]:
     return out
 
 
+#: the operator sweep: k of a k × k linear layer on OPERATOR_ROWS rows (k² · 256 multiply-adds: 2^22 … 2^30)
+OPERATOR_SIZES = (128, 256, 512, 724, 1024, 1448, 2048)
+OPERATOR_ROWS = 256
+
+
+def operator_times(threads: int, rounds: int, max_seconds: float) -> dict[int, dict[str, list[float]]]:
+    """Wall and CPU ms of each step of each layer size at a fixed thread count (run in a fresh process: a
+    count changed inside a process leaves the other count's OpenMP threads spinning into the next steps)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    out = {}
+    for k in OPERATOR_SIZES:
+        layer = torch.nn.Linear(k, k)
+        x = torch.randn(OPERATOR_ROWS, k, requires_grad=True)
+        layer(x).sum().backward()  # warm-up
+        wall, cpu = [], []
+        started = time.perf_counter()
+        while len(wall) < rounds and (len(wall) < 3 or time.perf_counter() - started < max_seconds):
+            w0, c0 = time.perf_counter(), time.process_time()
+            layer(x).sum().backward()
+            wall.append((time.perf_counter() - w0) * 1e3)
+            cpu.append((time.process_time() - c0) * 1e3)
+        out[k] = {"wall": wall, "cpu": cpu}
+    return out
+
+
+def time_operators(threads: int, rounds: int, max_seconds: float, env: dict[str, str]) -> list[dict]:
+    """Median wall and CPU ms per step of each layer size with 1 and with ``threads`` threads: fresh worker
+    processes at each count in turn (1, N, 1, N), so drifting load hits both."""
+    import statistics
+
+    times: dict[int, dict[int, dict[str, list[float]]]] = {n: {k: {"wall": [], "cpu": []} for k in OPERATOR_SIZES} for n in (1, threads)}
+    for _ in range(2):
+        for n in (1, threads):
+            done = subprocess.run([sys.executable, __file__, "--operator-worker", str(n), "--reps", str(rounds),
+                                   "--max-seconds", str(max_seconds)], env=env, capture_output=True, text=True, check=True)
+            for k, res in json.loads(done.stdout.strip().splitlines()[-1]).items():
+                for key in ("wall", "cpu"):
+                    times[n][int(k)][key] += res[key]
+            print(f"  {n} thread(s): done (load {loadavg()})", flush=True)
+    rows = []
+    for k in OPERATOR_SIZES:
+        one, many = ({key: statistics.median(v) for key, v in times[n][k].items()} for n in (1, threads))
+        size = k * k * OPERATOR_ROWS
+        rows.append({"k": k, "multiply_adds": size, "log2": round(math.log2(size), 2), "one": one, "many": many,
+                     "steps": len(times[1][k]["wall"]),
+                     "wall_ratio": round(many["wall"] / one["wall"], 3), "cpu_ratio": round(many["cpu"] / one["cpu"], 3),
+                     "auto_threads": threads if size >= SPLIT_WORTH else 1})
+        print(f"k={k:5d} 2^{math.log2(size):5.2f}: 1 thread {one['wall']:8.2f} ms wall, {threads} threads {many['wall']:8.2f} ms wall "
+              f"(ratio {rows[-1]['wall_ratio']:.2f}, CPU ratio {rows[-1]['cpu_ratio']:.2f})", flush=True)
+    return rows
+
+
+def operators_markdown(report: dict) -> str:
+    meta = report["meta"]
+    threads = meta["threads"]
+    lines = [
+        "# Where more than one thread starts to pay",
+        "",
+        f"- date: {meta['date']}; commit `{meta['commit']}`; command: `{meta['command']}`",
+        f"- machine: {meta['cpu']}, {meta['cores']} usable cores; torch {meta['torch']}; python {meta['python']}",
+        f"- load average (1, 5, 15 min) at start: {meta['load_start']}; at end: {meta['load_end']} (no competing job of "
+        "this script's: the machine as others were using it)",
+        f"- one operator: a {OPERATOR_ROWS}-row linear layer with k × k weights, forward and backward (three matrix "
+        f"products), median ms per step over fresh processes at 1 and at {threads} threads in turn (1, {threads}, 1, {threads})",
+        f"- `auto` column: the thread count `train.threads: auto` picks for a model whose largest operator is this one "
+        f"(`SPLIT_WORTH` = 2^{math.log2(meta['split_worth']):.0f} multiply-adds, `modkit/training/threads.py`)",
+        "",
+        f"| k | multiply-adds | 1 thread wall ms | {threads} threads wall ms | wall ratio | CPU ratio | auto |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in report["rows"]:
+        lines.append(f"| {row['k']} | 2^{row['log2']:.1f} | {row['one']['wall']:.2f} | {row['many']['wall']:.2f} | "
+                     f"{row['wall_ratio']:.2f} | {row['cpu_ratio']:.2f} | {row['auto_threads']} |")
+    paying = [r for r in report["rows"] if r["wall_ratio"] <= 0.9]
+    first = f"2^{paying[0]['log2']:.1f} multiply-adds (k = {paying[0]['k']})" if paying else "no size in this sweep"
+    lines += ["", f"Smallest operator whose wall time drops by 10 % or more with {threads} threads in this run: {first}."]
+    return "\n".join(lines) + "\n"
+
+
+def operators(args, argv) -> int:
+    import torch
+
+    threads = usable_cores()
+    meta = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit(),
+            "command": "python benchmarks/threads.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "cpu": cpu_name(), "cores": threads, "torch": torch.__version__, "python": platform.python_version(),
+            "threads": threads, "split_worth": SPLIT_WORTH, "load_start": loadavg()}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")}
+    rows = time_operators(threads, args.reps, args.max_seconds, env)
+    meta["load_end"] = loadavg()
+    report = {"meta": meta, "rows": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "threads-operators.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "threads-operators.md").write_text(operators_markdown(report))
+    print(f"wrote {args.out / 'threads-operators.json'} and {args.out / 'threads-operators.md'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "digits.yaml")
@@ -172,7 +280,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds one training may take")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--render", action="store_true", help="only rewrite threads.md from the threads.json in --out")
+    parser.add_argument("--operators", action="store_true",
+                        help="instead: one operator of growing size with 1 thread and with every usable core (threads-operators.json)")
+    parser.add_argument("--reps", type=int, default=15, help="--operators: timed steps per size and process")
+    parser.add_argument("--max-seconds", type=float, default=3.0, help="--operators: stop a size's steps after this long")
+    parser.add_argument("--operator-worker", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.operator_worker:
+        print(json.dumps(operator_times(args.operator_worker, args.reps, args.max_seconds)))
+        return 0
+    if args.operators:
+        return operators(args, argv)
     if args.render:
         report = json.loads((args.out / "threads.json").read_text())
         report["targets"] = targets(report["runs"])

@@ -61,6 +61,13 @@ def _load(run: Path, device: str | None, needs_data: bool = False):
     return loaded
 
 
+def _threads(loaded) -> int:
+    """The intra-op thread count the run's ``train.threads`` asks for, chosen as training chose it (issue 13)."""
+    from modkit.training.threads import apply_threads
+
+    return apply_threads(loaded.recipe.train.threads, loaded.device, loaded.model, loaded.recipe.data.batch_size)
+
+
 @click.command("eval")
 @click.argument("run", type=RUN)
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto).")
@@ -69,11 +76,10 @@ def _load(run: Path, device: str | None, needs_data: bool = False):
 def eval_command(run: Path, device: str | None, **kwargs) -> None:
     """Evaluate the run in RUN and write RUN/eval.json."""
     from modkit.evaluation.suite import EVAL_JSON, evaluate_run, write_eval
-    from modkit.training.threads import apply_threads
 
     loaded = _load(run, device, needs_data=True)
     settings = settings_from(kwargs)
-    apply_threads(loaded.recipe.train.threads, loaded.device, loaded.model, loaded.recipe.data.batch_size)  # issue 13: as training chose
+    _threads(loaded)
     result = evaluate_run(loaded, settings, echo=click.echo)
     write_eval(loaded, result)
     for metric, cells in result.get("task", {}).items():
@@ -144,6 +150,7 @@ def report_command(run: Path, refresh: bool, device: str | None, **kwargs) -> No
     from modkit.reporting.report import write_report
 
     loaded = _load(run, device, needs_data=True)
+    _threads(loaded)
     path = write_report(loaded, settings_from(kwargs), refresh, echo=click.echo)
     click.echo(f"wrote {path} (figures in {path.parent / 'report'})")
 

@@ -41,7 +41,7 @@ class MultimodalVAE(nn.Module):
             mu, logvar = self.modalities[name].encode(batch.data[name])
             mus.append(mu)
             logvars.append(logvar)
-        return Experts(torch.stack(mus), torch.stack(logvars), batch.present)
+        return Experts(torch.stack(mus), torch.stack(logvars), batch.present, all_present=bool(batch.all_present))
 
     def encode_with_features(self, batch: Batch) -> tuple[dict[str, Tensor], Experts]:
         """Each encoder once, giving both its (B, feature_dim) features and its expert: ``({name: features},
@@ -51,7 +51,7 @@ class MultimodalVAE(nn.Module):
             features[name], mu, logvar = self.modalities[name].encode_with_features(batch.data[name])
             mus.append(mu)
             logvars.append(logvar)
-        return features, Experts(torch.stack(mus), torch.stack(logvars), batch.present)
+        return features, Experts(torch.stack(mus), torch.stack(logvars), batch.present, all_present=bool(batch.all_present))
 
     def log_likelihoods(self, z: Tensor, batch: Batch, rows: Sequence[Tensor | None] | None = None,
                         counts: Sequence[int] | None = None) -> list[Tensor | None]:
@@ -70,16 +70,19 @@ class MultimodalVAE(nn.Module):
             out.append(modality.log_likelihood(modality.decode(zi), batch.data[name]))
         return out
 
-    def present_reconstruction(self, lls: Sequence[Tensor | None], present: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def present_reconstruction(self, lls: Sequence[Tensor | None], present: Tensor,
+                               all_present: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
         """Σ_m λ_m log p(x_m | z) per row over the modalities each sample has, from :meth:`log_likelihoods`'
         (R, B) terms (a None term is left out). ``present`` is (B, N) bool; an absent modality scores exactly 0,
-        whatever its decoder made of the placeholder. Returns the (R, B) float sum and the masked terms."""
+        whatever its decoder made of the placeholder. ``all_present`` (known on the host, see
+        :attr:`Batch.all_present`) skips the masking. Returns the (R, B) float sum and the masked terms."""
         total: Tensor | float = 0.0
         per: dict[str, Tensor] = {}
         for i, (name, ll) in enumerate(zip(self.names, lls)):
             if ll is None:
                 continue
-            per[name] = torch.where(present[:, i], ll.to(torch.promote_types(ll.dtype, torch.float32)), 0.0)
+            ll = ll.to(torch.promote_types(ll.dtype, torch.float32))
+            per[name] = ll if all_present else torch.where(present[:, i], ll, 0.0)
             total = total + self.modalities[name].weight * per[name]
         return total, per
 

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from modkit.core import gaussian
 from modkit.core.gaussian import DiagGaussian, Experts, kl_standard_normal, product_of_experts
-from modkit.core.subsets import subset_validity
+from modkit.core.subsets import all_subsets, subset_validity
 
 if TYPE_CHECKING:
     from modkit.core.batch import Batch
@@ -33,21 +33,25 @@ class SubsetPlan:
     """The subsets of one step: ``mask`` (S, N) on the device, and per modality the subset rows that contain it.
 
     ``rows[i]`` indexes the subsets holding modality i (on the device); ``counts[i]`` is its length,
-    known on the host so shapes never need a device sync.
+    known on the host so shapes never need a device sync. ``complete``, also known on the host, says the
+    mask is :func:`all_subsets` in its order (MoPoE's KL then builds the subset sums by doubling).
     """
 
     mask: Tensor
     rows: list[Tensor]
     counts: list[int]
+    complete: bool = False
 
     @classmethod
     def from_mask(cls, mask: Tensor, device: torch.device | str = "cpu") -> "SubsetPlan":
         mask = mask.to(torch.bool).cpu()
-        rows = [torch.nonzero(mask[:, i]).flatten() for i in range(mask.shape[1])]
+        n = mask.shape[1]
+        complete = n <= 20 and mask.shape[0] == 2**n - 1 and torch.equal(mask, all_subsets(n))
+        rows = [torch.nonzero(mask[:, i]).flatten() for i in range(n)]
         # from pinned memory a copy to the GPU is truly asynchronous; from pageable memory it waits for the stream
         pin = torch.device(device).type == "cuda"
         move = lambda t: (t.pin_memory() if pin else t).to(device, non_blocking=True)  # noqa: E731
-        return cls(mask=move(mask), rows=[move(r) for r in rows], counts=[len(r) for r in rows])
+        return cls(mask=move(mask), rows=[move(r) for r in rows], counts=[len(r) for r in rows], complete=complete)
 
     @property
     def n_subsets(self) -> int:
@@ -127,7 +131,7 @@ def subset_gaussian_elbo(model: "MultimodalVAE", batch: "Batch", plan: SubsetPla
     A subset counts for a sample only if every modality in it is present; each decoder runs once on
     the subset rows that contain its modality. Shared by the product-of-experts fusions (MVAE, MVAE-Q).
     """
-    valid = subset_validity(plan.mask, batch.present).float()  # (S, B)
+    valid = subset_validity(plan.mask, batch.present, bool(batch.all_present)).float()  # (S, B)
     z = gaussian.reparameterize(mu, logvar)  # looked up on the module: tests switch the noise off there
     rec, per = model.weighted_reconstruction(z, batch, plan)
     kl = kl_standard_normal(mu, logvar)

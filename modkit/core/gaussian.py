@@ -21,12 +21,15 @@ class Experts(NamedTuple):
 
     ``extra`` carries whatever else a fusion's ``encode`` computed that its ``posterior`` needs
     (latent mixing keeps the modality features, M2 the target's one-hot code); None when nothing.
+    ``all_present`` is :attr:`Batch.all_present <modkit.core.batch.Batch.all_present>` carried along: True only
+    when ``present`` is known on the host to be all True, so the products skip masking (False: mask).
     """
 
     mu: Tensor
     logvar: Tensor
     present: Tensor
     extra: dict[str, Any] | None = None
+    all_present: bool = False
 
 
 class DiagGaussian:
@@ -111,8 +114,11 @@ def expert_precisions(experts: Experts) -> tuple[Tensor, Tensor]:
     autocast disabled: precisions span e^±8.
     """
     dtype = torch.promote_types(experts.mu.dtype, torch.float32)
+    precision = torch.exp(-experts.logvar.to(dtype))
+    if experts.all_present:  # known on the host: nothing to mask
+        return precision, precision * experts.mu.to(dtype)
     present = experts.present.T.unsqueeze(-1)  # (N, B, 1)
-    precision = torch.where(present, torch.exp(-experts.logvar.to(dtype)), 0.0)
+    precision = torch.where(present, precision, 0.0)
     return precision, torch.where(present, precision * experts.mu.to(dtype), 0.0)
 
 

@@ -142,11 +142,15 @@ class RandomSampler(SubsetSampler):
 BUILTIN_SAMPLERS = {"all": AllSampler, "mvae": MVAESampler, "singles": SinglesSampler, "random": RandomSampler, "full": FullSampler}
 
 
-def subset_validity(mask: Tensor, present: Tensor) -> Tensor:
+def subset_validity(mask: Tensor, present: Tensor, all_present: bool = False) -> Tensor:
     """(S, B) bool: subset s is non-empty and every modality in it is present in sample b.
 
     One (S, N) × (N, B) product counts each subset's absent members; no (S, B, N) intermediate.
+    With ``all_present`` (known on the host, :attr:`Batch.all_present`) only emptiness matters: the (S, 1)
+    answer expanded over the batch, no product.
     """
+    if all_present:
+        return mask.any(-1, keepdim=True).expand(-1, present.shape[0])
     mask_f = mask.to(torch.float32)
     missing = mask_f @ (~present).T.to(torch.float32)  # (S, B)
     return (missing == 0) & (mask_f.sum(-1, keepdim=True) > 0)

@@ -19,9 +19,13 @@ import os
 import torch
 
 #: multiply-adds of one operator (weight entries × rows) from which splitting it over threads may pay
-#: for the barrier. The shipped recipes stay below it: digits' largest is 2^22 (256 × 256 × 64 rows),
-#: shapes' 2^25 (a 4096 × 128 layer × 64 rows), and shapes too ran faster on one thread than on two
-#: on the 2-core machine (benchmarks/results/threads.md).
+#: for the barrier. How it was chosen: not from a crossover measurement, but as a bound above the shipped
+#: recipes' largest operators, which all ran faster on one thread (digits' largest is 2^22, 256 × 256 × 64
+#: rows; shapes' 2^25, a 4096 × 128 layer × 64 rows; benchmarks/results/threads.md), so that only models
+#: clearly bigger than anything measured get every core. ``python benchmarks/threads.py --operators``
+#: measures the crossover on a machine as it is (benchmarks/results/threads-operators.md): on the shared
+#: 2-core machine under its usual load, two threads were slower at every size up to 2^30; an idle machine's
+#: crossover was not measured.
 SPLIT_WORTH = 2**27
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 

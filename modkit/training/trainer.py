@@ -373,7 +373,7 @@ class Trainer:
             return torch.nn.utils.clip_grad_norm_(params, clip)
         if not params:
             return torch.zeros((), device=self.device)
-        return torch.stack([p.grad.detach().sum(dtype=torch.float32) for p in params]).sum()
+        return torch.stack([p.grad.sum(dtype=torch.float32) for p in params]).sum()  # .grad needs no detach: no graph
 
     def update(self, loss: Tensor) -> Tensor:
         """Skip-or-step without a host sync. Under DDP the ranks agree on the skip and on a pending

@@ -32,11 +32,16 @@ def sample_components(valid: Tensor) -> Tensor:
     """One component index per sample, uniform among its valid subsets: (S, B) → (B,).
 
     Inverse CDF: the k-th valid subset with k = ⌊u · count⌋, found by a search in the running count.
-    A sample with no valid subset gets an arbitrary index; callers mask it out.
+    A sample with no valid subset gets an arbitrary index; callers mask it out. ``valid`` may be an (S, 1)
+    column expanded over the batch (every sample has the same valid subsets: a batch known to be complete);
+    the running count is then taken once, and the draws are the same as for the materialised (S, B).
     """
-    running = valid.T.to(torch.int32).cumsum(-1)  # (B, S)
+    same = valid.dim() == 2 and valid.shape[1] > 0 and valid.stride(1) == 0
+    running = valid[:, :1].T.to(torch.int32).cumsum(-1) if same else valid.T.to(torch.int32).cumsum(-1)  # (B or 1, S)
     count = running[:, -1:]
-    k = (torch.rand(count.shape, device=valid.device) * count).floor().to(torch.int32)  # in [0, count)
+    k = (torch.rand((valid.shape[1], 1), device=valid.device) * count).floor().to(torch.int32)  # in [0, count)
+    if same:
+        return torch.searchsorted(running[0], k.squeeze(-1), right=True).clamp_max(valid.shape[0] - 1)
     return torch.searchsorted(running, k, right=True).squeeze(-1).clamp_max(valid.shape[0] - 1)
 
 
@@ -54,19 +59,27 @@ class MixtureOfProductsOfExperts(Fusion):
     def split(self, experts: Experts) -> tuple[Experts, Tensor, Tensor]:
         """The experts' shared part (first ``shared_dim`` dims) and their private (mu, logvar), (N, B, private_dim)."""
         d = self.shared_dim
-        shared = Experts(experts.mu[..., :d], experts.logvar[..., :d], experts.present)
+        shared = Experts(experts.mu[..., :d], experts.logvar[..., :d], experts.present, all_present=experts.all_present)
         return shared, experts.mu[..., d:], experts.logvar[..., d:]
 
     def loss(self, model, batch, plan, beta) -> LossOutput:
         experts, private_mu, private_logvar = self.split(model.encode(batch))
         present = batch.present
-        valid = subset_validity(plan.mask, present)  # (S, B)
-        has_subset = valid.any(0)  # (B,)
+        # a batch known complete on the host, with a non-empty subset in the plan: every sample has the same valid
+        # subsets and at least one, so no presence mask is needed anywhere below (issue 13; the same numbers)
+        complete = experts.all_present and any(plan.counts)
+        valid = subset_validity(plan.mask, present, complete)  # (S, B); complete: an (S, 1) column expanded
         pick = sample_components(valid)  # (B,)
         # only the drawn component's product is formed: (1, B, D_shared), the subset per sample
         mu_b, logvar_b = product_of_experts(experts, plan.mask[pick].unsqueeze(0), prior=self.config.prior_expert)
-        mu_b = torch.where(has_subset.unsqueeze(-1), mu_b.squeeze(0), 0.0)
-        logvar_b = torch.where(has_subset.unsqueeze(-1), logvar_b.squeeze(0), 0.0)
+        mu_b, logvar_b = mu_b.squeeze(0), logvar_b.squeeze(0)
+        if complete:
+            has_subset, used = None, present
+        else:
+            has_subset = valid.any(0)  # (B,)
+            mu_b = torch.where(has_subset.unsqueeze(-1), mu_b, 0.0)
+            logvar_b = torch.where(has_subset.unsqueeze(-1), logvar_b, 0.0)
+            used = present & has_subset.unsqueeze(1)  # (B, N): the modalities scored
         z = reparameterize(mu_b, logvar_b).unsqueeze(0)  # (1, B, D): each decoder runs once on B rows
         if self.config.private_dim:
             # decoder m reads [shared z ; modality m's own private draw]: row m of an (N, B, D) latent
@@ -77,14 +90,21 @@ class MixtureOfProductsOfExperts(Fusion):
             lls = model.log_likelihoods(z, batch, rows=list(rows), counts=[1] * n)
         else:
             lls = model.log_likelihoods(z, batch)
-        rec, per = model.present_reconstruction([ll[0] for ll in lls], present & has_subset.unsqueeze(1))  # (B,)
+        rec, per = model.present_reconstruction([ll[0] for ll in lls], used, complete)  # (B,)
         if self.config.kl == "sampled":  # S_b ~ w, so E[KL(PoE_{S_b} ‖ prior)] = Σ_S w_S KL(PoE_S ‖ prior)
-            kl = torch.where(has_subset, kl_standard_normal(mu_b, logvar_b), 0.0)
+            kl = kl_standard_normal(mu_b, logvar_b)
+            kl = kl if complete else torch.where(has_subset, kl, 0.0)
         else:  # Σ_S w_S KL(PoE_S ‖ prior) over every valid subset, without forming the (S, B, D) posteriors
-            weights = valid / valid.sum(0, keepdim=True).clamp_min(1)  # (S, B): uniform over each sample's valid subsets
-            kl = weighted_subset_kl(experts, plan.mask, weights, prior=self.config.prior_expert)  # (B,)
+            if complete:  # the same weights for every sample: an (S, 1) column
+                column = valid[:, :1].to(mu_b.dtype)
+                weights = column / column.sum()
+            else:
+                weights = valid / valid.sum(0, keepdim=True).clamp_min(1)  # (S, B): uniform over each sample's valid subsets
+            kl = weighted_subset_kl(experts, plan.mask, weights, prior=self.config.prior_expert,
+                                    complete=plan.complete)  # (B,)
         if self.config.private_dim:  # + Σ_{m present} KL(q(w_m | x_m) ‖ N(0, I))
-            kl = kl + torch.where((present & has_subset.unsqueeze(1)).T, kl_standard_normal(private_mu, private_logvar), 0.0).sum(0)
+            private = kl_standard_normal(private_mu, private_logvar)  # (N, B)
+            kl = kl + (private if complete else torch.where(used.T, private, 0.0)).sum(0)
         n = len(batch)
         loss = -(rec - beta * kl).sum() / n
         terms = {"loss": loss.detach(), "kl": (kl.sum() / n).detach()}

@@ -35,6 +35,30 @@ def test_run_writes_json_and_markdown(tmp_path):
     assert "| MVAE (full + singles) | 2 |" in table and "## Targets (CPU)" in table
 
 
+def test_before_times_an_earlier_commits_code_beside_the_current_one(tmp_path):
+    """--before REV: the same harness imports modkit from a git archive of REV; its rows are shown, not judged."""
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--n", "2", "--objectives", "mopoe", "--batch", "16",
+         "--latent", "8", "--steps", "2", "--warmup", "1", "--no-nll", "--no-scaling", "--no-peer", "--recipes", "",
+         "--before", "HEAD", "--out", str(out)],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((out / "results.json").read_text())
+    before, current = report["train"]
+    assert (before["variant"], current["variant"]) == ("before", "current")
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert report["meta"]["before"] == head
+    assert Path(current["modkit"]["modkit_from"]) == ROOT
+    old = Path(before["modkit"]["modkit_from"])
+    assert old != ROOT and not old.exists()  # an archive in a temporary folder, removed afterwards
+    assert before["modkit"]["cpu_ms"] > 0 and before["overhead"] is not None
+    table = (out / "results.md").read_text()
+    assert "| MoPoE (all subsets) | 2 | before |" in table and "| MoPoE (all subsets) | 2 | current |" in table
+    judged = [t for t in report["targets"] if t["target"].startswith("MoPoE (all subsets): overhead")]
+    assert len(judged) == 1 and judged[0]["result"] == f"{current['overhead']:.3f}"  # the current row only
+
+
 def test_sampled_mopoe_kl_reaches_the_recipe_and_the_report(tmp_path):
     out = tmp_path / "results"
     done = subprocess.run(

@@ -59,13 +59,34 @@ def test_garbage_in_absent_experts_does_not_leak():
     assert torch.equal(clean, dirty)
 
 
+@pytest.mark.parametrize("d", [3, 4])  # odd: the logarithms were once taken in place on the variances the gradient needs
 @pytest.mark.parametrize("prior", [True, False])
-def test_gradient_is_exact(prior, monkeypatch):
+def test_gradient_is_exact(prior, d, monkeypatch):
     monkeypatch.setattr(subset_kl, "CPU_BLOCK_FLOATS", 60)  # several blocks, the last one partial
-    mu, logvar, present, mask, weights = random_case(n=3, b=5, d=4, seed=2)
+    mu, logvar, present, mask, weights = random_case(n=3, b=5, d=d, seed=2)
     mu.requires_grad_(True)
     logvar.requires_grad_(True)
     torch.autograd.gradcheck(lambda m, lv: weighted_subset_kl(Experts(m, lv, present), mask, weights, prior=prior), (mu, logvar))
+
+
+@pytest.mark.parametrize("d", [3, 8])
+@pytest.mark.parametrize("prior", [True, False])
+@pytest.mark.parametrize("block_floats", [1 << 16, 60])
+def test_complete_mask_and_shared_weights_match_brute_force(d, prior, block_floats, monkeypatch):
+    """The all-present fast path (issue 13): subset sums built by doubling over the complete mask, one (S, 1)
+    column of weights for every sample; values against the brute force, gradients by gradcheck."""
+    monkeypatch.setattr(subset_kl, "CPU_BLOCK_FLOATS", block_floats)
+    mu, logvar, present, mask, _ = random_case(n=4, b=6, d=d, seed=10 + d, all_present=True)
+    column = torch.rand(len(mask), 1, generator=torch.Generator().manual_seed(d), dtype=torch.float64)
+    experts = Experts(mu, logvar, present, all_present=True)
+    got = weighted_subset_kl(experts, mask, column, prior=prior, complete=True)
+    want = brute_force(mu.numpy(), logvar.numpy(), mask.numpy(), column.expand(-1, 6).numpy(), present.numpy(), prior)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-10)
+    mu.requires_grad_(True)
+    logvar.requires_grad_(True)
+    for complete, weights in ((True, column), (False, column), (True, column.expand(-1, 6).contiguous())):
+        torch.autograd.gradcheck(lambda m, lv: weighted_subset_kl(Experts(m, lv, present, all_present=True), mask, weights,
+                                                                  prior=prior, complete=complete), (mu, logvar))
 
 
 def test_float32_agrees_with_the_composed_autograd_version():

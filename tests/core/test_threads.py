@@ -73,3 +73,26 @@ def test_trainer_applies_threads_and_losses_do_not_depend_on_them(tiny_recipe, t
     two_threads, two_losses = _train(tiny_recipe, tmp_path / "two", ["train.threads=2"])
     assert two_threads == 2
     assert auto_losses == pytest.approx(two_losses, rel=1e-5)  # the same training to rounding
+
+
+@pytest.mark.parametrize("threads, expected", [("auto", 1), ("3", 3)])
+def test_eval_and_report_apply_the_runs_thread_policy(tmp_path, monkeypatch, restore_threads, threads, expected):
+    """``modkit eval`` and ``modkit report`` set the count the run's ``train.threads`` asks for, as training did."""
+    import yaml
+
+    from run_helpers import cli, tiny_raw
+
+    raw = tiny_raw()
+    raw["train"]["threads"] = threads if threads == "auto" else int(threads)
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    run = tmp_path / "run"
+    assert cli("train", recipe, "--out", run).exit_code == 0
+    for command in (["eval", run, "--metrics", "coherence", "--max-items", "20", "--device", "cpu"],
+                    ["report", run, "--metrics", "coherence", "--max-items", "20", "--device", "cpu"]):
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):  # a fresh shell's: training wrote them
+            monkeypatch.delenv(name, raising=False)
+        torch.set_num_threads(2)  # neither 1 nor 3: what the command finds is not what it leaves
+        result = cli(*command)
+        assert result.exit_code == 0, result.output
+        assert torch.get_num_threads() == expected, command[0]
