@@ -8,7 +8,8 @@ project's 2-core machine ``recipes/digits.yaml`` took 10× the wall time and up 
 with the default under load (issue 13; ``benchmarks/threads.py`` measures it).
 
 ``auto`` (the default) therefore uses one thread on the CPU unless the model's largest operator is
-big enough to pay for the barrier (:data:`SPLIT_WORTH`), and leaves the count alone where the user
+big enough to pay for the barrier (:data:`SPLIT_WORTH`), and then only the cores the load average leaves
+idle; it leaves the count alone where the user
 or a job scheduler already chose it (``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` set) and on
 accelerators (the CPU only launches kernels there). A number sets the count outright.
 """
@@ -45,8 +46,19 @@ def largest_operator(model: torch.nn.Module, rows: int) -> int:
     return max(sizes, default=0) * max(1, rows)
 
 
+def idle_cores(load: float | None = None) -> int:
+    """Usable cores that the 1-minute load average leaves free (at least one): under load two threads were
+    slower than one at every operator size measured (benchmarks/results/threads-operators.md)."""
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # no load average on this platform: assume the cores are free
+            load = 0.0
+    return max(1, min(usable_cores(), int(usable_cores() - load + 0.5)))
+
+
 def choose_threads(setting: str | int, device: torch.device, model: torch.nn.Module | None = None, rows: int = 1,
-                   environ: dict[str, str] | None = None) -> int | None:
+                   environ: dict[str, str] | None = None, load: float | None = None) -> int | None:
     """The thread count ``setting`` asks for here, or None to leave torch's current count."""
     if setting != "auto":
         return int(setting)
@@ -54,7 +66,7 @@ def choose_threads(setting: str | int, device: torch.device, model: torch.nn.Mod
     if device.type != "cpu" or any(environ.get(name) for name in THREAD_ENV):
         return None
     if model is not None and largest_operator(model, rows) >= SPLIT_WORTH:
-        return usable_cores()
+        return idle_cores(load)  # a big operator may pay for the barrier, but only on cores nobody else uses
     return 1
 
 

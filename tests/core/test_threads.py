@@ -38,7 +38,11 @@ def test_auto_uses_one_thread_for_small_operators_and_respects_the_environment()
     assert choose_threads("auto", CPU, small, 64, environ={}) == 1
     big = torch.nn.Linear(4096, 4096)
     assert largest_operator(big, 64) >= SPLIT_WORTH
-    assert choose_threads("auto", CPU, big, 64, environ={}) == usable_cores()
+    assert choose_threads("auto", CPU, big, 64, environ={}, load=0.0) == usable_cores()  # an idle machine: every core
+    # a loaded one: only the cores the load leaves free, never fewer than one
+    assert choose_threads("auto", CPU, big, 64, environ={}, load=usable_cores() + 2.0) == 1
+    assert choose_threads("auto", CPU, big, 64, environ={}, load=usable_cores() - 1.0) == min(usable_cores(), 1)
+    assert choose_threads("auto", CPU, small, 64, environ={}, load=0.0) == 1
     assert choose_threads("auto", CPU, small, 64, environ={"OMP_NUM_THREADS": "3"}) is None  # the user chose
     assert choose_threads("auto", torch.device("cuda"), small, 64, environ={}) is None  # CPU only launches kernels
     assert choose_threads(3, CPU, small, 64, environ={"OMP_NUM_THREADS": "1"}) == 3  # a number wins
