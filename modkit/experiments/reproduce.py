@@ -363,7 +363,7 @@ def write_report(results: list[dict], meta: dict[str, Any], out: Path, figures_d
         if r["evidence"]:
             md += ["Evidence: " + "; ".join(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in e.items())
                                             for e in r["evidence"]) + ".", ""]
-        if "above_baseline" in r and r["verdict"] != "inconclusive":
+        if r.get("above_baseline") is not None:
             titles = {a["name"]: a["title"] for a in r["arms"]}
             found = [f"{titles[b['arm']]} at {b['x']} (by {b['gap']:.3f}, se {b['se']:.3f})" for b in r["above_baseline"]]
             md += [f"Every arm against the baseline by the same rule (gap > 2·se): "
@@ -430,7 +430,7 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
                 for metric, label in claim.also}
         reported = [a for a in claim.arms if a.kind != "pretrain"]
         result, evidence = verdict(claim, table, runs, quick)
-        beats = [] if quick or claim.judge != "gap" else above_baseline(claim, table)
+        beats = None if quick or claim.judge != "gap" else above_baseline(claim, table)
         fig = figure(claim, table, figures_dir / f"{claim.id}.png")
         results.append({"id": claim.id, "title": claim.title, "source": claim.source, "statement": claim.statement,
                         "paper_number": claim.paper_number, "metric": claim.metric, "metric_label": claim.metric_label,
