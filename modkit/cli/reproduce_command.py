@@ -18,10 +18,12 @@ from modkit.cli.errors import user_errors
               help="Where the runs go (default: runs/reproduce, or runs/reproduce-quick); rerunning continues them.")
 @click.option("--report", type=click.Path(path_type=Path), default=None,
               help="The Markdown written (default: docs/reproductions.md; with --quick: OUT/reproductions.md).")
+@click.option("--no-train", is_flag=True, help="Train nothing: report the trials that have finished (a run still in "
+              "progress elsewhere, or one cut short); a cell says over how many seeds it is.")
 @click.option("--list", "list_claims", is_flag=True, help="List the claims and exit.")
 @user_errors
 def reproduce_command(claims: tuple[str, ...], quick: bool, seeds: int, workers: int, out: Path | None, report: Path | None,
-                      list_claims: bool) -> None:
+                      no_train: bool, list_claims: bool) -> None:
     """Run CLAIMS (default: all) and write their verdicts: reproduced, in direction only, or contradicted."""
     from modkit.experiments import claims as catalogue
     from modkit.experiments.reproduce import RESULTS_MD, project_root, reproduce
@@ -33,4 +35,4 @@ def reproduce_command(claims: tuple[str, ...], quick: bool, seeds: int, workers:
     out = out or Path("runs") / ("reproduce-quick" if quick else "reproduce")
     report = report or (out / RESULTS_MD if quick else project_root() / "docs" / RESULTS_MD)
     figures = report.parent / "figures" / "reproductions" if not quick else out / "figures"
-    reproduce(list(claims), quick, seeds, workers, out, report, figures, ["modkit", "reproduce", *sys.argv[2:]], echo=click.echo)
+    reproduce(list(claims), quick, seeds, 0 if no_train else workers, out, report, figures, ["modkit", "reproduce", *sys.argv[2:]], echo=click.echo)

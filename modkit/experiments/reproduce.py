@@ -80,12 +80,15 @@ def run_model_arm(claim: Claim, arm: Arm, xs: list[float], seeds: list[int], out
     overrides.append(f"seed={','.join(str(s) for s in seeds)}")
     if (folder / sweep.SWEEP_JSON).exists():
         config, url = sweep.locate(str(folder), None, None)
+    elif not workers:  # --no-train: an arm that never started has nothing to report
+        return {}
     else:
         config, url = sweep.new_sweep(recipe_path(arm), overrides, folder, storage=None, study=None, sampler="grid",
                                       trials=None, objective="test/rec/" + _first_modality(recipe_path(arm)),
                                       direction="maximize", evaluate=evaluate is not None, settings=dict(evaluate or {}),
                                       plot=[arm.metric or claim.metric], device=None, heartbeat=30, echo=lambda s: echo("  " + s))
-    sweep.run_workers(config, url, workers, lambda s: echo("  " + s))
+    if workers:  # 0 (--no-train): report the finished trials as they are
+        sweep.run_workers(config, url, workers, lambda s: echo("  " + s))
     study, _ = sweep.load_study(config.study, sweep.open_storage(url, config.heartbeat))
     from optuna.trial import TrialState
 
@@ -114,6 +117,8 @@ def run_after_arm(claim: Claim, arm: Arm, xs: list[float], seeds: list[int], out
     for x in xs or [None]:
         runs = earlier.get(x) or earlier.get(None)
         missing = [s for s in seeds if s not in (runs or {})]
+        if missing and not workers:  # --no-train: the earlier stage has not finished, so neither has this one
+            return {}
         if missing:
             raise ModkitError(f"{claim.id}: arm '{arm.name}' starts from '{arm.after}', which has no run of seed "
                               f"{missing[0]}{f' at {x}' if x is not None else ''}")
@@ -412,7 +417,7 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
             elif arm.at is not None:  # one x for every x: a reference line
                 values = run_model_arm(claim, arm, [arm.at] if claim.x_key else [], seed_list, out, quick, workers, echo,
                                        trained, dirs=dirs.setdefault(arm.name, {}))
-                values = {x: next(iter(values.values())) for x in xs}
+                values = {x: next(iter(values.values())) for x in xs} if values else {}
             elif arm.after:
                 values = run_after_arm(claim, arm, swept, seed_list, out, quick, workers, echo, trained, dirs[arm.after],
                                        dirs.setdefault(arm.name, {}))

@@ -96,6 +96,16 @@ def test_quick_tier_runs_and_writes_a_stamped_report(tmp_path):
     # run again: the arms' sweeps are continued, not retrained
     again = CliRunner().invoke(main, ["reproduce", "--quick", "stability", "--out", str(out)], catch_exceptions=False)
     assert again.exit_code == 0 and "epoch 1/3" not in again.output
+    # --no-train reports what has finished and trains nothing: the same numbers here, nothing where nothing ran
+    same = CliRunner().invoke(main, ["reproduce", "--quick", "--no-train", "mvae-likelihood", "--out", str(out),
+                                     "--report", str(tmp_path / "same.md")], catch_exceptions=False)
+    assert same.exit_code == 0 and "epoch 1/" not in same.output
+    assert json.loads((tmp_path / "same.json").read_text())["claims"][0]["table"] == lik["table"]
+    empty = CliRunner().invoke(main, ["reproduce", "--quick", "--no-train", "m2-semi-supervised", "--out", str(tmp_path / "none"),
+                                      "--report", str(tmp_path / "none.md")], catch_exceptions=False)
+    assert empty.exit_code == 0 and "epoch 1/" not in empty.output and not (tmp_path / "none" / "arms").exists()
+    table = json.loads((tmp_path / "none.json").read_text())["claims"][0]["table"]
+    assert table["m2"] == {} and table["supervised"] == {} and table["logreg"]["0.1"]["n"] == 1
 
 
 def test_every_arm_is_checked_against_the_baseline_and_also_metrics_are_reported(tmp_path):
