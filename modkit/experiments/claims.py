@@ -102,6 +102,11 @@ CLAIMS: tuple[Claim, ...] = (
             Arm("meme", "shapes-weak-meme.yaml", label="MEME"),
             Arm("m2", "shapes-weak-m2.yaml", label="M2", not_applicable=M2_NA),
             Arm("logreg", "shapes-weak-poe.yaml", kind="logreg", label="logistic regression on the pairs"),
+            # diagnostics, not part of the verdict: is the 12-epoch budget what holds the models back?
+            Arm("poe-long", "shapes-weak-poe.yaml", ("train.epochs=48",), at=1.0,
+                label="diagnostic: PoE, 4× the epochs, every pair (the same at every row)"),
+            Arm("mopoe-long", "shapes-weak-mopoe.yaml", ("train.epochs=48",), at=1.0,
+                label="diagnostic: MoPoE, 4× the epochs, every pair (the same at every row)"),
         ),
         subject="poe", baseline="logreg",
         x_key=PAIRED, xs=(0.01, 0.03, 0.1, 0.3, 1.0), quick_xs=(0.1,), region=(0.03, 0.1, 0.3),
