@@ -247,6 +247,8 @@ def above_baseline(claim: Claim, table: dict[str, dict[Any, dict]]) -> list[dict
     for arm in claim.arms:
         if arm.name == claim.baseline or arm.kind != "model" or arm.name not in table or claim.baseline not in table:
             continue
+        if arm.at is not None:  # a reference trained at one x is not a result at the others
+            continue
         xs = sorted(table[arm.name], key=lambda x: (x is None, x or 0.0))
         _, rows = gap_verdict(table[arm.name], table[claim.baseline], xs)
         found += [{"arm": arm.name, **r, "gap": sign * r["gap"]} for r in rows
