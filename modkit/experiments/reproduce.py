@@ -310,7 +310,7 @@ def figure(claim: Claim, table: dict[str, dict[Any, dict]], path: Path) -> Path 
             continue
         xs = [x for x, _ in cells]
         ax.errorbar(xs, [c["mean"] for _, c in cells], yerr=[c["sd"] or 0.0 for _, c in cells], marker="o", capsize=3,
-                    label=arm.title, linestyle="--" if arm.kind != "model" else "-")
+                    label=arm.title, linestyle=":" if arm.at is not None else ("--" if arm.kind != "model" else "-"))
     ax.set_xscale("log")
     ax.set_xlabel(claim.x_key)
     ax.set_ylabel(claim.metric_label)
