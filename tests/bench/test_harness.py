@@ -49,9 +49,12 @@ def test_before_times_an_earlier_commits_code_beside_the_current_one(tmp_path):
     assert (before["variant"], current["variant"]) == ("before", "current")
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     assert report["meta"]["before"] == head
-    assert Path(current["modkit"]["modkit_from"]) == ROOT
+    import modkit
+
+    installed = Path(modkit.__file__).resolve().parents[1]  # this checkout (editable) or site-packages (pip install .)
+    assert Path(current["modkit"]["modkit_from"]) == installed
     old = Path(before["modkit"]["modkit_from"])
-    assert old != ROOT and not old.exists()  # an archive in a temporary folder, removed afterwards
+    assert old not in (ROOT, installed) and not old.exists()  # an archive in a temporary folder, removed afterwards
     assert before["modkit"]["cpu_ms"] > 0 and before["overhead"] is not None
     table = (out / "results.md").read_text()
     assert "| MoPoE (all subsets) | 2 | before |" in table and "| MoPoE (all subsets) | 2 | current |" in table
