@@ -51,7 +51,7 @@ def test_before_times_an_earlier_commits_code_beside_the_current_one(tmp_path):
     assert report["meta"]["before"] == head
     import modkit
 
-    installed = Path(modkit.__file__).resolve().parents[1]  # this checkout (editable) or site-packages (pip install .)
+    installed = Path(modkit.__file__).parent.parent  # this checkout (editable) or site-packages (pip install .)
     assert Path(current["modkit"]["modkit_from"]) == installed
     old = Path(before["modkit"]["modkit_from"])
     assert old not in (ROOT, installed) and not old.exists()  # an archive in a temporary folder, removed afterwards
