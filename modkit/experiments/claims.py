@@ -32,6 +32,21 @@ MEME_ALSO = (
 )
 
 
+
+def weak_arms(recipes: str, same_epochs: bool = False) -> tuple[Arm, ...]:
+    """The arms of MVAE's weak-supervision figure on one dataset; ``recipes`` names a fusion's recipe ("{}": the
+    fusion). ``same_epochs`` adds the pairs-only PoE trained for the same epochs (far fewer steps): a control."""
+    poe = recipes.format("poe")
+    control = (Arm("poe-pairs", poe, ("data.unpaired=drop",), label="PoE on the pairs only, same epochs"),) if same_epochs else ()
+    return (Arm("poe", poe, label="PoE (MVAE protocol)"), *control,
+            Arm("poe-pairs-steps", poe, ("data.unpaired=drop", "data.repeat=match"), label="PoE on the pairs only, same steps"),
+            Arm("moe", recipes.format("moe"), label="MoE (MMVAE)"),
+            Arm("mopoe", recipes.format("mopoe"), label="MoPoE"),
+            Arm("meme", recipes.format("meme"), label="MEME"),
+            Arm("m2", recipes.format("m2"), label="M2", not_applicable=M2_NA),
+            Arm("logreg", poe, kind="logreg", label="logistic regression on the pairs"))
+
+
 def meme_partial(id: str, title: str, kept: str, xs: tuple[float, ...], diagnosis: str) -> Claim:
     """MEME §5 / App. H under one partial-observation scheme: the unpaired rows keep ``kept`` only."""
     missing = "label" if kept == "image" else "image"
@@ -59,17 +74,7 @@ CLAIMS: tuple[Claim, ...] = (
         statement=WEAK_STATEMENT, paper_number=WEAK_PAPER,
         metric="balanced_accuracy/image->label",
         metric_label="image → label balanced accuracy (chance 0.10)",
-        arms=(
-            Arm("poe", "digits-poe-partial.yaml", label="PoE (MVAE protocol)"),
-            Arm("poe-pairs", "digits-poe-partial.yaml", ("data.unpaired=drop",), label="PoE on the pairs only, same epochs"),
-            Arm("poe-pairs-steps", "digits-poe-partial.yaml", ("data.unpaired=drop", "data.repeat=match"),
-                label="PoE on the pairs only, same steps"),
-            Arm("moe", "digits-moe-partial.yaml", label="MoE (MMVAE)"),
-            Arm("mopoe", "digits-mopoe-partial.yaml", label="MoPoE"),
-            Arm("meme", "digits-meme-partial.yaml", label="MEME"),
-            Arm("m2", "digits-m2-partial.yaml", label="M2", not_applicable=M2_NA),
-            Arm("logreg", "digits-poe-partial.yaml", kind="logreg", label="logistic regression on the pairs"),
-        ),
+        arms=weak_arms("digits-{}-partial.yaml", same_epochs=True),
         subject="poe", baseline="logreg",
         x_key=PAIRED, xs=(0.01, 0.03, 0.1, 0.3, 1.0), quick_xs=(0.1,), region=(0.03, 0.1, 0.3),
         also=(("test/elbo", "test ELBO under the fusion's own posterior and N(0, I) prior, nats"),),
@@ -82,7 +87,7 @@ CLAIMS: tuple[Claim, ...] = (
                   "protocol at every fraction below 1: on these digits the "
                   "unimodal rows hurt MVAE rather than help it, which contradicts the claim at its root. The "
                   "same-epochs pairs-only arm is undertrained (a small fraction of the steps), which is why it looked "
-                  "no better in the first run. M2 is the one multimodal model that beats the regression by the rule "
+                  "no better in the first run. Besides it, M2 is the one arm that beats the regression by the rule "
                   "(see the line above). These digits are 8×8 images, on which a linear classifier of the pixels is a "
                   "strong baseline: the shapes claim below asks the same where it is not.",
     ),
@@ -94,14 +99,7 @@ CLAIMS: tuple[Claim, ...] = (
         metric="balanced_accuracy/image->label",
         metric_label="image → label balanced accuracy (chance 0.25)",
         arms=(
-            Arm("poe", "shapes-weak-poe.yaml", label="PoE (MVAE protocol)"),
-            Arm("poe-pairs-steps", "shapes-weak-poe.yaml", ("data.unpaired=drop", "data.repeat=match"),
-                label="PoE on the pairs only, same steps"),
-            Arm("moe", "shapes-weak-moe.yaml", label="MoE (MMVAE)"),
-            Arm("mopoe", "shapes-weak-mopoe.yaml", label="MoPoE"),
-            Arm("meme", "shapes-weak-meme.yaml", label="MEME"),
-            Arm("m2", "shapes-weak-m2.yaml", label="M2", not_applicable=M2_NA),
-            Arm("logreg", "shapes-weak-poe.yaml", kind="logreg", label="logistic regression on the pairs"),
+            *weak_arms("shapes-weak-{}.yaml"),
             # diagnostics, not part of the verdict: is the 12-epoch budget what holds the models back?
             Arm("poe-long", "shapes-weak-poe.yaml", ("train.epochs=48",), at=1.0,
                 label="diagnostic: PoE, 4× the epochs, every pair (the same at every row)"),

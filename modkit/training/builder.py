@@ -159,15 +159,14 @@ def build_model(recipe: Recipe, plugins: PluginSet, run_dir: Path, source: str |
     return MultimodalVAE(modalities, fusion, recipe.model.latent_dim)
 
 
-def repeat_rows(rows: np.ndarray, presence: np.ndarray, recipe: Recipe, n_train: int, n_modalities: int) -> tuple[np.ndarray, np.ndarray]:
+def repeat_rows(rows: np.ndarray, presence: np.ndarray, recipe: Recipe, train_rows: np.ndarray,
+                n_modalities: int) -> tuple[np.ndarray, np.ndarray]:
     """``data.repeat``: the epoch's rows repeated, "match" so that an epoch is as long as under MVAE's split
     protocol (a pairs-only arm then takes as many optimiser steps as the arm it is compared with)."""
     repeat = recipe.data.repeat
     if repeat == "match":
-        f = min(recipe.data.paired_fraction, 1.0)
-        n_paired = int(round(f * n_train))
-        split_rows = n_paired + (n_train - n_paired) * (n_modalities if f < 1.0 and n_modalities > 1 else 0)
-        repeat = max(1, round(split_rows / max(1, len(rows))))
+        split = weak_supervision(train_rows, n_modalities, recipe.data.paired_fraction, recipe.data.split_seed, "split")[0]
+        repeat = max(1, round(len(split) / max(1, len(rows))))
     if repeat == 1:
         return rows, presence
     return np.tile(rows, repeat), np.tile(presence, (repeat, 1))
@@ -204,7 +203,7 @@ def build(recipe: Recipe, plugins: PluginSet, run_dir: Path | None = None, sourc
         unpaired = [names.index(u) for u in unpaired]
     rows, presence = weak_supervision(train_rows, len(names), recipe.data.paired_fraction, recipe.data.split_seed, unpaired)
     rows, presence = withhold(rows, presence, recipe.data.withhold, names, source)
-    rows, presence = repeat_rows(rows, presence, recipe, len(train_rows), len(names))
+    rows, presence = repeat_rows(rows, presence, recipe, train_rows, len(names))
     skip = recipe.data.on_bad_sample == "skip"
     train = ModalityView(records, modalities, fields, rows, presence, skip_bad=skip)
     test = ModalityView(records, modalities, fields, test_rows, skip_bad=skip)
