@@ -437,7 +437,7 @@ class Trainer:
         steps_per_epoch = self.batches.steps()
         self.model.train()
         self.batches.set_epoch(epoch, start=self.state.step_in_epoch)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         beta = beta_at(self.recipe.model.beta, epoch + self.state.step_in_epoch / steps_per_epoch)
         bar = None
         if spec.progress and sys.stderr.isatty() and self.dist.main:
@@ -466,7 +466,7 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        self.end_epoch(beta, time.perf_counter() - started)
+        self.end_epoch(beta, time.perf_counter() - started, time.process_time() - cpu_started)
 
     def on_interval(self, bar) -> None:
         """Once per ``train.log_every`` steps: the one host sync of the interval (the non-finite streak)
@@ -479,7 +479,7 @@ class Trainer:
         if self.guard.too_long(streak):
             self.diverged(f"{streak} steps in a row had a non-finite loss or gradient")
 
-    def end_epoch(self, beta: float, seconds: float) -> None:
+    def end_epoch(self, beta: float, seconds: float, cpu_seconds: float = 0.0) -> None:
         sums, seen = self._reduced_counts() if self.dist.active else (self.state.sums, self.state.seen)
         skipped = int(float(self.state.skipped))  # the same on every rank: the skip decision is all-reduced
         streak = int(self.bad_streak)
@@ -488,6 +488,7 @@ class Trainer:
         n = max(float(seen), 1.0)
         row.update({f"train/{k}": round(v.item() / n, 6) for k, v in sorted(sums.items())})
         row["time_s"] = round(seconds, 3)
+        row["cpu_s"] = round(cpu_seconds, 3)  # this process's CPU time, every thread: wall time alone misleads on a busy machine
         if skipped:
             row["skipped_steps"] = skipped
         if self.guard.rollbacks:
@@ -580,6 +581,9 @@ class Trainer:
                    "device": str(self.device), "processes": self.dist.world,
                    "skipped_steps": self.guard.skipped_total, "rollbacks": self.guard.rollbacks,
                    "train": {k: v for k, v in (self.rows[-1] if self.rows else {}).items() if k.startswith("train/")},
+                   # what training cost, summed over the epochs (metrics.jsonl has each): the time a user waits
+                   "train_seconds": round(sum(r.get("time_s", 0.0) for r in self.rows), 3),
+                   "train_cpu_seconds": round(sum(r.get("cpu_s", 0.0) for r in self.rows), 3),
                    **metrics}
         for key in rundir.write_json(self.run_dir / rundir.SUMMARY, summary):
             self.echo(f"warning: {key} was not finite (NaN or infinite); summary.json holds null for it")

@@ -91,6 +91,10 @@ def test_quick_tier_runs_and_writes_a_stamped_report(tmp_path):
     for claim in SHAPES_CLAIMS:
         found = next(c for c in data["claims"] if c["id"] == claim.id)
         assert all(cell["mean"] is not None for cells in found["table"].values() for cell in cells.values()), claim.id
+    flagship = next(c for c in data["claims"] if c["id"] == "shapes-flagship")  # every metric beside the verdict's
+    assert flagship["also"]["train_cpu_seconds"]["table"]["flagship"]["None"]["mean"] > 0
+    assert 0 <= flagship["also"]["task/bleu/caption->translation"]["table"]["untrained"]["None"]["mean"] <= 100
+    assert 0 <= flagship["also"]["task/miou/image->mask"]["table"]["poe"]["None"]["mean"] <= 1
     lcmvae = next(c for c in data["claims"] if c["id"] == "lcmvae-captions-segmentation")
     assert {s["name"] for s in lcmvae["stages"]} == {"pre-caption", "pre-image", "pre-minilm"}
     # run again: the arms' sweeps are continued, not retrained
