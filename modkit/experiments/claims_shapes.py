@@ -203,7 +203,7 @@ SHAPES_CLAIMS: tuple[Claim, ...] = (
             Arm("aligned", "shapes-translation.yaml", at=1.0, label="MVAE, every pair aligned (reference)"),
         ),
         subject="mvae", baseline="aligned",
-        x_key=PAIRED, xs=(0.01, 0.05, 0.1, 0.5), quick_xs=(0.05,), region=(0.05,),
+        x_key=PAIRED, xs=(0.01, 0.05, 0.5), quick_xs=(0.05,), region=(0.05,),
         quick_sets=QUICK,
         evaluate={"metrics": ["likelihood", "task"], "iw_samples": 100, "iw_items": 400},
         quick_evaluate={"metrics": ["likelihood", "task"], "iw_samples": 10, "iw_items": 20, "max_items": 20},
