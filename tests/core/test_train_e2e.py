@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 import yaml
 from click.testing import CliRunner
@@ -48,6 +49,11 @@ def test_train_writes_run_directory_and_resume_continues_exactly(tiny_recipe, tm
     rows_resumed = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     rows_straight = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
     assert [r["train/loss"] for r in rows_resumed] == [r["train/loss"] for r in rows_straight]
+    # what training cost: the epochs' own seconds summed, over both lives of the resumed run
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["train_seconds"] == pytest.approx(sum(r["time_s"] for r in rows_resumed), abs=1e-2)
+    assert summary["train_cpu_seconds"] == pytest.approx(sum(r["cpu_s"] for r in rows_resumed), abs=1e-2)
+    assert all(r["time_s"] > 0 and r["cpu_s"] > 0 for r in rows_resumed)
 
 
 def test_out_dir_holding_a_run_is_not_overwritten(tiny_recipe, tmp_path, monkeypatch):
