@@ -100,7 +100,7 @@ def run_model_arm(claim: Claim, arm: Arm, xs: list[float], seeds: list[int], out
         for name, metrics in trial.user_attrs.get("seeds", {}).items():
             run_dir = folder / f"trial-{trial.number:04d}" / name
             seed = int(name.removeprefix("seed-"))
-            values = {**eval_metrics(run_dir), **metrics}
+            values = {**metrics, **eval_metrics(run_dir)}  # eval.json as it is now: a run evaluated again counts anew
             found.setdefault(x, {})[seed] = {k: (None if k in arm.not_applicable else v) for k, v in values.items()}
             if dirs is not None:
                 dirs.setdefault(x, {})[seed] = run_dir

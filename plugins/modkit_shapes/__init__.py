@@ -10,7 +10,8 @@ Fields: ``image`` (3, S, S) float32 in [0, 1]; ``mask`` (S, S) int64; ``caption`
 vision-transform images ``image_grayscale``, ``image_edges``, ``image_half``, ``image_watermark``
 (:mod:`modkit_shapes.views`). :func:`generate` also returns
 the per-slot ground truth (:class:`~modkit_shapes.render.Scenes`);
-:func:`~modkit_shapes.grammar.parse_caption` reads a caption back.
+:func:`~modkit_shapes.grammar.parse_caption` reads a caption back and
+:func:`~modkit_shapes.parse.parse_images` an image.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from pydantic import Field, model_validator
 from modkit import ArrayRecords, DatasetConfig, DatasetSource, hookimpl
 from modkit_shapes.grammar import ATTRIBUTE_NAMES, COLOURS, SHAPES, SLOTS, attributes, caption, parse_caption
 from modkit_shapes.render import DIFFICULTIES, Difficulty, Scenes, draw, sample_scenes
+from modkit_shapes.parse import parse_images
 from modkit_shapes.views import VIEWS, derive_views
 
 __all__ = ["Shapes", "ShapesConfig", "generate", "parse_caption", "ATTRIBUTE_NAMES", "SHAPES", "COLOURS", "SLOTS", "VIEWS"]
@@ -103,11 +105,15 @@ class Shapes(DatasetSource):
         return {"all": records}
 
     def judge(self, field: str, samples: list) -> dict[str, np.ndarray] | None:
-        """Ground truth for generated captions (``modkit eval`` coherence): parse them with the grammar.
+        """Ground truth for generated captions and images (``modkit eval`` coherence): parse a caption with the
+        grammar, read an image with :func:`modkit_shapes.parse.parse_images` (what a person would read off it).
 
-        Returns the 48 ``attributes[k]`` and the ``label`` each caption states; a caption outside the
-        grammar states nothing, so it gets −1 (never right). Other fields: None (a classifier judges them).
+        Returns the 48 ``attributes[k]`` and the ``label`` each sample shows; a caption outside the grammar
+        states nothing, so it gets −1 (never right). Other fields (a mask, a derived view): None (a classifier
+        judges them).
         """
+        if field == "image" and samples and isinstance(samples[0], np.ndarray) and samples[0].ndim == 3:
+            return self._scored(*parse_images(np.stack(samples)), np.ones(len(samples), dtype=bool))
         language = {"caption": "en", "translation": "es"}.get(field)
         if language is None or not samples or not isinstance(samples[0], str):
             return None
@@ -122,6 +128,11 @@ class Shapes(DatasetSource):
                 continue
             for slot, s, c, z in objects:
                 shape[i, slot], colour[i, slot], size[i, slot] = s, c, z
+        return self._scored(shape, colour, size, parsed)
+
+    def _scored(self, shape: np.ndarray, colour: np.ndarray, size: np.ndarray, parsed: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-slot ids (n, 4) read off samples → the attributes and label they show (−1 where unread)."""
+        n = len(shape)
         vector = attributes(shape, colour, size).astype(np.int64)
         vector[~parsed] = -1
         out = {f"attributes[{k}]": vector[:, k] for k in range(vector.shape[1])}

@@ -86,6 +86,22 @@ def test_captions_parse_back_to_the_ground_truth_in_both_languages():
     assert parse_caption("a large red circle at the top left and a purple elephant", "en") is None
 
 
+@pytest.mark.parametrize("difficulty, size, floor", [("easy", 32, 1.0), ("medium", 32, 0.99), ("hard", 32, 0.97),
+                                                    ("medium", 64, 0.99)])
+def test_images_parse_back_to_the_ground_truth(difficulty, size, floor):
+    """The image parser that judges generated images reads real scenes as the generator drew them (at 16 px a
+    small object is about three pixels wide: too few to tell its shape, so no such claim is made there)."""
+    from modkit_shapes.parse import parse_images
+
+    records, truth = make(n=500, image_size=size, difficulty=difficulty, seed=11)
+    shape, colour, large = parse_images(records.arrays["image"].numpy().transpose(0, 2, 3, 1))
+    occupied = truth.shape >= 0
+    assert ((shape >= 0) == occupied).all()  # every object found, nothing found in an empty quadrant
+    assert (colour[occupied] == truth.colour[occupied]).mean() >= floor
+    assert (shape[occupied] == truth.shape[occupied]).mean() >= floor
+    assert (large[occupied] == truth.size[occupied]).mean() >= floor
+
+
 def test_spanish_grammar_agrees_in_gender():
     cross, circle = SHAPES.index("cross"), SHAPES.index("circle")
     red, small, large = COLOURS.index("red"), 0, 1
