@@ -504,6 +504,11 @@ def summarize(result: dict, names: list[str]) -> dict[str, float]:
     """Headline numbers (what ``modkit sweep`` plots by default)."""
     out: dict[str, float] = {}
     cross = result.get("coherence", {}).get("cross", {})
+    shown: dict[str, set[str]] = {}  # modality → the attributes its own data are (its ``self`` judges)
+    for pair, judge in result.get("judges", {}).items():
+        if judge.get("kind") == "self":
+            modality, attr = pair.split("/", 1)
+            shown.setdefault(modality, set()).add(attr)
     by_size: dict[int, list[float]] = {}
     for key, per_attr in cross.items():
         given, target = key.split("->")
@@ -514,6 +519,11 @@ def summarize(result: dict, names: list[str]) -> dict[str, float]:
             by_size.setdefault(len(subset), []).append(v)
             if len(subset) == 1:
                 out[f"coherence/{given}->{target}/{a}"] = v
+        # conditional generation from several modalities: does the target show what they said (MVAE-19's
+        # attribute-conditioned images)? The mean over the attributes the given modalities themselves carry
+        said = [per_attr[a] for m in subset for a in sorted(shown.get(m, ())) if per_attr.get(a) is not None]
+        if len(subset) > 1 and said:
+            out[f"coherence/{given}->{target}/given"] = float(np.mean(said))
     for k, values in sorted(by_size.items()):
         out[f"coherence/given_{k}"] = float(np.mean(values))
     for a, v in grouped(result.get("coherence", {}).get("joint", {})).items():

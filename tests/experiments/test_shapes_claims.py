@@ -78,6 +78,19 @@ def test_the_nineteen_claim_names_the_recipes_split_modalities():
     assert NINETEEN == tuple(f"attr_{n.replace('/', '_')}" for n in recipe["modalities"]["attr"]["select"])
 
 
+def test_conditioned_generation_is_scored_on_what_the_given_modalities_said():
+    from modkit.evaluation.suite import summarize
+
+    result = {"judges": {"a/attributes[0]": {"kind": "self"}, "b/attributes[3]": {"kind": "self"},
+                         "image/attributes[0]": {"kind": "dataset"}, "image/attributes[3]": {"kind": "dataset"},
+                         "image/attributes[5]": {"kind": "dataset"}},
+              "coherence": {"cross": {"a+b->image": {"attributes[0]": 0.9, "attributes[3]": 0.7, "attributes[5]": 0.1},
+                                      "a->image": {"attributes[0]": 0.8, "attributes[3]": 0.5, "attributes[5]": 0.5}}}}
+    out = summarize(result, ["a", "b", "image"])
+    assert out["coherence/a+b->image/given"] == pytest.approx((0.9 + 0.7) / 2)  # attributes[5]: nobody said it
+    assert not any(k.endswith("/given") and k.startswith("coherence/a->") for k in out)  # one modality: its own keys
+
+
 def test_a_split_attribute_is_judged_by_its_own_column():
     from modkit.evaluation.judges import JudgeSet
 
