@@ -13,7 +13,7 @@ SETS = ["--set", "train.checkpoint_every=5", "--set", "train.epochs=3"]
 
 
 def _rows(run):
-    return [{k: v for k, v in json.loads(line).items() if k != "time_s"} for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in json.loads(line).items() if k not in ("time_s", "cpu_s")} for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def _assert_same_state(a: dict, b: dict) -> None:
