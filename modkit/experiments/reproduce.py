@@ -98,7 +98,7 @@ def run_model_arm(claim: Claim, arm: Arm, xs: list[float], seeds: list[int], out
             trained += [d for d in (trial.datetime_start, trial.datetime_complete) if d is not None]
         x = float(trial.params.get(x_key, xs[0])) if x_key else None  # one x value is not a swept dimension
         for name, metrics in trial.user_attrs.get("seeds", {}).items():
-            run_dir = folder / f"trial-{int(trial.user_attrs.get('first_trial', trial.number)):04d}" / name  # a retry continues its first trial's folder
+            run_dir = sweep.trial_folder(folder, trial) / name
             seed = int(name.removeprefix("seed-"))
             values = {**metrics, **eval_metrics(run_dir)}  # eval.json as it is now: a run evaluated again counts anew
             found.setdefault(x, {})[seed] = {k: (None if k in arm.not_applicable else v) for k, v in values.items()}

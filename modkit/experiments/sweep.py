@@ -497,9 +497,9 @@ def objective_for(config: SweepConfig, out: Path, project, echo: Callable[[str],
         trial.set_user_attr("interrupted", False)
         values = {d.key: d.suggest(trial, config.sampler == "grid") for d in space.dimensions}
         # a retry carries the user attributes of the trial it repeats: the same run directories, continued
-        number = int(trial.user_attrs.get("first_trial", trial.number))
-        trial.set_user_attr("first_trial", number)
-        trial_dir = out / f"trial-{number:04d}"
+        trial.set_user_attr("first_trial", int(trial.user_attrs.get("first_trial", trial.number)))
+        trial_dir = trial_folder(out, trial)
+        number = int(trial.user_attrs["first_trial"])
         trial.set_user_attr("run_dir", str(trial_dir))
         label = ", ".join(f"{k}={v}" for k, v in values.items()) or "the recipe as it is"
         echo(f"trial {trial.number}{f' (retrying {number})' if number != trial.number else ''}: {label} → {trial_dir}")
@@ -604,6 +604,11 @@ class TrialProgress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def trial_folder(out: Path, trial) -> Path:
+    """Where a trial's runs are: a retry continues in the folder of the trial it repeats (``first_trial``)."""
+    return out / f"trial-{int(trial.user_attrs.get('first_trial', trial.number)):04d}"
 
 
 def run_workers(config: SweepConfig, storage_url: str, workers: int, echo: Callable[[str], None]) -> None:

@@ -479,7 +479,7 @@ class Trainer:
         if self.guard.too_long(streak):
             self.diverged(f"{streak} steps in a row had a non-finite loss or gradient")
 
-    def end_epoch(self, beta: float, seconds: float, cpu_seconds: float = 0.0) -> None:
+    def end_epoch(self, beta: float, seconds: float, cpu_seconds: float) -> None:
         sums, seen = self._reduced_counts() if self.dist.active else (self.state.sums, self.state.seen)
         skipped = int(float(self.state.skipped))  # the same on every rank: the skip decision is all-reduced
         streak = int(self.bad_streak)
