@@ -626,8 +626,12 @@ def run_workers(config: SweepConfig, storage_url: str, workers: int, echo: Calla
     queued = recover(study, storage)  # here, once, before the workers start
     if queued:
         echo(f"retrying interrupted trial(s) {', '.join(map(str, queued))} from their checkpoints")
-    if remaining(study, config) <= 0:
+    left = remaining(study, config)
+    if left <= 0:
         return
+    if config.sampler == "grid" and left < workers:  # a grid has no other point: a spare worker would repeat one
+        echo(f"{left} trial(s) to run: {left} worker(s), not {workers}")
+        workers = left
     share = thread_share(workers)
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():  # never more than the user asked for
         share = max(1, min(share, int(os.environ["OMP_NUM_THREADS"])))

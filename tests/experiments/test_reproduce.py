@@ -145,3 +145,38 @@ def test_eval_metrics_are_summarised_by_todays_code(tmp_path):
     (tmp_path / "eval.json").write_text(json.dumps({"modalities": ["image"], "likelihood": {
         "log p(image)": {"mean": -23.5, "stderr": 0.1, "log_w_var": 1.25, "items": 10}}}))
     assert eval_metrics(tmp_path) == {"likelihood/log p(image)": -23.5, "log_w_var/log p(image)": 1.25}
+
+
+def test_a_command_given_some_claims_rewrites_theirs_and_keeps_the_others(tmp_path, monkeypatch):
+    from modkit.experiments.reproduce import previous_results, reproduce
+
+    def toy(name: str) -> catalogue.Claim:
+        return catalogue.Claim(id=name, title=name, source="s", statement="st", paper_number="p",
+                               metric="balanced_accuracy/image->label", metric_label="m",
+                               arms=(catalogue.Arm("m", "digits-poe.yaml", ("train.epochs=1", f"train.lr={1e-3 if name == 'a' else 2e-3}")),
+                                     catalogue.Arm("base", "digits-poe.yaml", kind="logreg")),
+                               subject="m", baseline="base", x_key="data.paired_fraction", xs=(1.0,))
+
+    monkeypatch.setattr(catalogue, "CLAIMS", (toy("a"), toy("b")))
+    out, report = tmp_path / "runs", tmp_path / "docs" / "r.md"
+    reproduce(["b", "a"], False, 1, 1, out, report, tmp_path / "fig", ["first"], echo=lambda s: None)
+    first = json.loads(report.with_suffix(".json").read_text())["claims"]
+    assert [c["id"] for c in first] == ["a", "b"] and all(c["meta"]["command"] == "first" for c in first)
+    # --no-train where b has no runs: b's row is kept as it was, stamp and all; a is not touched
+    lines: list[str] = []
+    reproduce(["b"], False, 1, 0, tmp_path / "elsewhere", report, tmp_path / "fig", ["second"], echo=lines.append)
+    second = json.loads(report.with_suffix(".json").read_text())
+    assert second["claims"] == first and any("earlier row is kept" in line for line in lines)
+    assert "Measured by `first`" in report.read_text()
+    # a measured again from its runs: its row gets the new stamp, b keeps the old one
+    reproduce(["a"], False, 1, 0, out, report, tmp_path / "fig", ["third"], echo=lambda s: None)
+    third = {c["id"]: c for c in json.loads(report.with_suffix(".json").read_text())["claims"]}
+    assert third["a"]["meta"]["command"] == "third" and third["a"]["table"] == first[0]["table"]
+    assert third["b"] == first[1] and list(third) == ["a", "b"]
+    # a report written before claims had their own stamp: each row gets the file's
+    data = json.loads(report.with_suffix(".json").read_text())
+    for c in data["claims"]:
+        del c["meta"]
+    data["meta"]["command"] = "old"
+    report.with_suffix(".json").write_text(json.dumps(data))
+    assert {c["meta"]["command"] for c in previous_results(report).values()} == {"old"}

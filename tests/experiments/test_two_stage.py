@@ -91,3 +91,41 @@ def test_the_sweeps_seed_field_is_each_runs_seed(tmp_path):
     for seed in (3, 4):
         recipe, _ = sweep.resolve(config, {}, seed, load_project())
         assert recipe.model.fusion.options["downstream"]["init_from"] == f"runs/pre/seed-{seed}" and recipe.seed == seed
+
+
+def test_a_later_stage_starts_from_the_folder_an_interrupted_and_retried_pretraining_continued(tmp_path, monkeypatch):
+    """Ctrl-C in the pre-training's first epoch: the rerun retries its trial as a new trial number that continues
+    the first trial's folder, and the fine-tuning starts from that folder (not from one named by the retry)."""
+    import os
+    import signal
+
+    import optuna
+
+    from modkit.experiments import sweep
+    from modkit.training.trainer import Interrupted, Trainer
+
+    claim = toy(Arm("pre", "digits-latent_mix.yaml", ("train.epochs=2", "data.batch_size=256"), kind="pretrain"),
+                Arm("down", "digits-latent_mix.yaml", FAST + DOWN, after="pre"),
+                Arm("base", "digits-latent_mix.yaml", FAST))
+    monkeypatch.setattr(catalogue, "CLAIMS", (claim,))
+    original, calls = Trainer.end_epoch, []
+
+    def interrupt_once(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        if not calls:
+            calls.append(1)
+            os.kill(os.getpid(), signal.SIGINT)  # the trainer checkpoints after its next step and stops
+
+    monkeypatch.setattr(Trainer, "end_epoch", interrupt_once)
+    out = tmp_path / "r"
+    with pytest.raises(Interrupted):
+        reproduce([], False, 1, 1, out, out / "r.md", out / "fig", ["toy"], echo=lambda s: None)
+    result = reproduce([], False, 1, 1, out, out / "r.md", out / "fig", ["toy"], echo=lambda s: None)
+    pre = next(p.parent for p in (out / "arms").glob("*/sweep.json") if not (p.parent / "trial-0001").exists()
+               and len(list(p.parent.glob("trial-*/seed-*"))) == 1 and not init_from(next(p.parent.glob("trial-*/seed-*"))))
+    config, url = sweep.locate(str(pre), None, None)
+    trials = optuna.load_study(study_name=config.study, storage=url).trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"] and trials[1].user_attrs["first_trial"] == 0
+    starts = {init_from(r) for r in (out / "arms").glob("*/trial-*/seed-*") if init_from(r)}
+    assert starts == {str(pre / "trial-0000" / "seed-0")}  # the retry's runs are in its first trial's folder
+    assert all(c["n"] == 1 for c in result["results"][0]["table"]["down"].values())

@@ -150,3 +150,14 @@ def test_a_bad_value_is_refused_before_anything_trains(tmp_path, monkeypatch):
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: --set: ") and named in lines[0], result.output
         assert not out.exists()
+
+
+def test_a_grid_with_fewer_points_than_workers_runs_each_point_once(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "sweep"
+    result = sweep(RECIPE, *FAST, "--set", "seed=0,1", "--workers", "2", "--out", out)  # one point, two seeds
+    assert result.exit_code == 0, result.output
+    assert "1 trial(s) to run: 1 worker(s), not 2" in result.output
+    trials = study_of(out).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] and sorted(trials[0].user_attrs["seeds"]) == ["seed-0", "seed-1"]
+    assert sorted(p.name for p in out.glob("trial-*")) == ["trial-0000"]
