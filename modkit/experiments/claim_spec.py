@@ -35,7 +35,8 @@ class Arm:
     sets: tuple[str, ...] = ()
     #: "model": trained over seeds at every x; "logreg": scikit-learn on the recipe's labelled pairs;
     #: "pretrain": trained over seeds once, at no x (the claim's x is a later stage's), only to start the arms
-    #: that name it in ``after``: not a row of the tables
+    #: that name it in ``after``: not a row of the tables; "best": trains nothing, at each x it is the arm of
+    #: ``best_of`` with the best mean there (a tuned baseline: chosen on the test scenes, as the papers tune theirs)
     kind: str = "model"
     label: str = ""  # how tables name it
     #: two stages: the name of an earlier arm of the claim; each run of this arm starts from that arm's run of the
@@ -48,6 +49,8 @@ class Arm:
     #: modules an optional extra installs (``pip install ".[lcmvae]"``): without them the arm, and every arm that
     #: starts from it, is reported as not run instead of failing the claim
     requires: tuple[str, ...] = ()
+    #: a "best" arm's candidates: earlier arms of the claim, one network at different settings
+    best_of: tuple[str, ...] = ()
     #: metrics this arm's model does not define (reported as —, even from runs trained before the code said so)
     not_applicable: tuple[str, ...] = ()
 

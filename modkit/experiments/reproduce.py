@@ -132,6 +132,21 @@ def run_after_arm(claim: Claim, arm: Arm, xs: list[float], seeds: list[int], out
     return found
 
 
+def best_of(claim: Claim, arm: Arm, runs: dict[str, dict], table: dict[str, dict[Any, dict]]) -> tuple[dict, dict]:
+    """A tuned arm: at each x, the runs and cell of the candidate with the best mean there (its name in the cell's
+    ``arm``), so the table says which setting won where."""
+    sign = -1.0 if claim.lower_is_better else 1.0
+    found_runs: dict = {}
+    found: dict[Any, dict] = {}
+    for x in {x for name in arm.best_of for x in table.get(name, {})}:
+        scored = [(sign * table[name][x]["mean"], name) for name in arm.best_of
+                  if table.get(name, {}).get(x) and table[name][x]["mean"] is not None]
+        if scored:
+            name = max(scored)[1]
+            found[x], found_runs[x] = {**table[name][x], "arm": name}, runs[name][x]
+    return found_runs, found
+
+
 def eval_metrics(run_dir: Path) -> dict[str, float]:
     """The run's eval.json summarised by today's code (a rerun that reuses a trial gets the numbers the summary
     has gained since, e.g. the variance of the log importance weights), or nothing when it was not evaluated."""
@@ -381,6 +396,11 @@ def write_report(results: list[dict], meta: dict[str, Any], out: Path, figures_d
         md += [f"<a id=\"{r['id']}\"></a>", f"## {r['title']}", "", f"*{r['source']}.* {r['statement']}", "",
                f"Paper: {r['paper_number']}.", "", *stamp_lines(r.get("meta")), f"Metric: {r['metric_label']} (`{r['metric']}`); subject "
                f"`{r['subject']}`, baseline `{r['baseline']}`.", ""]
+        for a in r["arms"]:
+            if a.get("best_of"):
+                picked = [f"{x}: `{c['arm']}`" for x, c in sorted(r["table"].get(a["name"], {}).items()) if c.get("arm")]
+                md += [f"`{a['name']}` is, at each x, the best of " + ", ".join(f"`{n}`" for n in a["best_of"])
+                       + " by its mean there (chosen on the test scenes)" + (f": {'; '.join(picked)}" if picked else "") + ".", ""]
         stages = [f"`{a['name']}` starts from `{a['after']}`'s run of the same seed" for a in r["arms"] if a.get("after")]
         if r.get("stages") or stages:
             md += ["Two stages: " + "; ".join([*(f"`{p['name']}` is a pre-training ({p['recipe']}"
@@ -453,6 +473,9 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
                 if arm.kind != "pretrain":
                     runs[arm.name], table[arm.name] = {}, {}
                 continue
+            if arm.kind == "best":
+                runs[arm.name], table[arm.name] = best_of(claim, arm, runs, table)
+                continue
             if arm.kind == "logreg":
                 values = {x: {0: logreg_on_pairs(claim, arm, x, quick)} for x in xs}
             elif arm.at is not None:  # one x for every x: a reference line
@@ -476,7 +499,7 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
             continue
         also = {metric: {"label": label, "table": {arm: {str(x): stats([metric_value(m, metric) for m in per_seed.values()])
                                                          for x, per_seed in values.items()} for arm, values in runs.items()}}
-                for metric, label in claim.also}
+                for metric, label in claim.also}  # a tuned arm's: those of the setting its metric chose
         reported = [a for a in claim.arms if a.kind != "pretrain"]
         result, evidence = verdict(claim, table, runs, quick)
         beats = None if quick or claim.judge != "gap" else above_baseline(claim, table)
@@ -485,7 +508,8 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
                         "paper_number": claim.paper_number, "metric": claim.metric, "metric_label": claim.metric_label,
                         "subject": claim.subject, "baseline": claim.baseline, "x_key": claim.x_key, "xs": xs,
                         "arms": [{"name": a.name, "title": a.title, "kind": a.kind, "recipe": a.recipe, "sets": list(a.sets),
-                                  "after": a.after, "metric": a.metric or claim.metric} for a in reported],
+                                  "after": a.after, "metric": a.metric or claim.metric, **({"best_of": list(a.best_of)} if a.best_of else {})}
+                                 for a in reported],
                         "stages": [{"name": a.name, "recipe": a.recipe, "sets": list(a.sets)} for a in claim.arms
                                    if a.kind == "pretrain"],
                         "not_run": not_run,

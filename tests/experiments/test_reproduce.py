@@ -180,3 +180,19 @@ def test_a_command_given_some_claims_rewrites_theirs_and_keeps_the_others(tmp_pa
     data["meta"]["command"] = "old"
     report.with_suffix(".json").write_text(json.dumps(data))
     assert {c["meta"]["command"] for c in previous_results(report).values()} == {"old"}
+
+
+@pytest.mark.parametrize("lower", [False, True])
+def test_a_tuned_arm_is_at_each_x_the_candidate_with_the_best_mean(lower):
+    from modkit.experiments.reproduce import best_of
+
+    arm = catalogue.Arm("tuned", kind="best", best_of=("a", "b"))
+    claim = catalogue.Claim(id="t", title="t", source="s", statement="st", paper_number="p", metric="m", metric_label="m",
+                            arms=(catalogue.Arm("a"), catalogue.Arm("b"), arm), subject="a", baseline="tuned",
+                            lower_is_better=lower)
+    table = {"a": {0.1: cell(0.5, 0.1, 3), 0.3: cell(0.9, 0.1, 3)}, "b": {0.1: cell(0.7, 0.2, 3), 0.3: cell(None, None, 0)}}
+    runs = {"a": {0.1: {0: {"m": 0.5}}, 0.3: {0: {"m": 0.9}}}, "b": {0.1: {0: {"m": 0.7}}, 0.3: {}}}
+    found_runs, found = best_of(claim, arm, runs, table)
+    best = "a" if lower else "b"  # at 0.1: 0.5 is the better error, 0.7 the better score; at 0.3 only a measured
+    assert found == {0.1: {**table[best][0.1], "arm": best}, 0.3: {**table["a"][0.3], "arm": "a"}}
+    assert found_runs == {0.1: runs[best][0.1], 0.3: runs["a"][0.3]}
