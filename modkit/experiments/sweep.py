@@ -639,7 +639,7 @@ def run_workers(config: SweepConfig, storage_url: str, workers: int, echo: Calla
            "OMP_NUM_THREADS": str(share), "MKL_NUM_THREADS": str(share)}
     command = [sys.executable, "-m", "modkit", "sweep", "--resume", config.study, "--out", config.out, "--as-worker"]
     procs = []
-    echo(f"{workers} workers, {share} thread(s) each; their logs: {out}/worker-N.log")
+    echo(f"{workers} worker(s), {share} thread(s) each; their logs: {out}/worker-N.log")
     for i in range(workers):
         log = open(out / f"worker-{i}.log", "a")  # noqa: SIM115 - closed below
         procs.append((subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), log))
