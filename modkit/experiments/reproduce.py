@@ -338,6 +338,11 @@ def figure(claim: Claim, table: dict[str, dict[Any, dict]], path: Path) -> Path 
     return path
 
 
+def span(times: list) -> str:
+    """When the trials ran: the first start to the last end."""
+    return f"{min(times).isoformat(timespec='seconds')} to {max(times).isoformat(timespec='seconds')}"
+
+
 def claim_meta(meta: dict[str, Any]) -> dict[str, Any]:
     """The part of a report's stamp that belongs to each claim it measured."""
     return {k: meta[k] for k in ("commit", "date", "trained", "machine", "command") if meta.get(k)}
@@ -489,11 +494,11 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
                 values = run_model_arm(claim, arm, [] if arm.kind == "pretrain" else swept, seed_list, out, quick, workers,
                                        echo, trained, x_key=None if arm.kind == "pretrain" else True,
                                        dirs=dirs.setdefault(arm.name, {}))
-            spans.extend(trained)
             if arm.kind == "pretrain":  # a start for later arms, not a row of the tables
                 continue
             runs[arm.name] = values
             table[arm.name] = {x: stats([metric_value(m, metric) for m in per_seed.values()]) for x, per_seed in values.items()}
+        spans.extend(trained)
         if not workers and claim.id in previous and not any(runs.get(a.name) for a in claim.arms if a.kind == "model"):
             echo(f" → no finished run of its models in {out}: its earlier row is kept ({previous[claim.id]['verdict']})")
             continue
@@ -516,12 +521,11 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
                         "table": {a: {str(x): c for x, c in cells.items()} for a, cells in table.items()},
                         "also": also, "above_baseline": beats, "verdict": result, "rule": claim.rule, "evidence": evidence, "diagnosis": claim.diagnosis,
                         "figure": str(fig) if fig else None,
-                        "meta": {**claim_meta(meta), **({"trained": f"{min(trained).isoformat(timespec='seconds')} to "
-                                                                      f"{max(trained).isoformat(timespec='seconds')}"} if trained else {})}})
+                        "meta": {**claim_meta(meta), **({"trained": span(trained)} if trained else {})}})
         echo(f" → {result}")
     meta["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     if spans:
-        meta["trained"] = f"{min(spans).isoformat(timespec='seconds')} to {max(spans).isoformat(timespec='seconds')} (local time of the trials)"
+        meta["trained"] = f"{span(spans)} (local time of the trials)"
     meta["load"] = provenance(command)["load"]
     path = write_report(merged(results, previous), meta, report, figures_dir, quick)
     echo(f"wrote {path} and {path.with_suffix('.json')}")
