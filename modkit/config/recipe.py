@@ -100,8 +100,10 @@ class DataSpec(Strict):
     #: (train on the pairs only), or the modalities an unpaired row keeps (["image"]: image-only rows)
     unpaired: Literal["split", "drop"] | list[str] = "split"
     #: each training row this many times per epoch; "match": as many rows per epoch as ``unpaired: split``
-    #: would give, so a pairs-only arm (``unpaired: drop``) takes as many optimiser steps as MVAE's protocol
-    repeat: Annotated[int, Field(ge=1)] | Literal["match"] = 1
+    #: would give, so a pairs-only arm (``unpaired: drop``) takes as many optimiser steps as MVAE's protocol;
+    #: "all": as many rows per epoch as the training split has scenes, so a fine-tuning on few labels takes
+    #: as many optimiser steps as one on every label
+    repeat: Annotated[int, Field(ge=1)] | Literal["match", "all"] = 1
     #: modalities the model has but training never sees (missing in every training row; rows left with nothing
     #: are dropped): LCMVAE's pre-training without the masks its fine-tuning predicts, an image-only arm of an
     #: image + caption recipe. The test split keeps them.

@@ -162,11 +162,14 @@ def build_model(recipe: Recipe, plugins: PluginSet, run_dir: Path, source: str |
 def repeat_rows(rows: np.ndarray, presence: np.ndarray, recipe: Recipe, train_rows: np.ndarray,
                 n_modalities: int) -> tuple[np.ndarray, np.ndarray]:
     """``data.repeat``: the epoch's rows repeated, "match" so that an epoch is as long as under MVAE's split
-    protocol (a pairs-only arm then takes as many optimiser steps as the arm it is compared with)."""
+    protocol (a pairs-only arm then takes as many optimiser steps as the arm it is compared with), "all" so that it
+    is as long as the training split (a fine-tuning on few labels takes as many steps as one on every label)."""
     repeat = recipe.data.repeat
     if repeat == "match":
         split = weak_supervision(train_rows, n_modalities, recipe.data.paired_fraction, recipe.data.split_seed, "split")[0]
         repeat = max(1, round(len(split) / max(1, len(rows))))
+    elif repeat == "all":
+        repeat = max(1, round(len(train_rows) / max(1, len(rows))))
     if repeat == 1:
         return rows, presence
     return np.tile(rows, repeat), np.tile(presence, (repeat, 1))

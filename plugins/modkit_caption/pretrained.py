@@ -63,6 +63,8 @@ class PretrainedConfig(BaseModel):
                                        "packaged encoder (all-MiniLM-L6-v2, from the lcmvae extra)")
     pooling: Literal["cls", "mean"] = "cls"
     max_length: int = Field(64, ge=2, description="the pretrained tokenizer's truncation length")
+    cache: int = Field(200_000, ge=0, description="pooled features kept per distinct caption on CPU (the encoder is "
+                                                 "frozen, so a caption seen again is not encoded again); 0: none")
 
 
 class PretrainedEncoder(nn.Module):
@@ -85,6 +87,7 @@ class PretrainedEncoder(nn.Module):
         model.requires_grad_(False)
         model.eval()
         self.out_features: int = model.config.hidden_size
+        self._features: dict[bytes, Tensor] = {}  # (ids, mask) of one caption → its pooled feature
 
     @property
     def model(self) -> nn.Module:
@@ -94,6 +97,7 @@ class PretrainedEncoder(nn.Module):
         """``.to(device)``/``.half()`` reach the held model too, though it is not a registered submodule."""
         super()._apply(fn, recurse)
         self._held[0]._apply(fn)
+        self._features.clear()  # a dtype or device of the features they were computed in
         return self
 
     def tokenize(self, text: str) -> dict[str, Tensor]:
@@ -107,6 +111,19 @@ class PretrainedEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
+        """Pooled features; on CPU each distinct caption is encoded once (a frozen encoder in eval mode gives the
+        same feature every time). On an accelerator the lookup would cost a host sync per step, so it encodes."""
+        if not self.config.cache or ids.device.type != "cpu":
+            return self.encode(ids, mask)
+        keys = [i.tobytes() + m.tobytes() for i, m in zip(ids.numpy(), mask.numpy())]
+        missing = [r for r, k in enumerate(keys) if k not in self._features]
+        fresh = dict(zip(missing, self.encode(ids[missing], mask[missing]))) if missing else {}
+        for r, feature in fresh.items():
+            if len(self._features) < self.config.cache:
+                self._features[keys[r]] = feature.clone()  # not a view that keeps its batch alive
+        return torch.stack([fresh[r] if r in fresh else self._features[k] for r, k in enumerate(keys)])
+
+    def encode(self, ids: Tensor, mask: Tensor) -> Tensor:
         hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
         if self.config.pooling == "cls":
             return hidden[:, 0]

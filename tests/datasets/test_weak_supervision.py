@@ -61,3 +61,16 @@ def test_repeat_match_gives_the_pairs_as_many_rows_as_the_split_protocol():
     assert (tripled.train.presence.numpy() == np.tile(split.train.presence.numpy(), (3, 1))).all()
     with pytest.raises(RecipeError, match="data.repeat"):
         load_recipe(RECIPE, ["data.repeat=0"])
+
+
+def test_repeat_all_gives_the_pairs_as_many_rows_as_every_training_scene():
+    every = build(load_recipe(RECIPE, ["data.paired_fraction=1.0"])[0], load_plugins())
+    pairs = build(load_recipe(RECIPE, ["data.unpaired=drop"])[0], load_plugins())
+    full = build(load_recipe(RECIPE, ["data.unpaired=drop", "data.repeat=all"])[0], load_plugins())
+    counts = np.unique(full.train.rows.numpy(), return_counts=True)
+    # the same pairs, each repeated alike, about one epoch of every training scene in all
+    assert set(counts[0].tolist()) == set(pairs.train.rows.numpy().tolist()) and len(set(counts[1].tolist())) == 1
+    assert counts[1][0] == round(len(every.train) / len(pairs.train)) > 1
+    assert abs(len(full.train) - len(every.train)) <= len(pairs.train) / 2
+    with pytest.raises(RecipeError, match="data.repeat"):
+        load_recipe(RECIPE, ["data.repeat=every"])

@@ -45,3 +45,23 @@ def test_pretrained_features_know_what_sentences_mean(caption):
     similar, unrelated = float(f[0] @ f[1]), float(f[0] @ f[2])
     assert similar > 0.7 and unrelated < 0.3  # random weights would give neither
 
+
+
+def test_each_distinct_caption_is_encoded_once_and_its_feature_is_the_same(caption):
+    encoder = caption.pretrained
+    enc = [encoder.tokenize(t) for t in ("a small red circle", "a blue square", "a small red circle")]
+    ids, mask = torch.stack([e["hf_ids"] for e in enc]), torch.stack([e["hf_mask"] for e in enc])
+    encoder._features.clear()
+    calls = []
+    original = encoder.encode
+    encoder.encode = lambda i, m: calls.append(len(i)) or original(i, m)
+    try:
+        first = encoder(ids, mask)
+        again = encoder(ids[[1, 0]], mask[[1, 0]])
+    finally:
+        del encoder.encode
+    assert calls == [3]  # the first batch encodes its rows; the second is read from the cache
+    assert len(encoder._features) == 2
+    torch.testing.assert_close(first, original(ids, mask))
+    torch.testing.assert_close(again, first[[1, 0]])
+    torch.testing.assert_close(first[0], first[2])
