@@ -83,6 +83,14 @@ class Fusion(nn.Module):
         self.config = config
 
     @classmethod
+    def latent_width(cls, modalities: Mapping[str, "Modality"], latent_dim: int, config: FusionConfig) -> int:
+        """How wide the latent vector the engine carries is, given ``model.latent_dim`` and the modalities as
+        built at that width. Default: ``latent_dim``. A fusion that carries more than its Gaussian part beside it
+        (M2's y map beside z_c) may size it here from its own options, so a recipe does not spell out the sum;
+        the builder then builds the modalities again at the returned width."""
+        return latent_dim
+
+    @classmethod
     def example(cls) -> dict[str, Any]:
         """Small recipe options (besides ``type``) the contract tests (:mod:`modkit.testing`) build this fusion
         with. Default: none, the Config's defaults; override when an option is required."""

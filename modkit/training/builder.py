@@ -87,7 +87,9 @@ class _Concat(Records):
         return self.a.problems() + self.b.problems()
 
 
-def build_modalities(recipe: Recipe, plugins: PluginSet, records: Records, train_rows: np.ndarray, run_dir: Path | None, source: str | None) -> dict[str, Modality]:
+def build_modalities(recipe: Recipe, plugins: PluginSet, records: Records, train_rows: np.ndarray, run_dir: Path | None,
+                     source: str | None, latent_dim: int | None = None) -> dict[str, Modality]:
+    latent_dim = recipe.model.latent_dim if latent_dim is None else latent_dim
     modalities: dict[str, Modality] = {}
     for name, spec in recipe.modalities.items():
         key = f"modalities.{name}"
@@ -105,7 +107,7 @@ def build_modalities(recipe: Recipe, plugins: PluginSet, records: Records, train
             sub_field = sub_config.field or field
             if records.fields and sub_field not in records.fields:
                 raise RecipeError(f"{key}.field", f"dataset '{recipe.data.dataset.type}' has no field '{sub_field}' (fields: {', '.join(records.fields)})", source)
-            modality = cls(sub, sub_config.model_copy(update={"field": sub_field}), recipe.model.latent_dim)
+            modality = cls(sub, sub_config.model_copy(update={"field": sub_field}), latent_dim)
             modality.prepare(Column(records, sub_field, train_rows, skip_bad=recipe.data.on_bad_sample == "skip"), run_dir)
             modalities[sub] = modality
     return modalities
@@ -146,7 +148,11 @@ def build_parts(recipe: Recipe, plugins: PluginSet, run_dir: Path | None, source
     train_rows = train_rows if train_rows is not None else np.zeros(0, dtype=np.int64)
     modalities = build_modalities(recipe, plugins, records, train_rows, run_dir, source)
     fusion_cls = lookup(plugins, "fusion", recipe.model.fusion, "model.fusion", source)
-    fusion = fusion_cls(modalities, recipe.model.latent_dim, component_config(recipe.model.fusion, fusion_cls.Config, "model.fusion", source))
+    config = component_config(recipe.model.fusion, fusion_cls.Config, "model.fusion", source)
+    width = fusion_cls.latent_width(modalities, recipe.model.latent_dim, config)
+    if width != recipe.model.latent_dim:  # the fusion sizes the latent itself (M2's z_dim beside its y map)
+        modalities = build_modalities(recipe, plugins, records, train_rows, run_dir, source, width)
+    fusion = fusion_cls(modalities, width, config)
     sampler_cls = lookup(plugins, "sampler", recipe.model.sampler, "model.sampler", source)
     sampler = sampler_cls(len(modalities), component_config(recipe.model.sampler, sampler_cls.Config, "model.sampler", source), seed=recipe.seed)
     return modalities, fusion, sampler
@@ -156,7 +162,7 @@ def build_model(recipe: Recipe, plugins: PluginSet, run_dir: Path, source: str |
     """The model alone, without data: what an exported folder (recipe, weights, tokenizers) is loaded into."""
     plugins.require_ok(recipe.plugins)
     modalities, fusion, _ = build_parts(recipe, plugins, run_dir, source)
-    return MultimodalVAE(modalities, fusion, recipe.model.latent_dim)
+    return MultimodalVAE(modalities, fusion, fusion.latent_dim)
 
 
 def repeat_rows(rows: np.ndarray, presence: np.ndarray, recipe: Recipe, train_rows: np.ndarray,
@@ -211,7 +217,7 @@ def build(recipe: Recipe, plugins: PluginSet, run_dir: Path | None = None, sourc
     train = ModalityView(records, modalities, fields, rows, presence, skip_bad=skip)
     test = ModalityView(records, modalities, fields, test_rows, skip_bad=skip)
     check_data(train, source)
-    model = MultimodalVAE(modalities, fusion, recipe.model.latent_dim)
+    model = MultimodalVAE(modalities, fusion, fusion.latent_dim)
     return Setup(recipe, model, sampler, train, test)
 
 

@@ -42,6 +42,8 @@ class M2Config(FusionConfig):
     spatial: bool = Field(False, description="fully convolutional (segmentation): y a K×H×W map kept spatial through "
                                              "classifier, q(z_c|x, y) and p(x|z_c, y); one image input of the mask's size")
     channels: list[int] = Field([32, 64], min_length=1, description="spatial: conv widths (classifier, z_c encoder, image decoder)")
+    z_dim: int | None = Field(None, ge=1, description="the size of z_c: the latent is then z_dim + |y| wide and model.latent_dim "
+                                                     "is not used (default: z_c is model.latent_dim − |y|)")
 
 
 class M2(Fusion):
@@ -50,19 +52,34 @@ class M2(Fusion):
     Config = M2Config
     uses_sampler = False
 
+    @classmethod
+    def latent_width(cls, modalities, latent_dim: int, config: M2Config) -> int:
+        """``z_dim`` + |y| when ``z_dim`` is set (a 5-class 32×32 mask: z_dim + 5120), else ``model.latent_dim``."""
+        if config.z_dim is None:
+            return latent_dim
+        return config.z_dim + math.prod(cls._y_shape(modalities[cls._choose_target(modalities, config.target)], latent_dim))
+
+    @staticmethod
+    def _y_shape(target, latent_dim: int) -> tuple[int, ...]:
+        """The target's decoded shape (one-hot code per position), read from its decoder."""
+        with torch.no_grad():
+            return tuple(target.decode(torch.zeros(1, latent_dim)).shape[1:])
+
     def __init__(self, modalities, latent_dim: int, config: M2Config):
         super().__init__(modalities, latent_dim, config)
         self.target = self._choose_target(modalities, config.target)
         target = modalities[self.target]
-        with torch.no_grad():
-            self.y_shape = tuple(target.decode(torch.zeros(1, latent_dim)).shape[1:])
+        self.y_shape = self._y_shape(target, latent_dim)
         class_dim = target.likelihood.class_dim
         self.class_pos = class_dim + len(self.y_shape) if class_dim < 0 else class_dim - 1  # within y_shape
         self.num_classes = self.y_shape[self.class_pos]
         self.y_dim = math.prod(self.y_shape)
         if self.y_dim >= latent_dim:
             raise RecipeError("model.latent_dim", f"must exceed the {self.y_dim} dims m2 reserves for '{self.target}' (z = [z_c, y]): "
-                                                  f"set it to {self.y_dim} + the size of z_c")
+                                                  f"set model.fusion.z_dim (the size of z_c) instead")
+        if config.z_dim is not None and latent_dim != config.z_dim + self.y_dim:
+            raise RecipeError("model.fusion.z_dim", f"the latent is {latent_dim} wide, not z_dim + |y| = {config.z_dim + self.y_dim}: "
+                                                    "build m2 through the recipe builder (Fusion.latent_width)")
         self.inputs = [i for i, n in enumerate(self.names) if n != self.target]
         if not self.inputs:
             raise RecipeError("model.fusion", "m2 needs at least one modality besides its target")

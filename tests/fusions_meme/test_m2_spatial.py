@@ -31,11 +31,22 @@ def test_no_dense_layer_sees_the_map(setup):
     fusion = setup.model.fusion
     kinds = {type(m).__name__ for m in fusion.classifier.modules()} - {"PixelClassifier", "Sequential"}
     assert kinds <= {"Conv2d", "SiLU"}
-    small = make("data.dataset.image_size=16", "modalities.image.shape=[3,16,16]", "modalities.mask.shape=[16,16]",
-                 "model.latent_dim=1312").model.fusion
+    small = make("data.dataset.image_size=16", "modalities.image.shape=[3,16,16]", "modalities.mask.shape=[16,16]").model.fusion
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(small.classifier) == count(fusion.classifier)  # its size does not grow with the pixels
-    assert fusion.y_shape == (5, 32, 32) and fusion.zc_dim == 32
+    assert fusion.y_shape == (5, 32, 32) and fusion.zc_dim == 32 and setup.model.latent_dim == 32 + 5 * 32 * 32
+    assert small.y_shape == (5, 16, 16) and small.zc_dim == 32 and small.latent_dim == 32 + 5 * 16 * 16  # z_dim sizes the latent
+
+
+def test_z_dim_builds_the_model_that_latent_dim_spelled_out(setup):
+    """``model.fusion.z_dim: 32`` is the recipe's former ``model.latent_dim: 5152``: the same networks, the same sizes."""
+    spelled = make("model.fusion.z_dim=null", "model.latent_dim=5152").model
+    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
+    assert shapes(spelled) == shapes(setup.model) and spelled.latent_dim == setup.model.latent_dim == 5152
+    label = build(load_recipe(Path(__file__).resolve().parents[2] / "recipes" / "digits-m2.yaml",
+                              ["model.fusion.z_dim=6"])[0], load_plugins()).model
+    assert label.latent_dim == 6 + 10 and label.fusion.zc_dim == 6  # a label's y: its 10 classes
+    assert label.modalities["image"].decode(torch.zeros(1, 16)).shape[0] == 1  # the modalities are built at that width
 
 
 def test_classifier_is_translation_equivariant(setup):
@@ -99,5 +110,5 @@ def test_spatial_needs_a_per_pixel_target_and_one_image():
         load = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / "digits-m2.yaml",
                            ["model.fusion.spatial=true"])[0]
         build(load, load_plugins())
-    with pytest.raises(RecipeError, match="must exceed the 5120 dims"):
-        make("model.latent_dim=64")
+    with pytest.raises(RecipeError, match="must exceed the 5120 dims.*model.fusion.z_dim"):
+        make("model.fusion.z_dim=null", "model.latent_dim=64")
