@@ -56,12 +56,13 @@ def not_worse(gap: str, better: str) -> str:
 
 
 def supervised_transform(source: str) -> Arm:
-    """The per-task supervised network: the source's encoder, a mixer and a head to the image, trained on
-    log p(image | head(z)) alone from the source (latent mixing's downstream mode from scratch, every other view
-    withheld): the same data, no generative model of the source, no other view."""
+    """The per-task supervised network: the source's encoder, a mixer and the image's own (convolutional) decoder,
+    trained on log p(image | decoder(z)) alone from the source (latent mixing's downstream mode from scratch with
+    ``head: decoder``, every other view withheld): the same data and networks, no generative model of the source,
+    no other view."""
     others = [v for v in VIEWS if v != source]
     return Arm(f"supervised-{source}", TRANSFORMS, (
-        "model.fusion={type: latent_mix, hidden: [256], downstream: {task: image, head: [256], freeze_features: false}}",
+        "model.fusion={type: latent_mix, hidden: [256], downstream: {task: image, head: decoder, freeze_features: false}}",
         f"data.withhold=[{','.join(others)}]"), label=f"supervised {source} → image")
 
 
@@ -84,9 +85,9 @@ def transform_claim(source: str, what: str) -> Claim:
         rule=not_worse("mean error of the supervised network − of the MVAE", "the MVAE's error at most the supervised one's"),
         also=((f"reconstruction/{source}->image/nll", f"−log p(image | {source}) of the decoded image, nats (lower is better)"),),
         diagnosis="The supervised network is latent mixing's downstream mode from scratch (`supervised_transform` in "
-                  "modkit/experiments/claims_shapes.py): the source view's encoder, a mixer and an MLP head to the image, "
-                  "trained on that pair alone; its head is an MLP where the MVAE's image decoder is convolutional, so "
-                  "it is a baseline of the same data and encoder, not of the same decoder.",
+                  "modkit/experiments/claims_shapes.py): the source view's encoder, a mixer and the image's own "
+                  "convolutional decoder (`head: decoder`), trained on that pair alone: the MVAE's data, encoder and "
+                  "decoder, without a generative model of the source or the other views.",
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,7 +26,8 @@ class DownstreamConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     task: str = Field(..., description="the modality to predict; its decoder is swapped for the task head")
-    head: list[int] = Field([128], description="hidden sizes of the task head z → task output")
+    head: list[int] | Literal["decoder"] = Field([128], description="hidden sizes of a fresh MLP head z → task output, or "
+                                                                    "'decoder': the task modality's own decoder is the head")
     init_from: str | None = Field(None, description="a pretraining run directory whose weights start the model (read once, "
                                                     "when the new run starts: the new run never needs it again)")
     freeze_features: bool = Field(True, description="keep the modalities' feature encoders fixed; the mixer is fine-tuned")
@@ -92,10 +94,11 @@ class LatentMix(Fusion):
         if config.downstream is not None:
             self.task_index = self._index(config.downstream.task, "model.fusion.downstream.task")
             task = modalities[config.downstream.task]
-            with torch.no_grad():
-                out_shape = tuple(task.decode(torch.zeros(1, latent_dim)).shape[1:])
-            task.set_task_head(nn.Sequential(mlp([latent_dim, *config.downstream.head, math.prod(out_shape)]),
-                                             nn.Unflatten(1, out_shape)))
+            if config.downstream.head != "decoder":  # 'decoder': the modality's own (a convolutional image decoder)
+                with torch.no_grad():
+                    out_shape = tuple(task.decode(torch.zeros(1, latent_dim)).shape[1:])
+                task.set_task_head(nn.Sequential(mlp([latent_dim, *config.downstream.head, math.prod(out_shape)]),
+                                                 nn.Unflatten(1, out_shape)))
 
     def _index(self, name: str, key: str) -> int:
         if name not in self.names:

@@ -90,6 +90,22 @@ def test_downstream_head_replaces_the_task_decoder(tiny, first_batch):
     torch.testing.assert_close(full, image)
 
 
+def test_downstream_head_decoder_keeps_the_task_modalitys_own_decoder(tiny, first_batch):
+    setup = tiny("digits-latent_mix", "model.fusion.downstream.task=image", "model.fusion.downstream.head=decoder",
+                 "model.fusion.downstream.freeze_features=false")
+    model, fusion = setup.model, setup.model.fusion
+    image = model.modalities["image"]
+    assert not hasattr(image, "task_head")  # nothing swapped: decode is the image's own decoder
+    z = torch.randn(5, model.latent_dim)
+    torch.testing.assert_close(image.decode(z), image.decoder_net(z))
+    model.train()
+    out = fusion.loss(model, first_batch(setup.train, 32), None, 1.0)
+    out.loss.backward()
+    grads = lambda m: sum(p.grad.abs().sum().item() for p in m.parameters() if p.grad is not None)  # noqa: E731
+    assert "rec/image" in out.terms and grads(image.decoder) > 0 and grads(fusion.mixer) > 0
+    assert grads(model.modalities["label"]) > 0  # the source's encoder trains too (freeze_features: false)
+
+
 def test_downstream_starts_from_a_pretraining_run(tiny, tmp_path, plugins):
     from modkit.runs import checkpoint
 
