@@ -36,7 +36,7 @@ class Arm:
     #: "model": trained over seeds at every x; "logreg": scikit-learn on the recipe's labelled pairs;
     #: "pretrain": trained over seeds once, at no x (the claim's x is a later stage's), only to start the arms
     #: that name it in ``after``: not a row of the tables; "best": trains nothing, at each x it is the arm of
-    #: ``best_of`` with the best mean there (a tuned baseline: chosen on the test scenes, as the papers tune theirs)
+    #: ``best_of`` (model arms listed before it) with the best mean there (a tuned baseline: chosen on the test scenes, as the papers tune theirs)
     kind: str = "model"
     label: str = ""  # how tables name it
     #: two stages: the name of an earlier arm of the claim; each run of this arm starts from that arm's run of the

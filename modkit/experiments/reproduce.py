@@ -481,9 +481,9 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
             if arm.kind == "best":
                 runs[arm.name], table[arm.name] = best_of(claim, arm, runs, table)
                 continue
-            if arm.kind == "logreg":
-                values = {x: {0: logreg_on_pairs(claim, arm, x, quick)} for x in xs}
-            elif arm.at is not None:  # one x for every x: a reference line
+            if arm.kind == "logreg":  # fitted below, once the claim's row is known not to be kept
+                continue
+            if arm.at is not None:  # one x for every x: a reference line
                 values = run_model_arm(claim, arm, [arm.at] if claim.x_key else [], seed_list, out, quick, workers, echo,
                                        trained, dirs=dirs.setdefault(arm.name, {}))
                 values = {x: next(iter(values.values())) for x in xs} if values else {}
@@ -502,6 +502,14 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
         if not workers and claim.id in previous and not any(runs.get(a.name) for a in claim.arms if a.kind == "model"):
             echo(f" → no finished run of its models in {out}: its earlier row is kept ({previous[claim.id]['verdict']})")
             continue
+        for arm in claim.arms:
+            if arm.kind == "logreg" and arm.name not in not_run:
+                runs[arm.name] = {x: {0: logreg_on_pairs(claim, arm, x, quick)} for x in xs}
+                table[arm.name] = {x: stats([metric_value(m, arm.metric or claim.metric) for m in per_seed.values()])
+                                   for x, per_seed in runs[arm.name].items()}
+        order = [a.name for a in claim.arms]  # the claim's arm order, whatever order they were computed in
+        runs = {a: runs[a] for a in sorted(runs, key=order.index)}
+        table = {a: table[a] for a in sorted(table, key=order.index)}
         also = {metric: {"label": label, "table": {arm: {str(x): stats([metric_value(m, metric) for m in per_seed.values()])
                                                          for x, per_seed in values.items()} for arm, values in runs.items()}}
                 for metric, label in claim.also}  # a tuned arm's: those of the setting its metric chose

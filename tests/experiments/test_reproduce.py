@@ -162,16 +162,22 @@ def test_a_command_given_some_claims_rewrites_theirs_and_keeps_the_others(tmp_pa
     reproduce(["b", "a"], False, 1, 1, out, report, tmp_path / "fig", ["first"], echo=lambda s: None)
     first = json.loads(report.with_suffix(".json").read_text())["claims"]
     assert [c["id"] for c in first] == ["a", "b"] and all(c["meta"]["command"] == "first" for c in first)
-    # --no-train where b has no runs: b's row is kept as it was, stamp and all; a is not touched
+    # --no-train where b has no runs: b's row is kept as it was, stamp and all (its regression not even fitted)
+    from modkit.experiments import reproduce as module
+
+    fitted: list[str] = []
+    fit = module.logreg_on_pairs
+    monkeypatch.setattr(module, "logreg_on_pairs", lambda claim, *a: fitted.append(claim.id) or fit(claim, *a))
     lines: list[str] = []
     reproduce(["b"], False, 1, 0, tmp_path / "elsewhere", report, tmp_path / "fig", ["second"], echo=lines.append)
     second = json.loads(report.with_suffix(".json").read_text())
-    assert second["claims"] == first and any("earlier row is kept" in line for line in lines)
+    assert second["claims"] == first and any("earlier row is kept" in line for line in lines) and fitted == []
     assert "Measured by `first`" in report.read_text()
     # a measured again from its runs: its row gets the new stamp, b keeps the old one
     reproduce(["a"], False, 1, 0, out, report, tmp_path / "fig", ["third"], echo=lambda s: None)
     third = {c["id"]: c for c in json.loads(report.with_suffix(".json").read_text())["claims"]}
-    assert third["a"]["meta"]["command"] == "third" and third["a"]["table"] == first[0]["table"]
+    assert third["a"]["meta"]["command"] == "third" and third["a"]["table"] == first[0]["table"] and fitted == ["a"]
+    assert [arm["name"] for arm in third["a"]["arms"]] == ["m", "base"] and list(third["a"]["table"]) == ["m", "base"]
     assert third["b"] == first[1] and list(third) == ["a", "b"]
     # a report written before claims had their own stamp: each row gets the file's
     data = json.loads(report.with_suffix(".json").read_text())
