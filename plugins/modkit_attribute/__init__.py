@@ -20,8 +20,9 @@ class AttributeConfig(ModalityConfig):
     num_attributes: int | None = Field(None, ge=1, description="length of the 0/1 vector (default: len(names))")
     names: list[str] | None = Field(None, description="attribute names, shown in renders and used to name split modalities")
     split: bool = Field(False, description="each attribute its own modality, named <modality>_<attribute name>")
-    select: list[str] | None = Field(None, description="with split: only these attributes (by name) become modalities "
-                                                         "(MVAE's CelebA-19 keeps 18 of 40)")
+    select: list[str] | None = Field(None, description="only these attributes (by name): with split, the ones that become "
+                                                         "modalities (MVAE's CelebA-19 keeps 18 of 40); without, the entries "
+                                                         "of the one vector")
     index: int | None = Field(None, ge=0, description="read only this entry of the vector (set by split; rarely by hand)")
     hidden: list[int] = Field([256, 256], min_length=1)
 
@@ -34,8 +35,10 @@ class AttributeConfig(ModalityConfig):
         if self.index is not None and self.index >= self.total:
             raise ValueError(f"index {self.index} is outside 0..{self.total - 1}")
         if self.select is not None:
-            if not self.split or self.names is None:
-                raise ValueError("select needs split: true and names")
+            if self.names is None:
+                raise ValueError("select needs names")
+            if self.index is not None:
+                raise ValueError("select and index exclude each other")
             unknown = [s for s in self.select if s not in self.names]
             if unknown:
                 raise ValueError(f"select names {unknown[0]!r}, which is not in names")
@@ -80,7 +83,10 @@ class Attribute(Modality):
 
     def __init__(self, name: str, config: AttributeConfig, latent_dim: int):
         super().__init__(name, config, latent_dim)
-        self.size = 1 if config.index is not None else config.total
+        #: the entries of the dataset's vector this modality reads (None: all of them, in order)
+        self.columns = sorted(config.names.index(s) for s in config.select) if config.select is not None else (
+            [config.index] if config.index is not None else None)  # in the vector's order: all of them is the vector
+        self.size = config.total if self.columns is None else len(self.columns)
         self.encoder = mlp([self.size, *config.hidden], final_activation=True)
         self.head = GaussianHead(config.hidden[-1], latent_dim)
         self.feature_dim = config.hidden[-1]
@@ -90,12 +96,13 @@ class Attribute(Modality):
     @property
     def attribute_names(self) -> list[str]:
         names = self.config.names or [str(k) for k in range(self.config.total)]
-        return [names[self.config.index]] if self.config.index is not None else names
+        return names if self.columns is None else [names[k] for k in self.columns]
 
     def select(self, x: Tensor) -> Tensor:
-        """A split modality's own column, whether the batch holds it alone (Records) or the full vector (ArrayRecords)."""
-        if self.config.index is not None and x.shape[-1] == self.config.total != 1:
-            return x[..., self.config.index : self.config.index + 1]
+        """This modality's columns (a split one's one, or ``select``'s), whether the batch holds them alone (Records)
+        or the full vector (ArrayRecords)."""
+        if self.columns is not None and x.shape[-1] == self.config.total != self.size:
+            return x[..., self.columns]
         return x
 
     def features(self, x: Tensor) -> Tensor:
@@ -114,9 +121,9 @@ class Attribute(Modality):
         bad = ~np.isin(array, (0.0, 1.0))
         if bad.any():
             raise DataError(f"attribute values must be 0 or 1; entry {int(np.argmax(bad))} is {array[bad][0]:g}")
-        if self.config.index is not None:
-            array = array[self.config.index : self.config.index + 1]
-        return torch.from_numpy(array)
+        if self.columns is not None:
+            array = array[self.columns]
+        return torch.from_numpy(np.ascontiguousarray(array))
 
     def placeholder(self) -> Tensor:
         return torch.zeros(self.size)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
@@ -39,5 +40,23 @@ def test_select_needs_split_and_known_names():
     assert AttributeConfig(type="attribute", names=names, split=True, select=["a", "c"]).select == ["a", "c"]
     with pytest.raises(ValidationError, match="select names 'd', which is not in names"):
         AttributeConfig(type="attribute", names=names, split=True, select=["d"])
-    with pytest.raises(ValidationError, match="select needs split: true"):
-        AttributeConfig(type="attribute", names=names, select=["a"])
+    with pytest.raises(ValidationError, match="select needs names"):
+        AttributeConfig(type="attribute", num_attributes=3, select=["a"])
+
+
+def test_select_without_split_is_one_modality_of_those_entries():
+    """The paper's MVAE beside MVAE19: the same 18 attributes as one modality (``split: false``)."""
+    recipe, _ = load_recipe(RECIPE, ["data.dataset.n=64", "model.latent_dim=8", "modalities.attr.split=false"])
+    setup = build(recipe, load_plugins())
+    assert setup.model.names == ["image", "attr"]
+    attr = setup.model.modalities["attr"]
+    names = attr.config.names
+    assert attr.size == 18 and attr.attribute_names == [n for n in names if n in attr.config.select]
+    row = int(setup.train.rows[0])
+    full = np.asarray(setup.train.records.get(row)["attributes"], dtype=np.float32)
+    batch = setup.train.__getitems__([0])
+    expected = full[[names.index(n) for n in attr.attribute_names]]
+    assert np.array_equal(attr.select(batch.data["attr"])[0].numpy(), expected)  # the vector's entries, in its order
+    assert np.array_equal(attr.preprocess(full).numpy(), expected)
+    out = setup.model(batch, SubsetPlan.from_mask(setup.sampler.sample()), 1.0)
+    assert torch.isfinite(out.loss)
