@@ -280,6 +280,8 @@ SHAPES_CLAIMS: tuple[Claim, ...] = (
               ("log_w_var/log p(image)", "variance of the log importance weights for log p(image) (MVAE Table 3)")),
         diagnosis="Both arms are recipes/shapes-19.yaml, the second with `modalities.attr.split: false` (the same 18 "
                   "entries, one Bernoulli vector, λ = 10 per entry in both); MVAE's sampler with k = 1 gives the "
-                  "MVAE 3 ELBO terms (the joint and two singles) where MVAE19 has 21.",
+                  "MVAE 3 ELBO terms (the joint and two singles) where MVAE19 has 21. The rule asks only that MVAE19 "
+                  "be no worse; the gap is small beside the spread over seeds (see the evidence line), as the paper's "
+                  "two numbers are close.",
     ),
 )
