@@ -168,9 +168,10 @@ def unique_run_dir(runs_dir: Path, name: str, stamp: str) -> Path:
 def ensure_writable(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".modkit-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        # a probe of this process's own: sweep workers check one folder at once, and a shared name lets
+        # one worker delete the probe another is about to delete (FileNotFoundError, a false "not writable")
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".modkit-write-test-"):
+            pass
     except OSError as exc:
         raise ModkitError(f"run directory {folder} is not writable: {exc.strerror or exc}") from None
 
