@@ -221,6 +221,11 @@ def metric_value(metrics: dict[str, float], key: str) -> float | None:
     return statistics.fmean(found) if found else None
 
 
+def cells(values: dict[Any, dict[int, dict[str, float]]], metric: str) -> dict[Any, dict]:
+    """x → seed → metrics, as x → the table's cell (mean ± sd over the seeds) for ``metric``."""
+    return {x: stats([metric_value(m, metric) for m in per_seed.values()]) for x, per_seed in values.items()}
+
+
 def stats(values: list[float]) -> dict[str, Any]:
     values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
@@ -496,8 +501,7 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
                                        dirs=dirs.setdefault(arm.name, {}))
             if arm.kind == "pretrain":  # a start for later arms, not a row of the tables
                 continue
-            runs[arm.name] = values
-            table[arm.name] = {x: stats([metric_value(m, metric) for m in per_seed.values()]) for x, per_seed in values.items()}
+            runs[arm.name], table[arm.name] = values, cells(values, metric)
         spans.extend(trained)
         if not workers and claim.id in previous and not any(runs.get(a.name) for a in claim.arms if a.kind == "model"):
             echo(f" → no finished run of its models in {out}: its earlier row is kept ({previous[claim.id]['verdict']})")
@@ -505,13 +509,11 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
         for arm in claim.arms:
             if arm.kind == "logreg" and arm.name not in not_run:
                 runs[arm.name] = {x: {0: logreg_on_pairs(claim, arm, x, quick)} for x in xs}
-                table[arm.name] = {x: stats([metric_value(m, arm.metric or claim.metric) for m in per_seed.values()])
-                                   for x, per_seed in runs[arm.name].items()}
-        order = [a.name for a in claim.arms]  # the claim's arm order, whatever order they were computed in
-        runs = {a: runs[a] for a in sorted(runs, key=order.index)}
-        table = {a: table[a] for a in sorted(table, key=order.index)}
-        also = {metric: {"label": label, "table": {arm: {str(x): stats([metric_value(m, metric) for m in per_seed.values()])
-                                                         for x, per_seed in values.items()} for arm, values in runs.items()}}
+                table[arm.name] = cells(runs[arm.name], arm.metric or claim.metric)
+        # the claim's arm order, whatever order they were computed in
+        runs, table = ({a.name: d[a.name] for a in claim.arms if a.name in d} for d in (runs, table))
+        also = {metric: {"label": label, "table": {arm: {str(x): c for x, c in cells(values, metric).items()}
+                                                   for arm, values in runs.items()}}
                 for metric, label in claim.also}  # a tuned arm's: those of the setting its metric chose
         reported = [a for a in claim.arms if a.kind != "pretrain"]
         result, evidence = verdict(claim, table, runs, quick)

@@ -123,7 +123,7 @@ class Attribute(Modality):
             raise DataError(f"attribute values must be 0 or 1; entry {int(np.argmax(bad))} is {array[bad][0]:g}")
         if self.columns is not None:
             array = array[self.columns]
-        return torch.from_numpy(np.ascontiguousarray(array))
+        return torch.from_numpy(array)
 
     def placeholder(self) -> Tensor:
         return torch.zeros(self.size)
