@@ -51,6 +51,13 @@ def _eval() -> tuple[Path, str]:
     return path, eval_shapes.markdown(json.loads(path.read_text()))
 
 
+def _caption_cache() -> tuple[Path, str]:
+    import caption_cache
+
+    path = RESULTS / "caption-cache.json"
+    return path, caption_cache.markdown(json.loads(path.read_text()))
+
+
 def _run(path: Path) -> tuple[Path, str]:
     import run
 
@@ -61,6 +68,7 @@ def _run(path: Path) -> tuple[Path, str]:
 SECTIONS = {
     "threads": (_threads, "python benchmarks/threads.py"),
     "eval-shapes": (_eval, "python benchmarks/eval_shapes.py"),
+    "caption-cache": (_caption_cache, "python benchmarks/caption_cache.py"),
     "recipes": (lambda: _run(RESULTS / "recipes" / "results.json"),
                 'python benchmarks/run.py --objectives "" --no-nll --no-scaling --no-peer --out benchmarks/results/recipes'),
     "mlp": (lambda: _run(RESULTS / "results.json"), "python benchmarks/run.py"),
