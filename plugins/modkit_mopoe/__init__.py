@@ -68,7 +68,7 @@ class MixtureOfProductsOfExperts(Fusion):
         experts, private_mu, private_logvar = self.split(model.encode(batch))
         present = batch.present
         # a batch known complete on the host, with a non-empty subset in the plan: every sample has the same valid
-        # subsets and at least one, so no presence mask is needed anywhere below (issue 13; the same numbers)
+        # subsets and at least one, so no presence mask is needed anywhere below (the numbers are the masked ones)
         complete = experts.all_present and any(plan.counts)
         valid = subset_validity(plan.mask, present, complete)  # (S, B); complete: an (S, 1) column expanded
         pick = sample_components(valid)  # (B,)

@@ -1,4 +1,4 @@
-"""docs/plugin-api.md's three worked examples (docs/examples/*.py), as an author would use them (issue 17).
+"""docs/plugin-api.md's three worked examples (docs/examples/*.py), as an author would use them.
 
 Each file is imported as a plugin module named in a recipe's ``plugins:``, checked with modkit.testing, and
 trained for a few epochs; the fusion is also evaluated with ``modkit eval``. The code blocks of the page that
