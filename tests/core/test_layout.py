@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import ast
-import re
 import subprocess
 import sys
 import warnings
@@ -115,53 +114,10 @@ def test_first_party_plugins_import_only_the_public_api():
 
 def test_public_names_all_resolve():
     import modkit
-    import modkit.distributions
 
-    for module in (modkit, modkit.distributions):
-        missing = [name for name in module.__all__ if not hasattr(module, name)]
-        assert missing == []
-        assert len(set(module.__all__)) == len(module.__all__)
-    assert not set(modkit.__all__) & set(modkit.distributions.__all__), "a public name has one home"
-
-
-def test_modkit_distributions_is_a_module_of_its_own_not_a_forwarded_name():
-    """``import modkit.distributions`` gives the public module (no warning), and what the old flat name
-    exported (it forwarded to ``modkit.core.distributions``) still imports from it."""
-    code = ("import warnings; warnings.simplefilter('error'); import modkit.distributions as d, modkit.core.distributions as c; "
-            "print(d.__name__); print(all(getattr(d, n) is getattr(c, n) for n in ['DiagLaplace', 'laplace_log_prob', 'LOG_2', "
-            "'Family', 'Component', 'LatentDistribution', 'from_expert', 'family_log_prob', 'uniform_log_weights', "
-            "'WeightedMixture', 'UniformMixture', 'DiagGaussian', 'gaussian_log_prob']))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["modkit.distributions", "True"]
-    assert "DeprecationWarning" not in out.stderr
-
-
-@pytest.mark.parametrize("name", ["DiagGaussian", "Experts", "product_of_experts", "kl_standard_normal", "WeightedMixture",
-                                  "weighted_subset_kl", "make_likelihood", "Categorical"])
-def test_old_math_name_from_modkit_warns_and_is_the_same_object(name):
-    import modkit
-    import modkit.distributions
-
-    assert name not in modkit.__all__ and name in modkit.distributions.__all__
-    with pytest.warns(DeprecationWarning, match=rf"use from modkit\.distributions import {name}$"):
-        old = getattr(modkit, name)
-    assert old is getattr(modkit.distributions, name)
-    with pytest.warns(DeprecationWarning, match="modkit.distributions"):
-        exec(f"from modkit import {name} as imported", namespace := {})
-    assert namespace["imported"] is old
-
-
-def test_modkit_math_name_in_a_fresh_interpreter_warns_and_computes():
-    """The old spelling keeps working end to end: a product of experts through ``from modkit import ...``."""
-    code = ("import warnings; warnings.simplefilter('always'); import torch; "
-            "from modkit import Experts, product_of_experts; "
-            "e = Experts(torch.zeros(2, 1, 3), torch.zeros(2, 1, 3), torch.ones(1, 2, dtype=torch.bool)); "
-            "mu, logvar = product_of_experts(e, torch.ones(1, 2, dtype=torch.bool)); print(round(float(logvar.exp()[0, 0, 0]), 6))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "0.333333"  # precisions 1 (prior) + 1 + 1
-    warned = set(re.findall(r"DeprecationWarning: modkit\.(\w+) moved to modkit\.distributions: use from modkit\.distributions "
-                            r"import (\w+)", out.stderr))
-    assert warned == {("Experts", "Experts"), ("product_of_experts", "product_of_experts")}, out.stderr
+    missing = [name for name in modkit.__all__ if not hasattr(modkit, name)]
+    assert missing == []
+    assert len(set(modkit.__all__)) == len(modkit.__all__)
 
 
 @pytest.mark.parametrize("old, new", [("modkit.gaussian", "modkit.core.gaussian"), ("modkit.trainer", "modkit.training.trainer"),
