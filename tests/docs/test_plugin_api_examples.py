@@ -143,7 +143,7 @@ def test_examples_import_only_the_public_api():
     for path in EXAMPLES.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "modkit":
-                assert node.module in public, f"{path.name} imports {node.module}: use `from modkit import ...` or modkit.distributions"
+                assert node.module in public, f"{path.name} imports {node.module}: use modkit or modkit.distributions"
                 names = {a.name for a in node.names}
                 assert names <= public[node.module], (path.name, node.module, names - public[node.module])
 
@@ -159,4 +159,5 @@ def test_the_page_quotes_the_examples_as_they_are():
     for block in re.findall(r"```python\n(.*?)```", PAGE.read_text(), re.S):
         for line in block.splitlines():
             # modkit.testing (a module of its own, so that `import modkit` needs no pytest) and modkit.distributions are public too
-            assert not re.match(r"\s*from modkit\.(?!(?:testing|distributions)\b)\w", line), f"the page imports an internal module: {line}"
+            internal = re.match(r"\s*from modkit\.(?!(?:testing|distributions)\b)\w", line)
+            assert not internal, f"the page imports an internal module: {line}"
