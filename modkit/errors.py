@@ -1,6 +1,12 @@
 """User-facing errors: the CLI prints these as one short message and exits non-zero, no traceback."""
 from __future__ import annotations
 
+import functools
+import sys
+from typing import Any, Callable, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
 
 class ModkitError(Exception):
     """An error caused by the user's input (recipe, data, plugin), not by a bug in modkit."""
@@ -25,3 +31,30 @@ class PluginError(ModkitError):
 
 class DataError(ModkitError):
     """A data file or row is missing, corrupt or inconsistent; the message names it."""
+
+
+def user_errors(fn: F) -> F:
+    """Make a command end on a user's mistake with one ``error: …`` line and its exit code, no traceback.
+
+    It lives here, at the bottom layer, so that every command (the ``modkit`` group and ``modkit new``,
+    which sits below the command line) can end the same way without importing from above itself.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ModkitError as exc:
+            _echo(f"error: {exc}")
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            _echo("interrupted")
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _echo(line: str) -> None:
+    import click  # the command line's own printer (encodings, colour stripping); imported only on an error
+
+    click.echo(line, err=True)

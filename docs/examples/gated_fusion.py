@@ -12,7 +12,8 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from modkit import DiagGaussian, Experts, Fusion, FusionConfig, LossOutput, WeightedMixture, hookimpl
+from modkit import Batch, Engine, Fusion, FusionConfig, LossOutput, SubsetPlan, hookimpl
+from modkit.distributions import DiagGaussian, Experts, WeightedMixture
 
 
 class GatedConfig(FusionConfig):
@@ -30,7 +31,7 @@ class GatedMixture(Fusion):
         # one score per modality from its own features: read feature_dim now, keep no reference to the modality
         self.gates = nn.ModuleList(nn.Linear(m.feature_dim, 1) for m in modalities.values())
 
-    def encode(self, model, batch) -> Experts:
+    def encode(self, model: Engine, batch: Batch) -> Experts:
         """Each encoder once, giving features and experts; the gate scores travel in ``Experts.extra``."""
         features, experts = model.encode_with_features(batch)
         scores = torch.stack([gate(features[name].float()).squeeze(-1) for gate, name in zip(self.gates, self.names)])
@@ -50,7 +51,7 @@ class GatedMixture(Fusion):
         logvar = torch.cat([experts.logvar, zeros]).unsqueeze(1).expand(n + 1, s, b, d)
         return WeightedMixture(DiagGaussian(mu, logvar), log_weights.permute(2, 0, 1))
 
-    def loss(self, model, batch, plan, beta: float) -> LossOutput:
+    def loss(self, model: Engine, batch: Batch, plan: SubsetPlan, beta: float) -> LossOutput:
         experts = model.encode(batch)
         everything = torch.ones(1, len(self.names), dtype=torch.bool, device=batch.present.device)
         q = self.posterior(experts, everything)                    # batch shape (1, B)

@@ -14,7 +14,8 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from modkit import (ArrayRecords, DataError, DatasetConfig, DatasetSource, GaussianHead, Modality, ModalityConfig, existing_file,
-                    hookimpl, make_likelihood, mlp)
+                    hookimpl, mlp)
+from modkit.distributions import make_likelihood
 
 
 class SignalConfig(ModalityConfig):

@@ -8,12 +8,13 @@ from pathlib import Path
 import click
 
 from modkit import __version__
-
-from modkit.runs import files as rundir
-from modkit.errors import ModkitError
-from modkit.cli.errors import user_errors
-from modkit.plugins.loader import plugins_for
+from modkit.cli.reproduce_command import reproduce_command
+from modkit.cli.run_commands import eval_command, generate_command, report_command, sample_command, sweep_command
 from modkit.config.project import load_project
+from modkit.errors import ModkitError, user_errors
+from modkit.plugins.loader import plugins_for
+from modkit.runs import files as rundir
+from modkit.scaffold.generator import new
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -109,14 +110,11 @@ def convert_command(run: Path) -> None:
     click.echo(f"wrote {path}; the old files were not changed and are never read again (delete them when you like)")
 
 
-# -- commands kept in their own modules: one add_command line each -------------------------------
-main.add_command(__import__("modkit.scaffold.generator", fromlist=["new"]).new)
-main.add_command(__import__("modkit.cli.run_commands", fromlist=["eval_command"]).eval_command)
-main.add_command(__import__("modkit.cli.run_commands", fromlist=["generate_command"]).generate_command)
-main.add_command(__import__("modkit.cli.run_commands", fromlist=["sample_command"]).sample_command)
-main.add_command(__import__("modkit.cli.run_commands", fromlist=["report_command"]).report_command)
-main.add_command(__import__("modkit.cli.run_commands", fromlist=["sweep_command"]).sweep_command)
-main.add_command(__import__("modkit.cli.reproduce_command", fromlist=["reproduce_command"]).reproduce_command)
+# -- commands kept in their own modules: each module imports only click at load time (their work is imported
+# inside the commands), so registering them here costs `modkit --help` nothing measurable
+main.add_command(new)
+for _command in (eval_command, generate_command, sample_command, report_command, sweep_command, reproduce_command):
+    main.add_command(_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from modkit.cli.errors import user_errors
+from modkit.errors import user_errors
 
 
 @click.command("reproduce")

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from modkit.cli.errors import user_errors
-
+from modkit.errors import user_errors
 
 RUN = click.Path(path_type=Path)
 
@@ -62,7 +61,8 @@ def _load(run: Path, device: str | None, needs_data: bool = False):
 
 
 def _threads(loaded) -> int:
-    """The intra-op thread count the run's ``train.threads`` asks for, chosen as training chose it (issue 13)."""
+    """The intra-op thread count the run's ``train.threads`` asks for, chosen as training chose it (so evaluation
+    runs with the threads training found fastest)."""
     from modkit.training.threads import apply_threads
 
     return apply_threads(loaded.recipe.train.threads, loaded.device, loaded.model, loaded.recipe.data.batch_size)
@@ -192,7 +192,7 @@ def sweep_command(recipe: Path | None, overrides: tuple[str, ...], sampler: str 
     """Search RECIPE's --set space with Optuna (grid, random, TPE); write sweep.md (mean ± sd), sweep.csv and plots.
 
     Several processes or machines share one study: start with --storage URL, then run
-    'modkit sweep --resume STUDY --storage URL' anywhere (issue 14; docs/sweeps.md)."""
+    'modkit sweep --resume STUDY --storage URL' anywhere (docs/sweeps.md)."""
     import dataclasses
     import os
 

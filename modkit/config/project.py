@@ -14,7 +14,7 @@ from modkit.errors import RecipeError
 
 FILENAME = "modkit.toml"
 _KEYS = {"runs_dir", "data_dir", "device", "seed", "plugins", "tracking"}
-_TRACKING_KEYS = {"tensorboard", "mlflow", "experiment"}  # issue 14: [modkit.tracking], the recipe's tracking: defaults
+_TRACKING_KEYS = {"tensorboard", "mlflow", "experiment"}  # [modkit.tracking]: defaults for the recipe's tracking:
 
 
 @dataclass
@@ -59,7 +59,7 @@ def load_project(start: Path | None = None) -> ProjectConfig:
     seed = table.get("seed", 0)
     if not isinstance(seed, int):
         raise RecipeError("modkit.seed", "must be an integer", source=str(path))
-    tracking = table.get("tracking", {})  # issue 14
+    tracking = table.get("tracking", {})  # defaults for every recipe's tracking: section
     if not isinstance(tracking, dict) or set(tracking) - _TRACKING_KEYS:
         raise RecipeError("modkit.tracking", f"must be a table with keys {', '.join(sorted(_TRACKING_KEYS))}", source=str(path))
     return ProjectConfig(

@@ -162,7 +162,7 @@ class TrainSpec(Strict):
     divergence: DivergenceSpec = DivergenceSpec()
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision of the forward (autocast); fusion math stays float32")
     compile: bool = Field(False, description="torch.compile the model's forward (the training step's objective)")
-    # issue 13: intra-op CPU threads (modkit/training/threads.py); auto: one unless the operators are large
+    # intra-op CPU threads (modkit/training/threads.py); auto: one unless the operators are large enough to gain from more
     threads: str | int = Field("auto", description="torch intra-op threads on the CPU: auto or a number")
 
     @field_validator("device")
@@ -174,7 +174,7 @@ class TrainSpec(Strict):
 
     @field_validator("threads", mode="before")
     @classmethod
-    def _threads(cls, value: str | int) -> str | int:  # issue 13
+    def _threads(cls, value: str | int) -> str | int:
         if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             return value
         raise ValueError(f"must be auto or a whole number of threads ≥ 1 (got {value!r})")
@@ -186,7 +186,7 @@ class EvalSpec(Strict):
 
 
 class TrackingSpec(Strict):
-    """Where a run is tracked besides its own files (docs/tracking.md). Issue 14."""
+    """Where a run is tracked besides its own files: TensorBoard event files, optionally MLflow (docs/tracking.md)."""
 
     tensorboard: bool = Field(True, description="TensorBoard event files in the run directory")
     mlflow: bool | str | None = Field(None, description="true: $MLFLOW_TRACKING_URI or RUNS_DIR/mlflow.db; or any MLflow tracking URI")
@@ -206,7 +206,7 @@ class Recipe(Strict):
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()
     eval: EvalSpec = EvalSpec()
-    tracking: TrackingSpec = TrackingSpec()  # issue 14
+    tracking: TrackingSpec = TrackingSpec()  # where the run is tracked besides its own files
 
     @field_validator("name")
     @classmethod
@@ -353,7 +353,8 @@ def resolve_raw(raw: dict[str, Any], overrides: list[str], project: ProjectConfi
         data = raw.get("data")
         if isinstance(data, dict):
             data.setdefault("root", str(project.data_dir))
-        if project.tracking and isinstance(raw.get("tracking", {}), dict):  # issue 14: modkit.toml [modkit.tracking] < recipe
+        # modkit.toml's [modkit.tracking] are defaults the recipe's own tracking: keys override
+        if project.tracking and isinstance(raw.get("tracking", {}), dict):
             raw["tracking"] = {**project.tracking, **raw.get("tracking", {})}
     raw = apply_overrides(raw, overrides)
     recipe = validate_recipe(raw, source)

@@ -2,7 +2,8 @@
 
 ``all_present`` is the host's knowledge that no sample lacks any modality, taken when the batch is built
 (collate) from the presence matrix while it is still on the CPU: fusions then skip presence masking
-without asking the device (issue 13). False means "not known", never "something is missing"."""
+without asking the device (a read of the device would wait for the GPU every step). False means "not known",
+never "something is missing"."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,13 +1,15 @@
 """Fusion strategies: how unimodal experts combine into latents, and the objective on them.
 
 A fusion is an ``nn.Module`` plugin. The engine hands it the model (to encode each present
-modality once and decode each modality once) and a :class:`SubsetPlan`; it returns the loss.
+modality once and decode each modality once) and a :class:`SubsetPlan`; it returns the loss. What a
+fusion may call on the model is named by :class:`Engine`: the primitives, and nothing of the model's
+inner workings, so the engine can change behind them.
 PoE lives in the ``modkit_poe`` plugin; MoE, MoPoE, MEME, latent mixing and M2 plug in the same way.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -19,7 +21,6 @@ from modkit.core.subsets import all_subsets, subset_validity
 
 if TYPE_CHECKING:
     from modkit.core.batch import Batch
-    from modkit.core.engine import MultimodalVAE
     from modkit.core.modality import Modality
 
 
@@ -66,6 +67,49 @@ class LossOutput:
     terms: dict[str, Tensor] = field(default_factory=dict)
 
 
+@runtime_checkable
+class Engine(Protocol):
+    """What a fusion may use of the model it is handed (in ``loss``, ``encode`` and ``initialize``).
+
+    :class:`~modkit.core.engine.MultimodalVAE` is the one implementation; ``tests/core/test_engine_protocol.py``
+    runs every registered fusion against a model that exposes these members and nothing else. Everything
+    else on the model (its ``fusion``, ``posterior``, ``decode``, ``device``, ``latent_dim``, the ``nn.Module``
+    machinery) is for the code around a run, not for the objective; a fusion knows its own ``latent_dim``.
+    """
+
+    #: the modalities' names, in the order of the N axis of :class:`Experts` and of ``present``
+    names: list[str]
+    #: name → modality plugin (its ``weight``, ``features``, ``encode``/``decode`` for a fusion's own passes)
+    modalities: Mapping[str, "Modality"]
+
+    def encode(self, batch: "Batch") -> Experts:
+        """The experts the fusion works from (:meth:`Fusion.encode`)."""
+        ...
+
+    def encode_experts(self, batch: "Batch") -> Experts:
+        """Each modality's own encoder once over the whole batch: (N, B, D) experts, absent ones masked."""
+        ...
+
+    def encode_with_features(self, batch: "Batch") -> tuple[dict[str, Tensor], Experts]:
+        """Each encoder once, giving both its (B, feature_dim) features and its expert."""
+        ...
+
+    def log_likelihoods(self, z: Tensor, batch: "Batch", rows: Sequence[Tensor | None] | None = None,
+                        counts: Sequence[int] | None = None) -> list[Tensor | None]:
+        """Decode each modality once on the rows of ``z`` (R, B, D) it needs and score its data: (R_i, B) each."""
+        ...
+
+    def present_reconstruction(self, lls: Sequence[Tensor | None], present: Tensor,
+                               all_present: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+        """Σ_m λ_m log p(x_m | z) over the modalities each sample has, from :meth:`log_likelihoods`' terms."""
+        ...
+
+    def weighted_reconstruction(self, z: Tensor, batch: "Batch",
+                                plan: SubsetPlan | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """Σ_m λ_m log p(x_m | z) for each row of ``z`` over the modalities each row's subset holds."""
+        ...
+
+
 class Fusion(nn.Module):
     """Base class for fusion plugins."""
 
@@ -96,17 +140,17 @@ class Fusion(nn.Module):
         with. Default: none, the Config's defaults; override when an option is required."""
         return {}
 
-    def encode(self, model: "MultimodalVAE", batch: "Batch") -> Experts:
+    def encode(self, model: "Engine", batch: "Batch") -> Experts:
         """The experts :meth:`posterior` combines (``model.encode`` calls this). Default: each modality's own
         encoder. A fusion that encodes jointly (latent mixing over features, M2's classifier) overrides it and
         may return an :class:`Experts` subclass carrying more; it must call ``model.encode_experts``, never
         ``model.encode``, to get the plain experts."""
         return model.encode_experts(batch)
 
-    def loss(self, model: "MultimodalVAE", batch: "Batch", plan: SubsetPlan, beta: float) -> LossOutput:
+    def loss(self, model: "Engine", batch: "Batch", plan: SubsetPlan, beta: float) -> LossOutput:
         raise NotImplementedError
 
-    def initialize(self, model: "MultimodalVAE") -> None:
+    def initialize(self, model: "Engine") -> None:
         """Called once when a new run starts training, never when one is resumed or loaded: the place to
         start from another run's weights (copied into this run's checkpoints, so the new run directory
         never needs the other one again). Default: nothing."""
@@ -132,7 +176,7 @@ class Fusion(nn.Module):
         return DiagGaussian(*product_of_experts(experts, subsets, prior=True))
 
 
-def subset_gaussian_elbo(model: "MultimodalVAE", batch: "Batch", plan: SubsetPlan, mu: Tensor, logvar: Tensor,
+def subset_gaussian_elbo(model: "Engine", batch: "Batch", plan: SubsetPlan, mu: Tensor, logvar: Tensor,
                          beta: float) -> LossOutput:
     """Σ over the plan's subsets of ELBO(X_s), each with its own Gaussian posterior ``mu``/``logvar`` (S, B, D).
 

@@ -61,8 +61,8 @@ class SubsetSampler:
     POOL_LIMIT: ClassVar[int] = 20
 
     def _pool(self, exclude_trivial: bool) -> Tensor:
-        """The subsets drawn from, enumerated once per sampler (issue 13: at N = 19 enumerating 2^19 rows
-        every step cost more than the step's networks)."""
+        """The subsets drawn from, enumerated once per sampler: at N = 19, enumerating the 2^19 rows every step
+        cost more than the step's networks."""
         cache = self.__dict__.setdefault("_pools", {})
         if exclude_trivial not in cache:
             pool = all_subsets(self.n)

@@ -16,8 +16,7 @@ from pathlib import Path
 import click
 
 from modkit._meta import DISTRIBUTION, VERSION
-from modkit.cli.errors import user_errors
-from modkit.errors import ModkitError
+from modkit.errors import ModkitError, user_errors
 
 TEMPLATE_SUFFIX = ".tmpl"
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")

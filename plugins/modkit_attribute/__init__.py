@@ -13,7 +13,8 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from modkit import Bernoulli, DataError, GaussianHead, Modality, ModalityConfig, hookimpl, mlp
+from modkit import DataError, GaussianHead, Modality, ModalityConfig, hookimpl, mlp
+from modkit.distributions import Bernoulli
 
 
 class AttributeConfig(ModalityConfig):

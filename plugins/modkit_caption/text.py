@@ -15,7 +15,8 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from modkit import Categorical, DataError, GaussianHead, Modality, ModalityConfig
+from modkit import DataError, GaussianHead, Modality, ModalityConfig
+from modkit.distributions import Categorical
 from modkit_caption.nets import (GRUDecoder, GRUEncoder, TransformerDecoder, TransformerEncoder, beam_search, greedy,
                                  length_mask, shift_right, word_dropout)
 from modkit_caption.pretrained import PretrainedConfig, PretrainedEncoder

@@ -10,7 +10,8 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from modkit import DataError, GaussianHead, Modality, ModalityConfig, hookimpl, make_likelihood, mlp
+from modkit import DataError, GaussianHead, Modality, ModalityConfig, hookimpl, mlp
+from modkit.distributions import make_likelihood
 from modkit_image.backbone import BackboneConfig, TimmBackbone
 from modkit_image.nets import ConvDecoder, ConvEncoder, auto_channels, patch_mask
 

@@ -5,7 +5,8 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from modkit import Categorical, DataError, GaussianHead, Modality, ModalityConfig, hookimpl, mlp
+from modkit import DataError, GaussianHead, Modality, ModalityConfig, hookimpl, mlp
+from modkit.distributions import Categorical
 
 
 class LabelConfig(ModalityConfig):

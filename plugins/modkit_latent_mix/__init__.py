@@ -17,8 +17,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from modkit import (DiagGaussian, Experts, Fusion, FusionConfig, GaussianHead, LossOutput, ModkitError, RecipeError,
-                    hookimpl, kl_standard_normal, load_weights, mlp, reparameterize)
+from modkit import (Batch, Engine, Fusion, FusionConfig, GaussianHead, LossOutput, ModkitError, RecipeError, SubsetPlan,
+                    hookimpl, load_weights, mlp)
+from modkit.distributions import DiagGaussian, Experts, kl_standard_normal, reparameterize
 
 
 class DownstreamConfig(BaseModel):
@@ -105,7 +106,7 @@ class LatentMix(Fusion):
             raise RecipeError(key, f"'{name}' is not a modality of this recipe ({', '.join(self.names)})")
         return self.names.index(name)
 
-    def initialize(self, model) -> None:
+    def initialize(self, model: Engine) -> None:
         """A new fine-tuning run starts from its pretraining run (``downstream.init_from``): the modality
         encoders/decoders and the mixer (not the aux head) are copied in here, once; from then on they live in
         this run's own checkpoints, so the pretraining run may move or go."""
@@ -142,7 +143,7 @@ class LatentMix(Fusion):
             raise RecipeError(key, f"{run_dir} does not fit this recipe: {first}") from None
 
     # -- encoding -------------------------------------------------------------------------------
-    def features(self, model, batch) -> list[Tensor]:
+    def features(self, model: Engine, batch: Batch) -> list[Tensor]:
         """Every modality's features (B, F_m); the downstream task's are zeros (the mixer never sees it)."""
         feats = []
         frozen = self.config.detach_features or (self.config.downstream is not None and self.config.downstream.freeze_features)
@@ -164,7 +165,7 @@ class LatentMix(Fusion):
         h = self.mixer(torch.cat([*parts, mask.to(parts[0].dtype)], dim=-1))
         return self.gaussian(h)
 
-    def encode(self, model, batch) -> Experts:
+    def encode(self, model: Engine, batch: Batch) -> Experts:
         """Features once; the unimodal experts q(z | x_i) are the mixer given modality i alone."""
         feats = self.features(model, batch)
         singles = torch.eye(len(feats), dtype=torch.bool, device=batch.present.device)
@@ -198,7 +199,7 @@ class LatentMix(Fusion):
                                              present.shape[1]).bool()
         return torch.where(keep.any(-1, keepdim=True), keep, rescue)
 
-    def loss(self, model, batch, plan, beta) -> LossOutput:
+    def loss(self, model: Engine, batch: Batch, plan: SubsetPlan, beta: float) -> LossOutput:
         feats = self.features(model, batch)
         present = batch.present
         clean = feats
@@ -231,7 +232,7 @@ class LatentMix(Fusion):
         """Mean squared error (per sample, averaged over feature dims) of the aux head's guess of ``target`` from z."""
         return ((self.aux_head(z) - target.detach()) ** 2).mean(-1)
 
-    def _downstream_loss(self, model, batch, z: Tensor, kl: Tensor, beta: float) -> LossOutput:
+    def _downstream_loss(self, model: Engine, batch: Batch, z: Tensor, kl: Tensor, beta: float) -> LossOutput:
         name = self.names[self.task_index]
         task = model.modalities[name]
         present = batch.present

@@ -15,8 +15,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from modkit import (DiagGaussian, Experts, Fusion, FusionConfig, GaussianHead, LossOutput, RecipeError, hookimpl,
-                    kl_standard_normal, mlp, over_leading, reparameterize)
+from modkit import (Batch, Engine, Fusion, FusionConfig, GaussianHead, LossOutput, RecipeError, SubsetPlan, hookimpl, mlp,
+                    over_leading)
+from modkit.distributions import DiagGaussian, Experts, kl_standard_normal, reparameterize
 
 from modkit_m2.relaxed import annealed_temperature, entropy, one_hot, relaxed_one_hot, uniform_log_prior
 from modkit_m2.spatial import MapDecoder, MapEncoder, PixelClassifier, ReadMap
@@ -131,7 +132,7 @@ class M2(Fusion):
         t = self.config.temperature
         return annealed_temperature(self.step, t.start, t.min, t.rate)
 
-    def input_features(self, model, batch) -> list[Tensor]:
+    def input_features(self, model: Engine, batch: Batch) -> list[Tensor]:
         if self.config.spatial:  # the image itself: the classifier is fully convolutional
             return [batch.data[self.names[self.inputs[0]]].float()]
         return [model.modalities[self.names[i]].features(batch.data[self.names[i]]).float() for i in self.inputs]
@@ -166,7 +167,7 @@ class M2(Fusion):
         return self.z_head(self.z_encoder(torch.cat([h, y.flatten(h.dim() - 1)], dim=-1)))
 
     # -- the objective --------------------------------------------------------------------------
-    def loss(self, model, batch, plan, beta) -> LossOutput:
+    def loss(self, model: Engine, batch: Batch, plan: SubsetPlan, beta: float) -> LossOutput:
         cfg = self.config
         present, n = batch.present, len(batch)
         x_present = present[:, self.inputs]
@@ -211,7 +212,7 @@ class M2(Fusion):
         return LossOutput(loss, terms)
 
     # -- inference ------------------------------------------------------------------------------
-    def encode(self, model, batch) -> Experts:
+    def encode(self, model: Engine, batch: Batch) -> Experts:
         feats = self.input_features(model, batch)
         code, known = self.target_code(batch.data[self.target])
         singles = torch.eye(len(self.names), dtype=torch.bool, device=batch.present.device)

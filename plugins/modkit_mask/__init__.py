@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from modkit import Categorical, DataError, GaussianHead, Modality, ModalityConfig, hookimpl
+from modkit import DataError, GaussianHead, Modality, ModalityConfig, hookimpl
+from modkit.distributions import Categorical
 from modkit_image.nets import ConvDecoder, ConvEncoder, auto_channels
 from modkit_mask.metrics import MeanIoUState, confusion_matrix, iou_from_confusion, mean_iou, voc_palette
 

@@ -12,8 +12,8 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from modkit import (DiagGaussian, Experts, Fusion, FusionConfig, LossOutput, RecipeError, hookimpl, kl_gaussians,
-                    kl_standard_normal, product_of_experts, reparameterize)
+from modkit import Batch, Engine, Fusion, FusionConfig, LossOutput, RecipeError, SubsetPlan, hookimpl
+from modkit.distributions import DiagGaussian, Experts, kl_gaussians, kl_standard_normal, product_of_experts, reparameterize
 
 from modkit_meme.objective import log_marginal_from_samples, log_mixture, supervised_term, vamp_kl
 
@@ -48,7 +48,7 @@ class Meme(Fusion):
                 self.pseudo[name] = nn.Parameter(raw.float())
 
     # -- the objective --------------------------------------------------------------------------
-    def loss(self, model, batch, plan, beta) -> LossOutput:
+    def loss(self, model: Engine, batch: Batch, plan: SubsetPlan, beta: float) -> LossOutput:
         cfg = self.config
         experts = model.encode(batch)
         mu, logvar, present = experts.mu, experts.logvar, experts.present  # (N, B, D), (N, B, D), (B, N)
@@ -99,7 +99,7 @@ class Meme(Fusion):
         log_q = DiagGaussian(experts.mu, experts.logvar).log_prob(z0)
         return log_q - log_mixture(z0, comp_mu, comp_logvar, mask)
 
-    def _unpaired_kl(self, model, mu: Tensor, logvar: Tensor, z0: Tensor) -> Tensor:
+    def _unpaired_kl(self, model: Engine, mu: Tensor, logvar: Tensor, z0: Tensor) -> Tensor:
         """KL to the VampPrior (1/P) Σ_i p(z | u_i), u_i pseudo-samples of the other modalities (one-sample MC)."""
         if not self.config.pseudo_samples:
             return kl_standard_normal(mu, logvar)

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor
 
-from modkit import gaussian_log_prob
+from modkit.distributions import gaussian_log_prob
 
 
 def log_marginal_from_samples(log_q: Tensor, include_posterior: bool = True) -> Tensor:

@@ -14,8 +14,9 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from modkit import (Experts, Family, Fusion, FusionConfig, LossOutput, UniformMixture, cross_log_prob, family_log_prob,
-                    from_expert, hookimpl, uniform_log_weights)
+from modkit import Batch, Engine, Fusion, FusionConfig, LossOutput, SubsetPlan, hookimpl
+from modkit.distributions import (Experts, Family, UniformMixture, cross_log_prob, family_log_prob, from_expert,
+                                  uniform_log_weights)
 
 
 class MoEConfig(FusionConfig):
@@ -102,7 +103,7 @@ class MixtureOfExperts(Fusion):
             return self.component_log_prob(z, experts.mu.detach(), experts.logvar.detach())
         return self.component_log_prob(z, experts.mu, experts.logvar, stop_own=objective == "dreg")
 
-    def draws(self, model, batch, experts: Experts, beta: float) -> Draws:
+    def draws(self, model: Engine, batch: Batch, experts: Experts, beta: float) -> Draws:
         """K reparameterised draws from every expert, z (N, K, B, D), and their log weights
 
         log w = Σ_d λ_d log p(x_d|z) + β (log p(z) − log q(z|X)), with q the mixture of the present experts.
@@ -128,7 +129,7 @@ class MixtureOfExperts(Fusion):
             own_responsibility = torch.diagonal(responsibility, dim1=0, dim2=2).permute(2, 0, 1)  # (N, K, B)
         return Draws(rec + beta * (log_p - log_q), z_in, log_q - log_p, per, own_responsibility)
 
-    def loss(self, model, batch, plan, beta) -> LossOutput:
+    def loss(self, model: Engine, batch: Batch, plan: SubsetPlan, beta: float) -> LossOutput:
         experts = model.encode(batch)
         draws = self.draws(model, batch, experts, beta)
         n, k, b = draws.log_w.shape

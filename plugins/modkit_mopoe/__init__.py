@@ -12,8 +12,10 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from modkit import (DiagGaussian, Experts, Fusion, FusionConfig, LossOutput, RecipeError, UniformMixture, all_subsets,
-                    hookimpl, kl_standard_normal, product_of_experts, reparameterize, subset_validity, weighted_subset_kl)  # noqa: F401  (subset_validity: this plugin's API before it moved)
+from modkit import (Batch, Engine, Fusion, FusionConfig, LossOutput, RecipeError, SubsetPlan, all_subsets, hookimpl,  # noqa: F401
+                    subset_validity)  # subset_validity: this plugin's API before it moved
+from modkit.distributions import (DiagGaussian, Experts, UniformMixture, kl_standard_normal, product_of_experts, reparameterize,
+                                  weighted_subset_kl)
 
 #: the evaluation posterior enumerates every subset of the present modalities up to this many modalities
 MAX_ENUMERATED = 12
@@ -62,11 +64,11 @@ class MixtureOfProductsOfExperts(Fusion):
         shared = Experts(experts.mu[..., :d], experts.logvar[..., :d], experts.present, all_present=experts.all_present)
         return shared, experts.mu[..., d:], experts.logvar[..., d:]
 
-    def loss(self, model, batch, plan, beta) -> LossOutput:
+    def loss(self, model: Engine, batch: Batch, plan: SubsetPlan, beta: float) -> LossOutput:
         experts, private_mu, private_logvar = self.split(model.encode(batch))
         present = batch.present
         # a batch known complete on the host, with a non-empty subset in the plan: every sample has the same valid
-        # subsets and at least one, so no presence mask is needed anywhere below (issue 13; the same numbers)
+        # subsets and at least one, so no presence mask is needed anywhere below (the numbers are the masked ones)
         complete = experts.all_present and any(plan.counts)
         valid = subset_validity(plan.mask, present, complete)  # (S, B); complete: an (S, 1) column expanded
         pick = sample_components(valid)  # (B,)

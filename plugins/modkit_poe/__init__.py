@@ -4,8 +4,8 @@ from __future__ import annotations
 from pydantic import Field
 from torch import Tensor
 
-from modkit import (DiagGaussian, Experts, Fusion, FusionConfig, LossOutput, hookimpl, product_of_experts,
-                    subset_gaussian_elbo)
+from modkit import Batch, Engine, Fusion, FusionConfig, LossOutput, SubsetPlan, hookimpl, subset_gaussian_elbo
+from modkit.distributions import DiagGaussian, Experts, product_of_experts
 
 
 class PoEConfig(FusionConfig):
@@ -17,7 +17,7 @@ class ProductOfExperts(Fusion):
 
     Config = PoEConfig
 
-    def loss(self, model, batch, plan, beta) -> LossOutput:
+    def loss(self, model: Engine, batch: Batch, plan: SubsetPlan, beta: float) -> LossOutput:
         posterior = self.posterior(model.encode(batch), plan.mask)  # (S, B, D)
         return subset_gaussian_elbo(model, batch, plan, posterior.mu, posterior.logvar, beta)
 

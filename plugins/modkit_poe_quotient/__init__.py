@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from modkit import (DiagGaussian, Experts, Fusion, FusionConfig, LossOutput, hookimpl, product_of_experts,
-                    subset_gaussian_elbo)
+from modkit import Batch, Engine, Fusion, FusionConfig, LossOutput, SubsetPlan, hookimpl, subset_gaussian_elbo
+from modkit.distributions import DiagGaussian, Experts, product_of_experts
 
 
 class PoEQuotientConfig(FusionConfig):
@@ -50,7 +50,7 @@ class ProductQuotientOfExperts(Fusion):
     def posterior(self, experts: Experts, subsets: Tensor) -> DiagGaussian:
         return DiagGaussian(*quotient_of_experts(constrained_experts(experts), subsets))
 
-    def loss(self, model, batch, plan, beta) -> LossOutput:
+    def loss(self, model: Engine, batch: Batch, plan: SubsetPlan, beta: float) -> LossOutput:
         experts = model.encode(batch)
         mu, logvar = quotient_of_experts(constrained_experts(experts), plan.mask)  # (S, B, D)
         return subset_gaussian_elbo(model, batch, plan, mu, logvar, beta)

@@ -1,4 +1,4 @@
-"""The contract-test kit (modkit.testing) over every first-party modality and fusion (issue 11 item 6).
+"""The contract-test kit (modkit.testing) over every first-party modality and fusion.
 
 Parametrised from the registry: a modality or fusion plugin added to plugins/ is checked here without
 editing this file (its ``example()`` supplies small options and values).

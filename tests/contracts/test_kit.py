@@ -7,7 +7,8 @@ import sys
 import pytest
 import torch
 
-from modkit import DiagGaussian, Fusion, LossOutput, product_of_experts
+from modkit import Fusion, LossOutput
+from modkit.distributions import DiagGaussian, product_of_experts
 from modkit.testing import (FusionCase, ModalityCase, VectorModality, check_fusion, check_modality, fusion_absent_scores_zero,
                             fusion_finite_loss, fusion_posterior_nothing_present, modality_shapes,
                             modality_state_dict_round_trip)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from modkit import (ArrayRecords, Batch, ColumnRecords, DataError, DerivedDataset, DiagGaussian, Fusion, FusionConfig,
-                    GaussianHead, Modality, ModalityConfig, MultimodalVAE, RecipeError, UniformMixture, WeightedMixture,
-                    mlp)
+from modkit import (ArrayRecords, Batch, ColumnRecords, DataError, DerivedDataset, Fusion, FusionConfig, GaussianHead, Modality,
+                    ModalityConfig, MultimodalVAE, RecipeError, mlp)
+from modkit.distributions import DiagGaussian, UniformMixture, WeightedMixture
 
 
 def test_weighted_mixture_matches_torch_mixture_same_family():

@@ -17,7 +17,8 @@ from torch import Tensor
 sys.path.insert(0, str(Path(__file__).parent))
 from ppca_toys import LinearGaussian, orthogonal_loadings, ppca_data  # noqa: E402
 
-from modkit import Batch, Categorical, Fusion, FusionConfig, Modality, ModalityConfig, MultimodalVAE  # noqa: E402
+from modkit import Batch, Fusion, FusionConfig, Modality, ModalityConfig, MultimodalVAE  # noqa: E402
+from modkit.distributions import Categorical  # noqa: E402
 from modkit.evaluation.likelihood import likelihood_suite  # noqa: E402
 
 SIGMA, P = 0.05, 20
