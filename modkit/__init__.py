@@ -3,7 +3,7 @@
 Everything in ``__all__`` is the public API: what a plugin (first-party or third-party) and a
 notebook may import, from ``modkit`` itself. The modules behind it live in folders by role
 (``core``, ``data``, ``plugins``, ``config``, ``training``, ``runs``, ``evaluation``,
-``reporting``, ``cli``, ``scaffold``, ``experiments``) and may move between releases; an old flat
+``reporting``, ``tracking``, ``sweep``, ``cli``, ``scaffold``) and may move between releases; an old flat
 import (``modkit.gaussian``) still works for now, with a DeprecationWarning naming the new one.
 """
 from modkit import _compat

@@ -116,7 +116,6 @@ main.add_command(__import__("modkit.cli.run_commands", fromlist=["generate_comma
 main.add_command(__import__("modkit.cli.run_commands", fromlist=["sample_command"]).sample_command)
 main.add_command(__import__("modkit.cli.run_commands", fromlist=["report_command"]).report_command)
 main.add_command(__import__("modkit.cli.run_commands", fromlist=["sweep_command"]).sweep_command)
-main.add_command(__import__("modkit.cli.reproduce_command", fromlist=["reproduce_command"]).reproduce_command)
 
 
 if __name__ == "__main__":  # pragma: no cover
