@@ -217,3 +217,20 @@ def test_a_tuned_arm_is_at_each_x_the_candidate_with_the_best_mean(lower):
     best = "a" if lower else "b"  # at 0.1: 0.5 is the better error, 0.7 the better score; at 0.3 only a measured
     assert found == {0.1: {**table[best][0.1], "arm": best}, 0.3: {**table["a"][0.3], "arm": "a"}}
     assert found_runs == {0.1: runs[best][0.1], 0.3: runs["a"][0.3]}
+
+
+def test_the_library_never_imports_the_research_and_the_research_reads_sweeps_through_their_results_api():
+    """modkit/ installs without reproductions/; reproductions/ reads each arm's runs with modkit.sweep.load_results,
+    not from Optuna's trial records (the sweep's own bookkeeping)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2]
+    importers = []
+    for path in (root / "modkit").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            importers += [str(path.relative_to(root)) for n in names if n.split(".")[0] == "reproductions"]
+    assert importers == []
+    research = "\n".join(p.read_text() for p in (root / "reproductions").rglob("*.py"))
+    assert "optuna" not in research and "user_attrs" not in research and "load_results(" in research
