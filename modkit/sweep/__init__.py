@@ -23,16 +23,17 @@ from modkit.sweep.output import (DEFAULT_METRICS, SWEEP_CSV, SWEEP_MD, SWEEP_PNG
                                  write_results)
 from modkit.sweep.results import PointResult, SeedRun, SweepResults, TrialResult, load_results, mean_sd
 from modkit.sweep.space import Dimension, Space, grid_size, parse_dimension, parse_space, split_values
-from modkit.sweep.study import (ATTR, STUDY_DB, SWEEP_JSON, counts, create_study, default_storage, find, load_study, locate,
-                                new_sweep, open_storage, recover, remaining, sampler_for)
+from modkit.sweep.study import (ATTR, STUDY_DB, SWEEP_JSON, counts, create_study, default_storage, load_study, locate,
+                                new_sweep, open_storage, open_sweep, recover, remaining, sampler_for)
 from modkit.sweep.trial import objective_for, run_one, summary_metrics, trial_folder
 from modkit.sweep.workers import TrialProgress, run_workers, thread_share, work
 
 __all__ = [
-    "ATTR", "DEFAULT_METRICS", "MAX_CHECKS", "SAMPLERS", "SEED_FIELD", "STUDY_DB", "SWEEP_CSV", "SWEEP_JSON", "SWEEP_MD",
-    "SWEEP_PNG", "Dimension", "PointResult", "SeedRun", "Space", "SweepConfig", "SweepResults", "TrialProgress",
-    "TrialResult", "check_components", "counts", "create_study", "default_storage", "find", "finish", "grid_size",
-    "load_results", "load_study", "locate", "mean_sd", "new_sweep", "objective_for", "open_storage", "optuna_plots",
-    "parse_dimension", "parse_space", "pick_metrics", "recover", "remaining", "resolve", "run_one", "run_workers",
-    "sampler_for", "split_values", "summary_metrics", "thread_share", "trial_folder", "validate", "work", "write_results",
+    "ATTR", "DEFAULT_METRICS", "MAX_CHECKS", "SAMPLERS", "SEED_FIELD", "STUDY_DB", "SWEEP_CSV", "SWEEP_JSON",
+    "SWEEP_MD", "SWEEP_PNG", "Dimension", "PointResult", "SeedRun", "Space", "SweepConfig", "SweepResults",
+    "TrialProgress", "TrialResult", "check_components", "counts", "create_study", "default_storage", "finish",
+    "grid_size", "load_results", "load_study", "locate", "mean_sd", "new_sweep", "objective_for", "open_storage",
+    "open_sweep", "optuna_plots", "parse_dimension", "parse_space", "pick_metrics", "recover", "remaining", "resolve",
+    "run_one", "run_workers", "sampler_for", "split_values", "summary_metrics", "thread_share", "trial_folder",
+    "validate", "work", "write_results",
 ]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from modkit.sweep.config import SweepConfig
-from modkit.sweep.study import find
+from modkit.sweep.study import open_sweep
 from modkit.sweep.trial import trial_folder
 
 #: a trial's state, as Optuna names it (lower case)
@@ -107,7 +107,7 @@ def load_results(target: str | Path, storage: str | None = None, out: Path | Non
     """The results of the sweep in folder ``target`` (its study.db, or ``storage``), or of study ``target`` in
     ``storage``. The trials' folders are under ``out`` if given, else under the sweep folder, else where the
     sweep was made. Reads only: a sweep that is running elsewhere is seen as it stands."""
-    study, config, _ = find(target, storage, out)
+    study, config, _ = open_sweep(target, storage, out)
     out = Path(config.out)
     keys = config.space.keys
     trials = []
@@ -115,7 +115,8 @@ def load_results(target: str | Path, storage: str | None = None, out: Path | Non
         folder = trial_folder(out, t)
         runs = [SeedRun(int(name.removeprefix("seed-")), folder / name, dict(metrics))
                 for name, metrics in (t.user_attrs.get("seeds") or {}).items()]
-        trials.append(TrialResult(number=t.number, state=t.state.name.lower(), values={k: t.params[k] for k in keys if k in t.params},
-                                  folder=folder, runs=runs, value=t.value, started=t.datetime_start,
-                                  finished=t.datetime_complete, error=t.user_attrs.get("error")))
+        values = {k: t.params[k] for k in keys if k in t.params}
+        trials.append(TrialResult(number=t.number, state=t.state.name.lower(), values=values, folder=folder, runs=runs,
+                                  value=t.value, started=t.datetime_start, finished=t.datetime_complete,
+                                  error=t.user_attrs.get("error")))
     return SweepResults(config, sorted(trials, key=lambda t: t.number))

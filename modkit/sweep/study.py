@@ -203,7 +203,7 @@ def new_sweep(recipe_path: Path, overrides: list[str], out: Path, *, storage: st
     return config, url
 
 
-def find(target: str | Path, storage: str | None, out: Path | None = None) -> tuple[Any, SweepConfig, str]:
+def open_sweep(target: str | Path, storage: str | None, out: Path | None = None) -> tuple[Any, SweepConfig, str]:
     """A sweep's study, its definition and its storage URL: ``target`` is a sweep folder (its study.db, or
     ``storage``) or a study's name in ``storage``. The definition's ``out`` is the folder the trials' runs
     are in: ``out`` if given, else the sweep folder, else where the sweep was made."""
@@ -227,6 +227,6 @@ def find(target: str | Path, storage: str | None, out: Path | None = None) -> tu
 
 def locate(target: str, storage: str | None, out: Path | None) -> tuple[SweepConfig, str]:
     """``--resume SWEEP_DIR`` (its study.db, or --storage) or ``--resume STUDY --storage URL``."""
-    _, config, url = find(target, storage, out)
+    _, config, url = open_sweep(target, storage, out)
     rundir.ensure_writable(Path(config.out))
     return config, url
