@@ -44,7 +44,7 @@ INIT_KEY = "model.fusion.downstream.init_from"
 @dataclass(frozen=True)
 class Arm:
     name: str
-    recipe: str = ""  # relative to the repository's recipes/ folder
+    recipe: str = ""  # a file of reproductions/recipes/ or of the repository's recipes/ (find_recipe)
     sets: tuple[str, ...] = ()
     #: "model": trained over seeds at every x; "logreg": scikit-learn on the recipe's labelled pairs;
     #: "pretrain": trained over seeds once, at no x (the claim's x is a later stage's), only to start the arms

@@ -79,9 +79,9 @@ def test_an_arm_can_only_start_from_an_earlier_arm():
 
 
 def test_the_sweeps_seed_field_is_each_runs_seed(tmp_path):
+    from modkit import sweep
     from modkit.config.project import load_project
     from modkit.config.recipe import read_yaml
-    from modkit import sweep
     from reproductions.reproduce import project_root
 
     path = project_root() / "recipes" / "digits-latent_mix.yaml"
