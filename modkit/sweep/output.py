@@ -12,7 +12,7 @@ from typing import Any, Callable
 from modkit.errors import ModkitError
 from modkit.runs import files as rundir
 from modkit.sweep.config import SweepConfig
-from modkit.sweep.results import mean_sd
+from modkit.sweep.results import mean_sd, results_of
 from modkit.sweep.study import counts, load_study, open_storage
 
 SWEEP_CSV = "sweep.csv"
@@ -35,18 +35,17 @@ def _fmt(value: Any) -> str:
 
 def write_results(study, config: SweepConfig, echo: Callable[[str], None]) -> dict[str, Any]:
     """sweep.csv (every seed run), sweep.md (mean ± sd per trial, best first), sweep.png and Optuna's plots."""
-    from optuna.trial import TrialState
-
     from modkit.reporting import figures
 
     out = Path(config.out)
     keys = config.space.keys
-    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get("seeds")]
+    results = results_of(study, config)
+    trials = [t for t in results.complete() if t.runs]
     if not trials:
         raise ModkitError(f"no trial of study '{config.study}' has finished yet")
     # every seed run, every metric
-    runs = [{"trial": t.number, "run": f"{Path(t.user_attrs['run_dir']).name}/{seed}", **{k: t.params.get(k) for k in keys},
-             **metrics} for t in trials for seed, metrics in t.user_attrs["seeds"].items()]
+    runs = [{"trial": t.number, "run": f"{t.folder.name}/{r.run_dir.name}", **{k: t.values.get(k) for k in keys}, **r.metrics}
+            for t in trials for r in t.runs]
     columns = list(dict.fromkeys(c for r in runs for c in r))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns)
@@ -54,15 +53,15 @@ def write_results(study, config: SweepConfig, echo: Callable[[str], None]) -> di
     writer.writerows(runs)
     rundir.atomic_write_text(out / SWEEP_CSV, buffer.getvalue())
     # per trial: mean ± sd over seeds
-    names = list(dict.fromkeys(k for t in trials for m in t.user_attrs["seeds"].values() for k in m))
+    names = list(dict.fromkeys(k for t in trials for r in t.runs for k in r.metrics))
     chosen = [m for m in [config.objective, *pick_metrics(names, config.plot or DEFAULT_METRICS)] if m in names]
     chosen = list(dict.fromkeys(chosen))
     rows = []
     for t in trials:
-        per_seed = list(t.user_attrs["seeds"].values())
+        per_seed = [r.metrics for r in t.runs]
         stats = {m: mean_sd([s[m] for s in per_seed if m in s]) for m in chosen if any(m in s for s in per_seed)}
-        rows.append({"trial": t.number, **{k: t.params.get(k) for k in keys}, "seeds": len(per_seed), **stats,
-                     "run_dir": t.user_attrs["run_dir"]})
+        rows.append({"trial": t.number, **{k: t.values.get(k) for k in keys}, "seeds": len(per_seed), **stats,
+                     "run_dir": str(t.folder)})
     reverse = config.direction == "maximize"
     rows.sort(key=lambda r: r[config.objective][0], reverse=reverse)
     best = rows[0]
@@ -86,10 +85,10 @@ def write_results(study, config: SweepConfig, echo: Callable[[str], None]) -> di
             pass
         figures.sweep_plot(x_key, xs, series, out / SWEEP_PNG)
         plots.insert(0, SWEEP_PNG)
-    pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+    pruned = [t for t in results.trials if t.state == "pruned"]
     if pruned:
-        md += ["Diverged (pruned): " + "; ".join(f"trial {t.number} ({', '.join(f'{k}={v}' for k, v in t.params.items())}): "
-                                                 f"{t.user_attrs.get('error', 'pruned')}" for t in pruned), ""]
+        md += ["Diverged (pruned): " + "; ".join(f"trial {t.number} ({', '.join(f'{k}={v}' for k, v in t.values.items())}): "
+                                                 f"{t.error or 'pruned'}" for t in pruned), ""]
     md += [f"![{p}]({p})" for p in plots]
     md += ["", f"Every metric of every seed run: `{SWEEP_CSV}`; the study: `{config.study}`.", ""]
     rundir.atomic_write_text(out / SWEEP_MD, "\n".join(md))

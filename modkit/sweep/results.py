@@ -108,6 +108,11 @@ def load_results(target: str | Path, storage: str | None = None, out: Path | Non
     ``storage``. The trials' folders are under ``out`` if given, else under the sweep folder, else where the
     sweep was made. Reads only: a sweep that is running elsewhere is seen as it stands."""
     study, config, _ = open_sweep(target, storage, out)
+    return results_of(study, config)
+
+
+def results_of(study: Any, config: SweepConfig) -> SweepResults:
+    """An open study's results, its trials' folders under ``config.out``."""
     out = Path(config.out)
     keys = config.space.keys
     trials = []
