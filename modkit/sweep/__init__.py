@@ -21,7 +21,7 @@ from __future__ import annotations
 from modkit.sweep.config import MAX_CHECKS, SAMPLERS, SEED_FIELD, SweepConfig, check_components, resolve, validate
 from modkit.sweep.output import (DEFAULT_METRICS, SWEEP_CSV, SWEEP_MD, SWEEP_PNG, finish, optuna_plots, pick_metrics,
                                  write_results)
-from modkit.sweep.results import PointResult, SeedRun, SweepResults, TrialResult, load_results, mean_sd
+from modkit.sweep.results import PointResult, SeedRun, SweepResults, TrialResult, load_results, mean_sd, results_of
 from modkit.sweep.space import Dimension, Space, grid_size, parse_dimension, parse_space, split_values
 from modkit.sweep.study import (ATTR, STUDY_DB, SWEEP_JSON, counts, create_study, default_storage, load_study, locate,
                                 new_sweep, open_storage, open_sweep, recover, remaining, sampler_for)
@@ -34,6 +34,6 @@ __all__ = [
     "TrialProgress", "TrialResult", "check_components", "counts", "create_study", "default_storage", "finish",
     "grid_size", "load_results", "load_study", "locate", "mean_sd", "new_sweep", "objective_for", "open_storage",
     "open_sweep", "optuna_plots", "parse_dimension", "parse_space", "pick_metrics", "recover", "remaining", "resolve",
-    "run_one", "run_workers", "sampler_for", "split_values", "summary_metrics", "thread_share", "trial_folder",
-    "validate", "work", "write_results",
+    "results_of", "run_one", "run_workers", "sampler_for", "split_values", "summary_metrics", "thread_share",
+    "trial_folder", "validate", "work", "write_results",
 ]
