@@ -1,5 +1,6 @@
 """modkit: multimodal variational autoencoders from plugins.
 
+<<<<<<< HEAD
 Everything in ``__all__`` is the public API: the contracts a plugin (first-party or third-party) and a
 notebook import from ``modkit`` itself. The distribution math a fusion or modality computes with (Gaussian
 experts, products, KL, mixtures, likelihoods) is public too, in :mod:`modkit.distributions`. The modules
@@ -7,6 +8,13 @@ behind both live in folders by role (``core``, ``data``, ``plugins``, ``config``
 ``evaluation``, ``reporting``, ``cli``, ``scaffold``, ...) and may move between releases; an old flat import
 (``modkit.gaussian``) still works for now, with a DeprecationWarning naming the new one, and so does
 ``from modkit import DiagGaussian``, naming :mod:`modkit.distributions`.
+=======
+Everything in ``__all__`` is the public API: what a plugin (first-party or third-party) and a
+notebook may import, from ``modkit`` itself. The modules behind it live in folders by role
+(``core``, ``data``, ``plugins``, ``config``, ``training``, ``runs``, ``evaluation``,
+``reporting``, ``tracking``, ``sweep``, ``cli``, ``scaffold``) and may move between releases; an old flat
+import (``modkit.gaussian``) still works for now, with a DeprecationWarning naming the new one.
+>>>>>>> wt-research
 """
 from modkit import _compat
 from modkit._meta import DISTRIBUTION, VERSION

@@ -48,8 +48,13 @@ MOVED_MODULES: dict[str, str] = {
     "modkit.render": "modkit.reporting.samples",
     "modkit.report": "modkit.reporting.report",
     "modkit.cli_eval": "modkit.cli.run_commands",
-    "modkit.sweep": "modkit.experiments.sweep",
+    "modkit.experiments.sweep": "modkit.sweep",
 }
+
+#: packages that no longer exist but held a module that moved: importing them gives an empty package, so that
+#: ``from modkit.experiments import sweep`` reaches the moved module (the research code that was there lives in
+#: the repository's reproductions/ folder, outside the installed package)
+VANISHED_PACKAGES = {name.rsplit(".", 1)[0] for name in MOVED_MODULES} - {"modkit"}
 
 
 def _warn(old: str, new: str) -> None:
@@ -69,10 +74,21 @@ class _AliasLoader(importlib.abc.Loader):
         pass
 
 
+class _EmptyPackageLoader(importlib.abc.Loader):
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> None:
+        return None  # the default: an empty module with the spec's (empty) __path__
+
+    def exec_module(self, module: ModuleType) -> None:
+        pass
+
+
 class _MovedFinder(importlib.abc.MetaPathFinder):
-    """Maps ``import modkit.gaussian`` to ``modkit.core.gaussian`` (same module object)."""
+    """Maps ``import modkit.gaussian`` to ``modkit.core.gaussian`` (same module object). Last on
+    ``sys.meta_path``: asked only for names no real module has."""
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None):
+        if fullname in VANISHED_PACKAGES:
+            return importlib.machinery.ModuleSpec(fullname, _EmptyPackageLoader(), is_package=True)
         new = MOVED_MODULES.get(fullname)
         if new is None:
             return None

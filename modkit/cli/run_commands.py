@@ -197,7 +197,7 @@ def sweep_command(recipe: Path | None, overrides: tuple[str, ...], sampler: str 
     import os
 
     from modkit.errors import ModkitError
-    from modkit.experiments import sweep
+    from modkit import sweep
     from modkit.training.trainer import Interrupted
 
     if as_worker:  # a process started by --workers N: its thread share, no tables

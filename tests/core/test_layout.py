@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "modkit"
-ROLES = {"core", "data", "plugins", "config", "training", "runs", "evaluation", "reporting", "cli", "scaffold", "experiments", "tracking"}  # tracking: issue 14
+ROLES = {"core", "data", "plugins", "config", "training", "runs", "evaluation", "reporting", "cli", "scaffold", "tracking", "sweep"}  # tracking: issue 14
 
 
 def module_name(path: Path) -> str:

@@ -2,7 +2,7 @@
 
 A *documented number* is a decimal (``0.958``, ``−24.53``, ``1.2e-7``'s ``1.2``) or a percentage
 (``10 %``) in the prose or tables of README.md and docs/**/*.md, outside code spans and code blocks (where
-settings and commands live) and outside the blocks ``modkit.experiments.fusion_tables`` generates (which are
+settings and commands live) and outside the blocks ``reproductions.fusion_tables`` generates (which are
 checked against the JSON they are rendered from instead). It must occur in a generated source: a page whose
 opening says it is generated (docs/reproductions.md, docs/benchmarks.md), docs/reproductions.json,
 benchmarks/results/**, or a generated block; or be one of the few allowed numbers below, each with its
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from modkit.experiments import fusion_tables
+from reproductions import fusion_tables
 
 ROOT = Path(__file__).resolve().parents[2]
 

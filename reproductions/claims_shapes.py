@@ -1,13 +1,13 @@
 """The shapes experiments' claims (issue 15): LCMVAE's captions for segmentation, fully convolutional M2
 segmentation, MVAE's vision transforms, weakly supervised translation and nineteen modalities.
 
-Kept apart from :mod:`modkit.experiments.claims` (which appends them to ``CLAIMS``) so each list can grow
+Kept apart from :mod:`reproductions.claims` (which appends them to ``CLAIMS``) so each list can grow
 without the other. Paper numbers are quoted from ``../shared/REFERENCE.md``; every quick tier trains a few
 hundred scenes for one epoch: it checks the machinery, never the papers.
 """
 from __future__ import annotations
 
-from modkit.experiments.claim_spec import Arm, Claim
+from reproductions.claim_spec import Arm, Claim
 
 PAIRED = "data.paired_fraction"
 QUICK = ("train.epochs=1", "data.dataset.n=100", "eval.samples=2")  # 80 training scenes, 20 test scenes
@@ -85,7 +85,7 @@ def transform_claim(source: str, what: str) -> Claim:
         rule=not_worse("mean error of the supervised network − of the MVAE", "the MVAE's error at most the supervised one's"),
         also=((f"reconstruction/{source}->image/nll", f"−log p(image | {source}) of the decoded image, nats (lower is better)"),),
         diagnosis="The supervised network is latent mixing's downstream mode from scratch (`supervised_transform` in "
-                  "modkit/experiments/claims_shapes.py): the source view's encoder, a mixer and the image's own "
+                  "reproductions/claims_shapes.py): the source view's encoder, a mixer and the image's own "
                   "convolutional decoder (`head: decoder`), trained on that pair alone: the MVAE's data, encoder and "
                   "decoder, without a generative model of the source or the other views.",
     )

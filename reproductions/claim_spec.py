@@ -1,20 +1,33 @@
-"""What a claim of ``modkit reproduce`` is: its arms, its baseline, its metric and the verdict rule written
-before anything runs (the catalogues: :mod:`modkit.experiments.claims`, :mod:`modkit.experiments.claims_shapes`)."""
+"""What a claim of ``python -m reproductions`` is: its arms, its baseline, its metric and the verdict rule written
+before anything runs (the catalogues: :mod:`reproductions.claims`, :mod:`reproductions.claims_shapes`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
 
-def project_root() -> Path:
-    """The modkit checkout whose recipes/ the claims name: this source tree when modkit runs from it (an
-    editable install), else the working directory (``pip install .`` copies no recipes)."""
-    for candidate in (Path(__file__).resolve().parents[2], Path.cwd()):
-        if (candidate / "recipes").is_dir():
-            return candidate
-    from modkit.errors import ModkitError
+#: the recipes only the claims use (those the docs present to users stay in the repository's recipes/)
+RECIPES = Path(__file__).resolve().parent / "recipes"
 
-    raise ModkitError("modkit reproduce needs the modkit repository's recipes/ folder: run it from the repository's root")
+
+def project_root() -> Path:
+    """The modkit checkout this package lives in: its recipes/, docs/ and the report's default place."""
+    return Path(__file__).resolve().parents[1]
+
+
+def find_recipe(name: str, recipes_dir: Path | None = None) -> Path:
+    """A recipe an arm names: an absolute path as it is; else from the claims' own recipes; else from
+    ``recipes_dir`` if given, else a path relative to the working directory if there is one, else the
+    checkout's recipes/."""
+    path = Path(name)
+    if path.is_absolute():
+        return path
+    if (RECIPES / name).is_file():
+        return RECIPES / name
+    if recipes_dir is not None:
+        return Path(recipes_dir) / name
+    return path if path.exists() else project_root() / "recipes" / name
+
 
 #: the verdict rule every claim uses unless it says otherwise (written before the run)
 GAP_RULE = ("At each x in the claim's region, gap = mean(subject) − mean(baseline) and "
@@ -31,7 +44,7 @@ INIT_KEY = "model.fusion.downstream.init_from"
 @dataclass(frozen=True)
 class Arm:
     name: str
-    recipe: str = ""  # relative to the repository's recipes/ folder
+    recipe: str = ""  # a file of reproductions/recipes/ or of the repository's recipes/ (find_recipe)
     sets: tuple[str, ...] = ()
     #: "model": trained over seeds at every x; "logreg": scikit-learn on the recipe's labelled pairs;
     #: "pretrain": trained over seeds once, at no x (the claim's x is a later stage's), only to start the arms

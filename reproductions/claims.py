@@ -1,4 +1,4 @@
-"""The papers' claims that ``modkit reproduce`` checks: each with its arms, its baseline and a verdict rule
+"""The papers' claims that ``python -m reproductions`` checks: each with its arms, its baseline and a verdict rule
 written down before anything runs.
 
 A claim compares a *subject* arm (the paper's method) with a *baseline* arm on one metric, at each value
@@ -9,8 +9,8 @@ on exactly the labelled pairs the models were allowed to see. Numbers the paper 
 """
 from __future__ import annotations
 
-from modkit.experiments.claim_spec import GAP_RULE, INIT_KEY, Arm, Claim, project_root  # noqa: F401 - the catalogue's types, re-exported
-from modkit.experiments.claims_shapes import SHAPES_CLAIMS
+from reproductions.claim_spec import GAP_RULE, INIT_KEY, Arm, Claim, project_root  # noqa: F401 - the catalogue's types, re-exported
+from reproductions.claims_shapes import SHAPES_CLAIMS
 
 PAIRED = "data.paired_fraction"
 #: M2 has no Gaussian prior over [z_c, y] (its prior() is None): a test ELBO scored under N(0, I) means nothing

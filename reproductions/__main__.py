@@ -1,4 +1,8 @@
-"""``modkit reproduce``: the papers' claims over seeds, beside baselines, with verdicts (docs/reproductions.md)."""
+"""``python -m reproductions``: the papers' claims over seeds, beside baselines, with verdicts (docs/reproducing.md).
+
+Research code beside the library, run from the repository's root: it needs the checkout's recipes/ and
+docs/, so it is no command of the installed ``modkit``.
+"""
 from __future__ import annotations
 
 import sys
@@ -8,8 +12,10 @@ import click
 
 from modkit.errors import user_errors
 
+COMMAND = ["python", "-m", "reproductions"]  # how the report's stamp names the command
 
-@click.command("reproduce")
+
+@click.command("reproductions")
 @click.argument("claims", nargs=-1)
 @click.option("--quick", is_flag=True, help="One seed, 3 epochs, one x value: checks the machinery in minutes (verdicts inconclusive).")
 @click.option("--seeds", type=click.IntRange(1), default=3, show_default=True, help="Seeds per arm and x (the full tier).")
@@ -22,11 +28,11 @@ from modkit.errors import user_errors
               "progress elsewhere, or one cut short); a cell says over how many seeds it is.")
 @click.option("--list", "list_claims", is_flag=True, help="List the claims and exit.")
 @user_errors
-def reproduce_command(claims: tuple[str, ...], quick: bool, seeds: int, workers: int, out: Path | None, report: Path | None,
-                      no_train: bool, list_claims: bool) -> None:
+def main(claims: tuple[str, ...], quick: bool, seeds: int, workers: int, out: Path | None, report: Path | None,
+         no_train: bool, list_claims: bool) -> None:
     """Run CLAIMS (default: all) and write their verdicts: reproduced, in direction only, or contradicted."""
-    from modkit.experiments import claims as catalogue
-    from modkit.experiments.reproduce import RESULTS_MD, project_root, reproduce
+    from reproductions import claims as catalogue
+    from reproductions.reproduce import RESULTS_MD, project_root, reproduce
 
     if list_claims:
         for claim in catalogue.CLAIMS:
@@ -35,4 +41,8 @@ def reproduce_command(claims: tuple[str, ...], quick: bool, seeds: int, workers:
     out = out or Path("runs") / ("reproduce-quick" if quick else "reproduce")
     report = report or (out / RESULTS_MD if quick else project_root() / "docs" / RESULTS_MD)
     figures = report.parent / "figures" / "reproductions" if not quick else out / "figures"
-    reproduce(list(claims), quick, seeds, 0 if no_train else workers, out, report, figures, ["modkit", "reproduce", *sys.argv[2:]], echo=click.echo)
+    reproduce(list(claims), quick, seeds, 0 if no_train else workers, out, report, figures, [*COMMAND, *sys.argv[1:]], echo=click.echo)
+
+
+if __name__ == "__main__":
+    main(prog_name="python -m reproductions")

@@ -10,10 +10,10 @@ import torch
 import yaml
 
 from modkit.errors import RecipeError
-from modkit.experiments import claims as catalogue
-from modkit.experiments.claim_spec import Arm, Claim
-from modkit.experiments.claims_shapes import NINETEEN
-from modkit.experiments.reproduce import metric_value, project_root, reproduce, verdict
+from reproductions import claims as catalogue
+from reproductions.claim_spec import Arm, Claim
+from reproductions.claims_shapes import NINETEEN
+from reproductions.reproduce import metric_value, project_root, reproduce, verdict
 
 
 def cell(mean, sd, n):

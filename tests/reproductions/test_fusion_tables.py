@@ -1,4 +1,4 @@
-"""modkit.experiments.fusion_tables: arms reach their fusion's page through their recipes, each row carries
+"""reproductions.fusion_tables: arms reach their fusion's page through their recipes, each row carries
 the claim's baseline at the same x, secondary metrics (``also``) get their own rows, and the pages' blocks are
 rewritten in place without touching the prose around them."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from modkit.experiments import fusion_tables as ft
+from reproductions import fusion_tables as ft
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,7 +74,7 @@ def test_rows_carry_the_baseline_at_the_same_x_and_the_secondary_metrics(tmp_pat
 def test_a_fusion_without_an_arm_says_how_to_get_one(tmp_path: Path):
     block = ft.render(_data(), "latent_mix", _recipes(tmp_path))
     assert "No generated result exists yet for `latent_mix`" in block
-    assert "modkit reproduce CLAIM" in block and "--set model.fusion=latent_mix" in block
+    assert "python -m reproductions CLAIM" in block and "--set model.fusion=latent_mix" in block
     assert not any(line.startswith("|") for line in block.splitlines())
 
 

@@ -1,9 +1,9 @@
-"""``modkit reproduce``: run the papers' claims over seeds beside their baselines and write the verdicts.
+"""``python -m reproductions``: run the papers' claims over seeds beside their baselines and write the verdicts.
 
-Every model arm of a claim is one grid sweep (``modkit.experiments.sweep``: Optuna study, run directories,
+Every model arm of a claim is one grid sweep (``modkit.sweep``: Optuna study, run directories,
 resume from checkpoints) over the claim's x values × seeds; arms that share recipe and settings share the
 sweep. ``logreg`` arms fit scikit-learn on the labelled pairs the models were allowed to see. Results are
-aggregated to mean ± sd, judged by the claim's rule (written in :mod:`modkit.experiments.claims` before the
+aggregated to mean ± sd, judged by the claim's rule (written in :mod:`reproductions.claims` before the
 run) and written as ``reproductions.md`` + ``reproductions.json`` + one figure per claim, stamped with the
 commit, date, machine, load and command. ``--quick`` (one seed, few epochs, one x) checks the machinery, not
 the papers: its verdicts are inconclusive by construction.
@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from modkit.errors import ModkitError
-from modkit.experiments.claims import Arm, Claim, find, project_root
-from modkit.experiments.fusion_tables import cell
+from reproductions.claim_spec import find_recipe
+from reproductions.claims import Arm, Claim, find, project_root
+from reproductions.fusion_tables import cell
 from modkit.runs import files as rundir
 
 
@@ -35,8 +36,7 @@ RESULTS_JSON = "reproductions.json"
 
 
 def recipe_path(arm: Arm) -> Path:
-    path = Path(arm.recipe)
-    return path if path.is_absolute() or path.exists() else project_root() / "recipes" / arm.recipe
+    return find_recipe(arm.recipe)
 
 
 def arm_sets(claim: Claim, arm: Arm, quick: bool) -> list[str]:
@@ -66,7 +66,7 @@ def run_model_arm(claim: Claim, arm: Arm, xs: list[float], seeds: list[int], out
     ``x_key``: the swept key (default the claim's; None: trained at no x). ``start``: the earlier stage's trial
     folder; each seed's run starts from ``start/seed-S`` through ``arm.init_key`` (the sweep's ``{seed}`` field).
     ``dirs`` receives x → seed → run directory."""
-    from modkit.experiments import sweep
+    from modkit import sweep
 
     x_key = claim.x_key if x_key is True else x_key
     evaluate = None if arm.kind == "pretrain" else (claim.quick_evaluate if quick and claim.quick_evaluate else claim.evaluate)
@@ -89,21 +89,16 @@ def run_model_arm(claim: Claim, arm: Arm, xs: list[float], seeds: list[int], out
                                       plot=[arm.metric or claim.metric], device=None, heartbeat=30, echo=lambda s: echo("  " + s))
     if workers:  # 0 (--no-train): report the finished trials as they are
         sweep.run_workers(config, url, workers, lambda s: echo("  " + s))
-    study, _ = sweep.load_study(config.study, sweep.open_storage(url, config.heartbeat))
-    from optuna.trial import TrialState
-
     found: dict[float | None, dict[int, dict[str, float]]] = {}
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    for trial in sweep.load_results(folder).complete():
         if trained is not None:
-            trained += [d for d in (trial.datetime_start, trial.datetime_complete) if d is not None]
-        x = float(trial.params.get(x_key, xs[0])) if x_key else None  # one x value is not a swept dimension
-        for name, metrics in trial.user_attrs.get("seeds", {}).items():
-            run_dir = sweep.trial_folder(folder, trial) / name
-            seed = int(name.removeprefix("seed-"))
-            values = {**metrics, **eval_metrics(run_dir)}  # eval.json as it is now: a run evaluated again counts anew
-            found.setdefault(x, {})[seed] = {k: (None if k in arm.not_applicable else v) for k, v in values.items()}
+            trained += [d for d in (trial.started, trial.finished) if d is not None]
+        x = float(trial.values.get(x_key, xs[0])) if x_key else None  # one x value is not a swept dimension
+        for run in trial.runs:
+            values = {**run.metrics, **eval_metrics(run.run_dir)}  # eval.json as it is now: a run evaluated again counts anew
+            found.setdefault(x, {})[run.seed] = {k: (None if k in arm.not_applicable else v) for k, v in values.items()}
             if dirs is not None:
-                dirs.setdefault(x, {})[seed] = run_dir
+                dirs.setdefault(x, {})[run.seed] = run.run_dir
     return found
 
 
@@ -372,12 +367,12 @@ def previous_results(report: Path) -> dict[str, dict]:
             return {}
         return {c["id"]: {**c, "meta": c.get("meta") or claim_meta(data["meta"])} for c in data["claims"]}
     except (ValueError, KeyError, TypeError) as exc:
-        raise ModkitError(f"{path}: not a report modkit reproduce wrote ({exc}); move it away to write a new one") from None
+        raise ModkitError(f"{path}: not a report python -m reproductions wrote ({exc}); move it away to write a new one") from None
 
 
 def merged(results: list[dict], previous: dict[str, dict]) -> list[dict]:
     """The new results in place of their earlier rows, the other earlier rows kept, in the catalogue's order."""
-    from modkit.experiments.claims import CLAIMS
+    from reproductions.claims import CLAIMS
 
     rows = {**previous, **{r["id"]: r for r in results}}
     order = {c.id: i for i, c in enumerate(CLAIMS)}
@@ -386,9 +381,9 @@ def merged(results: list[dict], previous: dict[str, dict]) -> list[dict]:
 
 def write_report(results: list[dict], meta: dict[str, Any], out: Path, figures_dir: Path, quick: bool) -> Path:
     md = ["# Reproductions", "",
-          "Generated by `modkit reproduce` — do not edit: rerun the command below. Each claim is the paper's "
+          "Generated by `python -m reproductions` — do not edit: rerun the command below. Each claim is the paper's "
           "statement and number, modkit's measurement (mean ± sd over seeds, n in brackets) beside a baseline, and a "
-          "verdict decided by the rule written in `modkit/experiments/claims.py` before the run.", "",
+          "verdict decided by the rule written in `reproductions/claims.py` before the run.", "",
           "This file was last written by the command below; each claim's own stamp says which run of the command "
           "measured it (a command given some claims rewrites theirs and keeps the others).", "",
           f"- commit: `{meta['commit']}`", f"- date: {meta['date']} (finished {meta.get('finished', '?')})", *([f"- runs trained: {meta['trained']}"] if meta.get("trained") else []), f"- machine: {meta['machine']}",
@@ -540,7 +535,7 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
     path = write_report(merged(results, previous), meta, report, figures_dir, quick)
     echo(f"wrote {path} and {path.with_suffix('.json')}")
     if not quick and (path.parent / "fusions").is_dir():  # the docs: each fusion page quotes its arms' rows
-        from modkit.experiments import fusion_tables
+        from reproductions import fusion_tables
 
         for page in fusion_tables.write(path.with_suffix(".json"), path.parent):
             echo(f"updated {page}")

@@ -1,4 +1,4 @@
-"""modkit reproduce: the verdict rule, the supervised baseline's data, and the quick tier end to end."""
+"""python -m reproductions: the verdict rule, the supervised baseline's data, and the quick tier end to end."""
 from __future__ import annotations
 
 import json
@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from modkit.cli.main import main
-from modkit.experiments import claims as catalogue
-from modkit.experiments.reproduce import gap_verdict, logreg_on_pairs, stats
+from reproductions import claims as catalogue
+from reproductions.__main__ import main
+from reproductions.reproduce import gap_verdict, logreg_on_pairs, stats
 
 
 def cell(mean, sd, n):
@@ -65,9 +65,24 @@ def test_logreg_fits_on_exactly_the_pairs_the_models_see(monkeypatch):
     assert fitted == [round(0.1 * 1437)] and 0.5 < accuracy <= 1.0
 
 
+def test_the_entry_runs_from_the_checkout_and_no_installed_command_needs_one():
+    """``python -m reproductions`` from the repository's root lists the catalogue; the installed CLI has no
+    ``reproduce`` (it would need the checkout's recipes/ and docs/)."""
+    import subprocess
+    import sys
+
+    from modkit.cli.main import main as modkit_main
+
+    root = Path(__file__).resolve().parents[2]
+    listed = subprocess.run([sys.executable, "-m", "reproductions", "--list"], cwd=root, capture_output=True, text=True, check=True)
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == [c.id for c in catalogue.CLAIMS]
+    gone = CliRunner().invoke(modkit_main, ["reproduce", "--list"])
+    assert gone.exit_code == 2 and "No such command 'reproduce'" in gone.output
+
+
 def test_quick_tier_runs_and_writes_a_stamped_report(tmp_path):
     out = tmp_path / "reproduce"
-    result = CliRunner().invoke(main, ["reproduce", "--quick", "--out", str(out)], catch_exceptions=False)  # every claim
+    result = CliRunner().invoke(main, ["--quick", "--out", str(out)], catch_exceptions=False)  # every claim
     assert result.exit_code == 0, result.output
     report = (out / "reproductions.md").read_text()
     data = json.loads((out / "reproductions.json").read_text())
@@ -86,7 +101,7 @@ def test_quick_tier_runs_and_writes_a_stamped_report(tmp_path):
     assert lik["also"]["log_w_var/log p(label|image)"]["table"]["poe"]["None"]["mean"] >= 0
     assert all(lik["table"][arm]["None"]["mean"] < 0 for arm in ("poe", "vae"))  # log p(image) from each arm's eval.json
     # the shapes claims (issue 15): every arm, two-stage ones included, measured by the key it names
-    from modkit.experiments.claims_shapes import SHAPES_CLAIMS
+    from reproductions.claims_shapes import SHAPES_CLAIMS
 
     for claim in SHAPES_CLAIMS:
         found = next(c for c in data["claims"] if c["id"] == claim.id)
@@ -98,14 +113,14 @@ def test_quick_tier_runs_and_writes_a_stamped_report(tmp_path):
     lcmvae = next(c for c in data["claims"] if c["id"] == "lcmvae-captions-segmentation")
     assert {s["name"] for s in lcmvae["stages"]} == {"pre-caption", "pre-image", "pre-minilm"}
     # run again: the arms' sweeps are continued, not retrained
-    again = CliRunner().invoke(main, ["reproduce", "--quick", "stability", "--out", str(out)], catch_exceptions=False)
+    again = CliRunner().invoke(main, ["--quick", "stability", "--out", str(out)], catch_exceptions=False)
     assert again.exit_code == 0 and "epoch 1/3" not in again.output
     # --no-train reports what has finished and trains nothing: the same numbers here, nothing where nothing ran
-    same = CliRunner().invoke(main, ["reproduce", "--quick", "--no-train", "mvae-likelihood", "--out", str(out),
+    same = CliRunner().invoke(main, ["--quick", "--no-train", "mvae-likelihood", "--out", str(out),
                                      "--report", str(tmp_path / "same.md")], catch_exceptions=False)
     assert same.exit_code == 0 and "epoch 1/" not in same.output
     assert json.loads((tmp_path / "same.json").read_text())["claims"][0]["table"] == lik["table"]
-    empty = CliRunner().invoke(main, ["reproduce", "--quick", "--no-train", "m2-semi-supervised", "--out", str(tmp_path / "none"),
+    empty = CliRunner().invoke(main, ["--quick", "--no-train", "m2-semi-supervised", "--out", str(tmp_path / "none"),
                                       "--report", str(tmp_path / "none.md")], catch_exceptions=False)
     assert empty.exit_code == 0 and "epoch 1/" not in empty.output and not (tmp_path / "none" / "arms").exists()
     table = json.loads((tmp_path / "none.json").read_text())["claims"][0]["table"]
@@ -113,7 +128,7 @@ def test_quick_tier_runs_and_writes_a_stamped_report(tmp_path):
 
 
 def test_every_arm_is_checked_against_the_baseline_and_also_metrics_are_reported(tmp_path):
-    from modkit.experiments.reproduce import above_baseline, write_report
+    from reproductions.reproduce import above_baseline, write_report
 
     claim = catalogue.Claim(
         id="toy", title="toy", source="s", statement="st", paper_number="p", metric="m", metric_label="m",
@@ -139,7 +154,7 @@ def test_every_arm_is_checked_against_the_baseline_and_also_metrics_are_reported
 
 
 def test_eval_metrics_are_summarised_by_todays_code(tmp_path):
-    from modkit.experiments.reproduce import eval_metrics
+    from reproductions.reproduce import eval_metrics
 
     assert eval_metrics(tmp_path) == {}
     (tmp_path / "eval.json").write_text(json.dumps({"modalities": ["image"], "likelihood": {
@@ -148,7 +163,7 @@ def test_eval_metrics_are_summarised_by_todays_code(tmp_path):
 
 
 def test_a_command_given_some_claims_rewrites_theirs_and_keeps_the_others(tmp_path, monkeypatch):
-    from modkit.experiments.reproduce import previous_results, reproduce
+    from reproductions.reproduce import previous_results, reproduce
 
     def toy(name: str) -> catalogue.Claim:
         return catalogue.Claim(id=name, title=name, source="s", statement="st", paper_number="p",
@@ -163,7 +178,7 @@ def test_a_command_given_some_claims_rewrites_theirs_and_keeps_the_others(tmp_pa
     first = json.loads(report.with_suffix(".json").read_text())["claims"]
     assert [c["id"] for c in first] == ["a", "b"] and all(c["meta"]["command"] == "first" for c in first)
     # --no-train where b has no runs: b's row is kept as it was, stamp and all (its regression not even fitted)
-    from modkit.experiments import reproduce as module
+    from reproductions import reproduce as module
 
     fitted: list[str] = []
     fit = module.logreg_on_pairs
@@ -190,7 +205,7 @@ def test_a_command_given_some_claims_rewrites_theirs_and_keeps_the_others(tmp_pa
 
 @pytest.mark.parametrize("lower", [False, True])
 def test_a_tuned_arm_is_at_each_x_the_candidate_with_the_best_mean(lower):
-    from modkit.experiments.reproduce import best_of
+    from reproductions.reproduce import best_of
 
     arm = catalogue.Arm("tuned", kind="best", best_of=("a", "b"))
     claim = catalogue.Claim(id="t", title="t", source="s", statement="st", paper_number="p", metric="m", metric_label="m",
@@ -202,3 +217,20 @@ def test_a_tuned_arm_is_at_each_x_the_candidate_with_the_best_mean(lower):
     best = "a" if lower else "b"  # at 0.1: 0.5 is the better error, 0.7 the better score; at 0.3 only a measured
     assert found == {0.1: {**table[best][0.1], "arm": best}, 0.3: {**table["a"][0.3], "arm": "a"}}
     assert found_runs == {0.1: runs[best][0.1], 0.3: runs["a"][0.3]}
+
+
+def test_the_library_never_imports_the_research_and_the_research_reads_sweeps_through_their_results_api():
+    """modkit/ installs without reproductions/; reproductions/ reads each arm's runs with modkit.sweep.load_results,
+    not from Optuna's trial records (the sweep's own bookkeeping)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2]
+    importers = []
+    for path in (root / "modkit").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            importers += [str(path.relative_to(root)) for n in names if n.split(".")[0] == "reproductions"]
+    assert importers == []
+    research = "\n".join(p.read_text() for p in (root / "reproductions").rglob("*.py"))
+    assert "optuna" not in research and "user_attrs" not in research and "load_results(" in research

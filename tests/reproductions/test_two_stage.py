@@ -1,4 +1,4 @@
-"""modkit reproduce: two-stage arms (pre-train, then fine-tune from the run of the same seed and x) on digits
+"""python -m reproductions: two-stage arms (pre-train, then fine-tune from the run of the same seed and x) on digits
 latent mixing, resumed without retraining; the sweep engine's ``{seed}`` field they rely on."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from modkit.errors import ModkitError
-from modkit.experiments import claims as catalogue
-from modkit.experiments.claims import INIT_KEY, Arm, Claim
-from modkit.experiments.reproduce import reproduce
+from reproductions import claims as catalogue
+from reproductions.claims import INIT_KEY, Arm, Claim
+from reproductions.reproduce import reproduce
 
 FAST = ("train.epochs=1", "data.batch_size=512")
 DOWN = ("model.fusion.downstream.task=label",)
@@ -79,10 +79,10 @@ def test_an_arm_can_only_start_from_an_earlier_arm():
 
 
 def test_the_sweeps_seed_field_is_each_runs_seed(tmp_path):
+    from modkit import sweep
     from modkit.config.project import load_project
     from modkit.config.recipe import read_yaml
-    from modkit.experiments import sweep
-    from modkit.experiments.reproduce import project_root
+    from reproductions.reproduce import project_root
 
     path = project_root() / "recipes" / "digits-latent_mix.yaml"
     config = sweep.SweepConfig(study="s", out=str(tmp_path), recipe=read_yaml(path), source=str(path),
@@ -102,7 +102,7 @@ def test_a_later_stage_starts_from_the_folder_an_interrupted_and_retried_pretrai
 
     import optuna
 
-    from modkit.experiments import sweep
+    from modkit import sweep
     from modkit.training.trainer import Interrupted, Trainer
 
     claim = toy(Arm("pre", "digits-latent_mix.yaml", ("train.epochs=2", "data.batch_size=256"), kind="pretrain"),
