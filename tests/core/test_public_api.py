@@ -120,4 +120,5 @@ def test_the_command_line_registers_its_commands_with_ordinary_imports():
     assert "__import__(" not in source and "import_module(" not in source
     from modkit.cli.main import main
 
-    assert {"train", "plugins", "convert", "new", "eval", "generate", "sample", "report", "sweep", "reproduce"} <= set(main.commands)
+    assert {"train", "plugins", "convert", "new", "eval", "generate", "sample", "report", "sweep"} <= set(main.commands)
+    assert "reproduce" not in main.commands  # the claims run from a checkout: python -m reproductions
