@@ -28,6 +28,9 @@ from modkit.evaluation.task_metrics import Collect, Mean
 from modkit.plugins.hookspecs import hookimpl
 from modkit.plugins.registry import Registry
 from modkit.runs.files import atomic_write_bytes, atomic_write_text
+# evaluation metrics (docs/evaluation.md) and optional modality capabilities (docs/plugin-api.md)
+from modkit.core.capabilities import Classifiable, DeclaresAttributes, Judgeable, Renderable, TaskHeaded, VectorEntry
+from modkit.evaluation.metric import BaseMetric, Decoded, EvalContext, Figure, Metric, PosteriorBatch, Table, Text
 
 __version__ = VERSION
 
@@ -68,3 +71,6 @@ __all__ = [
     # the Python API over a run's life (docs/python-api.md): train, load a run or an export, read a run's weights
     "train", "load", "load_weights", "Run",
 ]
+# evaluation metrics and modality capabilities (added beside the list above, kept apart for the merge)
+__all__ += ["Metric", "BaseMetric", "PosteriorBatch", "Decoded", "EvalContext", "Text", "Table", "Figure",
+            "Judgeable", "Classifiable", "VectorEntry", "Renderable", "TaskHeaded", "DeclaresAttributes"]

@@ -32,14 +32,17 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Protocol, r
 import numpy as np
 from torch import Tensor
 
+from modkit.plugins.registry import METRIC_NEEDS, check_metric_class
+
 if TYPE_CHECKING:
     from modkit.core.batch import Batch, Data
     from modkit.core.engine import MultimodalVAE
     from modkit.data.dataset import ModalityView
     from modkit.runs.loading import LoadedRun
 
-#: what a metric may ask the pass for (``Metric.needs``)
-NEEDS = frozenset({"decoded", "singles", "encoders"})
+#: what a metric may ask the pass for (``Metric.needs``): decoded outputs, unimodal posteriors, or the
+#: encoders to run on data of its own (declared, so a reader sees which metrics cost extra passes)
+NEEDS = METRIC_NEEDS
 
 
 @dataclass
@@ -204,27 +207,6 @@ class Metric(Protocol):
     def report(self, result: dict) -> list[Block]:
         """How the metric's part of ``result`` reads in report.md ([] when it is not there)."""
         ...
-
-
-def check_metric_class(obj: Any) -> str | None:
-    """What is wrong with ``obj`` as a :class:`Metric` class, or None when nothing is."""
-    if not isinstance(obj, type):
-        return f"is a {type(obj).__name__}, not a class"
-    missing = [m for m in ("name", "group", "keys", "description", "needs", "start", "update", "compute", "summary", "report")
-               if not hasattr(obj, m)]
-    if missing:
-        return f"lacks {', '.join(missing)} (see modkit.evaluation.metric.Metric)"
-    for attr in ("name", "group", "description"):
-        if not isinstance(getattr(obj, attr), str) or not getattr(obj, attr):
-            return f"declares {attr} {getattr(obj, attr)!r}, not a non-empty string"
-    if not isinstance(obj.keys, tuple) or not obj.keys or not all(isinstance(k, str) and k for k in obj.keys):
-        return f"declares keys {obj.keys!r}, not a non-empty tuple of strings"
-    if not isinstance(obj.needs, frozenset) or not obj.needs <= NEEDS:
-        return f"declares needs {obj.needs!r}, not a frozenset among {sorted(NEEDS)}"
-    for method in ("start", "update", "compute", "summary", "report"):
-        if not callable(getattr(obj, method)):
-            return f"has a {method} that is not a method"
-    return None
 
 
 class BaseMetric:
