@@ -45,10 +45,11 @@ class ActiveUnits(BaseMetric):
         for s, label in enumerate(self.context.labels):
             n = self.n[s].item()
             if n < 2:
-                out[label] = {"active": None, "dims": self.context.model.latent_dim, "items": int(n)}
+                out[label] = {"active": None, "dims": self.context.model.latent_dim, "items": int(n), "variance": None}
                 continue
             variance = (self.sum2[s] / n - (self.sum[s] / n).pow(2)).clamp_min(0)
-            out[label] = {"active": int((variance > THRESHOLD).sum()), "dims": self.context.model.latent_dim, "items": int(n)}
+            out[label] = {"active": int((variance > THRESHOLD).sum()), "dims": self.context.model.latent_dim, "items": int(n),
+                          "variance": variance.tolist()}
         return {"active_units": out}
 
     def summary(self, result: dict, names: list[str]) -> dict[str, float]:
