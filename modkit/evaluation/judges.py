@@ -27,7 +27,7 @@ from modkit.errors import ModkitError
 from modkit.runs import files as rundir
 from modkit.runs import state_file
 from modkit.core.batch import Batch
-from modkit.core.capabilities import DeclaresAttributes, Judgeable, entry_index_of
+from modkit.core.capabilities import DeclaresAttributes, Judgeable, Renderable, entry_index_of
 from modkit.data.dataset import DatasetSource, ModalityView, Records
 from modkit.core.engine import MultimodalVAE
 from modkit.core.modality import Data
@@ -288,7 +288,8 @@ def plan_judges(model: MultimodalVAE, view: ModalityView, attributes: list[str],
                                                           and data.shape[1] > k and data.shape[1] == len([o for o in own if "[" in o])):
                     judges.kinds[(name, a)] = "self"
             continue
-        knows = source is not None and getattr(type(source), "judge", None) is not DatasetSource.judge  # overridden
+        knows = (source is not None and type(source).judge is not DatasetSource.judge  # overridden: the dataset knows the truth
+                 and isinstance(model.modalities[name], Renderable))  # … of what it is shown, as a person would see it
         ground = source.judge(f, renders(model, name, data)) if knows else None
         for attr in attributes:
             if ground and attr in ground:

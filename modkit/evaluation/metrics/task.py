@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from modkit.evaluation.judges import select
-from modkit.evaluation.metric import BaseMetric, Block, Decoded, EvalContext, PosteriorBatch, Table, Text, headline_subsets
+from modkit.evaluation.metric import BaseMetric, Block, Decoded, EvalContext, PosteriorBatch, Table, Text
 
 SIGNATURE = "a metric is fn(modality) -> None or a state with update(predicted, target) and compute()"
 
@@ -74,7 +74,7 @@ class TaskMetrics(BaseMetric):
         import math
 
         out: dict[str, float] = {}
-        headline = set(headline_subsets(names)) | {"+".join(names)}  # single sources and all together; every subset is in eval.json
+        headline = {*names, "+".join(names)}  # single sources and all together; every subset is in eval.json
         for metric, cells in result.get("task", {}).items():
             for key, value in cells.items():
                 if key.split("->")[0] in headline and isinstance(value, (int, float)) and not math.isnan(value):
