@@ -1,20 +1,11 @@
 """modkit: multimodal variational autoencoders from plugins.
 
-<<<<<<< HEAD
 Everything in ``__all__`` is the public API: the contracts a plugin (first-party or third-party) and a
 notebook import from ``modkit`` itself. The distribution math a fusion or modality computes with (Gaussian
 experts, products, KL, mixtures, likelihoods) is public too, in :mod:`modkit.distributions`. The modules
-behind both live in folders by role (``core``, ``data``, ``plugins``, ``config``, ``training``, ``runs``,
-``evaluation``, ``reporting``, ``cli``, ``scaffold``, ...) and may move between releases; an old flat import
-(``modkit.gaussian``) still works for now, with a DeprecationWarning naming the new one, and so does
+behind both live in folders by layer (docs/architecture.md) and may move between releases; an old flat
+import (``modkit.gaussian``) still works for now, with a DeprecationWarning naming the new one, and so does
 ``from modkit import DiagGaussian``, naming :mod:`modkit.distributions`.
-=======
-Everything in ``__all__`` is the public API: what a plugin (first-party or third-party) and a
-notebook may import, from ``modkit`` itself. The modules behind it live in folders by role
-(``core``, ``data``, ``plugins``, ``config``, ``training``, ``runs``, ``evaluation``,
-``reporting``, ``tracking``, ``sweep``, ``cli``, ``scaffold``) and may move between releases; an old flat
-import (``modkit.gaussian``) still works for now, with a DeprecationWarning naming the new one.
->>>>>>> wt-research
 """
 from modkit import _compat
 from modkit._meta import DISTRIBUTION, VERSION
@@ -32,6 +23,9 @@ from modkit.evaluation.task_metrics import Collect, Mean
 from modkit.plugins.hookspecs import hookimpl
 from modkit.plugins.registry import Registry
 from modkit.runs.files import atomic_write_bytes, atomic_write_text
+# evaluation metrics (docs/evaluation.md) and optional modality capabilities (docs/plugin-api.md)
+from modkit.core.capabilities import Classifiable, DeclaresAttributes, Judgeable, Renderable, TaskHeaded, VectorEntry
+from modkit.evaluation.metric import BaseMetric, Decoded, EvalContext, Figure, Metric, PosteriorBatch, Table, Text
 
 __version__ = VERSION
 
@@ -89,4 +83,8 @@ __all__ = [
     "ModkitError", "DataError", "PluginError", "RecipeError",
     # the Python API over a run's life (docs/python-api.md): train, load a run or an export, read a run's weights
     "train", "load", "load_weights", "Run",
+    # evaluation metrics (docs/evaluation.md): one file each, fed by one shared posterior pass
+    "Metric", "BaseMetric", "PosteriorBatch", "Decoded", "EvalContext", "Text", "Table", "Figure",
+    # what a modality can optionally do, checked with isinstance (docs/plugin-api.md)
+    "Judgeable", "Classifiable", "VectorEntry", "Renderable", "TaskHeaded", "DeclaresAttributes",
 ]

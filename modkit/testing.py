@@ -12,9 +12,10 @@ name) in two lines — what ``tests/contracts/test_first_party.py`` and the pack
 
 A modality is built from :meth:`modkit.Modality.example` (options and a few raw values); a fusion from
 :meth:`modkit.Fusion.example`, over a small model of this module's :class:`VectorModality` and
-:class:`ClassModality`, which fusion authors may use in tests of their own. Datasets (``dataset_contract``)
-and task metrics (``metric_contract``) have checks too, and :func:`train_recipe` trains a recipe given as a
-dict, for a test that a plugin learns. pytest is imported only by the ``*_contract`` decorators, and
+:class:`ClassModality`, which fusion authors may use in tests of their own. Datasets (``dataset_contract``),
+subset samplers (``sampler_contract``) and metrics (``metric_contract``: task-metric functions and
+:class:`~modkit.Metric` classes, run through a real posterior pass on the toy model) have checks too,
+and :func:`train_recipe` trains a recipe given as a dict, for a test that a plugin learns. pytest is imported only by the ``*_contract`` decorators, and
 ``import modkit`` never imports this module.
 """
 from __future__ import annotations
@@ -39,7 +40,7 @@ from modkit.core.likelihoods import Categorical, Gaussian
 from modkit.core.modality import Modality, ModalityConfig
 from modkit.core.nn import GaussianHead, mlp
 from modkit.core.records import Column, Records
-from modkit.core.subsets import all_subsets
+from modkit.core.subsets import SubsetSampler, all_subsets
 from modkit.data.dataset import ColumnRecords, DatasetSource
 from modkit.errors import DataError
 from modkit.plugins.registry import Registry
@@ -47,7 +48,8 @@ from modkit.plugins.registry import Registry
 LATENT = 4
 BATCH = 6
 
-__all__ = ["ModalityCase", "FusionCase", "DatasetCase", "MetricCase", "VectorModality", "ClassModality", "MODALITY_CHECKS",
+__all__ = ["ModalityCase", "FusionCase", "DatasetCase", "MetricCase", "SamplerCase", "SAMPLER_CHECKS", "sampler_cases",
+           "sampler_contract", "metric_protocol", "sampler_masks", "sampler_state_round_trip", "VectorModality", "ClassModality", "MODALITY_CHECKS",
            "FUSION_CHECKS", "DATASET_CHECKS", "METRIC_CHECKS", "check_modality", "check_fusion", "modality_cases", "fusion_cases",
            "dataset_cases", "metric_cases", "modality_contract", "fusion_contract", "dataset_contract", "metric_contract",
            "toy_model", "toy_batch", "train_recipe", "Trained", "plugin_registry", "LATENT", "BATCH"]
@@ -454,8 +456,12 @@ class MetricCase:
 
 
 def metric_states(case: MetricCase) -> None:
-    """``fn(modality)`` is None or a state; ``update(predicted, target)`` over two batches of predictions and data,
-    then ``compute()`` gives None, a finite number or a dict of them — and at least one modality applies."""
+    """A task-metric function: ``fn(modality)`` is None or a state; ``update(predicted, target)`` over two batches of
+    predictions and data, then ``compute()`` gives None, a finite number or a dict of them — and at least one modality
+    applies. A :class:`~modkit.Metric` class gets :func:`metric_protocol` instead."""
+    if isinstance(case.fn, type):
+        metric_protocol(case)
+        return
     toys = [ModalityCase("a", VectorModality, {}, VectorModality.example()[1]), ModalityCase("c", ClassModality, {}, ClassModality.example()[1])]
     applied = []
     for modality_case in [*toys, *case.modalities]:
@@ -474,6 +480,105 @@ def metric_states(case: MetricCase) -> None:
         assert all(v is None or (isinstance(v, (int, float)) and math.isfinite(v)) for v in values), \
             f"compute() gave {value!r} for {modality_case.name}; expected None, a finite number or a dict of them"
     assert applied, f"metric {case.name} applies to none of {[c.name for c in [*toys, *case.modalities]]}"
+
+
+class _ToyView:
+    """:func:`toy_batch` as the evaluated test view of a metric check: ``len`` and ``__getitems__``, as ``modkit eval`` reads it."""
+
+    def __init__(self, batch: Batch):
+        self.batch = batch
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+    def __getitems__(self, positions: list[int]) -> Batch:
+        index = torch.as_tensor(positions, dtype=torch.long)
+        return Batch({k: v[index] for k, v in self.batch.data.items()}, self.batch.present[index])
+
+
+def metric_protocol(case: MetricCase) -> None:
+    """A :class:`~modkit.Metric` class: its declarations pass the registry's check, an instance is a ``Metric``; fed by
+    ``modkit eval``'s posterior pass over :func:`toy_model` (PoE, every subset, some modalities absent), ``compute()``
+    writes only declared keys, in JSON; ``summary`` gives finite numbers and ``report`` blocks, for that result and for
+    a result without the metric (an older eval.json)."""
+    import json
+
+    from modkit.evaluation.metric import EvalContext, EvalSettings, Figure, Metric, Stages, Table, Text
+    from modkit.evaluation.posterior_pass import posterior_pass
+    from modkit.core.subsets import subset_names
+    from modkit.plugins.registry import check_metric_class
+
+    problem = check_metric_class(case.fn)
+    assert problem is None, f"metric {case.name}: class {problem}"
+    metric = case.fn()
+    assert isinstance(metric, Metric), f"metric {case.name}: an instance is not a modkit.Metric"
+    model = toy_model(Fusion, {"type": "poe"}).eval()
+    masks = all_subsets(3)
+    view = _ToyView(toy_batch())
+    settings = EvalSettings(iw_samples=4, prior_samples=4, joint_samples=8, batch_size=4, iw_items=None)
+    context = EvalContext(run=None, model=model, settings=settings, names=model.names, masks=masks,
+                          labels=subset_names(masks, model.names), test=view, train=view, iw=view, attributes=[],
+                          test_attributes={}, echo=lambda text: None, clock=Stages({}))
+    torch.manual_seed(0)
+    metric.start(context)
+    posterior_pass(context, [metric], chunk_elements=1 << 20)
+    values = metric.compute()
+    assert isinstance(values, dict) and set(values) <= set(metric.keys), \
+        f"metric {case.name}: compute() wrote {sorted(values) if isinstance(values, dict) else values!r}, declared keys {metric.keys}"
+    json.dumps(values)  # eval.json holds it as it is
+    bare = {"modalities": model.names, "settings": dict(settings.__dict__)}
+    for given in ({**bare, **values}, bare):
+        summary = metric.summary(given, model.names)
+        assert all(isinstance(v, float) and math.isfinite(v) for v in summary.values()), f"metric {case.name}: summary gave {summary!r}"
+        blocks = metric.report(given)
+        assert isinstance(blocks, list) and all(isinstance(b, (Text, Table, Figure)) for b in blocks), \
+            f"metric {case.name}: report() gave {blocks!r}, not a list of Text, Table and Figure blocks"
+    assert metric.report(bare) == [], f"metric {case.name}: report() shows a section for a result without its numbers"
+
+
+# -- subset samplers ------------------------------------------------------------------------------
+@dataclass
+class SamplerCase:
+    """One subset-sampler class under test, built with ``options`` (besides ``type``)."""
+
+    name: str
+    cls: type[SubsetSampler]
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def build(self, n: int, seed: int = 0) -> SubsetSampler:
+        return self.cls(n, self.cls.Config.model_validate({"type": self.name, **self.options}), seed=seed)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def sampler_masks(case: SamplerCase) -> None:
+    """For 1 to 5 modalities, ``sample()`` gives a (k ≥ 1, N) 0/1 matrix without an empty row; a ``fixed`` sampler
+    gives the same matrix every call."""
+    for n in (1, 2, 3, 5):
+        sampler = case.build(n)
+        mask = sampler.sample()
+        assert isinstance(mask, Tensor) and mask.dim() == 2 and mask.shape[1] == n and len(mask) >= 1, \
+            f"sample() for {n} modalities gave {getattr(mask, 'shape', mask)!r}; expected (k >= 1, {n})"
+        assert bool(((mask == 0) | (mask == 1)).all()), f"sample() for {n} modalities has entries other than 0 and 1"
+        assert bool(mask.bool().any(1).all()), f"sample() for {n} modalities has an empty subset (a row of zeros)"
+        if sampler.fixed:
+            assert torch.equal(sampler.sample(), mask), f"a fixed sampler changed its subsets between calls ({n} modalities)"
+
+
+def sampler_state_round_trip(case: SamplerCase) -> None:
+    """``state_dict`` taken mid-run and loaded into a fresh sampler (another seed) continues with the same subsets (resume)."""
+    first = case.build(4, seed=0)
+    first.sample()
+    state = first.state_dict()
+    expected = [first.sample() for _ in range(3)]
+    second = case.build(4, seed=1)
+    second.load_state_dict(state)
+    for i, mask in enumerate(expected):
+        assert torch.equal(second.sample(), mask), f"call {i + 1} after load_state_dict differs from the original sampler's"
+
+
+SAMPLER_CHECKS: list[Callable[[SamplerCase], None]] = [sampler_masks, sampler_state_round_trip]
 
 
 DATASET_CHECKS: list[Callable[[DatasetCase], None]] = [dataset_splits]
@@ -561,11 +666,25 @@ def dataset_cases(plugins: Iterable[str] = (), names: Iterable[str] | None = Non
 
 
 def metric_cases(plugins: Iterable[str] = (), names: Iterable[str] | None = None) -> list[MetricCase]:
-    """A case per registered task metric (or per one of ``names``)."""
+    """A case per registered metric — task-metric functions and :class:`~modkit.Metric` classes — and per built-in
+    metric of ``modkit eval`` (or per one of ``names``)."""
+    from modkit.evaluation.metrics import builtin_metrics
+
     registry = plugin_registry(plugins)
     modalities = modality_cases(plugins)
-    return [MetricCase(name, registry.get("metric", name), modalities)
-            for name in (list(names) if names is not None else registry.names("metric"))]
+    known = {**{cls.name: cls for cls in builtin_metrics()}, **{n: registry.get("metric", n) for n in registry.names("metric")}}
+    chosen = list(names) if names is not None else list(known)
+    missing = [n for n in chosen if n not in known]
+    assert not missing, f"no metric named {missing[0]} (metrics: {', '.join(known)})"
+    return [MetricCase(name, known[name], modalities) for name in chosen]
+
+
+def sampler_cases(plugins: Iterable[str] = (), names: Iterable[str] | None = None,
+                  options: Mapping[str, dict[str, Any]] | None = None) -> list[SamplerCase]:
+    """A case per registered subset sampler (or per one of ``names``), built with ``options`` by name (default: none)."""
+    registry = plugin_registry(plugins)
+    chosen = list(names) if names is not None else registry.names("sampler")
+    return [SamplerCase(name, registry.get("sampler", name), dict((options or {}).get(name) or {})) for name in chosen]
 
 
 def _parametrize(cases: list, checks: list[Callable]):
@@ -594,5 +713,12 @@ def dataset_contract(plugins: Iterable[str] = (), names: Iterable[str] | None = 
 
 
 def metric_contract(plugins: Iterable[str] = (), names: Iterable[str] | None = None):
-    """A pytest parametrisation of a ``test(case, check)`` over every task metric × metric checks."""
+    """A pytest parametrisation of a ``test(case, check)`` over every metric (task functions, Metric classes, the
+    built-ins) × metric checks."""
     return _parametrize(metric_cases(plugins, names), METRIC_CHECKS)
+
+
+def sampler_contract(plugins: Iterable[str] = (), names: Iterable[str] | None = None,
+                     options: Mapping[str, dict[str, Any]] | None = None):
+    """A pytest parametrisation of a ``test(case, check)`` over every subset sampler × sampler checks."""
+    return _parametrize(sampler_cases(plugins, names, options), SAMPLER_CHECKS)

@@ -27,6 +27,7 @@ from modkit.errors import ModkitError
 from modkit.runs import files as rundir
 from modkit.runs import state_file
 from modkit.core.batch import Batch
+from modkit.core.capabilities import DeclaresAttributes, Judgeable, Renderable, entry_index_of
 from modkit.data.dataset import DatasetSource, ModalityView, Records
 from modkit.core.engine import MultimodalVAE
 from modkit.core.modality import Data
@@ -69,7 +70,7 @@ def _binary_vector(value: Any) -> int | None:
 def attribute_fields(records: Records, source: DatasetSource | None, sample_rows: Sequence[int]) -> list[str]:
     """The dataset's class attributes: those it declares, else every field whose values are integer scalars
     and every entry ``field[k]`` of a field holding 0/1 vectors (CelebA-style attributes)."""
-    declared = getattr(source, "attributes", None) if source is not None else None
+    declared = source.attributes if isinstance(source, DeclaresAttributes) else None
     if declared is not None:
         return [f for f in declared if split_attribute(f)[0] in records.fields]
     found = []
@@ -275,7 +276,7 @@ def plan_judges(model: MultimodalVAE, view: ModalityView, attributes: list[str],
         data = probe.data[name]
         f = fields[name]
         own = [a for a in attributes if split_attribute(a)[0] == f]
-        index = getattr(getattr(model.modalities[name], "config", None), "index", None)
+        index = entry_index_of(model.modalities[name])
         if own and index is not None:  # a split attribute: one entry of the field's vector, its data the whole vector
             judges.kinds.update({(name, a): "self" for a in own if split_attribute(a)[1] == index})
             continue
@@ -287,12 +288,14 @@ def plan_judges(model: MultimodalVAE, view: ModalityView, attributes: list[str],
                                                           and data.shape[1] > k and data.shape[1] == len([o for o in own if "[" in o])):
                     judges.kinds[(name, a)] = "self"
             continue
-        knows = source is not None and getattr(type(source), "judge", None) is not DatasetSource.judge  # overridden
+        knows = (source is not None and type(source).judge is not DatasetSource.judge  # overridden: the dataset knows the truth
+                 and isinstance(model.modalities[name], Renderable))  # … of what it is shown, as a person would see it
         ground = source.judge(f, renders(model, name, data)) if knows else None
         for attr in attributes:
             if ground and attr in ground:
                 judges.kinds[(name, attr)] = "dataset"
-            elif model.modalities[name].judge_features(data) is not None and not is_class_ids(data):
+            elif (isinstance(model.modalities[name], Judgeable) and model.modalities[name].judge_features(data) is not None
+                  and not is_class_ids(data)):
                 judges.kinds[(name, attr)] = "classifier"
     return judges
 

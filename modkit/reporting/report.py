@@ -5,24 +5,28 @@ first when missing), the checkpoint (sample grids).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import numpy as np
 
 from modkit.reporting import figures
 
 from modkit.runs import files as rundir
 from modkit.errors import ModkitError
-from modkit.evaluation.suite import EVAL_JSON, EvalSettings, evaluate_run, grouped, summarize, write_eval
+from modkit.core.capabilities import class_names_of
+from modkit.evaluation.metric import Block, Figure, Table, Text
+from modkit.evaluation.metrics import REPORT_ORDER, ordered
+from modkit.evaluation.suite import EVAL_JSON, EvalSettings, evaluate_run, metric_classes, summarize, write_eval
 from modkit.evaluation.likelihood import no_prior_reason, prior_of
 from modkit.reporting.generation import sample_prior
-from modkit.runs.loading import LoadedRun
+
+if TYPE_CHECKING:
+    from modkit.runs.loading import LoadedRun
 
 REPORT_MD = "report.md"
-MAX_MATRICES = 1  # distance-matrix figures per modality pair (the attribute with most classes); all are in eval.json
 FIGURES = "report"
+#: the metrics whose sections come before the lines naming what does not apply (no prior), as they always have
+BEFORE_NOT_APPLICABLE = ("coherence", "probe", "relatedness")
 
 
 def _fmt(v) -> str:
@@ -39,22 +43,31 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
     return lines + [""]
 
 
-def _safe(text: str) -> str:
-    """A name from eval.json made safe as part of a file name: no separators, no leading dot, not too long."""
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(text))[:60] or "_"
-
-
-def _class_names(run: LoadedRun, attribute: str) -> list[str] | None:
-    """Names a label-like modality on the attribute's field renders its classes with, if any."""
+def _class_names(run: "LoadedRun", attribute: str) -> list[str] | None:
+    """Names a Classifiable modality on the attribute's field gives its classes, if any."""
     for name, modality in run.model.modalities.items():
         if run.recipe.field_of(name) == attribute:
-            names = getattr(modality.config, "class_names", None)
+            names = class_names_of(modality)
             if names:
-                return list(names)
+                return names
     return None
 
 
-def write_report(run: LoadedRun, settings: EvalSettings | None = None, refresh: bool = False,
+def _figure(run: "LoadedRun", figure: Figure, path: Path) -> Path | None:
+    """Draw a figure a metric declared (its ``kind`` among the report's figure kinds)."""
+    a = figure.args
+    if figure.kind == "heatmap":
+        return figures.table_heatmap(a["rows"], a["columns"], a["values"], path, a["title"])
+    if figure.kind == "histogram":
+        return figures.histogram(a["histogram"], path, a["title"])
+    if figure.kind == "distance_matrix":
+        names = _class_names(run, a["class_attribute"]) if a.get("class_attribute") else None
+        shown = [names[c] for c in a["classes"]] if names and max(a["classes"]) < len(names) else None
+        return figures.distance_matrix(a["classes"], a["matrix"], path, a["title"], shown)
+    raise ModkitError(f"a metric asks for a figure of kind '{figure.kind}' (kinds: heatmap, histogram, distance_matrix)")
+
+
+def write_report(run: "LoadedRun", settings: EvalSettings | None = None, refresh: bool = False,
                  echo: Callable[[str], None] = lambda s: None, n_samples: int = 32) -> Path:
     run_dir = run.run_dir
     eval_path = run_dir / EVAL_JSON
@@ -75,7 +88,7 @@ def write_report(run: LoadedRun, settings: EvalSettings | None = None, refresh: 
     return _write(run, result, n_samples)
 
 
-def _write(run: LoadedRun, result: dict, n_samples: int) -> Path:
+def _write(run: "LoadedRun", result: dict, n_samples: int) -> Path:
     run_dir = run.run_dir
     fig_dir = run_dir / FIGURES
     fig_dir.mkdir(exist_ok=True)
@@ -98,7 +111,7 @@ def _write(run: LoadedRun, result: dict, n_samples: int) -> Path:
 
     # -- headline -------------------------------------------------------------------------------
     md += ["## Headline numbers", ""]
-    md += _table(["metric", "value"], [[k, v] for k, v in summarize(result, result["modalities"]).items()])
+    md += _table(["metric", "value"], [[k, v] for k, v in summarize(result, result["modalities"], metric_classes(run)).items()])
 
     # -- samples --------------------------------------------------------------------------------
     md += ["## Samples", ""]
@@ -121,88 +134,23 @@ def _write(run: LoadedRun, result: dict, n_samples: int) -> Path:
                "(posterior means):", ""]
         link(path, "conditional samples")
 
-    # -- coherence ------------------------------------------------------------------------------
-    coherence = result.get("coherence")
-    if coherence:
-        md += ["## Coherence", "",
-               "Class-balanced accuracy of the attribute read off the generated target by a judge "
-               "(see the judges' own accuracy on real test data below: the ceiling). The last row is chance: 1/K for "
-               "an attribute with K classes, what any constant or random generator scores.", ""]
-        cross = {key: grouped(per_attr) for key, per_attr in coherence.get("cross", {}).items()}  # field[*]: mean over entries
-        sources = list(dict.fromkeys(k.split("->")[0] for k in cross))
-        columns = list(dict.fromkeys(f"{k.split('->')[1]}/{a}" for k, v in cross.items() for a in v))
-        if sources and columns:
-            values = np.full((len(sources), len(columns)), np.nan)
-            for key, per_attr in cross.items():
-                s, t = key.split("->")
-                for a, v in per_attr.items():
-                    if v is not None:
-                        values[sources.index(s), columns.index(f"{t}/{a}")] = v
-            link(figures.table_heatmap(sources, columns, values, fig_dir / "coherence.png",
-                                       "cross-modal coherence (rows: given subset; columns: target/attribute)"), "coherence table")
-            chance = grouped(result.get("chance", {}))
-            md += _table(["given \\ target/attribute", *columns],
-                         [[s, *values[i]] for i, s in enumerate(sources)] + [["*chance*", *[chance.get(c.split("/", 1)[1]) for c in columns]]])
-        if coherence.get("joint"):
-            md += ["Joint coherence (z ~ p(z); all judges of an attribute agree):", ""]
-            md += _table(["attribute", "agreement"], [[a, v] for a, v in grouped(coherence["joint"]).items()])
-        if result.get("judges"):
-            md += _table(["judge (modality/attribute)", "kind", "balanced accuracy on real test data"],
-                         [[k, v["kind"], v["balanced_accuracy"]] for k, v in result["judges"].items()])
+    # -- what each metric declares: its sections, in the built-ins' order, then the others' -------
+    def render(blocks: list[Block]) -> None:
+        for block in blocks:
+            if isinstance(block, Text):
+                md.extend(block.lines)
+            elif isinstance(block, Table):
+                md.extend(_table(block.header, block.rows))
+            else:
+                link(_figure(run, block, fig_dir / block.file), block.alt)
 
-    # -- representations ------------------------------------------------------------------------
-    if result.get("probe"):
-        md += ["## Linear probes", "", "Balanced accuracy of logistic regression on posterior means (fit on training rows):", ""]
-        probes = {s: grouped(v) for s, v in result["probe"].items()}
-        attrs = list(dict.fromkeys(a for v in probes.values() for a in v))
-        md += _table(["posterior", *attrs], [[s, *[v.get(a) for a in attrs]] for s, v in probes.items()])
-    if result.get("relatedness"):
-        md += ["## Relatedness (2-Wasserstein between unimodal posteriors)", ""]
-        rows = []
-        for pair, cell in result["relatedness"].items():
-            a, b = pair.split("~")
-            rows.append([pair, cell["paired_mean"], cell["unpaired_mean"], cell["auc"]])
-            link(figures.histogram(cell["histogram"], fig_dir / f"relatedness_{_safe(a)}_{_safe(b)}.png", f"W2(q(z|{a}), q(z|{b}))"), f"{pair} histogram")
-            matrices = sorted(cell.get("class_distance", {}).items(), key=lambda kv: -len(kv[1]["classes"]))
-            for attr, mat in matrices[:MAX_MATRICES]:  # the attributes with most classes; all are in eval.json
-                names = _class_names(run, attr)
-                shown = [names[c] for c in mat["classes"]] if names and max(mat["classes"]) < len(names) else None
-                link(figures.distance_matrix(mat["classes"], mat["matrix"], fig_dir / f"distance_{_safe(a)}_{_safe(b)}_{_safe(attr)}.png",
-                                             f"mean W2: q(z|{a}) of the row {attr} vs q(z|{b}) of the column {attr}", shown),
-                     f"{pair} class distance matrix")
-        md += _table(["pair", "mean W2 paired", "mean W2 unpaired", "AUC paired vs unpaired"], rows)
-
-    # -- likelihoods and task metrics -----------------------------------------------------------
+    metrics = ordered(metric_classes(run), REPORT_ORDER)
+    for cls in [m for m in metrics if m.name in BEFORE_NOT_APPLICABLE]:
+        render(cls().report(result))
     for quantity, reason in result.get("not_applicable", {}).items():
         md += [f"**{quantity}**: {reason}.", ""]
-    if result.get("likelihood"):
-        s = result["settings"]
-        md += ["## Log-likelihoods (importance sampled)", "",
-               f"K = {s['iw_samples']} samples from the posterior of the conditioning set; conditionals divide by "
-               f"p(x_given) from {s['prior_samples'] if s['denominator'] == 'prior' else s['iw_samples']} "
-               f"{'prior' if s['denominator'] == 'prior' else 'posterior'} samples. Nats per item; higher is better.", ""]
-        alt = any("mean_posterior_denominator" in v for v in result["likelihood"].values())
-        md += _table(["quantity", "estimate", "standard error",
-                      *(["with posterior-sampled log p(x_given)", "better of the two (smaller log-weight variance)"] if alt else []),
-                      "variance of log weights", "items"],
-                     [[k, v["mean"], v.get("stderr"), *([v.get("mean_posterior_denominator"), v.get("mean_best")] if alt else []),
-                       v["log_w_var"], v["items"]] for k, v in result["likelihood"].items()])
-        md += [f"**Warning:** {v['warning']}" for v in result["likelihood"].values() if v.get("warning")]
-        if alt:
-            md += ["The two conditional columns share the numerator and differ in log p(x_given): the paper's prior samples "
-                   "(accurate for a low-dimensional x_given, poor when p(x_given|z) is sharp, as for images) or the "
-                   "posterior-proposal estimate above (better for sharp likelihoods, biased low when q(z|x_given) is a poor "
-                   "proposal, which a large variance of log weights shows). Their gap is a measure of estimator error.", ""]
-    if result.get("reconstruction"):
-        md += ["## Reconstruction", "", "From each subset's posterior mean: −log p(x_target | z̄) per item, and the mean squared error where the data are real-valued.", ""]
-        md += _table(["given->target", "NLL", "MSE", "items"],
-                     [[k, v.get("nll"), v.get("mse"), v.get("items")] for k, v in result["reconstruction"].items()])
-    for metric, cells in (result.get("task") or {}).items():
-        md += [f"## Task metric: {metric}", ""]
-        if "error" in cells:
-            md += [f"Not computed: {cells['error']}", ""]
-            continue
-        md += _table(["given->target", metric], [[k, v if not isinstance(v, dict) else json.dumps(v)] for k, v in cells.items()])
+    for cls in [m for m in metrics if m.name not in BEFORE_NOT_APPLICABLE]:
+        render(cls().report(result))
 
     path = run_dir / REPORT_MD
     rundir.atomic_write_text(path, "\n".join(md) + "\n")

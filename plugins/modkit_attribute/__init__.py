@@ -67,6 +67,11 @@ class Attribute(Modality):
         """Three attributes and small networks, for the contract tests (modkit.testing)."""
         return {"num_attributes": 3, "hidden": [16]}, [[0, 1, 1], [1, 0, 0], [1, 1, 1], [0, 0, 1]]
 
+    @property
+    def entry_index(self) -> int | None:
+        """VectorEntry (modkit.core.capabilities): the one entry of the field's vector a split attribute reads."""
+        return self.config.index
+
     @classmethod
     def expand(cls, name: str, config: AttributeConfig) -> dict[str, AttributeConfig]:
         if not config.split:

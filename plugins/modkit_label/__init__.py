@@ -26,6 +26,11 @@ class Label(Modality):
         """Three named classes and small networks, for the contract tests (modkit.testing)."""
         return {"num_classes": 3, "class_names": ["red", "green", "blue"], "embedding_dim": 8, "hidden": [16]}, [0, 1, 2, "green"]
 
+    @property
+    def class_names(self) -> list[str] | None:
+        """Classifiable (modkit.core.capabilities): reports name the classes with these."""
+        return self.config.class_names
+
     def __init__(self, name: str, config: LabelConfig, latent_dim: int):
         super().__init__(name, config, latent_dim)
         if config.class_names is not None and len(config.class_names) != config.num_classes:

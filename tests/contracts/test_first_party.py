@@ -1,11 +1,12 @@
-"""The contract-test kit (modkit.testing) over every first-party modality and fusion.
+"""The contract-test kit (modkit.testing) over every first-party modality, fusion, sampler, dataset and metric.
 
-Parametrised from the registry: a modality or fusion plugin added to plugins/ is checked here without
-editing this file (its ``example()`` supplies small options and values).
+Parametrised from the registry: a plugin added to plugins/ (or a metric module added to
+modkit/evaluation/metrics/) is checked here without editing this file (its ``example()`` supplies small
+options and values).
 """
 from __future__ import annotations
 
-from modkit.testing import dataset_contract, fusion_contract, metric_contract, modality_contract
+from modkit.testing import dataset_contract, fusion_contract, metric_contract, modality_contract, sampler_contract
 
 
 @modality_contract()
@@ -15,6 +16,11 @@ def test_modality_contract(case, check):
 
 @fusion_contract()
 def test_fusion_contract(case, check):
+    check(case)
+
+
+@sampler_contract(options={"mvae": {"k": 2}, "random": {"k": 3}})
+def test_sampler_contract(case, check):
     check(case)
 
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from modkit import Fusion, LossOutput
+from modkit import Fusion, LossOutput, SubsetSampler
 from modkit.distributions import DiagGaussian, product_of_experts
 from modkit.testing import (FusionCase, ModalityCase, VectorModality, check_fusion, check_modality, fusion_absent_scores_zero,
                             fusion_finite_loss, fusion_posterior_nothing_present, modality_shapes,
@@ -111,3 +111,99 @@ def test_a_metric_that_computes_nan_or_applies_to_nothing_fails():
     with pytest.raises(AssertionError, match="applies to none"):
         metric_states(MetricCase("never", lambda modality: None))
     metric_states(MetricCase("mae", lambda modality: Mean(lambda p, t: (p.float() - t.float()).abs().reshape(len(t), -1).mean(1))))
+
+
+# -- metrics, samplers and typed registration -------------------------------------------------------
+def _metric_class(**overrides):
+    from modkit import BaseMetric
+
+    attrs = {"name": "ok", "group": "ok", "keys": ("ok",), "description": "a count of test items", "needs": frozenset(),
+             "compute": lambda self: {"ok": 1}}
+    attrs.update(overrides)
+    return type("Counted", (BaseMetric,), attrs)
+
+
+def test_a_metric_class_passes_or_fails_the_protocol_check():
+    from modkit.testing import MetricCase, metric_protocol
+
+    metric_protocol(MetricCase("ok", _metric_class()))
+    with pytest.raises(AssertionError, match=r"compute\(\) wrote \['other'\], declared keys \('ok',\)"):
+        metric_protocol(MetricCase("stray", _metric_class(compute=lambda self: {"other": 1})))
+    with pytest.raises(AssertionError, match="declares needs"):
+        metric_protocol(MetricCase("needs", _metric_class(needs=frozenset({"gpu"}))))
+    with pytest.raises(AssertionError, match="summary gave"):
+        metric_protocol(MetricCase("nan", _metric_class(summary=lambda self, result, names: {"ok": float("nan")})))
+
+
+class EmptyRow(SubsetSampler):
+    """Wrong: asks for the empty subset, whose ELBO has nothing to reconstruct."""
+
+    def sample(self):
+        return torch.zeros(1, self.n, dtype=torch.bool)
+
+
+class Unresumable(SubsetSampler):
+    """Wrong: draws from the global random stream, so its state_dict does not resume it."""
+
+    fixed = False
+
+    def sample(self):
+        return torch.rand(2, self.n) < 0.5 if self.n > 1 else torch.ones(1, 1, dtype=torch.bool)
+
+
+def test_samplers_that_break_their_rules_fail():
+    from modkit.core.subsets import MVAESampler
+    from modkit.testing import SamplerCase, sampler_masks, sampler_state_round_trip
+
+    sampler_masks(SamplerCase("mvae", MVAESampler, {"k": 2}))
+    sampler_state_round_trip(SamplerCase("mvae", MVAESampler, {"k": 2}))
+    with pytest.raises(AssertionError, match="has an empty subset"):
+        sampler_masks(SamplerCase("empty", EmptyRow))
+    with pytest.raises(AssertionError, match="after load_state_dict differs"):
+        sampler_state_round_trip(SamplerCase("global", Unresumable))
+
+
+def test_a_bad_registration_is_a_plugin_error_naming_the_plugin_and_the_fault():
+    from modkit import DatasetSource, Modality, PluginError, Registry
+
+    stage = Registry().staged("acme", "acme-pkg")
+    with pytest.raises(PluginError, match="plugin 'acme' registers modality 'x' as a function, not a class"):
+        stage.add_modality("x", lambda: None)
+    with pytest.raises(PluginError, match="registers fusion 'x': class Modality is not a subclass of modkit.Fusion"):
+        stage.add_fusion("x", Modality)
+    with pytest.raises(PluginError, match="registers sampler 'x': class VectorModality is not a subclass of modkit.SubsetSampler"):
+        stage.add_sampler("x", VectorModality)
+    with pytest.raises(PluginError, match="registers dataset 'x': class str has no load"):
+        stage.add_dataset("x", str)
+
+    class Loose(Modality):
+        Config = dict
+
+    with pytest.raises(PluginError, match="Loose.Config is <class 'dict'>, not a subclass of modkit.ModalityConfig"):
+        stage.add_modality("x", Loose)
+    with pytest.raises(PluginError, match="registers metric 'x' as a int: neither a Metric class nor a function"):
+        stage.add_metric("x", 3)
+    with pytest.raises(PluginError, match="registers metric 'x': class Counted lacks keys"):
+        stage.add_metric("x", type("Counted", (), {"name": "x", "group": "x", "description": "d", "needs": frozenset(),
+                                                   **{m: lambda self: None for m in ("start", "update", "compute", "summary", "report")}}))
+    with pytest.raises(PluginError, match="class Counted declares name 'ok'"):
+        stage.add_metric("x", _metric_class())
+    # what is right goes in: a Metric class under its own name, a task-metric function, the base classes' subclasses
+    stage.add_metric("ok", _metric_class())
+    stage.add_metric("mae", lambda modality: None)
+    stage.add_modality("vec", VectorModality)
+    stage.add_dataset("base", DatasetSource)
+    assert stage.names("metric") == ["mae", "ok"]
+
+
+def test_capabilities_are_read_by_isinstance():
+    from modkit import Classifiable, Judgeable, Renderable, TaskHeaded, VectorEntry
+    from modkit.core.capabilities import class_names_of, entry_index_of
+    from modkit.testing import modality_cases
+
+    label, attribute, image = (case.build() for case in modality_cases(names=["label", "attribute", "image"]))
+    assert isinstance(label, Classifiable) and class_names_of(label) == ["red", "green", "blue"]
+    assert not isinstance(image, Classifiable) and class_names_of(image) is None
+    assert isinstance(attribute, VectorEntry) and entry_index_of(attribute) is None and entry_index_of(label) is None
+    assert all(isinstance(m, (Judgeable)) and isinstance(m, Renderable) and isinstance(m, TaskHeaded) for m in (label, image))
+    assert not isinstance(object(), Judgeable)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from modkit import Modality
 from modkit.errors import PluginError
 from modkit.plugins.loader import load_plugins
 from modkit.plugins.registry import Registry
@@ -73,11 +74,11 @@ def test_broken_and_clashing_plugins_are_isolated(tmp_path, monkeypatch):
 def test_registry_clash_names_both_plugins():
     registry = Registry()
     stage = registry.staged("first", "pkg-a")
-    stage.add_modality("x", object)
+    stage.add_modality("x", Modality)
     registry.commit(stage)
     stage = registry.staged("second", "pkg-b")
     with pytest.raises(PluginError, match="plugin 'second' registers modality 'x', which plugin 'first' \\(package pkg-a\\)"):
-        stage.add_modality("x", object)
+        stage.add_modality("x", Modality)
 
 
 def test_modkit_plugins_command_lists_registry_and_broken(tmp_path):

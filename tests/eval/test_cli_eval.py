@@ -36,7 +36,7 @@ def test_eval_writes_every_group(run_dir):
     result = invoke("eval", run_dir, *FAST, "--device", "cpu")
     assert result.exit_code == 0, result.output
     data = json.loads((run_dir / "eval.json").read_text())
-    for group in ("likelihood", "coherence", "probe", "relatedness", "reconstruction", "judges", "summary"):
+    for group in ("likelihood", "coherence", "probe", "relatedness", "reconstruction", "active_units", "judges", "summary"):
         assert data[group], group
     assert set(data["coherence"]["cross"]) == {"image->image", "image->label", "label->image", "label->label",
                                                "image+label->image", "image+label->label"}
@@ -162,7 +162,7 @@ def test_sample_and_report(run_dir):
                    "relatedness_image_label.png", "distance_image_label_label.png"):
         assert (run_dir / "report" / figure).exists(), figure
         assert f"report/{figure}" in report
-    for section in ("## Coherence", "## Linear probes", "## Relatedness", "## Log-likelihoods", "## Reconstruction"):
+    for section in ("## Coherence", "## Linear probes", "## Relatedness", "## Log-likelihoods", "## Reconstruction", "## Active units"):
         assert section in report
 
 

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from modkit.cli.main import main
 from modkit.evaluation import suite
+from modkit.evaluation.metrics import probe as probe_metric
 from modkit.evaluation.suite import EvalSettings
 from modkit.runs.loading import load_run
 
@@ -47,13 +48,13 @@ def test_probe_from_the_image_fits_on_paired_labels_only(partial_run, monkeypatc
     run = load_run(partial_run, device="cpu")
     label_field = run.setup.train.fields["label"]
     calls: list[np.ndarray] = []
-    real_probe = suite.linear_probe
+    real_probe = probe_metric.linear_probe
 
     def recording_probe(train_x, train_y, test_x, test_y):
         calls.append(train_y.copy())
         return real_probe(train_x, train_y, test_x, test_y)
 
-    monkeypatch.setattr(suite, "linear_probe", recording_probe)
+    monkeypatch.setattr(probe_metric, "linear_probe", recording_probe)
     settings = EvalSettings(metrics=["probe"], probe_rows=400, max_items=100)
     result = suite.evaluate_run(run, settings)
     subsets, attrs = list(result["probe"]), result["attributes"]
