@@ -27,7 +27,7 @@ from modkit.errors import DataError, ModkitError, PluginError, RecipeError
 from modkit.evaluation.task_metrics import Collect, Mean
 from modkit.plugins.hookspecs import hookimpl
 from modkit.plugins.registry import Registry
-from modkit.runs.files import atomic_write_bytes, atomic_write_text
+from modkit.storage.files import atomic_write_bytes, atomic_write_text
 
 __version__ = VERSION
 

@@ -15,7 +15,7 @@ import warnings
 from types import ModuleType
 from typing import Any, Callable
 
-#: old flat module -> its new home (modules whose old name is now a package are not listed here)
+#: old module name -> its new home (modules whose old name is now a package are not listed here)
 MOVED_MODULES: dict[str, str] = {
     "modkit.batch": "modkit.core.batch",
     "modkit.modality": "modkit.core.modality",
@@ -37,7 +37,10 @@ MOVED_MODULES: dict[str, str] = {
     "modkit.accel": "modkit.training.accel",
     "modkit.distributed": "modkit.training.distributed",
     "modkit.build": "modkit.training.builder",
-    "modkit.rundir": "modkit.runs.files",
+    "modkit.rundir": "modkit.storage.files",
+    "modkit.runs.files": "modkit.storage.files",
+    "modkit.runs.state_file": "modkit.storage.state_file",
+    "modkit.runs.checkpoint": "modkit.storage.checkpoint",
     "modkit.evaluate": "modkit.evaluation.epoch_metrics",
     "modkit.likelihood_estimates": "modkit.evaluation.likelihood",
     "modkit.judges": "modkit.evaluation.judges",

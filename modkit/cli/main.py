@@ -9,7 +9,7 @@ import click
 
 from modkit import __version__
 
-from modkit.runs import files as rundir
+from modkit.storage import files as rundir
 from modkit.errors import ModkitError
 from modkit.cli.errors import user_errors
 from modkit.plugins.loader import plugins_for
@@ -103,7 +103,7 @@ def convert_command(run: Path) -> None:
 
     It is read with torch.load(weights_only=True), the unpickler that builds only tensors and plain
     values, so a file that would run code is refused rather than run."""
-    from modkit.runs import checkpoint as checkpoints
+    from modkit.storage import checkpoint as checkpoints
 
     path = checkpoints.convert_legacy(run)
     click.echo(f"wrote {path}; the old files were not changed and are never read again (delete them when you like)")

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from modkit.runs import files as rundir
+from modkit.storage import files as rundir
 from modkit.errors import ModkitError
 from modkit.evaluation.judges import (JUDGES_FILE, JudgeSet, attribute_fields, attribute_values, fit_classifiers,
                                       flatten_lead, iterate, plan_judges, select, split_attribute)

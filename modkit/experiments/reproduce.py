@@ -26,7 +26,7 @@ from typing import Any, Callable
 from modkit.errors import ModkitError
 from modkit.experiments.claims import Arm, Claim, find, project_root
 from modkit.experiments.fusion_tables import cell
-from modkit.runs import files as rundir
+from modkit.storage import files as rundir
 
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from modkit.errors import ModkitError, RecipeError
-from modkit.runs import files as rundir
+from modkit.storage import files as rundir
 
 SWEEP_JSON = "sweep.json"
 STUDY_DB = "study.db"
@@ -465,7 +465,8 @@ def run_one(config: SweepConfig, values: dict[str, str], seed: int | None, run_d
     run an earlier worker left is tidied and continued from its newest checkpoint.
     """
     from modkit.evaluation.suite import EVAL_JSON, EvalSettings, evaluate_run
-    from modkit.runs import checkpoint, lifecycle
+    from modkit.runs import lifecycle
+    from modkit.storage import checkpoint
 
     recipe, resolved = resolve(config, values, seed, project)
     quiet = lambda s: echo("  " + s)  # noqa: E731

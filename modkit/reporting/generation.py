@@ -134,7 +134,7 @@ def generate(run: LoadedRun, given: dict[str, str], target: str, n: int = 16, ou
         out = out.with_suffix(".txt" if text else ".png")
     out.parent.mkdir(parents=True, exist_ok=True)
     if text:
-        from modkit.runs.files import atomic_write_text
+        from modkit.storage.files import atomic_write_text
 
         atomic_write_text(out, "".join(f"{r}\n" for r in renders))
     else:
@@ -154,7 +154,7 @@ def save_image(render, path: Path) -> None:
     import numpy as np
     from PIL import Image
 
-    from modkit.runs.files import atomic_write_bytes
+    from modkit.storage.files import atomic_write_bytes
 
     array = (np.clip(np.asarray(render, dtype=np.float32), 0, 1) * 255).round().astype(np.uint8)
     grey = array.ndim == 3 and np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 0], array[..., 2])

@@ -13,7 +13,7 @@ import numpy as np
 
 from modkit.reporting import figures
 
-from modkit.runs import files as rundir
+from modkit.storage import files as rundir
 from modkit.errors import ModkitError
 from modkit.evaluation.suite import EVAL_JSON, EvalSettings, evaluate_run, grouped, summarize, write_eval
 from modkit.evaluation.likelihood import no_prior_reason, prior_of

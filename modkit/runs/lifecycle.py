@@ -21,8 +21,8 @@ import torch
 from modkit.config.project import ProjectConfig, load_project
 from modkit.config.recipe import Recipe, load_recipe, read_yaml, resolve_raw
 from modkit.errors import ModkitError
-from modkit.runs import checkpoint as checkpoints
-from modkit.runs import files as rundir
+from modkit.storage import checkpoint as checkpoints
+from modkit.storage import files as rundir
 
 LOCK = ".modkit.lock"
 #: files of a run directory that belong to training or evaluation, not to the model: an export leaves them out

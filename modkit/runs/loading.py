@@ -13,8 +13,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from modkit.runs import checkpoint as checkpoints
-from modkit.runs import files as rundir
+from modkit.storage import checkpoint as checkpoints
+from modkit.storage import files as rundir
 from modkit.training.builder import Setup, build, lookup
 from modkit.data.dataset import DatasetSource, ModalityView
 from modkit.core.engine import MultimodalVAE

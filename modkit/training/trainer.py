@@ -35,8 +35,8 @@ from torch import Tensor
 
 from modkit.training import distributed
 
-from modkit.runs import checkpoint as checkpoints
-from modkit.runs import files as rundir
+from modkit.storage import checkpoint as checkpoints
+from modkit.storage import files as rundir
 from modkit.training.accel import accelerate
 from modkit.training.builder import Setup, build_on_ranks
 from modkit.training.divergence import DivergenceError, DivergenceGuard  # noqa: F401 - DivergenceError: re-exported

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from modkit.config.recipe import load_recipe, read_yaml
 from modkit.errors import RecipeError
-from modkit.runs import files
+from modkit.storage import files
 
 from run_helpers import COMMANDS, cli, one_error_line, tiny_raw
 

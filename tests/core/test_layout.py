@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "modkit"
-ROLES = {"core", "data", "plugins", "config", "training", "runs", "evaluation", "reporting", "cli", "scaffold", "experiments", "tracking"}  # tracking: issue 14
+ROLES = {"storage", "core", "data", "plugins", "config", "training", "runs", "evaluation", "reporting", "cli", "scaffold", "experiments", "tracking"}  # tracking: issue 14
 
 
 def module_name(path: Path) -> str:
@@ -115,7 +115,8 @@ def test_public_names_all_resolve():
 
 
 @pytest.mark.parametrize("old, new", [("modkit.gaussian", "modkit.core.gaussian"), ("modkit.trainer", "modkit.training.trainer"),
-                                      ("modkit.rundir", "modkit.runs.files"), ("modkit.recipe", "modkit.config.recipe")])
+                                      ("modkit.rundir", "modkit.storage.files"),
+                                      ("modkit.runs.checkpoint", "modkit.storage.checkpoint"), ("modkit.recipe", "modkit.config.recipe")])
 def test_old_flat_module_still_imports_with_one_warning(old, new):
     # a fresh interpreter, so the module is imported for the first time there
     code = f"import warnings; warnings.simplefilter('always'); import {old} as m; print(m.__name__)"

@@ -1,6 +1,6 @@
 """The checkpoint files of a run directory: their names, their layout, their format version.
 
-A checkpoint is one safetensors file (see :mod:`modkit.runs.state_file`): the weights under
+A checkpoint is one safetensors file (see :mod:`modkit.storage.state_file`): the weights under
 ``model/…``, the optimizer's tensors under ``optimizer/…``, and everything else (step counters,
 partial sums, the scheduler, the subset sampler, the RNG of every rank) as tensors or JSON. Opening
 one never runs code. It is written in three moves so a complete one always exists:
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from modkit.errors import ModkitError
-from modkit.runs import files, state_file
+from modkit.storage import files, state_file
 
 CHECKPOINT_FORMAT = 3
 KIND = "checkpoint"
