@@ -466,14 +466,14 @@ def run_one(config: SweepConfig, values: dict[str, str], seed: int | None, run_d
     """
     from modkit.evaluation.suite import EVAL_JSON, EvalSettings, evaluate_run
     from modkit.runs import lifecycle
-    from modkit.storage import checkpoint
+    from modkit.storage import checkpoint, train_state
 
     recipe, resolved = resolve(config, values, seed, project)
     quiet = lambda s: echo("  " + s)  # noqa: E731
     if not (run_dir / rundir.SUMMARY).exists():
         if (run_dir / rundir.RECIPE).exists():  # an earlier worker started it: continue
             if checkpoint.has_checkpoint(run_dir):
-                step = checkpoint.newest_step(run_dir / checkpoint.CHECKPOINT)
+                step = train_state.newest_step(run_dir / checkpoint.CHECKPOINT)
                 on_resume(step if step is not None else 0)
             lifecycle.train(resume=run_dir, echo=quiet)
         else:
