@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
@@ -18,7 +18,9 @@ from modkit.core.modality import existing_file
 from modkit.errors import DataError, ModkitError
 from modkit.evaluation.judges import flatten_lead
 from modkit.evaluation.likelihood import no_prior_reason, prior_of
-from modkit.runs.loading import LoadedRun
+
+if TYPE_CHECKING:  # the run is handed in: reporting sits below the run lifecycle and never imports it
+    from modkit.runs.loading import LoadedRun
 
 
 def parse_given(items: Sequence[str], names: Sequence[str]) -> dict[str, str]:

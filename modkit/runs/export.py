@@ -6,7 +6,7 @@ from pathlib import Path
 
 from modkit.storage import checkpoint as checkpoints
 from modkit.storage import files
-from modkit.storage.layout import RUN_ONLY, RunDir  # noqa: F401 - RUN_ONLY: its old place (modkit.runs.lifecycle), kept
+from modkit.storage.layout import RUN_ONLY, RunDir, check_new_run_dir  # noqa: F401 - RUN_ONLY: its old place (modkit.runs.lifecycle), kept
 
 
 def export(run, dest: Path | str) -> Path:
@@ -15,8 +15,6 @@ def export(run, dest: Path | str) -> Path:
     (:func:`modkit.storage.layout.exports` says which). :func:`modkit.load` reads it without the data or the
     source run."""
     from safetensors.torch import save_file
-
-    from modkit.runs.lifecycle import check_new_run_dir
 
     dest = Path(dest)
     check_new_run_dir(dest)

@@ -28,7 +28,7 @@ from modkit.errors import ModkitError
 from modkit.runs.export import RUN_ONLY, export  # noqa: F401 - export: its old place, kept
 from modkit.storage import checkpoint as checkpoints
 from modkit.storage import files as rundir
-from modkit.storage.layout import LOCK, write_recipe
+from modkit.storage.layout import LOCK, check_new_run_dir, write_recipe  # noqa: F401 - check_new_run_dir: also its old place
 
 WEIGHTS = checkpoints.WEIGHTS
 load_weights = checkpoints.load_weights
@@ -52,17 +52,6 @@ class RunLock:
 
     def release(self) -> None:
         self._lock.release()
-
-
-def check_new_run_dir(out: Path) -> None:
-    """A new run goes into a folder that does not exist yet or is empty: nothing of the user's is overwritten."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ModkitError(f"--out {out} is a file, not a folder; choose another --out")
-    if out.is_dir() and any(p.name != LOCK for p in out.iterdir()):
-        what = "holds a run" if (out / rundir.RECIPE).exists() else "is not empty"
-        raise ModkitError(f"{out} {what}; modkit starts a run only in a new or empty folder. Continue a run there with "
-                          f"--resume {out}, or choose another --out")
 
 
 def default_run_dir(project: ProjectConfig, name: str) -> Path:

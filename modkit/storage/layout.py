@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from modkit.storage import checkpoint as checkpoints
+from modkit.errors import ModkitError
 from modkit.storage import files
 
 RECIPE = files.RECIPE
@@ -89,6 +90,17 @@ class RunDir:
 def exports(name: str) -> bool:
     """Whether an export copies the run directory's entry ``name`` (hidden files and TensorBoard events stay)."""
     return name not in RUN_ONLY and not name.startswith((".", TENSORBOARD_PREFIX))
+
+
+def check_new_run_dir(out: Path) -> None:
+    """A new run goes into a folder that does not exist yet or is empty: nothing of the user's is overwritten."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ModkitError(f"--out {out} is a file, not a folder; choose another --out")
+    if out.is_dir() and any(p.name != LOCK for p in out.iterdir()):
+        what = "holds a run" if (out / RECIPE).exists() else "is not empty"
+        raise ModkitError(f"{out} {what}; modkit starts a run only in a new or empty folder. Continue a run there with "
+                          f"--resume {out}, or choose another --out")
 
 
 def write_recipe(run_dir: Path, resolved: dict[str, Any]) -> None:

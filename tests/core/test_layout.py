@@ -137,3 +137,26 @@ def test_old_attribute_of_a_package_forwards_with_a_warning():
     assert any("use from modkit import ArrayRecords" in str(w.message) for w in caught)
     with pytest.raises(AttributeError):
         modkit.data.no_such_name
+
+
+def test_the_training_loop_imports_nothing_of_what_runs_around_it():
+    """The trainer holds the loop, its faults and checkpoint timing; trackers, evaluation, reports and the run
+    lifecycle reach it as callbacks, never the other way round."""
+    above = ("modkit.evaluation", "modkit.reporting", "modkit.tracking", "modkit.runs")
+    edges = graph()
+    assert {m for m in edges["modkit.training.trainer"] if m.startswith(above)} == set()
+    training = {name: deps for name, deps in edges.items() if name.startswith("modkit.training")}
+    assert {(n, d) for n, deps in training.items() for d in deps if d.startswith(above)} == set()
+
+
+def test_storage_is_below_training_and_the_run_lifecycle():
+    edges = graph()
+    allowed = ("modkit.storage", "modkit.errors", "modkit._meta", "modkit._compat")
+    wrong = {(n, d) for n, deps in edges.items() if n.startswith("modkit.storage") for d in deps if not d.startswith(allowed)}
+    assert wrong == set()
+
+
+def test_reporting_modules_do_not_import_the_run_lifecycle_when_they_run():
+    edges = graph()
+    for name in ("modkit.reporting.generation", "modkit.reporting.samples", "modkit.reporting.figures"):
+        assert {d for d in edges[name] if d.startswith("modkit.runs")} == set(), name
