@@ -28,6 +28,7 @@ from modkit.evaluation.task_metrics import Collect, Mean
 from modkit.plugins.hookspecs import hookimpl
 from modkit.plugins.registry import Registry
 from modkit.storage.files import atomic_write_bytes, atomic_write_text
+from modkit.training.events import Callback
 
 __version__ = VERSION
 
@@ -47,6 +48,8 @@ __all__ = [
     # contracts a plugin implements
     "Modality", "ModalityConfig", "Fusion", "FusionConfig", "LossOutput", "SubsetPlan", "SubsetSampler", "SamplerConfig",
     "DatasetSource", "DatasetConfig", "DerivedDataset", "DerivedDatasetConfig", "Registry", "hookimpl",
+    # what a plugin puts on the training loop (the modkit_train_callbacks hook)
+    "Callback",
     # data
     "Batch", "Data", "Records", "Column", "ArrayRecords", "ColumnRecords", "ModalityView", "EpochBatchSampler", "make_loader",
     # the engine and its math

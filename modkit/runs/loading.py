@@ -16,7 +16,7 @@ import torch
 from modkit.storage import checkpoint as checkpoints
 from modkit.storage import files as rundir
 from modkit.storage import train_state
-from modkit.training.accel import resolve_device  # noqa: F401 - also its old place, kept
+from modkit.training.accel import resolve_device
 from modkit.training.builder import Setup, build, lookup
 from modkit.data.dataset import DatasetSource, ModalityView
 from modkit.core.engine import MultimodalVAE
