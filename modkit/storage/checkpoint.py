@@ -117,7 +117,7 @@ def load_checkpoint(run_dir: Path, model_only: bool = False) -> dict[str, Any]:
             errors.append(str(exc))
             continue
         check_weights(path, state.get(MODEL))
-        train_state.read_counters(state, path)  # a hand-edited counter: one line naming this file
+        train_state.check_counters(state, path)  # a hand-edited counter: one line naming this file
         return state
     if not errors:
         raise ModkitError(f"{run_dir} has no checkpoint yet: it was stopped before its first one. Start it again "

@@ -117,6 +117,14 @@ def _number(ckpt: dict[str, Any], key: str, where: Path | str, default: float) -
     return float(value)
 
 
+def check_counters(ckpt: dict[str, Any], where: Path | str) -> None:
+    """The counters a checkpoint holds are whole numbers ≥ 0 (what :func:`modkit.storage.checkpoint.load_checkpoint`
+    checks as it reads the file, so the error names the very file; a missing one is :func:`read`'s to report)."""
+    for key in (*COUNTERS, "bad_samples", "rollbacks", "skipped_total", "world"):
+        if key in ckpt:
+            _integer(ckpt, key, where)
+
+
 def read_counters(ckpt: dict[str, Any], where: Path | str) -> TrainState:
     """The counters alone (what a weights-only read of a checkpoint still has), checked: whole numbers ≥ 0."""
     epoch, step_in_epoch, global_step = (_integer(ckpt, key, where) for key in COUNTERS)

@@ -147,7 +147,7 @@ def rank_seed(seed: int, rank: int) -> int:
 class Trainer:
     """Trains a built :class:`Setup` into ``run_dir``, telling ``callbacks`` what happens (:mod:`modkit.training.events`).
 
-    Build one through the run lifecycle (:func:`modkit.runs.lifecycle.trainer_for` or ``make_trainer``): it
+    Build one through the run lifecycle (:func:`modkit.runs.lifecycle.make_trainer`, or ``train``): it
     seeds and builds the setup, takes the run directory's lock and adds the callbacks that finish the run.
     """
 
@@ -163,7 +163,7 @@ class Trainer:
             error.shown_by_rank0 = True  # every rank reaches the same verdict
             raise error
         if not isinstance(setup, Setup):
-            raise TypeError("Trainer needs a built Setup; build trainers through modkit.runs.lifecycle.trainer_for")
+            raise TypeError("Trainer needs a built Setup; build trainers through modkit.runs.lifecycle.make_trainer")
         self.setup: Setup = setup
         self.model = self.setup.model.to(device)
         apply_threads(recipe.train.threads, device, self.model, recipe.data.batch_size // dist.world)

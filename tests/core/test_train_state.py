@@ -85,3 +85,5 @@ def test_a_checkpoint_without_rng_or_with_bad_sums_is_refused_by_name(tmp_path):
         train_state.read({**ckpt, "sums": {"loss": 3}}, where)
     with pytest.raises(ModkitError, match="'lr_scale' is 'x'"):
         train_state.read({**ckpt, "lr_scale": "x"}, where)
+    with pytest.raises(ModkitError, match=r"checkpoint.safetensors has no 'epoch' counter"):
+        train_state.read_counters({k: v for k, v in ckpt.items() if k != "epoch"}, where)
