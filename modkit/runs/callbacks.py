@@ -64,13 +64,13 @@ class Tracking(Callback):
         self.tracker.log_epoch(row)
 
     def on_fit_end(self, trainer) -> None:
-        if trainer.dist.main:
+        if self.tracker is not NULL_TRACKER:  # rank 0 with a backend
             run = RunDir(trainer.run_dir)
             self.tracker.finish(trainer.summary, {"samples_png": run.samples_png, "samples_md": run.samples_md})
-        else:
-            self.tracker.close("FINISHED")
 
     def on_fit_error(self, trainer, error: BaseException) -> None:
+        if self.tracker is NULL_TRACKER:
+            return
         interrupted = isinstance(error, KeyboardInterrupt) or type(error).__name__ == "Interrupted"
         self.tracker.close("KILLED" if interrupted else "FAILED")
 
