@@ -1,6 +1,6 @@
 """What the safe checkpoint format costs against the pickle it replaced: one checkpoint of
 recipes/digits.yaml's model (after one Adam step), serialised by ``torch.save`` (format 2) and by
-modkit's safetensors + JSON (format 3), and read back by ``modkit.runs.checkpoint.load_checkpoint``.
+modkit's safetensors + JSON (format 3), and read back by ``modkit.storage.checkpoint.load_checkpoint``.
 
     python benchmarks/checkpoint_io.py [--repeats 20] > benchmarks/results/checkpoint-io.txt
 
@@ -37,7 +37,7 @@ def main() -> None:
     torch.set_num_threads(1)
     from modkit.config.recipe import load_recipe
     from modkit.plugins.loader import plugins_for
-    from modkit.runs import checkpoint, state_file
+    from modkit.storage import checkpoint, state_file
     from modkit.runs.lifecycle import make_trainer
 
     recipe, resolved = load_recipe(ROOT / "recipes" / "digits.yaml", ["train.device=cpu"])

@@ -112,13 +112,13 @@ def main() -> None:
     torch.manual_seed(args.seed)
     from modkit.plugins.loader import load_plugins
     from modkit.training.builder import build
-    from modkit.training.trainer import Trainer
+    from modkit.runs.lifecycle import make_trainer
 
     recipe, resolved = load(args)
     plugins = load_plugins(["bench_plugin"])
     device, sync, probe = device_tools(args.device)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(recipe, resolved, plugins, Path(tmp), device, source="benchmark", echo=lambda *a, **k: None)
+        trainer = make_trainer(recipe, resolved, plugins, Path(tmp), device, source="benchmark", echo=lambda *a, **k: None)
         torch.set_num_threads(args.threads)  # the benchmark's own thread count, whatever train.threads chose
         view = trainer.setup.train
         size = recipe.data.batch_size

@@ -22,7 +22,8 @@ from modkit.errors import DataError, ModkitError, PluginError, RecipeError
 from modkit.evaluation.task_metrics import Collect, Mean
 from modkit.plugins.hookspecs import hookimpl
 from modkit.plugins.registry import Registry
-from modkit.runs.files import atomic_write_bytes, atomic_write_text
+from modkit.storage.files import atomic_write_bytes, atomic_write_text
+from modkit.training.events import Callback
 # evaluation metrics (docs/evaluation.md) and optional modality capabilities (docs/plugin-api.md)
 from modkit.core.capabilities import Classifiable, DeclaresAttributes, Judgeable, Renderable, TaskHeaded, VectorEntry
 from modkit.evaluation.metric import BaseMetric, Decoded, EvalContext, Figure, Metric, PosteriorBatch, Table, Text
@@ -67,6 +68,8 @@ __all__ = [
     "Modality", "ModalityConfig", "Fusion", "FusionConfig", "LossOutput", "SubsetPlan", "SubsetSampler", "SamplerConfig",
     "DatasetSource", "DatasetConfig", "DerivedDataset", "DerivedDatasetConfig", "Registry", "hookimpl", "Engine", "MultimodalVAE",
     "subset_gaussian_elbo",
+    # what a plugin puts on the training loop (the modkit_train_callbacks hook)
+    "Callback",
     # data
     "Batch", "Data", "Records", "Column", "ArrayRecords", "ColumnRecords", "ModalityView", "EpochBatchSampler", "make_loader",
     # subset masks: the (S, N) rows samplers return

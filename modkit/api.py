@@ -64,7 +64,7 @@ class Run(LoadedRun):
 
     def export(self, dest: Path | str) -> Path:
         """A portable folder (recipe, ``model.safetensors``, tokenizers) that ``modkit.load`` reads without the data."""
-        from modkit.runs.lifecycle import export
+        from modkit.runs.export import export
 
         return export(self, dest)
 

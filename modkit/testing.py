@@ -601,17 +601,18 @@ class Trained:
 
 
 def train_recipe(recipe: Mapping[str, Any], run_dir: Path) -> Trained:
-    """Train a recipe given as a dict (what a YAML recipe holds) into ``run_dir``, quietly, as ``modkit train`` does."""
+    """Train a recipe given as a dict (what a YAML recipe holds) into ``run_dir`` (new or empty), quietly, as
+    ``modkit train`` does: the folder is locked while it trains, and the run is finished (``summary.json``,
+    samples), so ``modkit eval`` and ``modkit generate`` can open it."""
     from modkit.config.recipe import resolve_raw
     from modkit.plugins.loader import load_plugins
-    from modkit.training.trainer import Trainer, write_recipe
+    from modkit.runs.lifecycle import make_trainer
 
     raw = {**recipe, "train": {"progress": False, "device": "cpu", **recipe.get("train", {})}}
     resolved_recipe, resolved = resolve_raw(dict(raw), [], None, source="test")
     plugins = load_plugins(resolved_recipe.plugins, source="recipe")
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(resolved_recipe, resolved, plugins, Path(run_dir), torch.device("cpu"), echo=lambda *a: None)
-    write_recipe(Path(run_dir), resolved)  # a run directory `modkit eval` and `modkit generate` can open
+    trainer = make_trainer(resolved_recipe, resolved, plugins, Path(run_dir), torch.device("cpu"), source="test",
+                           echo=lambda *a: None)
     trainer.fit()
     return Trained(trainer.model.eval(), trainer.setup.test, list(trainer.rows), Path(run_dir))
 

@@ -181,7 +181,7 @@ def stale(json_path: Path, docs_dir: Path, recipes_dir: Path | None = None) -> l
 
 def write(json_path: Path | str, docs_dir: Path | str, recipes_dir: Path | None = None) -> list[Path]:
     """Rewrite the generated block of every docs/fusions/<fusion>.md from ``json_path``; the pages written."""
-    from modkit.runs.files import atomic_write_text
+    from modkit.storage.files import atomic_write_text
 
     data, recipes_dir = load(Path(json_path)), recipes_dir or default_recipes_dir()
     written = []

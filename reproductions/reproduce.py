@@ -27,7 +27,7 @@ from modkit.errors import ModkitError
 from reproductions.claim_spec import find_recipe
 from reproductions.claims import Arm, Claim, find, project_root
 from reproductions.fusion_tables import cell
-from modkit.runs import files as rundir
+from modkit.storage import files as rundir
 
 
 

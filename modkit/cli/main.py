@@ -12,7 +12,7 @@ from modkit.cli.run_commands import eval_command, generate_command, report_comma
 from modkit.config.project import load_project
 from modkit.errors import ModkitError, user_errors
 from modkit.plugins.loader import plugins_for
-from modkit.runs import files as rundir
+from modkit.storage import files as rundir
 from modkit.scaffold.generator import new
 
 
@@ -103,7 +103,7 @@ def convert_command(run: Path) -> None:
 
     It is read with torch.load(weights_only=True), the unpickler that builds only tensors and plain
     values, so a file that would run code is refused rather than run."""
-    from modkit.runs import checkpoint as checkpoints
+    from modkit.storage import checkpoint as checkpoints
 
     path = checkpoints.convert_legacy(run)
     click.echo(f"wrote {path}; the old files were not changed and are never read again (delete them when you like)")

@@ -129,9 +129,10 @@ class Fusion(nn.Module):
     @classmethod
     def latent_width(cls, modalities: Mapping[str, "Modality"], latent_dim: int, config: FusionConfig) -> int:
         """How wide the latent vector the engine carries is, given ``model.latent_dim`` and the modalities as
-        built at that width. Default: ``latent_dim``. A fusion that carries more than its Gaussian part beside it
+        constructed at that width (not yet prepared: data-dependent sizes, such as a tokenizer's vocabulary, are
+        not known here). Default: ``latent_dim``. A fusion that carries more than its Gaussian part beside it
         (M2's y map beside z_c) may size it here from its own options, so a recipe does not spell out the sum;
-        the builder then builds the modalities again at the returned width."""
+        the builder then constructs the modalities at the returned width and prepares each of them once."""
         return latent_dim
 
     @classmethod

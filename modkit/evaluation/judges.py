@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 
 from modkit.errors import ModkitError
-from modkit.runs import files as rundir
-from modkit.runs import state_file
+from modkit.storage import files as rundir
+from modkit.storage import state_file
 from modkit.core.batch import Batch
 from modkit.core.capabilities import DeclaresAttributes, Judgeable, Renderable, entry_index_of
 from modkit.data.dataset import DatasetSource, ModalityView, Records

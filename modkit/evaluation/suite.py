@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from modkit.runs import files as rundir
+from modkit.storage import files as rundir
 from modkit.errors import ModkitError
 from modkit.evaluation.judges import attribute_fields, attribute_values
 from modkit.evaluation.likelihood import CHUNK_ELEMENTS, SCOPES, no_prior_reason, prior_of, quantities

@@ -61,6 +61,12 @@ class PluginSet:
         self._register(module, info)
         return info
 
+    def add_plugin(self, plugin: Any, name: str, source: str = "python") -> PluginInfo:
+        """Register a plugin object (or module) already in hand: a notebook's or a test's own hooks."""
+        info = PluginInfo(name=name, package="local", source=source, module=getattr(plugin, "__name__", name))
+        self._register(plugin, info)
+        return info
+
     def _register(self, plugin: Any, info: PluginInfo) -> None:
         self.infos.append(info)
         try:

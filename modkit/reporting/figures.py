@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from modkit.runs.files import atomic_write_bytes  # noqa: E402
+from modkit.storage.files import atomic_write_bytes  # noqa: E402
 
 
 def save(fig, path: Path, dpi: int = 90) -> Path:

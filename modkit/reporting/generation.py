@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
@@ -18,7 +18,9 @@ from modkit.core.modality import existing_file
 from modkit.errors import DataError, ModkitError
 from modkit.evaluation.judges import flatten_lead
 from modkit.evaluation.likelihood import no_prior_reason, prior_of
-from modkit.runs.loading import LoadedRun
+
+if TYPE_CHECKING:  # the run is handed in: reporting sits below the run lifecycle and never imports it
+    from modkit.runs.loading import LoadedRun
 
 
 def parse_given(items: Sequence[str], names: Sequence[str]) -> dict[str, str]:
@@ -134,7 +136,7 @@ def generate(run: LoadedRun, given: dict[str, str], target: str, n: int = 16, ou
         out = out.with_suffix(".txt" if text else ".png")
     out.parent.mkdir(parents=True, exist_ok=True)
     if text:
-        from modkit.runs.files import atomic_write_text
+        from modkit.storage.files import atomic_write_text
 
         atomic_write_text(out, "".join(f"{r}\n" for r in renders))
     else:
@@ -154,7 +156,7 @@ def save_image(render, path: Path) -> None:
     import numpy as np
     from PIL import Image
 
-    from modkit.runs.files import atomic_write_bytes
+    from modkit.storage.files import atomic_write_bytes
 
     array = (np.clip(np.asarray(render, dtype=np.float32), 0, 1) * 255).round().astype(np.uint8)
     grey = array.ndim == 3 and np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 0], array[..., 2])

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable
 
 from modkit.reporting import figures
 
-from modkit.runs import files as rundir
+from modkit.storage import files as rundir
 from modkit.errors import ModkitError
 from modkit.core.capabilities import class_names_of
 from modkit.evaluation.metric import Block, Figure, Table, Text

@@ -39,7 +39,7 @@ def write_samples(model: MultimodalVAE, batch: Batch, png: Path, md: Path) -> No
     """``samples.png`` (every modality) and, when some modality renders as text, ``samples.md``,
     both from one pass of :func:`sample_grid`."""
     from modkit.reporting.figures import grid
-    from modkit.runs.files import atomic_write_text
+    from modkit.storage.files import atomic_write_text
 
     columns, rows = sample_grid(model, batch.to(model.device))
     names = model.names

@@ -1,6 +1,6 @@
-"""A run directory: its files (``files``: atomic writes, strict JSON), nested state in safetensors
-(``state_file``), its checkpoints (``checkpoint``: layout, format check, recovery, conversion), its
-life (``lifecycle``: start, lock, resume, load, export) and loading a finished run (``loading``).
+"""A run's life, the top layer: start, lock, resume, finish (``lifecycle``), the callbacks it puts on the
+training loop (``callbacks``), loading a finished run (``loading``) and exporting it (``export``). The
+files of a run directory live one layer down, in :mod:`modkit.storage`.
 
 Plugins import what they need from :mod:`modkit`; the old flat names (``modkit.runs.load_run``) still
 resolve, with a warning.

@@ -1,12 +1,16 @@
-"""A run's life in one place: start (a new run directory, locked while it trains), resume, load, export.
+"""A run's life in one place: start (a new run directory, locked while it trains), resume, finish, load.
 
 The ``modkit train`` command, :func:`modkit.train`/:func:`modkit.load`, ``modkit sweep``, M2's accuracy
-helper and the benchmarks all come through here, so the rules hold for every one of them:
+helper, :func:`modkit.testing.train_recipe`, the benchmarks and the tests all come through here (a
+:class:`~modkit.training.trainer.Trainer` is built nowhere else: :func:`train`, or :func:`make_trainer`
+for code that drives the trainer itself), so the rules hold for every one of them:
 
 * a new run goes only into a new or empty folder (``--resume`` continues one);
 * a run directory is locked while it trains (``.modkit.lock``): a second training on it fails at once;
 * a resume first sweeps what a killed process left (temporary files, a half-done checkpoint rotation);
-* a run stopped before its first checkpoint is started again from its own ``recipe.yaml``.
+* a run stopped before its first checkpoint is started again from its own ``recipe.yaml``;
+* a trainer's ``fit`` finishes the run: the callbacks of :mod:`modkit.runs.callbacks` (test metrics,
+  ``summary.json``, samples, trackers) and those plugins add (``modkit_train_callbacks``) ride on it.
 """
 from __future__ import annotations
 
@@ -21,14 +25,11 @@ import torch
 from modkit.config.project import ProjectConfig, load_project
 from modkit.config.recipe import Recipe, load_recipe, read_yaml, resolve_raw
 from modkit.errors import ModkitError
-from modkit.runs import checkpoint as checkpoints
-from modkit.runs import files as rundir
+from modkit.runs.export import RUN_ONLY, export  # noqa: F401 - export: its old place, kept
+from modkit.storage import checkpoint as checkpoints
+from modkit.storage import files as rundir
+from modkit.storage.layout import LOCK, check_new_run_dir, write_recipe  # noqa: F401 - check_new_run_dir: also its old place
 
-LOCK = ".modkit.lock"
-#: files of a run directory that belong to training or evaluation, not to the model: an export leaves them out
-RUN_ONLY = {checkpoints.CHECKPOINT, checkpoints.PREVIOUS, checkpoints.STAGED, *checkpoints.LEGACY, LOCK, rundir.METRICS_JSONL,
-            rundir.METRICS_CSV, rundir.SUMMARY, rundir.SAMPLES_PNG, rundir.SAMPLES_MD, "eval.json", "judges.safetensors",
-            "judges.pkl", "report.md", "report", "generated"}
 WEIGHTS = checkpoints.WEIGHTS
 load_weights = checkpoints.load_weights
 
@@ -51,17 +52,6 @@ class RunLock:
 
     def release(self) -> None:
         self._lock.release()
-
-
-def check_new_run_dir(out: Path) -> None:
-    """A new run goes into a folder that does not exist yet or is empty: nothing of the user's is overwritten."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ModkitError(f"--out {out} is a file, not a folder; choose another --out")
-    if out.is_dir() and any(p.name != LOCK for p in out.iterdir()):
-        what = "holds a run" if (out / rundir.RECIPE).exists() else "is not empty"
-        raise ModkitError(f"{out} {what}; modkit starts a run only in a new or empty folder. Continue a run there with "
-                          f"--resume {out}, or choose another --out")
 
 
 def default_run_dir(project: ProjectConfig, name: str) -> Path:
@@ -146,7 +136,7 @@ def train(recipe: Path | str | dict | None = None, *, overrides: list[str] | tup
     """Train a new run, or continue ``resume``, in this process (or in each torchrun process, rank 0 writing)."""
     from modkit.plugins.loader import plugins_for
     from modkit.training import distributed
-    from modkit.training.trainer import resolve_device, write_recipe
+    from modkit.training.accel import resolve_device
 
     project = load_project()
     p = plan(recipe, overrides, out, resume, project)
@@ -165,7 +155,7 @@ def train(recipe: Path | str | dict | None = None, *, overrides: list[str] | tup
         plugins = plugins_for(p.recipe.plugins, project.plugins)
         device = dist_device or resolve_device(p.recipe.train.device)
         try:
-            trainer = make_trainer(p.recipe, p.resolved, plugins, run_dir, device, p.source, echo, dist)
+            trainer = assemble(p.recipe, p.resolved, plugins, run_dir, device, p.source, echo, dist)
         except BaseException:
             if created and dist.main:  # a recipe that fails to build leaves no run directory behind
                 lock.release()
@@ -181,8 +171,7 @@ def train(recipe: Path | str | dict | None = None, *, overrides: list[str] | tup
         if dist.active:
             trainer.echo(f"{dist.world} processes, {trainer.device.type} ({'nccl' if trainer.device.type == 'cuda' else 'gloo'}), "
                          f"{p.recipe.data.batch_size // dist.world} samples per process per step")
-        trainer.fit()
-        return Trained(run_dir, trainer.finish(), dist.main)
+        return Trained(run_dir, trainer.fit(), dist.main)
     except ModkitError as exc:
         exc.rank = dist.rank
         raise
@@ -192,10 +181,11 @@ def train(recipe: Path | str | dict | None = None, *, overrides: list[str] | tup
         distributed.shutdown()
 
 
-def make_trainer(recipe: Recipe, resolved: dict[str, Any], plugins, run_dir: Path, device: torch.device,
-                 source: str | None = None, echo: Callable[[str], None] = print, dist=None):
-    """Build the recipe's setup (rank 0 first under torchrun) and hand it to a Trainer: what ``train``
-    runs, and what the benchmarks time step by step."""
+def assemble(recipe: Recipe, resolved: dict[str, Any], plugins, run_dir: Path, device: torch.device,
+             source: str | None = None, echo: Callable[[str], None] = print, dist=None, callbacks=()):
+    """Seed, build the recipe's setup (rank 0 first under torchrun) and hand it to a Trainer with the run's
+    callbacks, the plugins' and ``callbacks``. The caller holds the run directory's lock."""
+    from modkit.runs.callbacks import plugin_callbacks, run_callbacks
     from modkit.training.builder import build_on_ranks
     from modkit.training.distributed import SINGLE
     from modkit.training.trainer import Trainer, seed_everything
@@ -203,7 +193,50 @@ def make_trainer(recipe: Recipe, resolved: dict[str, Any], plugins, run_dir: Pat
     dist = dist or SINGLE
     seed_everything(recipe.seed)
     setup = build_on_ranks(recipe, plugins, run_dir, source, dist)
-    return Trainer(recipe, resolved, plugins, run_dir, device, source, echo=echo, dist=dist, setup=setup)
+    every = [*run_callbacks(), *plugin_callbacks(plugins, recipe), *callbacks]
+    return Trainer(recipe, resolved, plugins, run_dir, device, setup, source=source, echo=echo, dist=dist, callbacks=every)
+
+
+class _ReleaseLock:
+    """The last callback of :func:`make_trainer`'s trainer: the run directory is free once ``fit`` ends or fails."""
+
+    def __init__(self, lock: RunLock):
+        self.lock = lock
+
+    def on_fit_end(self, trainer) -> None:
+        self.lock.release()
+
+    def on_fit_error(self, trainer, error: BaseException) -> None:
+        self.lock.release()
+
+
+def make_trainer(recipe: Recipe, resolved: dict[str, Any], plugins, run_dir: Path | str, device: torch.device | str = "cpu",
+                 source: str | None = None, echo: Callable[[str], None] = print, *, resume: bool = False, callbacks=()):
+    """A trainer on one process, for code that drives it itself (tests, benchmarks, :func:`modkit.testing.train_recipe`),
+    under the same rules as :func:`train`: ``run_dir`` is new or empty (or, with ``resume``, a run to continue,
+    tidied first), it is locked until ``fit`` ends, the recipe is written first, a new run's fusion is initialised
+    and a resumed one restored from its newest checkpoint; ``fit`` finishes the run (``summary.json``, samples)."""
+    from modkit.training.accel import resolve_device
+
+    run_dir = Path(run_dir)
+    device = resolve_device(device)
+    created = not run_dir.exists()
+    p = Plan(recipe, resolved, source or "<recipe>", run_dir, resume)
+    lock, _, fresh = open_run_dir(p, echo)
+    try:
+        if not resume:
+            write_recipe(run_dir, resolved)
+        trainer = assemble(recipe, resolved, plugins, run_dir, device, source, echo, callbacks=[*callbacks, _ReleaseLock(lock)])
+        if fresh:
+            trainer.model.fusion.initialize(trainer.model)
+        else:
+            trainer.restore()
+    except BaseException:
+        lock.release()
+        if created:  # a recipe that fails to build leaves no run directory behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return trainer
 
 
 def on_rank0(fn: Callable[[], Any], dist) -> Any:
@@ -233,24 +266,3 @@ def load(run_dir: Path | str, device: str | torch.device | None = "auto"):
     if (run_dir / WEIGHTS).is_file() and not checkpoints.has_checkpoint(run_dir):
         return load_exported(run_dir, device)
     return load_run(run_dir, device)
-
-
-def export(run, dest: Path | str) -> Path:
-    """A portable copy of ``run`` (a :class:`LoadedRun`) in ``dest``: ``recipe.yaml``, ``model.safetensors`` and
-    the files its modalities fitted (tokenizers), nothing of training. :func:`load` reads it without the
-    data or the source run."""
-    from safetensors.torch import save_file
-
-    dest = Path(dest)
-    check_new_run_dir(dest)
-    rundir.ensure_writable(dest)
-    for item in sorted(run.run_dir.iterdir()):
-        if item.name in RUN_ONLY or item.name.startswith((".", "events.out.tfevents")):  # TensorBoard events: training only
-            continue
-        if item.is_dir():
-            shutil.copytree(item, dest / item.name)
-        else:
-            shutil.copy2(item, dest / item.name)
-    weights = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in run.model.state_dict().items()}
-    save_file(weights, str(dest / WEIGHTS), metadata={"modkit.kind": "weights", "modkit.format": str(checkpoints.CHECKPOINT_FORMAT)})
-    return dest

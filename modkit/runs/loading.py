@@ -13,8 +13,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from modkit.runs import checkpoint as checkpoints
-from modkit.runs import files as rundir
+from modkit.storage import checkpoint as checkpoints
+from modkit.storage import files as rundir
+from modkit.storage import train_state
+from modkit.training.accel import resolve_device
 from modkit.training.builder import Setup, build, lookup
 from modkit.data.dataset import DatasetSource, ModalityView
 from modkit.core.engine import MultimodalVAE
@@ -73,14 +75,6 @@ class LoadedRun:
         return ModalityView(train.records, train.modalities, train.fields, rows, skip_bad=train.skip_bad)
 
 
-def resolve_device(name: str | torch.device | None) -> torch.device:
-    from modkit.training.trainer import resolve_device as _resolve
-
-    if isinstance(name, torch.device):
-        return name
-    return _resolve(name or "auto")
-
-
 def is_run_dir(path: Path) -> bool:
     return (Path(path) / rundir.RECIPE).is_file()
 
@@ -106,7 +100,8 @@ def load_run(run_dir: Path | str, device: str | torch.device | None = "auto") ->
     checkpoint = checkpoints.load_checkpoint(run_dir, model_only=True)
     checkpoints.restore_components(checkpoint, run_dir, setup.model)
     setup.model.to(torch_device).eval()
-    return LoadedRun(run_dir, recipe, resolved, plugins, setup, torch_device, checkpoint.get("epoch"))
+    epoch = train_state.read_counters(checkpoint, run_dir / checkpoints.CHECKPOINT).epoch
+    return LoadedRun(run_dir, recipe, resolved, plugins, setup, torch_device, epoch)
 
 
 def load_exported(folder: Path | str, device: str | torch.device | None = "auto") -> LoadedRun:

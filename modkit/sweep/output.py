@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from modkit.errors import ModkitError
-from modkit.runs import files as rundir
+from modkit.storage import files as rundir
 from modkit.sweep.config import SweepConfig
 from modkit.sweep.results import mean_sd, results_of
 from modkit.sweep.study import counts, load_study, open_storage

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from modkit.errors import ModkitError
-from modkit.runs import files as rundir
+from modkit.storage import files as rundir
 from modkit.sweep.config import SweepConfig, validate
 from modkit.sweep.space import grid_size, parse_space
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from modkit.errors import ModkitError
-from modkit.runs import files as rundir
+from modkit.storage import files as rundir
 from modkit.sweep.config import SweepConfig, resolve
 
 
@@ -39,14 +39,15 @@ def run_one(config: SweepConfig, values: dict[str, str], seed: int | None, run_d
     run an earlier worker left is tidied and continued from its newest checkpoint.
     """
     from modkit.evaluation.suite import EVAL_JSON, EvalSettings, evaluate_run
-    from modkit.runs import checkpoint, lifecycle
+    from modkit.runs import lifecycle
+    from modkit.storage import checkpoint, train_state
 
     recipe, resolved = resolve(config, values, seed, project)
     quiet = lambda s: echo("  " + s)  # noqa: E731
     if not (run_dir / rundir.SUMMARY).exists():
         if (run_dir / rundir.RECIPE).exists():  # an earlier worker started it: continue
             if checkpoint.has_checkpoint(run_dir):
-                step = checkpoint.newest_step(run_dir / checkpoint.CHECKPOINT)
+                step = train_state.newest_step(run_dir / checkpoint.CHECKPOINT)
                 on_resume(step if step is not None else 0)
             lifecycle.train(resume=run_dir, echo=quiet)
         else:

@@ -167,7 +167,7 @@ def open_tracker(spec: Any, resolved: dict[str, Any], run_dir: Path, start_step:
 
         add("tensorboard", lambda: TensorBoardBackend(run_dir, start_step))
     if getattr(spec, "mlflow", None) not in (None, False):
-        from modkit.runs.files import atomic_write_text
+        from modkit.storage.files import atomic_write_text
         from modkit.tracking.mlflow import MlflowBackend, masked, tracking_uri
 
         previous = _previous(run_dir) if start_step > 0 else {}

@@ -21,6 +21,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from modkit.errors import ModkitError
+
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -75,3 +77,18 @@ def accelerate(model: nn.Module, device: torch.device, amp: str = "off", compile
     if compile:
         model.compile(backend=os.environ.get("MODKIT_COMPILE_BACKEND", "inductor"))
     return Accel(device, amp)
+
+
+def resolve_device(name: str | torch.device | None) -> torch.device:
+    """``train.device`` (or ``--device``) as a torch device: ``auto`` (and None) is CUDA when there is one, else the CPU;
+    a device this machine lacks is one error saying what to use."""
+    if isinstance(name, torch.device):
+        return name
+    name = name or "auto"
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and not (name.startswith("cuda") and name[4:] in ("",) + tuple(f":{i}" for i in range(64))):
+        raise ModkitError(f"device '{name}' is not one modkit runs on: use auto, cpu, cuda or cuda:N")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ModkitError(f"device '{name}' requested but CUDA is not available on this machine (use --device cpu or auto)")
+    return torch.device(name)

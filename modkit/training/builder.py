@@ -1,5 +1,9 @@
 """Recipe → components: look each ``type`` up in the registry, validate its options, construct it.
 
+:func:`build` is the one front door: the modalities (each prepared once on the training split), the fusion,
+the sampler, the model and the training/test views, from the recipe's dataset, from splits in hand, or from
+no data at all (an exported model, rebuilt from the files its modalities kept).
+
 Every failure here is the user's (an unknown name, a bad option, a field the dataset lacks, data
 that do not fit the modality) and becomes a :class:`RecipeError` naming the recipe key.
 """
@@ -7,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -45,7 +50,13 @@ def load_records(recipe: Recipe, plugins: PluginSet, source: str | None) -> tupl
     cls = lookup(plugins, "dataset", spec, "data.dataset", source)
     config = component_config(spec, getattr(cls, "Config", None) or DatasetSource.Config, "data.dataset", source)
     root = Path(recipe.data.root or "data")
-    splits = cls(config, root).load()
+    return split_splits(recipe, cls(config, root).load())
+
+
+def split_splits(recipe: Recipe, splits: Mapping[str, Records]) -> tuple[Records, np.ndarray, np.ndarray]:
+    """Splits as a dataset plugin's ``load`` returns them (``all``, or ``train`` and ``test``) → the records and
+    the train/test row indices (a seeded split of ``all``)."""
+    spec = recipe.data.dataset
     if "all" in splits:
         records = splits["all"]
         train, test = split_records(records, recipe.data.test_fraction, recipe.data.split_seed)
@@ -88,7 +99,9 @@ class _Concat(Records):
 
 
 def build_modalities(recipe: Recipe, plugins: PluginSet, records: Records, train_rows: np.ndarray, run_dir: Path | None,
-                     source: str | None, latent_dim: int | None = None) -> dict[str, Modality]:
+                     source: str | None, latent_dim: int | None = None, prepare: bool = True) -> dict[str, Modality]:
+    """The recipe's modalities (each entry expanded), constructed at ``latent_dim`` and, unless ``prepare`` is
+    False, each prepared on the training rows right after it is constructed."""
     latent_dim = recipe.model.latent_dim if latent_dim is None else latent_dim
     modalities: dict[str, Modality] = {}
     for name, spec in recipe.modalities.items():
@@ -108,9 +121,15 @@ def build_modalities(recipe: Recipe, plugins: PluginSet, records: Records, train
             if records.fields and sub_field not in records.fields:
                 raise RecipeError(f"{key}.field", f"dataset '{recipe.data.dataset.type}' has no field '{sub_field}' (fields: {', '.join(records.fields)})", source)
             modality = cls(sub, sub_config.model_copy(update={"field": sub_field}), latent_dim)
-            modality.prepare(Column(records, sub_field, train_rows, skip_bad=recipe.data.on_bad_sample == "skip"), run_dir)
+            if prepare:
+                prepare_modality(modality, recipe, records, train_rows, run_dir)
             modalities[sub] = modality
     return modalities
+
+
+def prepare_modality(modality: Modality, recipe: Recipe, records: Records, train_rows: np.ndarray, run_dir: Path | None) -> None:
+    """Fit the modality's data-dependent state on its training column (or reuse what ``run_dir`` keeps)."""
+    modality.prepare(Column(records, field_of(modality), train_rows, skip_bad=recipe.data.on_bad_sample == "skip"), run_dir)
 
 
 def field_of(modality: Modality) -> str:
@@ -143,26 +162,42 @@ class _NoRecords(Records):
 
 def build_parts(recipe: Recipe, plugins: PluginSet, run_dir: Path | None, source: str | None, records: Records | None = None,
                 train_rows: np.ndarray | None = None) -> tuple[dict[str, Modality], Fusion, SubsetSampler]:
-    """The modalities (prepared on ``records``' training rows, or from ``run_dir``'s files alone), the fusion and the sampler."""
+    """The modalities (each prepared once, on ``records``' training rows or from ``run_dir``'s files alone), the
+    fusion and the sampler.
+
+    A fusion that sizes the latent itself (:meth:`Fusion.latent_width`, M2's ``z_dim`` beside its y map) is
+    asked first, with the modalities constructed at ``model.latent_dim`` but not yet prepared; they are then
+    constructed again at its width. Preparing comes last, once per modality: fitting a tokenizer on the data
+    twice cost a second pass, and on a fresh run the second fit overwrote the first one's files.
+    """
     records = records if records is not None else _NoRecords()
     train_rows = train_rows if train_rows is not None else np.zeros(0, dtype=np.int64)
-    modalities = build_modalities(recipe, plugins, records, train_rows, run_dir, source)
     fusion_cls = lookup(plugins, "fusion", recipe.model.fusion, "model.fusion", source)
     config = component_config(recipe.model.fusion, fusion_cls.Config, "model.fusion", source)
-    width = fusion_cls.latent_width(modalities, recipe.model.latent_dim, config)
-    if width != recipe.model.latent_dim:  # the fusion sizes the latent itself (M2's z_dim beside its y map)
-        modalities = build_modalities(recipe, plugins, records, train_rows, run_dir, source, width)
+    width = recipe.model.latent_dim
+    if _sizes_latent(fusion_cls):
+        modalities = build_modalities(recipe, plugins, records, train_rows, run_dir, source, prepare=False)
+        width = fusion_cls.latent_width(modalities, recipe.model.latent_dim, config)
+        if width != recipe.model.latent_dim:
+            modalities = build_modalities(recipe, plugins, records, train_rows, run_dir, source, width, prepare=False)
+        for modality in modalities.values():
+            prepare_modality(modality, recipe, records, train_rows, run_dir)
+    else:  # constructed and prepared in turn, as every recipe's model was built before fusions could size the latent
+        modalities = build_modalities(recipe, plugins, records, train_rows, run_dir, source)
     fusion = fusion_cls(modalities, width, config)
     sampler_cls = lookup(plugins, "sampler", recipe.model.sampler, "model.sampler", source)
     sampler = sampler_cls(len(modalities), component_config(recipe.model.sampler, sampler_cls.Config, "model.sampler", source), seed=recipe.seed)
     return modalities, fusion, sampler
 
 
+def _sizes_latent(fusion_cls: type) -> bool:
+    """Whether the fusion overrides :meth:`Fusion.latent_width` (sizes the latent from the modalities)."""
+    return getattr(fusion_cls.latent_width, "__func__", None) is not Fusion.latent_width.__func__
+
+
 def build_model(recipe: Recipe, plugins: PluginSet, run_dir: Path, source: str | None = None) -> MultimodalVAE:
     """The model alone, without data: what an exported folder (recipe, weights, tokenizers) is loaded into."""
-    plugins.require_ok(recipe.plugins)
-    modalities, fusion, _ = build_parts(recipe, plugins, run_dir, source)
-    return MultimodalVAE(modalities, fusion, fusion.latent_dim)
+    return build(recipe, plugins, run_dir, source, data=None).model
 
 
 def repeat_rows(rows: np.ndarray, presence: np.ndarray, recipe: Recipe, train_rows: np.ndarray,
@@ -196,9 +231,28 @@ def withhold(rows: np.ndarray, presence: np.ndarray, withheld: list[str], names:
     return rows[keep], presence[keep]
 
 
-def build(recipe: Recipe, plugins: PluginSet, run_dir: Path | None = None, source: str | None = None) -> Setup:
+DATASET = "dataset"
+
+
+def build(recipe: Recipe, plugins: PluginSet, run_dir: Path | None = None, source: str | None = None, *,
+          data: str | Mapping[str, Records] | None = DATASET) -> Setup:
+    """Everything a recipe describes, each modality prepared once: the one way modkit assembles a model.
+
+    ``data`` is where the rows come from: ``"dataset"`` (the recipe's ``data.dataset`` plugin, loaded),
+    splits in hand as a dataset plugin's ``load`` returns them (``{"all": records}`` or ``{"train": …,
+    "test": …}``), or None: no data, the modalities rebuilt from the files ``run_dir`` keeps (an exported
+    model), and a :class:`Setup` without sampler views (``train`` and ``test`` None).
+    """
     plugins.require_ok(recipe.plugins)
-    records, train_rows, test_rows = load_records(recipe, plugins, source)
+    if data is None:
+        modalities, fusion, sampler = build_parts(recipe, plugins, run_dir, source)
+        return Setup(recipe, MultimodalVAE(modalities, fusion, fusion.latent_dim), sampler, None, None)
+    if isinstance(data, str):
+        if data != DATASET:
+            raise ValueError(f"build(data={data!r}): use 'dataset', a mapping of splits, or None")
+        records, train_rows, test_rows = load_records(recipe, plugins, source)
+    else:
+        records, train_rows, test_rows = split_splits(recipe, data)
     modalities, fusion, sampler = build_parts(recipe, plugins, run_dir, source, records, train_rows)
     names = list(modalities)
     fields = {n: field_of(m) for n, m in modalities.items()}

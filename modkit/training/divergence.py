@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from modkit.config.recipe import DivergenceSpec
 from modkit.errors import ModkitError
+from modkit.storage.train_state import GuardState
 
 
 class DivergenceError(ModkitError):
@@ -31,14 +31,13 @@ class DivergenceGuard:
     def can_roll_back(self) -> bool:
         return self.spec.action == "rollback" and self.rollbacks < self.spec.max_rollbacks
 
-    def state(self) -> dict[str, Any]:
-        """What a checkpoint keeps of the guard."""
-        return {"lr_scale": self.lr_scale, "rollbacks": self.rollbacks, "skipped_total": self.skipped_total}
+    def state(self) -> GuardState:
+        """What a checkpoint keeps of the guard (written by :mod:`modkit.storage.train_state`)."""
+        return GuardState(self.lr_scale, self.rollbacks, self.skipped_total)
 
-    def load_state(self, ckpt: dict[str, Any]) -> None:
-        self.lr_scale = float(ckpt.get("lr_scale", 1.0))
-        self.rollbacks = int(ckpt.get("rollbacks", 0))
-        self.skipped_total = int(ckpt.get("skipped_total", 0))
+    def load_state(self, saved: GuardState) -> None:
+        """Take the guard's state back from a checkpoint, as :func:`modkit.storage.train_state.read` checked it."""
+        self.lr_scale, self.rollbacks, self.skipped_total = saved.lr_scale, saved.rollbacks, saved.skipped_total
 
     def rolled_back(self, rollbacks: int, lr_scale: float) -> float:
         """Record a rollback (after the checkpoint's own guard state was restored); the learning-rate ratio to apply."""

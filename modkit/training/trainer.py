@@ -1,6 +1,9 @@
-"""The training loop and the run directory it fills, on one process or many (torchrun + DDP).
+"""The training loop, on one process or many (torchrun + DDP): steps, faults and checkpoint timing, nothing else.
 
-One step: move a batch, draw subsets (host-side, seeded), call the model (the fusion's
+What a run does around the loop (trackers, test metrics, ``summary.json``, samples) are callbacks
+(:mod:`modkit.training.events`) that the run lifecycle (:mod:`modkit.runs.lifecycle`) composes; it also
+builds the :class:`~modkit.training.builder.Setup` a trainer needs, takes the run directory's lock and
+finishes the run. One step: move a batch, draw subsets (host-side, seeded), call the model (the fusion's
 objective), back-propagate, check, clip, step. Loss terms accumulate on the device and are read
 back on the logging interval and once per epoch, never per step.
 
@@ -24,34 +27,31 @@ import sys
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import torch
-import yaml
 from torch import Tensor
 
+from modkit.config.recipe import BetaSpec, Recipe
+from modkit.core.fusion import SubsetPlan
+from modkit.core.subsets import full
+from modkit.data.dataset import EpochBatchSampler, make_loader
+from modkit.errors import ModkitError, RecipeError
+from modkit.plugins.loader import PluginSet
+from modkit.storage import checkpoint as checkpoints
+from modkit.storage import files as rundir
+from modkit.storage import train_state
+from modkit.storage.train_state import TrainState, rng_state, set_rng_state  # noqa: F401 - re-exported for old imports
 from modkit.training import distributed
-
-from modkit.runs import checkpoint as checkpoints
-from modkit.runs import files as rundir
-from modkit.training.accel import accelerate
-from modkit.training.builder import Setup, build_on_ranks
+from modkit.training.accel import accelerate, resolve_device  # noqa: F401 - resolve_device: re-exported for old imports
+from modkit.training.builder import Setup
+from modkit.training.distributed import SINGLE, Dist
 from modkit.training.divergence import DivergenceError, DivergenceGuard  # noqa: F401 - DivergenceError: re-exported
+from modkit.training.events import Events
 from modkit.training.optim import make_optimizer, make_scheduler, scale_learning_rate
 from modkit.training.threads import apply_threads
-from modkit.data.dataset import EpochBatchSampler, make_loader
-from modkit.training.distributed import SINGLE, Dist
-from modkit.errors import ModkitError, RecipeError
-from modkit.evaluation.epoch_metrics import test_metrics
-from modkit.core.fusion import SubsetPlan
-from modkit.plugins.loader import PluginSet
-from modkit.config.recipe import BetaSpec, Recipe
-from modkit.core.subsets import full
-from modkit.reporting.samples import write_samples
-from modkit.tracking import NULL_TRACKER, open_tracker  # tracking (issue 14)
 
 CHECKPOINT_FORMAT = checkpoints.CHECKPOINT_FORMAT  # kept for old imports
 
@@ -126,16 +126,6 @@ class _RolledBack(Exception):
     """Internal: the state was restored from a checkpoint; restart the epoch loop from it."""
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name != "cpu" and not (name.startswith("cuda") and name[4:] in ("",) + tuple(f":{i}" for i in range(64))):
-        raise ModkitError(f"device '{name}' is not one modkit runs on: use auto, cpu, cuda or cuda:N")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ModkitError(f"device '{name}' requested but CUDA is not available on this machine (use --device cpu or auto)")
-    return torch.device(name)
-
-
 def beta_at(spec: BetaSpec, epoch_progress: float) -> float:
     """β after ``epoch_progress`` epochs: linear from ``start`` to ``end`` over ``anneal_epochs``."""
     if spec.anneal_epochs <= 0:
@@ -149,47 +139,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_state() -> dict[str, Any]:
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-
-
-def set_rng_state(rng: dict[str, Any]) -> None:
-    torch.set_rng_state(rng["torch"])
-    if rng.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    np.random.set_state(rng["numpy"])
-    random.setstate(rng["python"])
-
-
 def rank_seed(seed: int, rank: int) -> int:
     """Each rank's own noise stream (reparameterisation): ranks must not draw the same ε for different samples."""
     return seed + 1_000_003 * rank
 
 
-@dataclass
-class TrainState:
-    epoch: int = 0  # completed epochs
-    step_in_epoch: int = 0  # steps done in the current (unfinished) epoch
-    global_step: int = 0
-    sums: dict[str, torch.Tensor] = field(default_factory=dict)  # Σ over finite steps of term × batch size
-    seen: Tensor | int = 0  # samples in those steps (a device tensor while training)
-    skipped: Tensor | int = 0  # non-finite steps skipped this epoch (a device tensor while training)
-    bad_samples: int = 0  # bad data samples dropped this epoch (data.on_bad_sample: skip), counted by the loader
-
-
 class Trainer:
-    """Trains a built :class:`Setup` into ``run_dir``. The run's lifecycle (choosing and locking the run
-    directory, building, resuming, exporting) is :mod:`modkit.runs.lifecycle`'s; without a ``setup``
-    the trainer builds one itself (tests and benchmarks)."""
+    """Trains a built :class:`Setup` into ``run_dir``, telling ``callbacks`` what happens (:mod:`modkit.training.events`).
+
+    Build one through the run lifecycle (:func:`modkit.runs.lifecycle.make_trainer`, or ``train``): it
+    seeds and builds the setup, takes the run directory's lock and adds the callbacks that finish the run.
+    """
 
     def __init__(self, recipe: Recipe, resolved: dict[str, Any], plugins: PluginSet, run_dir: Path,
-                 device: torch.device, source: str | None = None, echo=print, dist: Dist = SINGLE,
-                 setup: Setup | None = None):
+                 device: torch.device, setup: Setup, *, source: str | None = None, echo=print, dist: Dist = SINGLE,
+                 callbacks=()):
         self.recipe, self.resolved, self.plugins = recipe, resolved, plugins
         self.run_dir, self.device, self.source, self.dist = run_dir, device, source, dist
         self.echo = echo if dist.main else (lambda *_a, **_k: None)
@@ -198,12 +162,11 @@ class Trainer:
                                 "processes (the global batch is split evenly across them)", source)
             error.shown_by_rank0 = True  # every rank reaches the same verdict
             raise error
-        if setup is None:  # a handed setup was built right after seeding (runs.lifecycle.make_trainer): keep its RNG stream
-            seed_everything(recipe.seed)
-            setup = build_on_ranks(recipe, plugins, run_dir, source, dist)
+        if not isinstance(setup, Setup):
+            raise TypeError("Trainer needs a built Setup; build trainers through modkit.runs.lifecycle.make_trainer")
         self.setup: Setup = setup
         self.model = self.setup.model.to(device)
-        apply_threads(recipe.train.threads, device, self.model, recipe.data.batch_size // dist.world)  # issue 13: train.threads
+        apply_threads(recipe.train.threads, device, self.model, recipe.data.batch_size // dist.world)
         self.accel = accelerate(self.model, device, recipe.train.amp, recipe.train.compile)
         if dist.rank:
             torch.manual_seed(rank_seed(recipe.seed, dist.rank))
@@ -231,7 +194,8 @@ class Trainer:
         self._signal = 0
         self._signal_at = 0.0
         self._stop_flags = LaggedFlags(device)
-        self.tracker = NULL_TRACKER  # tracking (issue 14): opened when fit() starts (after a resume's restore)
+        self.events = Events(callbacks)
+        self.summary: dict[str, Any] = {}  # what the callbacks finishing the run report (summary.json's numbers, rank 0)
 
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """DistributedDataParallel across processes; the bare model on one."""
@@ -255,12 +219,11 @@ class Trainer:
         """Everything an exact resume needs. A collective under DDP: every rank must call it."""
         sums, seen = self._reduced_counts() if self.dist.active else (self.state.sums, self.state.seen)
         rng = rng_state()
-        counters = {"epoch": self.state.epoch, "step_in_epoch": self.state.step_in_epoch, "global_step": self.state.global_step,
-                    "sums": {k: v.detach().cpu() for k, v in sums.items()}, "seen": torch.as_tensor(seen).cpu(),
-                    "skipped": torch.as_tensor(self.state.skipped).cpu(), "bad_samples": self.state.bad_samples,
-                    "bad_streak": self.bad_streak.cpu(), **self.guard.state()}
-        return checkpoints.layout(counters, self.model, self.optimizer, self.scheduler, self.sampler, rng,
-                                  distributed.gather(rng, self.dist), self.dist.world)
+        reduced = TrainState(self.state.epoch, self.state.step_in_epoch, self.state.global_step, sums, seen,
+                             self.state.skipped, self.state.bad_samples)
+        loop = train_state.write(reduced, bad_streak=self.bad_streak, guard=self.guard.state(), rng=rng,
+                                 rng_ranks=distributed.gather(rng, self.dist), world=self.dist.world)
+        return checkpoints.layout(loop, self.model, self.optimizer, self.scheduler, self.sampler)
 
     def parameters_finite(self) -> bool:
         """One host sync: called before a checkpoint is written, never per step."""
@@ -282,6 +245,7 @@ class Trainer:
             rundir.write_metrics(self.run_dir, self.rows)
 
         self._write_on_rank0(write)
+        self.events.emit("on_checkpoint", self)
         return True
 
     def _write_on_rank0(self, write) -> None:
@@ -317,27 +281,32 @@ class Trainer:
     def restore(self, ckpt: dict[str, Any] | None = None) -> None:
         """Continue from the run directory's newest complete checkpoint (``--resume``)."""
         ckpt = self.load() if ckpt is None else ckpt
+        try:
+            saved = train_state.read(ckpt, self.run_dir / checkpoints.CHECKPOINT)
+        except ModkitError as exc:
+            exc.shown_by_rank0 = True  # every rank reads the same broadcast checkpoint
+            raise
         checkpoints.restore_components(ckpt, self.run_dir, self.model, self.optimizer, self.scheduler, self.sampler)
         try:
-            self._restore_rng(ckpt)
+            self._restore_rng(saved)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             error = ModkitError(f"the checkpoint in {self.run_dir} has no usable RNG state ({checkpoints.first_line(exc)})")
             error.shown_by_rank0 = True
             raise error from None
         main = self.dist.main  # rank 0 carries the (already reduced) partial sums; the others start from zero
-        sums = {k: (v if main else torch.zeros_like(v)).to(self.device) for k, v in ckpt["sums"].items()}
-        seen = torch.as_tensor(ckpt["seen"] if main else 0, dtype=torch.float64, device=self.device)
-        skipped = torch.as_tensor(ckpt.get("skipped", 0), device=self.device).float()
-        self.state = TrainState(ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"], sums, seen, skipped,
-                                int(ckpt.get("bad_samples", 0)))
-        self.bad_streak = torch.as_tensor(ckpt.get("bad_streak", 0.0), device=self.device).float()
-        self.guard.load_state(ckpt)
+        counted = saved.state
+        sums = {k: (v if main else torch.zeros_like(v)).to(self.device) for k, v in counted.sums.items()}
+        seen = torch.as_tensor(counted.seen if main else 0, dtype=torch.float64, device=self.device)
+        skipped = torch.as_tensor(counted.skipped, device=self.device).float()
+        self.state = TrainState(counted.epoch, counted.step_in_epoch, counted.global_step, sums, seen, skipped,
+                                counted.bad_samples)
+        self.bad_streak = torch.as_tensor(saved.bad_streak, device=self.device).float()
+        self.guard.load_state(saved.guard)
         if main:
             self.rows = [r for r in rundir.read_metrics(self.run_dir) if r["epoch"] <= self.state.epoch]
 
-    def _restore_rng(self, ckpt: dict[str, Any]) -> None:
-        ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
-        saved_world = int(ckpt.get("world", 1))
+    def _restore_rng(self, saved: train_state.Saved) -> None:
+        ranks, saved_world = saved.rng_ranks, saved.world
         if saved_world != self.dist.world and self.dist.main:
             warnings.warn(f"the checkpoint was written by {saved_world} process(es), this run has {self.dist.world}: "
                           "the data order is the same but the noise differs from an uninterrupted run", stacklevel=2)
@@ -345,7 +314,7 @@ class Trainer:
             set_rng_state(ranks[self.dist.rank])
         else:
             set_rng_state(ranks[0])
-            torch.manual_seed(rank_seed(self.recipe.seed + ckpt["global_step"], self.dist.rank))
+            torch.manual_seed(rank_seed(self.recipe.seed + saved.state.global_step, self.dist.rank))
 
     # -- one step ----------------------------------------------------------------------------
     def plan(self) -> SubsetPlan:
@@ -418,18 +387,23 @@ class Trainer:
         self.state.global_step += 1
 
     # -- the loop ----------------------------------------------------------------------------
-    def fit(self) -> None:
-        if self.tracker is NULL_TRACKER:  # tracking (issue 14): TensorBoard/MLflow for this run, rank 0 only
-            self.tracker = open_tracker(self.recipe.tracking, self.resolved, self.run_dir, self.state.global_step,
-                                        self.dist.main, self.echo)
-        with self._signals(), self.tracker.failing():  # tracking (issue 14): closed (KILLED/FAILED) if fit raises
-            if self.state.global_step == 0:
-                self.save()  # a point to roll back to before the first epoch ends
-            while self.state.epoch < self.recipe.train.epochs:
-                try:
-                    self.run_epoch()
-                except _RolledBack:
-                    continue
+    def fit(self) -> dict[str, Any]:
+        """Train to ``train.epochs``; then the callbacks finish the run. Returns :attr:`summary` (what they reported)."""
+        try:
+            self.events.emit("on_fit_start", self)
+            with self._signals():
+                if self.state.global_step == 0:
+                    self.save()  # a point to roll back to before the first epoch ends
+                while self.state.epoch < self.recipe.train.epochs:
+                    try:
+                        self.run_epoch()
+                    except _RolledBack:
+                        continue
+            self.events.emit("on_fit_end", self)
+        except BaseException as exc:
+            self.events.emit_error(self, exc)
+            raise
+        return self.summary
 
     def run_epoch(self) -> None:
         spec = self.recipe.train
@@ -472,7 +446,8 @@ class Trainer:
         """Once per ``train.log_every`` steps: the one host sync of the interval (the non-finite streak)
         and the progress bar."""
         streak = int(self.bad_streak)
-        self.tracker.log_interval(self.state, self.optimizer.param_groups[0]["lr"])  # tracking (issue 14)
+        self.events.emit("on_interval", self, {"epoch": self.state.epoch + 1, "step": self.state.global_step,
+                                               "lr": self.optimizer.param_groups[0]["lr"]})
         if bar is not None:
             seen = max(float(self.state.seen), 1.0)
             bar.set_postfix({k: f"{v.item() / seen:.3g}" for k, v in self.state.sums.items() if "/" not in k or k.startswith("rec")})
@@ -499,7 +474,7 @@ class Trainer:
             self.diverged(f"{streak} steps in a row had a non-finite loss or gradient")
         self.guard.skipped_total += skipped
         self.rows.append(row)
-        self.tracker.log_epoch(row)  # tracking (issue 14)
+        self.events.emit("on_epoch_end", self, row)
         self.state = TrainState(epoch=self.state.epoch + 1, global_step=self.state.global_step)
         if self.scheduler:
             self.scheduler.step()
@@ -556,46 +531,3 @@ class Trainer:
         finally:
             for s, old in previous.items():
                 signal.signal(s, old)
-
-    # -- the end -----------------------------------------------------------------------------
-    def finish(self) -> dict[str, Any]:
-        """Test metrics, summary.json and samples.png: rank 0 only (the others return an empty dict)."""
-        if not self.dist.main:
-            return {}
-        eval_batches = EpochBatchSampler(len(self.setup.test), self.recipe.data.eval_batch_size, shuffle=False)
-        loader = make_loader(self.setup.test, eval_batches)
-        generator_state = torch.get_rng_state()
-        torch.manual_seed(self.recipe.seed + 1)  # evaluation noise does not disturb training RNG
-        bad = [0]
-
-        def counted(batches):
-            for batch in batches:
-                bad[0] += batch.skipped
-                yield batch
-
-        metrics = test_metrics(self.model, counted(loader), self.device, coherence=self.recipe.eval.coherence)
-        if bad[0]:
-            metrics["test/skipped_samples"] = bad[0]
-            self.echo(f"evaluation skipped {bad[0]} bad test samples")
-        summary = {"name": self.recipe.name, "epochs": self.state.epoch, "steps": self.state.global_step,
-                   "device": str(self.device), "processes": self.dist.world,
-                   "skipped_steps": self.guard.skipped_total, "rollbacks": self.guard.rollbacks,
-                   "train": {k: v for k, v in (self.rows[-1] if self.rows else {}).items() if k.startswith("train/")},
-                   # what training cost, summed over the epochs (metrics.jsonl has each): the time a user waits
-                   "train_seconds": round(sum(r.get("time_s", 0.0) for r in self.rows), 3),
-                   "train_cpu_seconds": round(sum(r.get("cpu_s", 0.0) for r in self.rows), 3),
-                   **metrics}
-        for key in rundir.write_json(self.run_dir / rundir.SUMMARY, summary):
-            self.echo(f"warning: {key} was not finite (NaN or infinite); summary.json holds null for it")
-        complete = torch.nonzero(self.setup.test.presence.all(1)).flatten()[: self.recipe.eval.samples].tolist()
-        if complete:
-            write_samples(self.model, self.setup.test.__getitems__(complete), self.run_dir / rundir.SAMPLES_PNG,
-                          self.run_dir / rundir.SAMPLES_MD)
-        torch.set_rng_state(generator_state)
-        self.tracker.finish(summary, {"samples_png": self.run_dir / rundir.SAMPLES_PNG,  # tracking (issue 14)
-                                      "samples_md": self.run_dir / rundir.SAMPLES_MD})
-        return summary
-
-
-def write_recipe(run_dir: Path, resolved: dict[str, Any]) -> None:
-    rundir.atomic_write_text(run_dir / rundir.RECIPE, yaml.safe_dump(resolved, sort_keys=False))

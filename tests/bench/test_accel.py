@@ -14,7 +14,7 @@ from modkit.core.gaussian import Experts, product_of_experts
 from modkit.core.likelihoods import Bernoulli
 from modkit.plugins.loader import load_plugins
 from modkit.config.recipe import load_recipe
-from modkit.training.trainer import Trainer
+from modkit.runs.lifecycle import make_trainer
 
 
 def tiny_trainer(tmp_path, recipe_path, **train):
@@ -24,7 +24,7 @@ def tiny_trainer(tmp_path, recipe_path, **train):
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(raw))
     recipe, resolved = load_recipe(path)
-    return Trainer(recipe, resolved, load_plugins(), tmp_path / "run", torch.device("cpu"), echo=lambda *a, **k: None)
+    return make_trainer(recipe, resolved, load_plugins(), tmp_path / "run", "cpu", echo=lambda *a, **k: None)
 
 
 def train_steps(trainer, steps: int = 3) -> list[float]:

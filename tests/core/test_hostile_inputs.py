@@ -12,7 +12,7 @@ import pytest
 import yaml
 from modkit.config.recipe import load_recipe, read_yaml
 from modkit.errors import RecipeError
-from modkit.runs import files
+from modkit.storage import files
 
 from run_helpers import COMMANDS, cli, one_error_line, tiny_raw
 
@@ -113,10 +113,10 @@ def test_summary_json_never_holds_infinity(tmp_path, monkeypatch):
     assert files.write_json(tmp_path / "s.json", {"a": math.inf}) == ["a"]
     del bad
     # a training whose test metric is infinite: exit 0, null in summary.json, and a warning naming it
-    from modkit.training import trainer
+    from modkit.runs import callbacks
 
-    real = trainer.test_metrics
-    monkeypatch.setattr(trainer, "test_metrics", lambda *a, **k: {**real(*a, **k), "test/elbo": -math.inf})
+    real = callbacks.test_metrics
+    monkeypatch.setattr(callbacks, "test_metrics", lambda *a, **k: {**real(*a, **k), "test/elbo": -math.inf})
     monkeypatch.chdir(tmp_path)
     result = cli("train", write(tmp_path, yaml.safe_dump(tiny_raw())), "--out", "run")
     assert result.exit_code == 0, result.output

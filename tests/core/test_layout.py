@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "modkit"
-ROLES = {"core", "data", "plugins", "config", "training", "runs", "evaluation", "reporting", "cli", "scaffold", "tracking", "sweep"}  # tracking: issue 14
+ROLES = {"errors", "storage", "core", "data", "plugins", "config", "training", "runs", "evaluation", "reporting", "cli", "scaffold", "tracking", "sweep"}
 
 
 def module_name(path: Path) -> str:
@@ -121,7 +121,8 @@ def test_public_names_all_resolve():
 
 
 @pytest.mark.parametrize("old, new", [("modkit.gaussian", "modkit.core.gaussian"), ("modkit.trainer", "modkit.training.trainer"),
-                                      ("modkit.rundir", "modkit.runs.files"), ("modkit.recipe", "modkit.config.recipe")])
+                                      ("modkit.rundir", "modkit.storage.files"),
+                                      ("modkit.runs.checkpoint", "modkit.storage.checkpoint"), ("modkit.recipe", "modkit.config.recipe")])
 def test_old_flat_module_still_imports_with_one_warning(old, new):
     # a fresh interpreter, so the module is imported for the first time there
     code = f"import warnings; warnings.simplefilter('always'); import {old} as m; print(m.__name__)"
@@ -142,3 +143,26 @@ def test_old_attribute_of_a_package_forwards_with_a_warning():
     assert any("use from modkit import ArrayRecords" in str(w.message) for w in caught)
     with pytest.raises(AttributeError):
         modkit.data.no_such_name
+
+
+def test_the_training_loop_imports_nothing_of_what_runs_around_it():
+    """The trainer holds the loop, its faults and checkpoint timing; trackers, evaluation, reports and the run
+    lifecycle reach it as callbacks, never the other way round."""
+    above = ("modkit.evaluation", "modkit.reporting", "modkit.tracking", "modkit.runs")
+    edges = graph()
+    assert {m for m in edges["modkit.training.trainer"] if m.startswith(above)} == set()
+    training = {name: deps for name, deps in edges.items() if name.startswith("modkit.training")}
+    assert {(n, d) for n, deps in training.items() for d in deps if d.startswith(above)} == set()
+
+
+def test_storage_is_below_training_and_the_run_lifecycle():
+    edges = graph()
+    allowed = ("modkit.storage", "modkit.errors", "modkit._meta", "modkit._compat")
+    wrong = {(n, d) for n, deps in edges.items() if n.startswith("modkit.storage") for d in deps if not d.startswith(allowed)}
+    assert wrong == set()
+
+
+def test_reporting_modules_do_not_import_the_run_lifecycle_when_they_run():
+    edges = graph()
+    for name in ("modkit.reporting.generation", "modkit.reporting.samples", "modkit.reporting.figures"):
+        assert {d for d in edges[name] if d.startswith("modkit.runs")} == set(), name

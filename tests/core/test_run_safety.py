@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from modkit.runs import checkpoint as checkpoints
+from modkit.storage import checkpoint as checkpoints
 from modkit.runs import lifecycle
 from run_helpers import COMMANDS, cli, one_error_line, payload_bytes, tiny_raw
 
@@ -84,7 +84,7 @@ def test_an_old_pickled_run_is_refused_naming_its_format_and_converted_safely(co
 
 
 def test_checkpoint_format_is_checked_and_nan_weights_are_refused(copy):
-    from modkit.runs import state_file
+    from modkit.storage import state_file
 
     run = copy()
     state = checkpoints.load_checkpoint(run)
@@ -161,7 +161,7 @@ def test_resume_sweeps_what_a_killed_write_left(copy):
     (run / ".metrics.jsonl.x.tmp").write_bytes(b"half")
     assert checkpoints.recover(run) == ["removed .checkpoint.safetensors.new.abc123.tmp", "removed .metrics.jsonl.x.tmp"]
     # a kill between writing checkpoint.safetensors.new and renaming it: the newer one is completed, an older one dropped
-    from modkit.runs import files, state_file
+    from modkit.storage import files, state_file
 
     newer = {**state, "global_step": state["global_step"] + 1}
     files.atomic_write_bytes(run / checkpoints.STAGED, state_file.to_bytes(newer, checkpoints.KIND, checkpoints.CHECKPOINT_FORMAT))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from modkit.runs import files as rundir
+from modkit.storage import files as rundir
 from modkit.errors import ModkitError
 
 

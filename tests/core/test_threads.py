@@ -8,7 +8,7 @@ from modkit.config.recipe import load_recipe
 from modkit.errors import RecipeError
 from modkit.plugins.loader import plugins_for
 from modkit.training.threads import SPLIT_WORTH, choose_threads, largest_operator, usable_cores
-from modkit.training.trainer import Trainer
+from modkit.runs.lifecycle import make_trainer
 
 CPU = torch.device("cpu")
 
@@ -57,7 +57,7 @@ def test_bad_threads_value_is_one_clear_recipe_error(tiny_recipe, value):
 def _train(recipe_path, run_dir, sets):
     run_dir.mkdir()
     recipe, resolved = load_recipe(recipe_path, sets)
-    trainer = Trainer(recipe, resolved, plugins_for(recipe.plugins, []), run_dir, CPU, echo=lambda *a: None)
+    trainer = make_trainer(recipe, resolved, plugins_for(recipe.plugins, []), run_dir, CPU, echo=lambda *a: None)
     threads = torch.get_num_threads()
     trainer.fit()
     return threads, [row["train/loss"] for row in trainer.rows]

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from modkit.cli.main import main
 from modkit.config.project import load_project
 from modkit.config.recipe import load_recipe
-from modkit.runs.checkpoint import load_checkpoint
+from modkit.storage.checkpoint import load_checkpoint
 
 
 def run_cli(args, cwd):

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from modkit.errors import ModkitError
-from modkit.runs.files import ensure_writable
+from modkit.storage.files import ensure_writable
 
 
 def test_many_checks_of_one_folder_at_once_all_pass_and_leave_nothing(tmp_path):

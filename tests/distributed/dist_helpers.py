@@ -27,7 +27,7 @@ def modkit_here(args: list[str]):
 
 
 def load(run: Path, name: str = "checkpoint.safetensors") -> dict:
-    from modkit.runs import checkpoint, state_file
+    from modkit.storage import checkpoint, state_file
 
     return state_file.read(run / name, checkpoint.KIND, checkpoint.CHECKPOINT_FORMAT)
 

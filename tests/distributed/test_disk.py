@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from dist_helpers import leftovers, load, modkit_here
-from modkit.runs import checkpoint as checkpoints
-from modkit.runs import files as rundir
+from modkit.storage import checkpoint as checkpoints
+from modkit.storage import files as rundir
 from modkit.errors import ModkitError
 from modkit.training.trainer import Trainer
 

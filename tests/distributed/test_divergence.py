@@ -10,6 +10,7 @@ import torch
 
 from dist_helpers import leftovers, load, modkit_here
 from modkit.core.batch import Batch
+from modkit.runs.lifecycle import make_trainer
 from modkit.training.trainer import Trainer
 
 GUARD = ["--set", "train.divergence.max_bad_steps=3", "--set", "train.log_every=1", "--set", "train.checkpoint_every=5"]
@@ -115,7 +116,7 @@ def test_update_flags_non_finite_gradients_without_touching_the_model(project, b
     from modkit.config.recipe import load_recipe
 
     recipe, resolved = load_recipe("tiny.yaml")
-    trainer = Trainer(recipe, resolved, plugins_for([], []), project / "unused", torch.device("cpu"))
+    trainer = make_trainer(recipe, resolved, plugins_for([], []), project / "unused", "cpu")
     batch = trainer.setup.train.__getitems__(list(range(8)))
     trainer.step(batch, 1.0)  # one good step, so Adam has moments
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}

@@ -21,7 +21,7 @@ from modkit.data.dataset import ArrayRecords, DatasetSource, ModalityView  # noq
 from modkit.evaluation.suite import EvalSettings, evaluate_run  # noqa: E402
 from modkit.plugins.loader import load_plugins  # noqa: E402
 from modkit.config.recipe import validate_recipe  # noqa: E402
-from modkit.runs.files import write_json  # noqa: E402
+from modkit.storage.files import write_json  # noqa: E402
 from modkit.runs.loading import LoadedRun  # noqa: E402
 from modkit.core.subsets import FullSampler, SamplerConfig  # noqa: E402
 

@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 
 from modkit.errors import ModkitError
 from modkit.evaluation.judges import JudgeSet, LinearClassifier, LinearReducer, _reducer
-from modkit.runs import state_file
+from modkit.storage import state_file
 
 
 @pytest.mark.parametrize("classes, features", [(2, 20), (5, 20), (3, 300)])  # 300 features: standardise + PCA

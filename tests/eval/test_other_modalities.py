@@ -32,14 +32,13 @@ def run(tmp_path_factory):
     from modkit.plugins.loader import load_plugins
     from modkit.config.recipe import validate_recipe
     from modkit.runs.loading import load_run
-    from modkit.training.trainer import Trainer, write_recipe
+    from modkit.runs.lifecycle import make_trainer
 
     out = tmp_path_factory.mktemp("three")
     recipe = validate_recipe(copy.deepcopy(RECIPE))
-    trainer = Trainer(recipe, RECIPE, load_plugins(["synthetic_plugin"], source="test"), out, torch.device("cpu"), echo=lambda s: None)
-    write_recipe(out, recipe.model_dump(mode="json"))
+    trainer = make_trainer(recipe, recipe.model_dump(mode="json"), load_plugins(["synthetic_plugin"], source="test"), out, "cpu",
+                           echo=lambda s: None)
     trainer.fit()
-    trainer.finish()
     return load_run(out, "cpu")
 
 

@@ -13,7 +13,7 @@ from modkit.core.batch import Batch
 from modkit.core.fusion import SubsetPlan
 from modkit.core.subsets import all_subsets
 from modkit.plugins.loader import plugins_for
-from modkit.training.trainer import Trainer
+from modkit.runs.lifecycle import make_trainer
 from modkit_mopoe import MixtureOfProductsOfExperts, MoPoEConfig
 from modkit_poe import PoEConfig, ProductOfExperts
 
@@ -45,7 +45,7 @@ def test_the_flag_is_set_on_the_host_when_the_batch_is_built():
 
 def test_collate_sets_the_flag_from_the_presence_matrix(tiny_recipe, tmp_path):
     recipe, resolved = load_recipe(tiny_recipe, [])
-    trainer = Trainer(recipe, resolved, plugins_for(recipe.plugins, []), tmp_path / "run", torch.device("cpu"), echo=lambda *a: None)
+    trainer = make_trainer(recipe, resolved, plugins_for(recipe.plugins, []), tmp_path / "run", "cpu", echo=lambda *a: None)
     view = trainer.setup.train
     batch = view.__getitems__(list(range(8)))
     assert batch.all_present is True
@@ -97,8 +97,8 @@ def test_training_steps_are_the_same_with_and_without_the_fast_path(tiny_recipe,
     trainers = []
     for name in ("fast", "masked"):
         torch.manual_seed(0)
-        trainers.append(Trainer(recipe, resolved, plugins_for(recipe.plugins, []), tmp_path / name, torch.device("cpu"),
-                                echo=lambda *a: None))
+        trainers.append(make_trainer(recipe, resolved, plugins_for(recipe.plugins, []), tmp_path / name, "cpu",
+                                     echo=lambda *a: None))
     fast, slow = trainers
     assert type(fast.model.fusion) is MixtureOfProductsOfExperts
     slow.model.load_state_dict(copy.deepcopy(fast.model.state_dict()))

@@ -107,7 +107,7 @@ def test_downstream_head_decoder_keeps_the_task_modalitys_own_decoder(tiny, firs
 
 
 def test_downstream_starts_from_a_pretraining_run(tiny, tmp_path, plugins):
-    from modkit.runs import checkpoint
+    from modkit.storage import checkpoint
 
     pre = tiny("digits-latent_mix")
     checkpoint.save_checkpoint(tmp_path, {"model": pre.model.state_dict()})
@@ -133,7 +133,7 @@ def test_a_fine_tuned_run_is_self_contained(tmp_path, monkeypatch):
     """init_from is read once, when the fine-tuning run starts; the run then loads and resumes after the
     pretraining run has moved away."""
     import modkit
-    from modkit.runs import checkpoint
+    from modkit.storage import checkpoint
 
     # this folder's conftest values, spelled out: `import conftest` finds whichever tests/*/conftest.py loaded first
     ROOT = Path(__file__).resolve().parents[2]
@@ -146,7 +146,7 @@ def test_a_fine_tuned_run_is_self_contained(tmp_path, monkeypatch):
     down = modkit.train(ROOT / "recipes" / "digits-latent_mix.yaml", out="down", **quiet,
                         overrides=[*sets, "model.fusion.downstream.task=label", "model.fusion.downstream.init_from=pre"])
     assert down.run_dir.is_dir()
-    from modkit.runs import state_file
+    from modkit.storage import state_file
 
     # the checkpoint written before the first step holds the pretrained mixer and modalities
     first = state_file.read(tmp_path / "down" / checkpoint.PREVIOUS, checkpoint.KIND, checkpoint.CHECKPOINT_FORMAT)

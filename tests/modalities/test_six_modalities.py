@@ -10,7 +10,7 @@ from modkit import RecipeError
 from modkit.training.builder import build
 from modkit.plugins.loader import load_plugins
 from modkit.config.recipe import validate_recipe
-from modkit.training.trainer import Trainer
+from modkit.runs.lifecycle import make_trainer
 
 RECIPE = {
     "name": "six",
@@ -54,9 +54,8 @@ def test_expanded_names_may_not_clash(plugins, tmp_path):
 def test_six_modalities_train_evaluate_render_and_resume(plugins, tmp_path):
     recipe = validate_recipe(RECIPE)
     lines = []
-    trainer = Trainer(recipe, RECIPE, plugins, tmp_path, __import__("torch").device("cpu"), echo=lines.append)
-    trainer.fit()
-    summary = trainer.finish()
+    trainer = make_trainer(recipe, RECIPE, plugins, tmp_path, "cpu", echo=lines.append)
+    summary = trainer.fit()
     assert all(k in summary for k in ("test/elbo", "test/rec/caption", "test/rec/mask", "balanced_accuracy/image->label",
                                       "accuracy/image->mask", "accuracy/en->vi", "balanced_accuracy/image->attr_red", "chance/attr_red"))
     assert (tmp_path / "samples.png").stat().st_size > 0
@@ -64,6 +63,5 @@ def test_six_modalities_train_evaluate_render_and_resume(plugins, tmp_path):
     assert last < first, trainer.rows
     # a resumed run rebuilds from the same directory: tokenizers load, so the checkpoint fits
     tokenizer = (tmp_path / "tokenizers" / "vi.model").read_bytes()
-    resumed = Trainer(recipe, RECIPE, plugins, tmp_path, __import__("torch").device("cpu"), echo=lines.append)
-    resumed.restore()
+    resumed = make_trainer(recipe, RECIPE, plugins, tmp_path, "cpu", echo=lines.append, resume=True)  # restored from the checkpoint
     assert resumed.state.epoch == 3 and (tmp_path / "tokenizers" / "vi.model").read_bytes() == tokenizer

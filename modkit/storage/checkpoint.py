@@ -1,6 +1,6 @@
 """The checkpoint files of a run directory: their names, their layout, their format version.
 
-A checkpoint is one safetensors file (see :mod:`modkit.runs.state_file`): the weights under
+A checkpoint is one safetensors file (see :mod:`modkit.storage.state_file`): the weights under
 ``model/…``, the optimizer's tensors under ``optimizer/…``, and everything else (step counters,
 partial sums, the scheduler, the subset sampler, the RNG of every rank) as tensors or JSON. Opening
 one never runs code. It is written in three moves so a complete one always exists:
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from modkit.errors import ModkitError
-from modkit.runs import files, state_file
+from modkit.storage import files, state_file, train_state
 
 CHECKPOINT_FORMAT = 3
 KIND = "checkpoint"
@@ -34,14 +34,13 @@ MODEL = "model"
 WEIGHTS = "model.safetensors"  # an exported folder's weights (modkit.load reads them; no training state)
 
 
-def layout(counters: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, sampler: Any,
-           rng: dict[str, Any], rng_ranks: list[dict[str, Any]], world: int) -> dict[str, Any]:
-    """What a checkpoint holds (the one place that says so): the trainer's counters (steps, partial sums,
-    the divergence guard's), the model, optimizer, scheduler and subset sampler, the RNG of every rank,
-    and the number of processes that wrote it."""
-    return {**counters, "world": world, MODEL: model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None, "sampler": sampler.state_dict(),
-            "rng": rng, "rng_ranks": rng_ranks}
+def layout(loop: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+           sampler: Any) -> dict[str, Any]:
+    """What a checkpoint holds (the one place that says so): the loop's own state (counters, partial sums, the
+    divergence guard's, the RNG of every rank and the number of processes: ``train_state.write``), and the
+    model, optimizer, scheduler and subset sampler."""
+    return {**loop, MODEL: model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None, "sampler": sampler.state_dict()}
 
 
 def restore_components(ckpt: dict[str, Any], where: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
@@ -118,6 +117,7 @@ def load_checkpoint(run_dir: Path, model_only: bool = False) -> dict[str, Any]:
             errors.append(str(exc))
             continue
         check_weights(path, state.get(MODEL))
+        train_state.check_counters(state, path)  # a hand-edited counter: one line naming this file
         return state
     if not errors:
         raise ModkitError(f"{run_dir} has no checkpoint yet: it was stopped before its first one. Start it again "
@@ -142,13 +142,7 @@ def check_weights(path: Path, weights: Any) -> None:
 
 def newest_step(path: Path) -> int | None:
     """A checkpoint's global step from its header alone, or None if it is unreadable."""
-    import json
-
-    try:
-        structure = json.loads(state_file.header(path).get(state_file.STRUCTURE_KEY, "{}"))
-        return int(structure.get("global_step"))
-    except (ModkitError, ValueError, TypeError, AttributeError):
-        return None
+    return train_state.newest_step(path)
 
 
 def recover(run_dir: Path) -> list[str]:

@@ -1,0 +1,107 @@
+"""Every file of a run directory, named in one place.
+
+A run directory is what a user keeps: training writes the recipe, the metrics, the checkpoint (and
+the previous one), ``summary.json`` and the samples; evaluation adds ``eval.json``, the judges and the
+generated images; a modality may keep what it fitted (a tokenizer under ``tokenizers/``). Code that
+opens one of these files asks :class:`RunDir` for its path, so a name changes in one place.
+
+Export copies the model's files and leaves out what belongs to training or evaluation. Modalities
+choose the names of the files they fit (third-party plugins included), so the rule is written as the
+closed list of run-only names: whatever is not on it is the model's and travels with an export.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from modkit.storage import checkpoint as checkpoints
+from modkit.errors import ModkitError
+from modkit.storage import files
+
+RECIPE = files.RECIPE
+METRICS_JSONL, METRICS_CSV = files.METRICS_JSONL, files.METRICS_CSV
+SUMMARY = files.SUMMARY
+SAMPLES_PNG, SAMPLES_MD = files.SAMPLES_PNG, files.SAMPLES_MD
+CHECKPOINT, PREVIOUS, STAGED = checkpoints.CHECKPOINT, checkpoints.PREVIOUS, checkpoints.STAGED
+WEIGHTS = checkpoints.WEIGHTS
+EVAL_JSON = "eval.json"
+JUDGES = "judges.safetensors"
+LEGACY_JUDGES = "judges.pkl"
+TOKENIZERS = "tokenizers"
+LOCK = ".modkit.lock"
+GENERATED = "generated"
+REPORT_MD = "report.md"
+REPORT_DIR = "report"
+TENSORBOARD_PREFIX = "events.out.tfevents"  # TensorBoard's own file names
+
+#: what belongs to training or evaluation, not to the model: an export leaves these out
+RUN_ONLY = frozenset({CHECKPOINT, PREVIOUS, STAGED, *checkpoints.LEGACY, LOCK, METRICS_JSONL, METRICS_CSV, SUMMARY,
+                      SAMPLES_PNG, SAMPLES_MD, EVAL_JSON, JUDGES, LEGACY_JUDGES, REPORT_MD, REPORT_DIR, GENERATED})
+
+
+class RunDir:
+    """The files of one run directory: ``RunDir(path).summary`` is ``path / "summary.json"``, and so on."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    recipe = property(lambda self: self.path / RECIPE)
+    metrics_jsonl = property(lambda self: self.path / METRICS_JSONL)
+    metrics_csv = property(lambda self: self.path / METRICS_CSV)
+    checkpoint = property(lambda self: self.path / CHECKPOINT)
+    previous_checkpoint = property(lambda self: self.path / PREVIOUS)
+    staged_checkpoint = property(lambda self: self.path / STAGED)
+    weights = property(lambda self: self.path / WEIGHTS)
+    summary = property(lambda self: self.path / SUMMARY)
+    samples_png = property(lambda self: self.path / SAMPLES_PNG)
+    samples_md = property(lambda self: self.path / SAMPLES_MD)
+    eval_json = property(lambda self: self.path / EVAL_JSON)
+    judges = property(lambda self: self.path / JUDGES)
+    tokenizers = property(lambda self: self.path / TOKENIZERS)
+    lock = property(lambda self: self.path / LOCK)
+    generated = property(lambda self: self.path / GENERATED)
+    report_md = property(lambda self: self.path / REPORT_MD)
+    report_dir = property(lambda self: self.path / REPORT_DIR)
+
+    def is_run(self) -> bool:
+        """A run directory has its recipe (written before anything else)."""
+        return self.recipe.is_file()
+
+    def write_recipe(self, resolved: dict[str, Any]) -> None:
+        """The resolved recipe, the first file of a run: a run killed while it builds can be resumed from it."""
+        write_recipe(self.path, resolved)
+
+    def exported_items(self) -> list[Path]:
+        """What :func:`modkit.runs.export.export` copies: the recipe and the modalities' files, none of training's."""
+        return [item for item in sorted(self.path.iterdir()) if exports(item.name)]
+
+
+def exports(name: str) -> bool:
+    """Whether an export copies the run directory's entry ``name`` (hidden files and TensorBoard events stay)."""
+    return name not in RUN_ONLY and not name.startswith((".", TENSORBOARD_PREFIX))
+
+
+def check_new_run_dir(out: Path) -> None:
+    """A new run goes into a folder that does not exist yet or is empty: nothing of the user's is overwritten."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ModkitError(f"--out {out} is a file, not a folder; choose another --out")
+    if out.is_dir() and any(p.name != LOCK for p in out.iterdir()):
+        what = "holds a run" if (out / RECIPE).exists() else "is not empty"
+        raise ModkitError(f"{out} {what}; modkit starts a run only in a new or empty folder. Continue a run there with "
+                          f"--resume {out}, or choose another --out")
+
+
+def write_recipe(run_dir: Path, resolved: dict[str, Any]) -> None:
+    files.atomic_write_text(Path(run_dir) / RECIPE, yaml.safe_dump(resolved, sort_keys=False))
