@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "modkit"
-ROLES = {"errors", "storage", "core", "data", "plugins", "config", "training", "runs", "evaluation", "reporting", "cli", "scaffold", "tracking", "sweep"}
+ROLES = {"storage", "core", "data", "plugins", "config", "training", "runs", "evaluation", "reporting", "cli", "scaffold", "tracking", "sweep"}
 
 
 def module_name(path: Path) -> str:
