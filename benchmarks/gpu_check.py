@@ -7,8 +7,10 @@ docs/benchmarks.md (``benchmarks/make_docs.py``).
 
 Steps (full / ``--tiny`` sizes):
 
-* ``cuda_tests``: ``pytest tests/cuda -m cuda`` (junit XML in OUT); tiny: the kernel tests only, with
-  ``MODKIT_CUDA_TESTS_DEVICE`` set to the device (on a CPU that dry-runs the tests' logic, nothing CUDA).
+* ``cuda_tests``: ``pytest tests/cuda -m cuda`` but the fusion matrix (junit XML in OUT); tiny: the kernel tests
+  only. ``MODKIT_CUDA_TESTS_DEVICE`` is set to the device (on a CPU that dry-runs the tests' logic, nothing CUDA).
+* ``cuda_fusions``: the fusion matrix, every registered fusion in float32, bf16 and bf16 compiled (inductor),
+  in its own step so its compile time cannot starve the rest; tiny: PoE in float32.
 * ``train_digits``: ``modkit train recipes/digits.yaml --device D`` (tiny: 1 epoch), its wall time.
 * ``train_shapes``: ``modkit train recipes/shapes.yaml --device D`` (tiny: 200 scenes, 1 epoch).
 * ``mopoe_vs_multivae``: benchmarks/gpu_mopoe_vs_multivae.py, 5 × 3 × 28 × 28, batch 256 (tiny: batch 16);
@@ -36,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-STEPS = ("cuda_tests", "train_digits", "train_shapes", "mopoe_vs_multivae", "bench_fp32", "bench_bf16_compile")
+STEPS = ("cuda_tests", "cuda_fusions", "train_digits", "train_shapes", "mopoe_vs_multivae", "bench_fp32", "bench_bf16_compile")
 
 
 def plan(out: Path, device: str, tiny: bool) -> list[dict]:
@@ -44,7 +46,11 @@ def plan(out: Path, device: str, tiny: bool) -> list[dict]:
     py = sys.executable
     logs = out / "logs"
     env_tiny = {"MODKIT_COMPILE_BACKEND": "eager"} if tiny and device == "cpu" else {}  # inductor on a CPU: a C++ compiler, minutes
-    tests = ["tests/cuda/test_cuda_kernels.py"] if tiny else ["tests/cuda"]
+    matrix = "tests/cuda/test_cuda_training.py::test_training_runs_on_cuda"  # every fusion × fp32, bf16, bf16 compiled
+    tests = ["tests/cuda/test_cuda_kernels.py"] if tiny else ["tests/cuda", "-k", "not test_training_runs_on_cuda"]
+    fusions = [matrix + "[poe-fp32]"] if tiny else [matrix]
+    pytest = [py, "-m", "pytest", "-m", "cuda", "-q", "-rs", "-p", "no:cacheprovider"]
+    test_env = {"MODKIT_CUDA_TESTS_DEVICE": device, **env_tiny}
     train = [py, "-m", "modkit", "train"]
     bench = [py, "benchmarks/run.py", "--device", device, "--no-scaling", "--recipes", ""]
     if tiny:
@@ -56,9 +62,10 @@ def plan(out: Path, device: str, tiny: bool) -> list[dict]:
     side = [py, "benchmarks/gpu_mopoe_vs_multivae.py", "--device", device, "--out", str(out / "mopoe-vs-multivae.json")]
     side += ["--batch", "16", "--latent", "8", "--warmup", "1", "--steps", "3", "--max-seconds", "1", "--no-install"] if tiny else []
     return [
-        {"name": "cuda_tests", "timeout": 60 if tiny else 330,
-         "command": [py, "-m", "pytest", *tests, "-m", "cuda", "-q", "-p", "no:cacheprovider", f"--junitxml={out / 'cuda-tests.xml'}"],
-         "env": {"MODKIT_CUDA_TESTS_DEVICE": device, **env_tiny}, "read": lambda: junit(out / "cuda-tests.xml")},
+        {"name": "cuda_tests", "timeout": 60 if tiny else 240, "command": pytest + tests + [f"--junitxml={out / 'cuda-tests.xml'}"],
+         "env": test_env, "read": lambda: junit(out / "cuda-tests.xml")},
+        {"name": "cuda_fusions", "timeout": 60 if tiny else 360, "command": pytest + fusions + [f"--junitxml={out / 'cuda-fusions.xml'}"],
+         "env": test_env, "read": lambda: junit(out / "cuda-fusions.xml")},
         {"name": "train_digits", "timeout": 60 if tiny else 150,
          "command": train + ["recipes/digits.yaml", "--device", device, "--out", str(out / "runs" / "digits")]
                     + (["--set", "train.epochs=1", "--set", "eval.coherence=false"] if tiny else []),
@@ -143,6 +150,7 @@ def run_step(step: dict, out: Path) -> dict:
         record["read_error"] = f"{type(exc).__name__}: {exc}"
     if code is None:
         record["status"] = "timed out"
+        record["tail"] = log.read_text(errors="replace").strip().splitlines()[-5:]
     elif code != 0:
         record["status"] = "failed"
         record["tail"] = log.read_text(errors="replace").strip().splitlines()[-5:]
@@ -255,7 +263,7 @@ def _measured(step: dict) -> str:
     if not res:
         return step.get("read_error") or "nothing (see the step's log)"
     name = step["name"]
-    if name == "cuda_tests":
+    if name.startswith("cuda_"):
         text = f"{res['passed']} passed, {res['failures'] + res['errors']} failed, {res['skipped']} skipped of {res['tests']}"
         return text + (f" (failed: {', '.join(res['failed'][:5])})" if res["failed"] else "")
     if name.startswith("train_"):

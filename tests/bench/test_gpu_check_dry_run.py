@@ -31,9 +31,10 @@ def test_every_step_reports_a_result(tmp_path):
         assert step["wall_s"] > 0 and step["result"], (name, step)
         assert (out / step["log"]).exists()
 
-    tests = steps["cuda_tests"]["result"]
-    assert tests["passed"] > 0 and tests["failures"] == tests["errors"] == 0, tests
-    assert (out / "cuda-tests.xml").exists()
+    for name in ("cuda_tests", "cuda_fusions"):
+        tests = steps[name]["result"]
+        assert tests["passed"] > 0 and tests["failures"] == tests["errors"] == 0, (name, tests)
+    assert (out / "cuda-tests.xml").exists() and (out / "cuda-fusions.xml").exists()
     for name in ("train_digits", "train_shapes"):
         run = steps[name]["result"]
         assert run["device"] == "cpu" and run["steps"] > 0 and run["train_seconds"] > 0, run
