@@ -59,3 +59,10 @@ def test_a_step_past_its_timeout_is_recorded_and_the_check_goes_on(tmp_path):
     failing = {**slow, "timeout": 30, "command": [sys.executable, "-c", "raise SystemExit('broken on purpose')"]}
     record = gpu_check.run_step(failing, tmp_path)
     assert record["status"] == "failed" and record["returncode"] == 1 and "broken on purpose" in record["tail"][-1]
+
+
+def test_a_step_past_the_checks_budget_is_skipped_with_the_reason(tmp_path):
+    assert gpu_check.main([str(tmp_path), "--device", "cpu", "--tiny", "--steps", "bench_fp32", "--budget", "5"]) == 0
+    (step,) = json.loads((tmp_path / "summary.json").read_text())["steps"]
+    assert step["status"] == "skipped" and "budget" in step["reason"]
+    assert "budget" in gpu_check.markdown(json.loads((tmp_path / "summary.json").read_text()))
