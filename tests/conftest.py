@@ -1,4 +1,7 @@
-"""Shared fixtures: a tiny digits recipe and a CLI runner that behaves like the shell."""
+"""Shared fixtures: a tiny digits recipe, and a real PostgreSQL server for the tracking and sweep tests.
+
+This folder is on ``sys.path`` (pytest puts a root conftest's folder there), so the helper modules that
+several test folders share (``run_helpers``, ``sweep_helpers``) sit here beside it."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,3 +30,12 @@ def tiny_recipe(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server in a temp folder on a free localhost port, stopped at the end (skipped,
+    saying why, without the binaries); for the database-backed tracking and sweep tests."""
+    from sweep_helpers import start_postgres
+
+    yield from start_postgres()

@@ -49,9 +49,11 @@ def test_before_times_an_earlier_commits_code_beside_the_current_one(tmp_path):
     assert (before["variant"], current["variant"]) == ("before", "current")
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     assert report["meta"]["before"] == head
-    import modkit
-
-    installed = Path(modkit.__file__).parent.parent  # this checkout (editable) or site-packages (pip install .)
+    # where a fresh interpreter started outside the checkout finds modkit, as the harness's workers do: this
+    # process may have found the checkout itself first (``python -m pytest`` puts the working directory on the path)
+    where = "import modkit, pathlib; print(pathlib.Path(modkit.__file__).parent.parent)"
+    installed = Path(subprocess.run([sys.executable, "-c", where], cwd=tmp_path, capture_output=True, text=True,
+                                    check=True).stdout.strip())  # this checkout (editable) or site-packages (pip install .)
     assert Path(current["modkit"]["modkit_from"]) == installed
     old = Path(before["modkit"]["modkit_from"])
     assert old not in (ROOT, installed) and not old.exists()  # an archive in a temporary folder, removed afterwards

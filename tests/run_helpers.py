@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from modkit.cli.main import main
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class Payload:
