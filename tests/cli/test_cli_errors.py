@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_recipes import base_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,8 +20,7 @@ def write(tmp_path, raw, name="r.yaml"):
     return path
 
 
-def base():
-    return yaml.safe_load((ROOT / "recipes" / "digits-poe.yaml").read_text())
+base = base_recipe
 
 
 def mutate(fn):

@@ -11,10 +11,10 @@ from modkit.cli.main import main
 from modkit.evaluation import suite
 from modkit.evaluation.suite import EvalSettings
 from modkit.runs.loading import load_run
+from tiny_recipes import CPU, SMALLER, tiny_sets
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ["--set", "train.epochs=1", "--set", "modalities.image.hidden=[16]", "--set", "modalities.label.hidden=[16]",
-        "--set", "model.latent_dim=4", "--set", "train.progress=false", "--set", "train.device=cpu", "--set", "eval.samples=1"]
+TINY = tiny_sets(*SMALLER, *CPU, "eval.samples=1")
 
 
 @pytest.fixture(scope="module")
