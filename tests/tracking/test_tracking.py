@@ -85,6 +85,7 @@ def test_tensorboard_and_mlflow_sqlite(tmp_path, monkeypatch):
     check_mlflow(store, run_dir)
 
 
+@pytest.mark.postgres
 def test_mlflow_postgres(tmp_path, monkeypatch, postgres):
     monkeypatch.chdir(tmp_path)
     uri = postgres.url("mlflow_tracking")
