@@ -263,6 +263,7 @@ def test_public_names_all_resolve():
 
 @pytest.mark.parametrize("old, new", [("modkit.gaussian", "modkit.core.gaussian"), ("modkit.trainer", "modkit.training.trainer"),
                                       ("modkit.rundir", "modkit.runs.files"), ("modkit.recipe", "modkit.config.recipe")])
+@pytest.mark.slow
 def test_old_flat_module_still_imports_with_one_warning(old, new):
     # a fresh interpreter, so the module is imported for the first time there
     code = f"import warnings; warnings.simplefilter('always'); import {old} as m; print(m.__name__)"

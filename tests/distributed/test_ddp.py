@@ -25,6 +25,7 @@ def _metrics(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_two_gloo_processes_match_one_process(project, monkeypatch):
     import modkit.core.gaussian

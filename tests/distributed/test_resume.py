@@ -28,6 +28,7 @@ def _assert_same_state(a: dict, b: dict) -> None:
     assert torch.equal(a["sampler"]["generator"], b["sampler"]["generator"])
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_kill9_then_sigint_then_resume_equals_uninterrupted_run(project):
     reference = modkit_here(["train", "tiny.yaml", "--out", "reference", *SETS])

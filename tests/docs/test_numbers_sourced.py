@@ -212,6 +212,7 @@ def test_a_number_from_a_generated_file_passes(copy: Path):
     assert unsourced(copy) == []
 
 
+@pytest.mark.slow
 def test_a_hand_edited_generated_block_fails(copy: Path):
     page = copy / "docs" / "fusions" / "meme.md"
     text = page.read_text()

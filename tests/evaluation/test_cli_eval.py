@@ -165,6 +165,7 @@ def test_sample_and_report(run_dir):
         assert section in report
 
 
+@pytest.mark.slow
 def test_sweep_paired_fraction(tmp_path):
     out = tmp_path / "sweep"
     result = invoke("sweep", RECIPE, *TINY, "--set", "train.epochs=1", "--set", "data.paired_fraction=0.1,1.0",

@@ -58,6 +58,7 @@ def check_mlflow(uri: str, run_dir: Path) -> None:
     assert any(a.startswith("events.out.tfevents") for a in artifacts)
 
 
+@pytest.mark.slow
 def test_tensorboard_and_mlflow_sqlite(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     store = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
