@@ -149,7 +149,10 @@ def upward_arrows(sources: dict[str, str], table: list[list[str]], packages: set
             continue
         for target, line in sorted(set(runtime_imports(sources[module], module, known, module in packages))):
             there = layer_of(target, layers)
-            if there is not None and layers[there] > layers[here]:
+            if there == FACADE and here != FACADE:
+                arrows.append(f"{module} → {target} (line {line}): {here} imports the facade, which imports every layer "
+                              "(import the name from the module that defines it)")
+            elif there is not None and layers[there] > layers[here]:
                 arrows.append(f"{module} → {target} (line {line}): {here} is below {there}")
     return arrows, unplaced
 
