@@ -98,6 +98,7 @@ def test_mlflow_postgres(tmp_path, monkeypatch, postgres):
     assert MlflowClient(uri).get_experiment_by_name("pg") is not None
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_runs(tmp_path, monkeypatch):
     """A resumed run continues its MLflow run and replaces, not repeats, TensorBoard's steps."""
     monkeypatch.chdir(tmp_path)
