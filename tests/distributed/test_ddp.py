@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from dist_helpers import load, modkit_here, modkit_subprocess
@@ -24,6 +25,8 @@ def _metrics(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_two_gloo_processes_match_one_process(project, monkeypatch):
     import modkit.core.gaussian
 

@@ -80,6 +80,7 @@ def test_the_entry_runs_from_the_checkout_and_no_installed_command_needs_one():
     assert gone.exit_code == 2 and "No such command 'reproduce'" in gone.output
 
 
+@pytest.mark.slow
 def test_quick_tier_runs_and_writes_a_stamped_report(tmp_path):
     out = tmp_path / "reproduce"
     result = CliRunner().invoke(main, ["--quick", "--out", str(out)], catch_exceptions=False)  # every claim
@@ -162,6 +163,7 @@ def test_eval_metrics_are_summarised_by_todays_code(tmp_path):
     assert eval_metrics(tmp_path) == {"likelihood/log p(image)": -23.5, "log_w_var/log p(image)": 1.25}
 
 
+@pytest.mark.slow
 def test_a_command_given_some_claims_rewrites_theirs_and_keeps_the_others(tmp_path, monkeypatch):
     from reproductions.reproduce import previous_results, reproduce
 

@@ -5,12 +5,12 @@ import pickle
 from pathlib import Path
 
 import torch
-import yaml
 from click.testing import CliRunner
 
 from modkit.cli.main import main
+from tiny_recipes import CPU, SMALLER, tiny_recipe_dict
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class Payload:
@@ -34,14 +34,7 @@ def payload_bytes(marker: Path, torch_zip: bool) -> bytes:
 
 
 def tiny_raw() -> dict:
-    raw = yaml.safe_load((ROOT / "recipes" / "digits-poe.yaml").read_text())
-    raw["name"] = "tiny"
-    raw["modalities"]["image"]["hidden"] = [16]
-    raw["modalities"]["label"]["hidden"] = [16]
-    raw["model"]["latent_dim"] = 4
-    raw["train"].update(epochs=1, device="cpu", progress=False)
-    raw["eval"]["samples"] = 2
-    return raw
+    return tiny_recipe_dict(*SMALLER, *CPU)
 
 
 def cli(*args: str):

@@ -52,6 +52,7 @@ def test_eval_reports_joint_coherence_and_likelihoods_as_not_applicable(meme_run
     assert result["coherence"]["cross"]  # cross-modal coherence is still measured
 
 
+@pytest.mark.slow
 def test_sampling_from_the_prior_fails_with_one_line(meme_run):
     out = subprocess.run([sys.executable, "-m", "modkit", "sample", str(meme_run), "-n", "4", "--device", "cpu"],
                          capture_output=True, text=True)

@@ -1,6 +1,7 @@
 """latent_mix: the auxiliary loss, modality dropout, subset posteriors, and the downstream task head."""
 from pathlib import Path
 
+import pytest
 import torch
 
 from modkit.core.gaussian import kl_standard_normal
@@ -129,6 +130,7 @@ def test_kl_term_is_the_standard_normal_kl(tiny, first_batch):
     torch.testing.assert_close(out.terms["kl"], kl_standard_normal(mu, logvar).mean())
 
 
+@pytest.mark.slow
 def test_a_fine_tuned_run_is_self_contained(tmp_path, monkeypatch):
     """init_from is read once, when the fine-tuning run starts; the run then loads and resumes after the
     pretraining run has moved away."""

@@ -96,6 +96,7 @@ def test_a_posterior_without_a_fallback_fails_the_nothing_present_check():
         fusion_posterior_nothing_present(FusionCase("bare", NoFallback))
 
 
+@pytest.mark.slow
 def test_import_modkit_does_not_import_pytest_or_the_kit():
     code = "import sys, modkit; print('pytest' in sys.modules, 'modkit.testing' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

@@ -20,6 +20,7 @@ def run_cli(args, cwd):
     return result
 
 
+@pytest.mark.slow
 def test_train_writes_run_directory_and_resume_continues_exactly(tiny_recipe, tmp_path):
     run = tmp_path / "run"
     out = run_cli(["train", str(tiny_recipe), "--out", str(run)], cwd=tmp_path).stdout

@@ -76,6 +76,7 @@ def test_poe_under_autocast_equals_float32_poe():
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.slow
 def test_compile_runs_the_step_and_keeps_parameter_names(tmp_path, tiny_recipe, monkeypatch):
     monkeypatch.setenv("MODKIT_COMPILE_BACKEND", "eager")  # dynamo tracing without a C++ compile: seconds, not minutes
     plain = tiny_trainer(tmp_path / "a", tiny_recipe)

@@ -62,6 +62,7 @@ def digits_run(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_default_path_equals_the_full_path_on_what_it_computes(digits_run):
     run = load_run(digits_run, "cpu")
     names = run.model.names

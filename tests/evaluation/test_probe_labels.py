@@ -12,10 +12,10 @@ from modkit.evaluation import suite
 from modkit.evaluation.metrics import probe as probe_metric
 from modkit.evaluation.suite import EvalSettings
 from modkit.runs.loading import load_run
+from tiny_recipes import CPU, SMALLER, tiny_sets
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ["--set", "train.epochs=1", "--set", "modalities.image.hidden=[16]", "--set", "modalities.label.hidden=[16]",
-        "--set", "model.latent_dim=4", "--set", "train.progress=false", "--set", "train.device=cpu", "--set", "eval.samples=1"]
+TINY = tiny_sets(*SMALLER, *CPU, "eval.samples=1")
 
 
 @pytest.fixture(scope="module")

@@ -47,6 +47,8 @@ def check_two_workers(out: Path, study: optuna.Study, trials: int) -> None:
     assert (out / "optimization_history.png").exists() and (out / "sweep.png").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_two_workers_share_a_sqlite_study(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "sweep"
@@ -58,6 +60,9 @@ def test_two_workers_share_a_sqlite_study(tmp_path, monkeypatch):
     assert csv_rows[0].startswith("trial,run,train.lr") and len(csv_rows) == 5
 
 
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.distributed
 def test_two_workers_share_a_postgres_study(tmp_path, monkeypatch, postgres):
     monkeypatch.chdir(tmp_path)
     url = postgres.url("sweeps")
@@ -74,6 +79,7 @@ def test_two_workers_share_a_postgres_study(tmp_path, monkeypatch, postgres):
     assert "4 complete" in again.output and len(study.get_trials()) == 4
 
 
+@pytest.mark.slow
 def test_seeds_are_a_repeat_dimension(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "sweep"
@@ -91,6 +97,8 @@ def test_seeds_are_a_repeat_dimension(tmp_path, monkeypatch):
         assert f"{statistics.fmean(elbos):.4g} ± {statistics.stdev(elbos):.2g}" in row
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_a_killed_worker_trial_is_resumed_from_its_checkpoint(tmp_path):
     """kill -9 mid-trial, then a worker that is itself stopped with Ctrl-C, then one that finishes: the one
     trial's run continues from its checkpoint each time and ends with every epoch exactly once."""
@@ -152,6 +160,8 @@ def test_a_bad_value_is_refused_before_anything_trains(tmp_path, monkeypatch):
         assert not out.exists()
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_a_grid_with_fewer_points_than_workers_runs_each_point_once(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "sweep"

@@ -81,6 +81,7 @@ def test_registry_clash_names_both_plugins():
         stage.add_modality("x", Modality)
 
 
+@pytest.mark.slow
 def test_modkit_plugins_command_lists_registry_and_broken(tmp_path):
     folder = plugin_dir(tmp_path)
     (tmp_path / "modkit.toml").write_text('[modkit]\nplugins = ["good_plugin", "import_error_plugin"]\n')
@@ -93,6 +94,7 @@ def test_modkit_plugins_command_lists_registry_and_broken(tmp_path):
     assert "import_error_plugin" in out and "BROKEN" in out and "Traceback" not in out + result.stderr
 
 
+@pytest.mark.slow
 def test_recipe_plugins_and_broken_plugin_named(tmp_path):
     import yaml
 

@@ -63,6 +63,7 @@ def _train(recipe_path, run_dir, sets):
     return threads, [row["train/loss"] for row in trainer.rows]
 
 
+@pytest.mark.slow
 def test_trainer_applies_threads_and_losses_do_not_depend_on_them(tiny_recipe, tmp_path, monkeypatch, restore_threads):
     from threadpoolctl import threadpool_info
 
@@ -79,6 +80,7 @@ def test_trainer_applies_threads_and_losses_do_not_depend_on_them(tiny_recipe, t
     assert auto_losses == pytest.approx(two_losses, rel=1e-5)  # the same training to rounding
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("threads, expected", [("auto", 1), ("3", 3)])
 def test_eval_and_report_apply_the_runs_thread_policy(tmp_path, monkeypatch, restore_threads, threads, expected):
     """``modkit eval`` and ``modkit report`` set the count the run's ``train.threads`` asks for, as training did."""

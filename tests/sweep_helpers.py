@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from tiny_recipes import CPU, tiny_sets
 
-TINY = ["--set", "modalities.image.hidden=[32]", "--set", "modalities.label.hidden=[32]", "--set", "model.latent_dim=8",
-        "--set", "train.progress=false", "--set", "train.device=cpu", "--set", "eval.samples=2"]
+TINY = tiny_sets(*CPU)  # each test sets its own train.epochs after these
 
 
 def postgres_bin() -> Path | None:

@@ -10,12 +10,11 @@ import torch
 from click.testing import CliRunner
 
 from modkit.cli.main import main
+from tiny_recipes import CPU, tiny_sets
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "digits-poe.yaml"
-TINY = ["--set", "train.epochs=2", "--set", "modalities.image.hidden=[32]", "--set", "modalities.label.hidden=[32]",
-        "--set", "model.latent_dim=8", "--set", "train.progress=false", "--set", "train.device=cpu",
-        "--set", "eval.samples=2"]
+TINY = tiny_sets(*CPU)
 FAST = ["--iw-samples", "20", "--prior-samples", "40", "--joint-samples", "100", "--iw-items", "64"]
 
 
@@ -166,6 +165,7 @@ def test_sample_and_report(run_dir):
         assert section in report
 
 
+@pytest.mark.slow
 def test_sweep_paired_fraction(tmp_path):
     out = tmp_path / "sweep"
     result = invoke("sweep", RECIPE, *TINY, "--set", "train.epochs=1", "--set", "data.paired_fraction=0.1,1.0",

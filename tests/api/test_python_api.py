@@ -25,6 +25,7 @@ def test_the_api_is_public():
     assert all(callable(getattr(modkit, name)) for name in ("train", "load", "load_weights"))
 
 
+@pytest.mark.slow
 def test_the_documented_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     shutil.copytree(ROOT / "recipes", tmp_path / "recipes")

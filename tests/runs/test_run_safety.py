@@ -185,6 +185,8 @@ def test_a_run_killed_before_its_first_checkpoint_says_so_and_restarts(copy, tmp
     assert (run / checkpoints.CHECKPOINT).exists() and (run / "summary.json").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_a_real_second_training_on_a_running_run_fails_at_once(tmp_path):
     """Two processes: the first trains (slowly, many epochs), the second tries --resume on the same folder."""
     raw = tiny_raw()

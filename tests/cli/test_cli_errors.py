@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_recipes import base_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,8 +20,7 @@ def write(tmp_path, raw, name="r.yaml"):
     return path
 
 
-def base():
-    return yaml.safe_load((ROOT / "recipes" / "digits-poe.yaml").read_text())
+base = base_recipe
 
 
 def mutate(fn):
@@ -65,6 +65,7 @@ def test_bad_recipe_clear_error(tmp_path, monkeypatch, title, raw, key, allowed)
     assert not (tmp_path / "run" / "checkpoint.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_bad_recipe_in_a_real_process(tmp_path):
     raw = mutate(lambda r: r["model"].update(fusion="nope"))
     result = modkit("train", str(write(tmp_path, raw)), "--out", str(tmp_path / "run"), cwd=tmp_path)
@@ -74,6 +75,7 @@ def test_bad_recipe_in_a_real_process(tmp_path):
     assert "model.fusion: unknown fusion 'nope'" in result.stderr
 
 
+@pytest.mark.slow
 def test_missing_file_and_bad_yaml(tmp_path):
     result = modkit("train", str(tmp_path / "absent.yaml"), cwd=tmp_path)
     assert result.returncode == 2 and "recipe file not found" in result.stderr and "Traceback" not in result.stderr
@@ -81,6 +83,7 @@ def test_missing_file_and_bad_yaml(tmp_path):
     assert result.returncode == 2 and "not valid YAML at line" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_bad_set_override(tmp_path):
     result = modkit("train", str(write(tmp_path, base())), "--set", "train.epochs", cwd=tmp_path)
     assert result.returncode == 2 and "--set" in result.stderr and "key=value" in result.stderr
@@ -88,6 +91,7 @@ def test_bad_set_override(tmp_path):
     assert result.returncode == 2 and "train.epochs" in result.stderr
 
 
+@pytest.mark.slow
 def test_resume_of_a_non_run_dir(tmp_path):
     result = modkit("train", "--resume", str(tmp_path), cwd=tmp_path)
     assert result.returncode != 0 and "not a run directory" in result.stderr and "Traceback" not in result.stderr
