@@ -1,4 +1,4 @@
-"""Every number README.md and docs/ state comes from a file a command wrote (issue 12).
+"""Every number README.md and docs/ state comes from a file a command wrote (numbers are generated, never typed).
 
 A *documented number* is a decimal (``0.958``, ``−24.53``, ``1.2e-7``'s ``1.2``) or a percentage
 (``10 %``) in the prose or tables of README.md and docs/**/*.md, outside code spans and code blocks (where

@@ -1,4 +1,4 @@
-"""log p(label | wave) for a categorical label, against a brute-force integral (issue 17).
+"""log p(label | wave) for a categorical label, against a brute-force integral.
 
 The wave is probabilistic PCA with a 1-d latent and a sharp likelihood (20 dims, σ = 0.05), so the
 paper's prior-sampled denominator log p(wave) misses the narrow posterior with a few hundred prior

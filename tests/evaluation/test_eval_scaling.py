@@ -1,4 +1,4 @@
-"""Evaluation that scales (issue 13): the default path computes fewer subsets and likelihoods, and what it
+"""Evaluation that scales to many modalities on a CPU: the default path computes fewer subsets and likelihoods, and what it
 computes equals the full path's numbers (each likelihood estimate draws from its own seeded stream)."""
 from __future__ import annotations
 

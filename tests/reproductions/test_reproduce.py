@@ -101,7 +101,7 @@ def test_quick_tier_runs_and_writes_a_stamped_report(tmp_path):
     lik = next(c for c in data["claims"] if c["id"] == "mvae-likelihood")
     assert lik["also"]["log_w_var/log p(label|image)"]["table"]["poe"]["None"]["mean"] >= 0
     assert all(lik["table"][arm]["None"]["mean"] < 0 for arm in ("poe", "vae"))  # log p(image) from each arm's eval.json
-    # the shapes claims (issue 15): every arm, two-stage ones included, measured by the key it names
+    # the shapes claims: every arm, two-stage ones included, measured by the key it names
     from reproductions.claims_shapes import SHAPES_CLAIMS
 
     for claim in SHAPES_CLAIMS:

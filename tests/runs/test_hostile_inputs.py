@@ -1,4 +1,4 @@
-"""The hostile and careless cases of issue 11 that are not about run files: each is one `error:` line
+"""The hostile and careless cases that are not about run files: each is one `error:` line
 (or, for summary.json, a documented null and a warning), never a traceback, a hang or an escape."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A run directory you can trust and share (issue 11): nothing in it runs code when opened, runs cannot
+"""A run directory you can trust and share: nothing in it runs code when opened, runs cannot
 clobber each other, and every hostile or careless case ends with one `error:` line."""
 from __future__ import annotations
 

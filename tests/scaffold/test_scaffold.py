@@ -1,4 +1,4 @@
-"""`modkit new modality|fusion|dataset|metric NAME` (issue 17).
+"""`modkit new modality|fusion|dataset|metric NAME`: a plugin package that works from its first commit.
 
 Every kind's package is generated with its names filled; then the round trip, as a third party would do
 it: the four packages are installed into ONE throwaway virtual environment (``--system-site-packages``,

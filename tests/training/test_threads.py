@@ -1,4 +1,4 @@
-"""train.threads (issue 13): what ``auto`` chooses, that training applies it, and that the losses do not depend on it."""
+"""train.threads (2 busy cores can be ten times slower with 2 threads than with 1): what ``auto`` chooses, that training applies it, and that the losses do not depend on it."""
 import os
 
 import pytest
