@@ -19,7 +19,8 @@ import torch
 
 import modkit.core.subset_kl as subset_kl
 from cuda_helpers import CUDA, DEVICE
-from modkit import Experts, all_subsets, cross_log_prob, product_of_experts, weighted_subset_kl
+from modkit import all_subsets
+from modkit.distributions import Experts, cross_log_prob, product_of_experts, weighted_subset_kl
 
 pytestmark = CUDA
 
