@@ -40,6 +40,7 @@ def tiny(fusion: str, **train) -> dict:
     return raw
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fusion", load_plugins([]).registry.names("fusion"))
 def test_compiled_bf16_epoch_with_a_short_last_batch(fusion, tmp_path, monkeypatch):
     monkeypatch.setenv("MODKIT_COMPILE_BACKEND", "eager")

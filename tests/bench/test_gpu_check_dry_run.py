@@ -3,6 +3,8 @@ and report what it measured in OUT/summary.json, so the check is ready for the f
 No timing is asserted (numbers from a shared CPU say nothing about a GPU)."""
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import subprocess
@@ -15,6 +17,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import gpu_check  # noqa: E402
 
 
+@pytest.mark.slow
 def test_every_step_reports_a_result(tmp_path):
     out = tmp_path / "check"
     done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(out), "--device", "cpu", "--tiny"],

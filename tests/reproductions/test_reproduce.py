@@ -65,6 +65,7 @@ def test_logreg_fits_on_exactly_the_pairs_the_models_see(monkeypatch):
     assert fitted == [round(0.1 * 1437)] and 0.5 < accuracy <= 1.0
 
 
+@pytest.mark.slow
 def test_the_entry_runs_from_the_checkout_and_no_installed_command_needs_one():
     """``python -m reproductions`` from the repository's root lists the catalogue; the installed CLI has no
     ``reproduce`` (it would need the checkout's recipes/ and docs/)."""

@@ -36,6 +36,7 @@ def summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_each_trial_has_its_values_seeds_state_folder_and_metrics(finished):
     results = sweep.load_results(finished)
     assert results.keys == ["model.latent_dim"]
@@ -78,6 +79,7 @@ def test_a_folder_that_holds_no_sweep_is_one_error(tmp_path):
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.slow
 def test_the_old_import_path_forwards_with_one_warning():
     """``modkit.experiments.sweep`` (the module before it became a package) is ``modkit.sweep``, with a warning."""
     import importlib.util
