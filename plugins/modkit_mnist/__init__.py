@@ -70,21 +70,36 @@ class GatheredRecords(ArrayRecords):
     gathers its rows and scales them to float32 in [0, 1]; ``labels`` are (N,) int64 arrays. Paired
     datasets whose pairs are index files (MNIST-SVHN's million pairs over 133k images) stay as small as
     their images this way. ``in_memory`` is False so that the build checks a few rows, not every pair.
+    :meth:`concat` joins splits without copying their pixels, so train and test stay one fast-path view.
     """
 
     in_memory = False
 
     def __init__(self, images: dict[str, tuple[np.ndarray, np.ndarray | None]], labels: dict[str, np.ndarray]):
-        self.images = images
-        self.labels = {k: np.asarray(v, dtype=np.int64) for k, v in labels.items()}
         sizes = {k: (len(index) if index is not None else len(pixels)) for k, (pixels, index) in images.items()}
-        sizes.update({k: len(v) for k, v in self.labels.items()})
+        sizes.update({k: len(v) for k, v in labels.items()})
         if len(set(sizes.values())) != 1:
             raise DataError(f"fields have different lengths: {sizes}")
         self.n = next(iter(sizes.values()))
+        # each field as parts [(pixels, index)] stacked row-wise; one part until splits are joined
+        self.parts = {k: [(pixels, None if index is None else np.asarray(index, dtype=np.int64))] for k, (pixels, index) in images.items()}
+        self.starts = np.zeros(1, dtype=np.int64)
+        self.labels = {k: np.asarray(v, dtype=np.int64) for k, v in labels.items()}
         self.present = {}
         self.objects = {}
         self.fields = [*images, *self.labels]
+
+    def concat(self, other: "GatheredRecords") -> "GatheredRecords":
+        """These rows followed by ``other``'s (same fields), sharing both pixel arrays."""
+        if self.fields != other.fields:
+            raise DataError(f"cannot join splits with fields {self.fields} and {other.fields}")
+        joined = GatheredRecords.__new__(GatheredRecords)
+        joined.n = self.n + other.n
+        joined.parts = {k: self.parts[k] + other.parts[k] for k in self.parts}
+        joined.starts = np.concatenate([self.starts, other.starts + self.n])
+        joined.labels = {k: np.concatenate([self.labels[k], other.labels[k]]) for k in self.labels}
+        joined.present, joined.objects, joined.fields = {}, {}, list(self.fields)
+        return joined
 
     @property
     def arrays(self) -> dict[str, Any]:  # type: ignore[override]
@@ -94,9 +109,18 @@ class GatheredRecords(ArrayRecords):
     def _gather(self, name: str, rows: np.ndarray) -> Tensor:
         if name in self.labels:
             return torch.from_numpy(self.labels[name][rows])
-        pixels, index = self.images[name]
-        picked = pixels[rows if index is None else index[rows]]
-        return torch.from_numpy(np.ascontiguousarray(picked)).float().div_(255.0)
+        parts = self.parts[name]
+        if len(parts) == 1:
+            pixels, index = parts[0]
+            picked = np.ascontiguousarray(pixels[rows if index is None else index[rows]])
+        else:
+            which = np.searchsorted(self.starts, rows, side="right") - 1
+            picked = np.empty((len(rows), *parts[0][0].shape[1:]), dtype=np.uint8)
+            for p in np.unique(which):
+                pixels, index = parts[p]
+                local = rows[which == p] - self.starts[p]
+                picked[which == p] = pixels[local if index is None else index[local]]
+        return torch.from_numpy(picked).float().div_(255.0)
 
     def get(self, i: int) -> dict[str, Any]:
         return {name: self._gather(name, np.asarray([i]))[0] for name in self.fields}
