@@ -51,10 +51,10 @@ def read_svhn(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """SVHN's ``*_32x32.mat`` → ((N, 3, 32, 32) uint8 view, (N,) labels with 10 → 0)."""
     from scipy.io import loadmat
 
+    if not path.is_file():
+        raise with_manifest_hint(DataError(f"SVHN file {path} not found"))
     try:
         mat = loadmat(path, variable_names=["X", "y"])
-    except FileNotFoundError:
-        raise with_manifest_hint(DataError(f"SVHN file {path} not found")) from None
     except Exception as exc:  # noqa: BLE001 - scipy raises ValueError/TypeError/MatReadError on damaged files
         raise DataError(f"cannot read {path} as a MATLAB file: {str(exc).splitlines()[0][:200]}") from None
     if "X" not in mat or "y" not in mat:

@@ -67,7 +67,10 @@ def _listing(folder: Path) -> dict[int, tuple[int, Path]]:
         match = NAME.match(path.name)
         if not match:
             raise DataError(f"{path}: PolyMNIST files are named <index>.<digit>.png")
-        files[int(match.group(1))] = (int(match.group(2)), path)
+        i = int(match.group(1))
+        if i in files:
+            raise DataError(f"{folder}: two files for tuple {i}: {files[i][1].name} and {path.name}")
+        files[i] = (int(match.group(2)), path)
     return files
 
 
