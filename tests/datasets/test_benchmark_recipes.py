@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from modkit_celeba import make_celeba
+from modkit_cub import make_cub
 from modkit_mnist_svhn import make_mnist_svhn
 from modkit_polymnist import make_polymnist
 
@@ -22,6 +23,7 @@ SMALL = {
     "polymnist-mvae.yaml": ("polymnist", ["model.latent_dim=8", "data.batch_size=32"]),
     "mnist-svhn-mmvae.yaml": ("mnist_svhn", ["data.dataset.copies=1", "model.fusion.k=2"]),
     "celeba-mvae19.yaml": ("celeba", ["model.latent_dim=8", "data.batch_size=32"]),
+    "cub-mmvae.yaml": ("cub", ["model.latent_dim=8", "model.fusion.k=2", "data.batch_size=32"]),
 }
 
 
@@ -31,6 +33,7 @@ def standins(tmp_path_factory):
     make_polymnist(root / "polymnist", n_train=96, n_test=32)
     make_mnist_svhn(root / "mnist_svhn", n_mnist=(120, 40), n_svhn=(140, 50))
     make_celeba(root / "celeba", n=64)
+    make_cub(root / "cub")
     return root
 
 
