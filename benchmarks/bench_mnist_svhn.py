@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> dict:
 def markdown(r: dict) -> str:
     rows = "\n".join(
         f"| {name} | {c['train_pairs']:,} / {c['test_pairs']:,} | {c['load_seconds'][0]:.1f} ({c['load_seconds'][1]:.1f}) | "
-        f"{c['rss_loaded_mb'] - c['rss_imported_mb']:.0f} | {c['rss_peak_mb'] - c['rss_imported_mb']:.0f} | {c['rss_peak_mb']:.0f} | {c['batch_ms'][0]:.2f} ({c['batch_ms'][1]:.2f}) |"
+        f"{c['rss_loaded_mb'] - c['rss_imported_mb']:.0f} | {c['rss_peak_mb'] - c['rss_imported_mb']:.0f} | {c['rss_peak_mb']:.0f} | "
+        f"{c['batch_ms'][0]:.2f} ({c['batch_ms'][1]:.2f}) |"
         for name, c in r["cases"].items())
     (mt, mv), (st, sv) = r["images"]["mnist"], r["images"]["svhn"]
     return (f"# MNIST-SVHN at full size: load time and memory\n\n- date: {r['date']}; commit `{r['commit']}`; command: `{r['command']}`\n"

@@ -29,6 +29,7 @@ import numpy as np
 from pydantic import Field
 
 from modkit import ColumnRecords, DataError, DatasetConfig, DatasetSource, hookimpl
+from modkit_manifest import with_manifest_hint
 
 ATTR_FILE = "list_attr_celeba.txt"
 PARTITION_FILE = "list_eval_partition.txt"
@@ -86,7 +87,8 @@ def read_attributes_csv(path: Path) -> tuple[list[str], list[str], np.ndarray, d
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
     if not lines or not lines[0] or lines[0][0].strip() != "image_id":
-        raise DataError(f"{path} line 1: expected the header 'image_id,<attribute names>', got {','.join(lines[0])[:40] if lines else 'an empty file'!r}")
+        got = ",".join(lines[0])[:40] if lines else "an empty file"
+        raise DataError(f"{path} line 1: expected the header 'image_id,<attribute names>', got {got!r}")
     names = [n.strip() for n in lines[0][1:]]
     body = [(number, row) for number, row in enumerate(lines[1:], 2) if any(cell.strip() for cell in row)]
     files, values, errors, numbers = [], np.zeros((len(body), len(names)), dtype=np.float32), {}, []
@@ -131,8 +133,6 @@ class CelebA(DatasetSource):
             return self.find_folder(["celeba", "CelebA"], lambda f: (f / ATTR_FILE).is_file() or (f / ATTR_CSV).is_file(),
                                     f"{ATTR_FILE} or {ATTR_CSV}")
         except DataError as exc:
-            from modkit_mnist import with_manifest_hint
-
             raise with_manifest_hint(exc) from None
 
     def load(self):
@@ -148,7 +148,8 @@ class CelebA(DatasetSource):
         columns = [names.index(a) for a in chosen]
         self.attribute_names = list(chosen)
         table = values[:, columns]
-        partition_file = folder / (PARTITION_CSV if (folder / PARTITION_CSV).is_file() and not (folder / PARTITION_FILE).is_file() else PARTITION_FILE)
+        csv_partition = (folder / PARTITION_CSV).is_file() and not (folder / PARTITION_FILE).is_file()
+        partition_file = folder / (PARTITION_CSV if csv_partition else PARTITION_FILE)
         if not partition_file.is_file():
             partition = None
         else:
@@ -157,8 +158,6 @@ class CelebA(DatasetSource):
         if (images / IMAGE_DIR).is_dir() and not any(images.glob("*.jpg")):
             images = images / IMAGE_DIR  # the Kaggle copy nests the folder in itself
         if not images.is_dir():
-            from modkit_mnist import with_manifest_hint
-
             raise with_manifest_hint(DataError(f"no image folder {IMAGE_DIR}/ beside {attr_file}"))
 
         def records(rows: list[int]) -> ColumnRecords:

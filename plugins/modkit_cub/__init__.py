@@ -32,6 +32,7 @@ from typing import Literal
 from pydantic import Field
 
 from modkit import ColumnRecords, DataError, DatasetConfig, DatasetSource, hookimpl
+from modkit_manifest import with_manifest_hint
 
 
 class CubConfig(DatasetConfig):
@@ -108,8 +109,6 @@ class Cub(DatasetSource):
         try:
             return self.find_folder(["CUB_200_2011"], lambda f: (f / "images").is_dir(), "images/ folder")
         except DataError as exc:
-            from modkit_mnist import with_manifest_hint
-
             raise with_manifest_hint(exc) from None
 
     def mmvae_folder(self) -> Path | None:
@@ -117,8 +116,6 @@ class Cub(DatasetSource):
         candidates = [self.root / named] if named else [self.root, self.root / "cub"]
         found = next((f for f in candidates if (f / MMVAE_TEXT["train"]).is_file()), None)
         if found is None and self.config.layout == "mmvae":
-            from modkit_mnist import with_manifest_hint
-
             raise with_manifest_hint(DataError(f"no MMVAE CUB captions {MMVAE_TEXT['train']} in {' or '.join(map(str, candidates))}"))
         return found
 
@@ -127,7 +124,7 @@ class Cub(DatasetSource):
         for split, name in MMVAE_TEXT.items():
             path = folder / name
             if not path.is_file():
-                raise DataError(f"MMVAE CUB captions {path} not found")
+                raise with_manifest_hint(DataError(f"MMVAE CUB captions {path} not found"))
             lines = path.read_text(encoding="utf-8").splitlines()
             while lines and not lines[-1].strip():
                 lines.pop()
@@ -163,7 +160,7 @@ class Cub(DatasetSource):
         folder = self.folder()
         text = next((t for t in (folder / self.config.text_dir, folder.parent / self.config.text_dir) if t.is_dir()), None)
         if text is None:
-            raise DataError(f"caption folder {self.config.text_dir}/ not found in {folder} or {folder.parent}")
+            raise with_manifest_hint(DataError(f"caption folder {self.config.text_dir}/ not found in {folder} or {folder.parent}"))
         if (folder / "images.txt").is_file():
             images = read_pairs(folder / "images.txt")
         else:

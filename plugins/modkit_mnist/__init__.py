@@ -18,10 +18,8 @@ import torch
 from torch import Tensor
 
 from modkit import ArrayRecords, DataError, DatasetConfig, DatasetSource, Records, hookimpl
+from modkit_manifest import MANIFEST_HINT, with_manifest_hint  # noqa: F401 - re-exported for the datasets built on MNIST
 
-#: appended to every "files not found" error of the benchmark datasets: the way in for any other layout
-MANIFEST_HINT = ("or list your files in a manifest (dataset: {type: manifest, path: FILE}; "
-                 "docs/datasets.md, section manifest)")
 
 #: idx type code → numpy big-endian dtype
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -55,11 +53,6 @@ def write_idx(path: Path, array: np.ndarray) -> None:
     with open(path, "wb") as out:
         out.write(header)
         out.write(array.tobytes())
-
-
-def with_manifest_hint(error: DataError) -> DataError:
-    """The same "not found" error, naming the manifest route as the alternative."""
-    return DataError(f"{error}; {MANIFEST_HINT}")
 
 
 class GatheredRecords(ArrayRecords):
@@ -173,7 +166,8 @@ class Mnist(DatasetSource):
 
     def folder(self) -> Path:
         try:
-            return self.find_folder(["mnist", Path("MNIST") / "raw"], lambda f: any(f.glob("train-images*")), "MNIST idx files (train-images-idx3-ubyte[.gz])")
+            return self.find_folder(["mnist", Path("MNIST") / "raw"], lambda f: any(f.glob("train-images*")),
+                                    "MNIST idx files (train-images-idx3-ubyte[.gz])")
         except DataError as exc:
             raise with_manifest_hint(exc) from None
 

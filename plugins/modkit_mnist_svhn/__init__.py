@@ -27,7 +27,8 @@ import torch
 from pydantic import Field
 
 from modkit import DataError, DatasetConfig, DatasetSource, hookimpl
-from modkit_mnist import GatheredRecords, Mnist, MnistConfig, load_split_uint8, with_manifest_hint
+from modkit_manifest import with_manifest_hint
+from modkit_mnist import GatheredRecords, Mnist, MnistConfig, load_split_uint8
 from modkit_mnist_svhn.standin import make_mnist_svhn
 
 __all__ = ["MnistSvhn", "MnistSvhnConfig", "make_mnist_svhn", "match_pairs", "read_svhn", "read_pairing"]
@@ -39,7 +40,8 @@ MNIST_PREFIX = {"train": "train", "test": "t10k"}
 class MnistSvhnConfig(DatasetConfig):
     mnist_dir: str | None = Field(None, description="folder under data.root with the MNIST idx files (default: searched as the mnist dataset does)")
     svhn_dir: str | None = Field(None, description="folder under data.root with train_32x32.mat/test_32x32.mat (default: data.root, svhn, SVHN)")
-    index_dir: str | None = Field(None, description="folder under data.root with the *-ms-*-idx.pt pairing files (default: data.root, then the SVHN folder)")
+    index_dir: str | None = Field(None, description="folder under data.root with the *-ms-*-idx.pt pairing files "
+                                                    "(default: data.root, then the SVHN folder)")
     pairing: Literal["auto", "files", "build"] = Field("auto", description="files: read the index files; build: match anew; auto: files if present")
     copies: int = Field(30, ge=1, description="random matchings per class (MMVAE 30, MoPoE 20, MultiVae 5)")
     max_per_class: int = Field(10000, ge=1, description="at most this many images per class and set enter the matching (MMVAE: 10000)")

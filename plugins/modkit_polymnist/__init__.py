@@ -23,7 +23,8 @@ import torch
 from pydantic import Field, field_validator
 
 from modkit import DataError, DatasetConfig, DatasetSource, hookimpl
-from modkit_mnist import GatheredRecords, with_manifest_hint
+from modkit_manifest import with_manifest_hint
+from modkit_mnist import GatheredRecords
 from modkit_polymnist.standin import make_polymnist
 
 __all__ = ["PolyMnist", "PolyMnistConfig", "make_polymnist", "read_png_views", "read_tensor_views"]
@@ -33,9 +34,11 @@ SPLITS = ("train", "test")
 
 
 class PolyMnistConfig(DatasetConfig):
-    dir: str | None = Field(None, description="folder under data.root holding train/ and test/ (default: data.root, then MMNIST, then PolyMNIST/MMNIST)")
+    dir: str | None = Field(None, description="folder under data.root holding train/ and test/ "
+                                              "(default: data.root, then MMNIST, then PolyMNIST/MMNIST)")
     views: list[int] = Field([0, 1, 2, 3, 4], min_length=1, description="which views m<k> to read, each a field of its own")
-    layout: Literal["auto", "png", "tensor"] = Field("auto", description="png: m<k>/<i>.<digit>.png trees; tensor: m<k>.pt + labels.pt; auto: whichever is there (tensor first)")
+    layout: Literal["auto", "png", "tensor"] = Field("auto", description="png: m<k>/<i>.<digit>.png trees; tensor: m<k>.pt + "
+                                                                         "labels.pt; auto: whichever is there (tensor first)")
 
     @field_validator("views")
     @classmethod

@@ -26,6 +26,7 @@ import numpy as np
 from pydantic import Field
 
 from modkit import ColumnRecords, DataError, DatasetConfig, DatasetSource, hookimpl
+from modkit_manifest import with_manifest_hint
 
 CLASS_NAMES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]
@@ -84,8 +85,6 @@ class Voc(DatasetSource):
             return self.find_folder(["VOC2012", Path("VOCdevkit") / "VOC2012"], holds,
                                     "JPEGImages/ and SegmentationClass/ (or SBD's SegmentationClassAug/)")
         except DataError as exc:
-            from modkit_mnist import with_manifest_hint
-
             raise with_manifest_hint(exc) from None
 
     def masks_folder(self, folder: Path) -> str:
@@ -98,15 +97,13 @@ class Voc(DatasetSource):
         folder = self.folder()
         mask_dir = self.masks_folder(folder)
         if not (folder / mask_dir).is_dir():
-            raise DataError(f"mask folder {folder / mask_dir} not found")
+            raise with_manifest_hint(DataError(f"mask folder {folder / mask_dir} not found"))
         return {"train": self.split(folder, self.config.train_list, mask_dir), "test": self.split(folder, self.config.test_list, mask_dir)}
 
     def split(self, folder: Path, name: str, mask_dir: str = "SegmentationClass") -> ColumnRecords:
         places = [folder / "ImageSets" / "Segmentation" / f"{name}.txt", folder / f"{name}.txt"]
         listing = next((p for p in places if p.is_file()), None)
         if listing is None:
-            from modkit_mnist import with_manifest_hint
-
             raise with_manifest_hint(DataError(f"split list not found: {' or '.join(map(str, places))}"))
         entries = []
         for n, line in enumerate(listing.read_text().splitlines(), 1):
