@@ -38,7 +38,10 @@ class PolyMnistConfig(DatasetConfig):
                                               "(default: data.root, then MMNIST, then PolyMNIST/MMNIST)")
     views: list[int] = Field([0, 1, 2, 3, 4], min_length=1, description="which views m<k> to read, each a field of its own")
     layout: Literal["auto", "png", "tensor"] = Field("auto", description="png: m<k>/<i>.<digit>.png trees; tensor: m<k>.pt + "
-                                                                         "labels.pt; auto: whichever is there (tensor first)")
+                                                                         "labels.pt; auto: the tensors when every view asked has "
+                                                                         "one, else the PNG trees")
+    save_tensors: bool = Field(False, description="after reading the PNG trees, write the views read as m<k>.pt + labels.pt "
+                                                  "beside them, so later runs load in seconds")
 
     @field_validator("views")
     @classmethod
@@ -154,12 +157,19 @@ def read_tensor_views(split: Path, views: list[int]) -> tuple[dict[str, np.ndarr
     return images, labels.astype(np.int64)
 
 
-def _layout(split: Path) -> str | None:
-    if (split / "labels.pt").is_file():
+def _layout(split: Path, views: list[int] | None = None) -> str | None:
+    tensors = (split / "labels.pt").is_file()
+    pngs = any(p.is_dir() for p in split.glob("m*")) if split.is_dir() else False
+    if tensors and (views is None or not pngs or all((split / f"m{k}.pt").is_file() for k in views)):
         return "tensor"
-    if (split / "m0").is_dir() or any(split.glob("m*/")):
-        return "png"
-    return None
+    return "png" if pngs else None
+
+
+def save_tensor_views(split: Path, images: dict[str, np.ndarray], labels: np.ndarray) -> None:
+    """The views read, in MultiVae's tensor form: ``m<k>.pt`` (N, C, H, W) uint8 and ``labels.pt`` (N,) int64."""
+    for name, array in images.items():
+        torch.save(torch.from_numpy(np.ascontiguousarray(array)), split / f"{name}.pt")
+    torch.save(torch.from_numpy(labels), split / "labels.pt")
 
 
 class PolyMnist(DatasetSource):
@@ -180,7 +190,7 @@ class PolyMnist(DatasetSource):
         splits = {}
         for split in SPLITS:
             where = folder / split
-            layout = _layout(where) if self.config.layout == "auto" else self.config.layout
+            layout = _layout(where, self.config.views) if self.config.layout == "auto" else self.config.layout
             if layout is None or not where.is_dir():
                 raise with_manifest_hint(DataError(f"no PolyMNIST {split} split in {where}"))
             read = read_tensor_views if layout == "tensor" else read_png_views
@@ -188,6 +198,8 @@ class PolyMnist(DatasetSource):
             shapes = {name: a.shape[1:] for name, a in images.items()}
             if len(set(shapes.values())) != 1:
                 raise DataError(f"{where}: the views differ in shape: " + ", ".join(f"{n} {list(s)}" for n, s in shapes.items()))
+            if layout == "png" and self.config.save_tensors:
+                save_tensor_views(where, images, labels)
             splits[split] = GatheredRecords({name: (a, None) for name, a in images.items()}, {"label": labels})
         return splits
 

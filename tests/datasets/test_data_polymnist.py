@@ -65,6 +65,19 @@ def test_tensor_form_matches_the_png_trees(load, tmp_path):
             assert torch.equal(a[field][0], b[field][0]), field
 
 
+def test_save_tensors_writes_the_tensor_form_that_later_loads_read(load, tmp_path):
+    folder = make_polymnist(tmp_path, n_train=12, n_test=6)
+    _, first = load("polymnist", tmp_path, views=[0, 2], save_tensors=True)
+    assert sorted(p.name for p in (folder / "train").glob("*.pt")) == ["labels.pt", "m0.pt", "m2.pt"]
+    for png in (folder / "train" / "m0").iterdir():
+        png.unlink()  # proof that the next load reads the tensors, not the PNGs
+    _, again = load("polymnist", tmp_path, views=[0, 2])
+    a, b = first["train"].take(torch.arange(12)), again["train"].take(torch.arange(12))
+    assert all(torch.equal(a[f][0], b[f][0]) for f in a)
+    with pytest.raises(DataError, match=r"m0 has .* but m1 has no tuple|m1 has .* but m0 has no tuple"):
+        load("polymnist", tmp_path, views=[0, 1])  # m1 has no tensor: auto reads the PNG trees, where m0 is now empty
+
+
 def test_stand_in_views_differ_in_background_and_share_the_digit(load, tmp_path):
     make_polymnist(tmp_path, n_train=30, n_test=10)
     _, splits = load("polymnist", tmp_path)
