@@ -96,8 +96,9 @@ class GatheredRecords(ArrayRecords):
 
     @property
     def arrays(self) -> dict[str, Any]:  # type: ignore[override]
-        """The field names the fast path looks up (the values are gathered in :meth:`take`)."""
-        return dict.fromkeys(self.fields)
+        """Each field as a column that gathers the rows it is indexed with (``arrays[f][index]``, as ArrayRecords'
+        tensors answer): what the fast path and the evaluation's attribute reader look up."""
+        return {name: GatheredColumn(self, name) for name in self.fields}
 
     def _gather(self, name: str, rows: np.ndarray) -> Tensor:
         if name in self.labels:
@@ -125,6 +126,24 @@ class GatheredRecords(ArrayRecords):
 
     def with_fields(self, fields: dict[str, Any]) -> Records:
         return Records.with_fields(self, fields)  # added fields are read per row; the images are never copied
+
+
+class GatheredColumn:
+    """One field of :class:`GatheredRecords`, indexed like a tensor: ``column[rows]`` gathers those rows."""
+
+    def __init__(self, records: GatheredRecords, name: str):
+        self.records, self.name = records, name
+
+    def __len__(self) -> int:
+        return self.records.n
+
+    def __getitem__(self, index: Any) -> Tensor:
+        rows = index.cpu().numpy() if isinstance(index, Tensor) else np.asarray(index)
+        if rows.ndim == 0:
+            return self.records._gather(self.name, rows[None])[0]
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        return self.records._gather(self.name, rows.astype(np.int64))
 
 
 def find_idx(folder: Path, stem: str, kind: str) -> Path:

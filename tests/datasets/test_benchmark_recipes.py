@@ -15,7 +15,7 @@ from modkit_cub import make_cub
 from modkit_mnist_svhn import make_mnist_svhn
 from modkit_polymnist import make_polymnist
 
-from benchmark_helpers import REPO, train_small
+from benchmark_helpers import REPO, modkit, train_small
 
 SMALL = {
     "polymnist-mopoe.yaml": ("polymnist", ["model.latent_dim=8", "data.batch_size=32"]),
@@ -51,3 +51,15 @@ def test_small_tier_trains_on_the_stand_in(standins, tmp_path, recipe):
             [m for m, spec in modalities.items() if not spec.get("split")]
     assert summary["epochs"] == 1 and math.isfinite(summary["test/elbo"])
     assert all(math.isfinite(summary[f"test/rec/{m}"]) for m in names), sorted(summary)
+
+
+def test_coherence_reads_the_labels_of_gathered_pairs(standins, tmp_path):
+    """The papers' metric on MNIST-SVHN: evaluation reads ``label`` through the lazily gathered records."""
+    # two copies of the matching: the evaluation's classifier wants more training rows than one copy of this stand-in has
+    trained = train_small("mnist-svhn-mmvae.yaml", standins / "mnist_svhn", tmp_path / "run", "data.dataset.copies=2", "model.fusion.k=2")
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    result = modkit("eval", tmp_path / "run", "--metrics", "coherence", "--max-items", "40", "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-2000:]
+    scores = json.loads((tmp_path / "run" / "eval.json").read_text())
+    flat = json.dumps(scores)
+    assert "coherence/mnist->svhn/label" in flat and "coherence/svhn->mnist/label" in flat

@@ -65,6 +65,9 @@ def test_records_gather_the_paired_images(load, tmp_path):
     assert batch["mnist"][0].shape[1:] == (1, 28, 28) and batch["svhn"][0].shape[1:] == (3, 32, 32)
     assert np.array_equal(np.array(mnist_labels)[mnist_rows], batch["label"][0].numpy())
     assert np.array_equal(np.array(svhn_labels)[svhn_rows], batch["label"][0].numpy())
+    column = records.arrays["label"]  # what evaluation indexes: a column gathering the rows it is given
+    assert len(column) == len(records) and torch.equal(column[torch.tensor([2, 0])], batch["label"][0][[2, 0]])
+    assert torch.equal(records.arrays["svhn"][np.array([4])], batch["svhn"][0][4:5])
     joined = splits["train"].concat(splits["test"])  # train and test as one index space, pixels shared
     both = joined.take(torch.tensor([0, len(records), len(records) + 3]))
     assert torch.equal(both["svhn"][0][0], batch["svhn"][0][0])
