@@ -65,6 +65,13 @@ def _gpu() -> tuple[Path, str]:
     return path, gpu_check.markdown(json.loads(path.read_text()))
 
 
+def _mnist_svhn() -> tuple[Path, str]:
+    import bench_mnist_svhn
+
+    path = RESULTS / "mnist-svhn-load.json"
+    return path, bench_mnist_svhn.markdown(json.loads(path.read_text()))
+
+
 def _run(path: Path) -> tuple[Path, str]:
     import run
 
@@ -76,6 +83,7 @@ SECTIONS = {
     "threads": (_threads, "python benchmarks/threads.py"),
     "eval-shapes": (_eval, "python benchmarks/eval_shapes.py"),
     "caption-cache": (_caption_cache, "python benchmarks/caption_cache.py"),
+    "mnist-svhn-load": (_mnist_svhn, "python benchmarks/bench_mnist_svhn.py"),
     "recipes": (lambda: _run(RESULTS / "recipes" / "results.json"),
                 'python benchmarks/run.py --objectives "" --no-nll --no-scaling --no-peer --out benchmarks/results/recipes'),
     "mlp": (lambda: _run(RESULTS / "results.json"), "python benchmarks/run.py"),
