@@ -75,13 +75,13 @@ def train(recipe: Path | None, overrides: tuple[str, ...], device: str | None, o
 @main.command("plugins")
 @user_errors
 def plugins_command() -> None:
-    """List every registered modality, fusion, sampler, dataset and metric, and who supplied it."""
+    """List every registered modality, fusion, sampler, dataset, metric and latent sampler, and who supplied it."""
     project = load_project()
     plugins = plugins_for([], project.plugins)
     registry = plugins.registry
-    for kind in ("modality", "fusion", "sampler", "dataset", "metric"):
+    for kind in ("modality", "fusion", "sampler", "dataset", "metric", "latent_sampler"):
         entries = list(registry.entries(kind))
-        click.echo(f"{kind}s:" if not kind.endswith("y") else "modalities:")
+        click.echo(f"{kind.replace('_', ' ')}s:" if not kind.endswith("y") else "modalities:")
         if not entries:
             click.echo("  (none)")
         width = max([len(e.name) for e in entries] + [4])
