@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from modkit import __version__
-from modkit.cli.run_commands import eval_command, generate_command, report_command, sample_command, sweep_command
+from modkit.cli.run_commands import (eval_command, fit_sampler_command, generate_command, report_command, sample_command,
+                                     sweep_command)
 from modkit.config.project import load_project
 from modkit.errors import ModkitError, user_errors
 from modkit.plugins.loader import plugins_for
@@ -112,7 +113,7 @@ def convert_command(run: Path) -> None:
 # -- commands kept in their own modules: each module imports only click at load time (their work is imported
 # inside the commands), so registering them here costs `modkit --help` nothing measurable
 main.add_command(new)
-for _command in (eval_command, generate_command, sample_command, report_command, sweep_command):
+for _command in (eval_command, generate_command, sample_command, fit_sampler_command, report_command, sweep_command):
     main.add_command(_command)
 
 

@@ -9,16 +9,16 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
+import yaml
 from pydantic import ValidationError
 
-from modkit.config.recipe import Component, component_config
 from modkit.core.engine import MultimodalVAE
 from modkit.core.latent_sampler import LatentSampler
 from modkit.data.dataset import ModalityView
-from modkit.errors import ModkitError, RecipeError
+from modkit.errors import ModkitError
 from modkit.plugins.registry import Registry
 from modkit.storage import latent_sampler_file
 
@@ -38,12 +38,31 @@ def sampler_class(registry: Registry, name: str) -> type[LatentSampler]:
     return registry.get("latent_sampler", name)
 
 
-def sampler_config(cls: type[LatentSampler], name: str, options: Mapping[str, Any], key: str = "--set"):
-    """``cls.Config`` from ``options``; a one-line error naming the bad option."""
+def parse_options(items: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings → options, each value read as YAML (``n_components=20`` is a number)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ModkitError(f"--set '{item}' is not KEY=VALUE")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            raise ModkitError(f"--set {key.strip()}: cannot read the value {value!r}") from None
+    return out
+
+
+def sampler_config(cls: type[LatentSampler], name: str, options: Mapping[str, Any], where: str = "--set"):
+    """``cls.Config`` from ``options``; a one-line error naming ``where`` the options came from and the bad one."""
     try:
-        return component_config(Component(type=name, **dict(options)), cls.Config, key)
-    except (RecipeError, ValidationError) as exc:
-        raise ModkitError(str(exc).splitlines()[0]) from None
+        return cls.Config.model_validate({**dict(options), "type": name})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(p) for p in error["loc"])
+        if error["type"] == "extra_forbidden":
+            allowed = ", ".join(k for k in cls.Config.model_fields if k != "type")
+            raise ModkitError(f"{where} {key}: unknown option for latent sampler '{name}' (options: {allowed})") from None
+        raise ModkitError(f"{where} {key}: {error['msg']} (got {error.get('input')!r})") from None
 
 
 @torch.no_grad()
@@ -69,9 +88,10 @@ def embed(model: MultimodalVAE, view: ModalityView, batch_size: int = 512) -> to
 
 def fit_latent_sampler(model: MultimodalVAE, view: ModalityView, registry: Registry, run_dir: Path | str, name: str,
                        options: Mapping[str, Any] | None = None, seed: int = 0, batch_size: int = 512,
-                       echo: Callable[[str], None] = lambda _: None) -> Fitted:
+                       echo: Callable[[str], None] = lambda _: None, store_as: str | None = None) -> Fitted:
     """Fit the registered latent sampler ``name`` (with ``options``) to ``view``'s embeddings and store it
-    as ``run_dir/samplers/NAME.safetensors`` + ``.json``."""
+    as ``run_dir/samplers/STORE_AS.safetensors`` + ``.json`` (``store_as`` defaults to ``name``)."""
+    store_as = latent_sampler_file.check_name(store_as or name)
     cls = sampler_class(registry, name)
     config = sampler_config(cls, name, options or {})
     echo(f"embedding {len(view)} training examples …")
@@ -86,8 +106,8 @@ def fit_latent_sampler(model: MultimodalVAE, view: ModalityView, registry: Regis
         "fitted_on": {"examples": len(z), "embedding": "joint posterior mean", "seed": seed,
                       "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
     }
-    path = latent_sampler_file.write(run_dir, name, sampler.state_dict(), meta)
-    return Fitted(name, sampler, path, len(z))
+    path = latent_sampler_file.write(run_dir, store_as, sampler.state_dict(), meta)
+    return Fitted(store_as, sampler, path, len(z))
 
 
 def load_latent_sampler(registry: Registry, run_dir: Path | str, name: str, latent_dim: int) -> LatentSampler:
@@ -97,7 +117,7 @@ def load_latent_sampler(registry: Registry, run_dir: Path | str, name: str, late
     if meta["latent_dim"] != latent_dim:
         raise ModkitError(f"latent sampler '{name}' in {run_dir} was fitted to {meta['latent_dim']}-dimensional latents; "
                           f"this model's are {latent_dim}-dimensional: fit it again")
-    config = sampler_config(cls, meta["sampler"], meta["options"], key=f"samplers/{name}.json")
+    config = sampler_config(cls, meta["sampler"], meta["options"], where=f"samplers/{name}.json")
     try:
         return cls.restore(latent_dim, config, state)
     except (KeyError, RuntimeError, ValueError) as exc:
