@@ -83,6 +83,8 @@ def main() -> None:
             judges = JudgeSet.load(RunDir(out).judges, run.dataset_source())
             torch.manual_seed(seed)
             row = {"seed": seed, "prior": joint_coherence(run.model, judges, settings)}
+            torch.manual_seed(seed)
+            diversity = {"prior": digits_shown(run, judges, latent_draw(run, None)(args.joint_samples))}
             fit_seconds = {}
             for name in args.samplers:
                 t0 = time.time()
@@ -90,6 +92,8 @@ def main() -> None:
                 fit_seconds[name] = round(time.time() - t0, 1)
                 draw, generator = latent_draw(run, name), torch.Generator().manual_seed(seed)
                 row[name] = joint_coherence(run.model, judges, settings, draw=lambda n: draw(n, generator))
+                diversity[name] = digits_shown(run, judges, draw(args.joint_samples, generator))
+            row["digits_shown"] = diversity
             row["fit_seconds"] = fit_seconds
             row["seconds"] = round(time.time() - started, 1)
             rows.append(row)
@@ -105,6 +109,21 @@ def main() -> None:
         write_docs(table)
 
 
+def digits_shown(run, judges, z) -> float:
+    """How many digits the decoded images show: exp of the entropy of the image judge's digit readings (1 to 10).
+
+    Coherence alone rewards a sampler that collapses onto a few easy digits; this says whether it did."""
+    import numpy as np
+    import torch
+
+    with torch.no_grad():
+        image = run.model.modalities["image"]
+        read = judges.judge(run.model, "image", image.predict(image.decode(z)))["label"]
+    p = np.bincount(np.asarray(read).reshape(-1).astype(int), minlength=10) / np.asarray(read).size
+    p = p[p > 0]
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
 def mean_over_attributes(scores: dict) -> float:
     values = [v for v in scores.values() if v is not None]
     return statistics.fmean(values) if values else float("nan")
@@ -113,7 +132,7 @@ def mean_over_attributes(scores: dict) -> float:
 def render(result: dict) -> str:
     """The results as a markdown table: each source's joint coherence per attribute and averaged, mean ± sd over seeds."""
     meta, rows = result["meta"], result["rows"]
-    sources = [k for k in rows[0] if k not in ("seed", "fit_seconds", "seconds")]
+    sources = [k for k in rows[0] if k not in ("seed", "fit_seconds", "seconds", "digits_shown")]
     attributes = sorted({a for row in rows for s in sources for a in row[s]}, key=lambda a: (a != "label", a))
 
     def cell(values: list[float]) -> str:
@@ -124,14 +143,18 @@ def render(result: dict) -> str:
     lines = [f"Joint coherence of {meta['joint_samples']} draws per seed ({len(rows)} seeds: "
              f"{', '.join(str(r['seed']) for r in rows)}), mean ± standard deviation over seeds; "
              f"{meta['recipe']} trained {meta['epochs']} epochs.", "",
-             "| z drawn from | " + " | ".join(attributes) + " | mean over attributes |",
-             "|---|" + "---|" * (len(attributes) + 1)]
+             "| z drawn from | " + " | ".join(attributes) + " | mean over attributes | digits shown |",
+             "|---|" + "---|" * (len(attributes) + 2)]
     for s in sources:
         per = [cell([r[s][a] for r in rows if r[s].get(a) is not None]) for a in attributes]
         lines.append(f"| {'N(0, I) prior' if s == 'prior' else s} | " + " | ".join(per) + " | "
-                     + cell([mean_over_attributes(r[s]) for r in rows]) + " |")
+                     + cell([mean_over_attributes(r[s]) for r in rows]) + " | "
+                     + (cell([r["digits_shown"][s] for r in rows]) if all("digits_shown" in r for r in rows) else "") + " |")
     fits = ", ".join(f"{s} {statistics.fmean(r['fit_seconds'][s] for r in rows):.0f} s" for s in sources if s != "prior")
-    lines += ["", f"Mean fitting time (embedding included): {fits}. Options: "
+    lines += ["", "Digits shown: how many digits the decoded images show, exp of the entropy of the image judge's readings "
+              "(1: one digit only, 10: all equally often), over as many draws; a sampler that raised coherence by "
+              "collapsing onto a few digits would show it here.",
+              "", f"Mean fitting time (embedding included): {fits}. Options: "
               + "; ".join(f"{k} {json.dumps(v)}" for k, v in meta["sampler_options"].items()) + ".",
               "", f"Commit {meta['commit']}, {meta['date']}, {meta['machine']}; `{meta['command']}`.", ""]
     return "\n".join(lines)
