@@ -13,6 +13,12 @@ from click.testing import CliRunner
 import modkit
 from modkit.cli.main import main
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def base_recipe() -> dict:
+    return yaml.safe_load((ROOT / "recipes" / "digits-poe.yaml").read_text())
+
 
 def cli(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
@@ -29,8 +35,6 @@ def one_error_line(result) -> str:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """One epoch of the tiny image + label recipe."""
-    from conftest import base_recipe
-
     tmp = tmp_path_factory.mktemp("latent")
     raw = base_recipe()
     raw["modalities"]["image"]["hidden"] = [16]
@@ -111,8 +115,6 @@ def test_a_damaged_sampler_file_is_one_line(run_dir):
 
 
 def test_the_recipe_fits_its_sampler_when_training_ends(tmp_path):
-    from conftest import base_recipe
-
     raw = base_recipe()
     raw["modalities"]["image"]["hidden"] = [16]
     raw["modalities"]["label"]["hidden"] = [16]
@@ -138,3 +140,12 @@ def test_modkit_plugins_lists_the_three():
     section = result.output.split("latent samplers:")[1].split("plugins:")[0]
     for name in ("gmm", "maf", "iaf"):
         assert f"  {name} " in section and "samplers (modkit-vae)" in section
+
+
+def test_an_export_carries_its_fitted_samplers(run_dir, tmp_path):
+    """A fitted sampler belongs to the generative model: the exported folder samples from it as the run does."""
+    assert cli("fit-sampler", run_dir, "gmm", "--name", "travels", "--set", "n_components=2", "--device", "cpu").exit_code == 0
+    run = modkit.load(run_dir, device="cpu")
+    exported = modkit.load(run.export(tmp_path / "exported"), device="cpu")
+    assert exported.exported
+    assert exported.sample(5, seed=1, sampler="travels")["label"] == run.sample(5, seed=1, sampler="travels")["label"]
