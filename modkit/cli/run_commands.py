@@ -154,7 +154,7 @@ def sample_command(run: Path, n: int, out: Path | None, sampler: str | None, dev
 def fit_sampler_command(run: Path, sampler: str, options: tuple[str, ...], name: str | None, batch_size: int,
                         device: str | None, seed: int) -> None:
     """Fit a post-hoc latent sampler (gmm, maf, iaf, or a plugin's) to RUN's training set, embedded with the
-    joint posterior's mean; ``modkit sample RUN --sampler NAME`` then draws z from it instead of the prior."""
+    joint posterior's mean; "modkit sample RUN --sampler NAME" then draws z from it instead of the prior."""
     from modkit.training.latent_samplers import fit_latent_sampler, parse_options
 
     loaded = _load(run, device, needs_data=True)
