@@ -14,7 +14,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from modkit import LatentSampler, LatentSamplerConfig, hookimpl
+from modkit import LatentSampler, LatentSamplerConfig, ModkitError, hookimpl
 
 
 # -- Gaussian mixture --------------------------------------------------------------------------------
@@ -106,7 +106,10 @@ class _FlowSampler(LatentSampler):
         self.scale = torch.ones(latent_dim)
 
     def _build(self):
-        import zuko
+        try:
+            import zuko
+        except ImportError:
+            raise ModkitError(f"the {type(self).__name__} latent sampler needs the zuko package (pip install zuko)") from None
 
         d, config = self.latent_dim, self.config
         orders = [torch.arange(d), torch.flipud(torch.arange(d))]
