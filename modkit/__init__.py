@@ -11,6 +11,7 @@ from modkit import _compat
 from modkit._meta import DISTRIBUTION, VERSION
 from modkit.core.batch import Batch, Data
 from modkit.core.engine import MultimodalVAE
+from modkit.core.latent_sampler import LatentSampler, LatentSamplerConfig
 from modkit.core.fusion import Engine, Fusion, FusionConfig, LossOutput, SubsetPlan, subset_gaussian_elbo
 from modkit.core.modality import Modality, ModalityConfig, existing_file
 from modkit.core.nn import GaussianHead, bounded_logvar, mlp, over_leading
@@ -68,6 +69,8 @@ __all__ = [
     "Modality", "ModalityConfig", "Fusion", "FusionConfig", "LossOutput", "SubsetPlan", "SubsetSampler", "SamplerConfig",
     "DatasetSource", "DatasetConfig", "DerivedDataset", "DerivedDatasetConfig", "Registry", "hookimpl", "Engine", "MultimodalVAE",
     "subset_gaussian_elbo",
+    # post-hoc latent samplers (docs/samplers.md): a density fitted to the embeddings, drawn from instead of the prior
+    "LatentSampler", "LatentSamplerConfig",
     # what a plugin puts on the training loop (the modkit_train_callbacks hook)
     "Callback",
     # data

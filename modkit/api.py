@@ -34,11 +34,12 @@ class Run(LoadedRun):
             raise ModkitError(f"generate needs a target modality (this run has {', '.join(self.model.names)})")
         return generate_renders(self, dict(given or {}), target, n, mean)
 
-    def sample(self, n: int = 1, seed: int | None = None) -> dict[str, list]:
-        """``n`` draws z ~ p(z), every modality decoded: modality → ``n`` renders."""
+    def sample(self, n: int = 1, seed: int | None = None, sampler: str | None = None) -> dict[str, list]:
+        """``n`` draws z ~ p(z), every modality decoded: modality → ``n`` renders. ``sampler``: draw z from the
+        latent sampler fitted under that name instead (``modkit fit-sampler``; docs/samplers.md)."""
         from modkit.reporting.generation import prior_renders
 
-        return prior_renders(self, n, seed)
+        return prior_renders(self, n, seed, sampler)
 
     def encode(self, given: dict[str, Any]):
         """q(z | given) for one item as a DiagGaussian (``.mean``, ``.logvar``; shape (1, 1, latent_dim))."""

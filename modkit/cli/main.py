@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from modkit._meta import VERSION
-from modkit.cli.run_commands import eval_command, generate_command, report_command, sample_command, sweep_command
+from modkit.cli.run_commands import (eval_command, fit_sampler_command, generate_command, report_command, sample_command,
+                                     sweep_command)
 from modkit.config.project import load_project
 from modkit.errors import ModkitError, user_errors
 from modkit.plugins.loader import plugins_for
@@ -75,13 +76,13 @@ def train(recipe: Path | None, overrides: tuple[str, ...], device: str | None, o
 @main.command("plugins")
 @user_errors
 def plugins_command() -> None:
-    """List every registered modality, fusion, sampler, dataset and metric, and who supplied it."""
+    """List every registered modality, fusion, sampler, dataset, metric and latent sampler, and who supplied it."""
     project = load_project()
     plugins = plugins_for([], project.plugins)
     registry = plugins.registry
-    for kind in ("modality", "fusion", "sampler", "dataset", "metric"):
+    for kind in ("modality", "fusion", "sampler", "dataset", "metric", "latent_sampler"):
         entries = list(registry.entries(kind))
-        click.echo(f"{kind}s:" if not kind.endswith("y") else "modalities:")
+        click.echo(f"{kind.replace('_', ' ')}s:" if not kind.endswith("y") else "modalities:")
         if not entries:
             click.echo("  (none)")
         width = max([len(e.name) for e in entries] + [4])
@@ -112,7 +113,7 @@ def convert_command(run: Path) -> None:
 # -- commands kept in their own modules: each module imports only click at load time (their work is imported
 # inside the commands), so registering them here costs `modkit --help` nothing measurable
 main.add_command(new)
-for _command in (eval_command, generate_command, sample_command, report_command, sweep_command):
+for _command in (eval_command, generate_command, sample_command, fit_sampler_command, report_command, sweep_command):
     main.add_command(_command)
 
 

@@ -1,4 +1,4 @@
-"""CLI commands for finished runs: ``eval``, ``generate``, ``sample``, ``report`` and ``sweep``."""
+"""CLI commands for finished runs: ``eval``, ``generate``, ``sample``, ``fit-sampler``, ``report`` and ``sweep``."""
 from __future__ import annotations
 
 import datetime as _dt
@@ -126,17 +126,42 @@ def generate_command(run: Path, given: tuple[str, ...], target: str, n: int, mea
 @click.command("sample")
 @click.argument("run", type=RUN)
 @click.option("-n", "n", type=int, default=64, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="PNG path (default: RUN/generated/prior_samples.png).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="PNG path (default: RUN/generated/prior_samples.png, or prior_samples_SAMPLER.png).")
+@click.option("--sampler", default=None, metavar="NAME",
+              help="Draw z from the latent sampler fitted under NAME (modkit fit-sampler) instead of the prior.")
 @click.option("--device", default=None)
 @click.option("--seed", type=int, default=0, show_default=True)
 @user_errors
-def sample_command(run: Path, n: int, out: Path | None, device: str | None, seed: int) -> None:
-    """Unconditional samples z ~ p(z), every modality decoded."""
+def sample_command(run: Path, n: int, out: Path | None, sampler: str | None, device: str | None, seed: int) -> None:
+    """Unconditional samples z ~ p(z) (or a fitted latent sampler), every modality decoded."""
     from modkit.reporting.generation import sample_prior
 
     loaded = _load(run, device)
-    path, _ = sample_prior(loaded, n, out, seed)
+    path, _ = sample_prior(loaded, n, out, seed, sampler)
     click.echo(f"wrote {path}")
+
+
+@click.command("fit-sampler")
+@click.argument("run", type=RUN)
+@click.argument("sampler", metavar="SAMPLER")
+@click.option("--set", "options", multiple=True, metavar="KEY=VALUE", help="A sampler option (n_components=20, epochs=50); repeat.")
+@click.option("--name", default=None, help="Store it under this name (default: SAMPLER), as RUN/samplers/NAME.safetensors.")
+@click.option("--batch-size", type=click.IntRange(1), default=512, show_default=True, help="Examples embedded at once.")
+@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@user_errors
+def fit_sampler_command(run: Path, sampler: str, options: tuple[str, ...], name: str | None, batch_size: int,
+                        device: str | None, seed: int) -> None:
+    """Fit a post-hoc latent sampler (gmm, maf, iaf, or a plugin's) to RUN's training set, embedded with the
+    joint posterior's mean; "modkit sample RUN --sampler NAME" then draws z from it instead of the prior."""
+    from modkit.training.latent_samplers import fit_latent_sampler, parse_options
+
+    loaded = _load(run, device, needs_data=True)
+    _threads(loaded)
+    fitted = fit_latent_sampler(loaded.model, loaded.setup.train, loaded.plugins.registry, loaded.run_dir, sampler,
+                                parse_options(options), seed=seed, batch_size=batch_size, echo=click.echo, store_as=name)
+    click.echo(f"wrote {fitted.path}")
 
 
 @click.command("report")

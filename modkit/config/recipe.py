@@ -183,6 +183,9 @@ class TrainSpec(Strict):
 class EvalSpec(Strict):
     samples: int = Field(8, ge=1, le=64, description="test items shown in samples.png")
     coherence: bool = True
+    latent_sampler: Component | None = Field(
+        None, description="a latent sampler (gmm, maf, iaf, with its options) fitted to the training set when training ends, "
+        "stored as samplers/NAME.safetensors for modkit sample --sampler NAME (docs/samplers.md)")
 
 
 class TrackingSpec(Strict):

@@ -12,6 +12,7 @@ from modkit.errors import PluginError
 
 if TYPE_CHECKING:
     from modkit.core.fusion import Fusion
+    from modkit.core.latent_sampler import LatentSampler
     from modkit.core.modality import Modality
     from modkit.core.subsets import SubsetSampler
     from modkit.data.dataset import DatasetSource
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 #: what a Metric may ask the shared posterior pass for (``Metric.needs``; see modkit.evaluation.metric)
 METRIC_NEEDS = frozenset({"decoded", "singles", "encoders"})
 
-KINDS = ("modality", "fusion", "sampler", "dataset", "metric")
+KINDS = ("modality", "fusion", "sampler", "dataset", "metric", "latent_sampler")
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,14 @@ class Registry:
 
         self._check_class("sampler", name, cls, SubsetSampler, SamplerConfig)
         self.add("sampler", name, cls)
+
+    def add_latent_sampler(self, name: str, cls: "type[LatentSampler]") -> None:
+        """A :class:`~modkit.LatentSampler` subclass whose ``Config`` is a ``LatentSamplerConfig``: a density fitted
+        after training to the embeddings of the training set, drawn from instead of the prior."""
+        from modkit.core.latent_sampler import LatentSampler, LatentSamplerConfig
+
+        self._check_class("latent_sampler", name, cls, LatentSampler, LatentSamplerConfig)
+        self.add("latent_sampler", name, cls)
 
     def add_dataset(self, name: str, cls: "type[DatasetSource]") -> None:
         """A :class:`~modkit.DatasetSource` subclass: a class with ``load()`` whose ``Config`` is a pydantic model

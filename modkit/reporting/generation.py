@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
@@ -166,24 +166,49 @@ def save_image(render, path: Path) -> None:
 
 
 @torch.no_grad()
-def sample_prior(run: LoadedRun, n: int = 64, out: Path | None = None, seed: int | None = None) -> tuple[Path, list[list]]:
-    """z ~ p(z), every modality decoded: a grid with one cell per sample, one row per modality."""
-    per_modality = prior_renders(run, n, seed)
+def sample_prior(run: LoadedRun, n: int = 64, out: Path | None = None, seed: int | None = None,
+                 sampler: str | None = None) -> tuple[Path, list[list]]:
+    """z ~ p(z) (or the fitted latent sampler ``sampler``), every modality decoded: a grid with one cell per
+    sample, one row per modality."""
+    per_modality = prior_renders(run, n, seed, sampler)
     items = [list(cells) for cells in zip(*per_modality.values())]
-    out = Path(out) if out is not None else run.run_dir / "generated" / "prior_samples.png"
+    default = "prior_samples.png" if sampler is None else f"prior_samples_{sampler}.png"
+    out = Path(out) if out is not None else run.run_dir / "generated" / default
     out.parent.mkdir(parents=True, exist_ok=True)
-    figures.grid(items, out, row_names=run.model.names, title=f"{n} samples from the prior")
+    source = "the prior" if sampler is None else f"latent sampler '{sampler}'"
+    figures.grid(items, out, row_names=run.model.names, title=f"{n} samples from {source}")
     return out, items
 
 
+def latent_draw(run: LoadedRun, sampler: str | None = None) -> Callable[[int, torch.Generator | None], torch.Tensor]:
+    """``draw(n, generator)`` → (n, D) latents on the model's device: from p(z) (torch's global RNG; the
+    generator is not used), or from the latent sampler fitted as ``sampler`` in the run directory
+    (``modkit fit-sampler``), every random number taken from the generator."""
+    model = run.model
+    if sampler is None:
+        prior = _prior(model)
+
+        def from_prior(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+            return prior.rsample(n)  # the fusion's prior draws from torch's global RNG: seed that one
+        return from_prior
+    from modkit.training.latent_samplers import load_latent_sampler
+
+    fitted = load_latent_sampler(run.plugins.registry, run.run_dir, sampler, model.latent_dim)
+
+    def from_sampler(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return fitted.sample(n, generator).to(model.device, torch.float32)
+    return from_sampler
+
+
 @torch.no_grad()
-def prior_renders(run: LoadedRun, n: int, seed: int | None = None) -> dict[str, list]:
-    """z ~ p(z), ``n`` times, decoded by every modality: modality → renders."""
+def prior_renders(run: LoadedRun, n: int, seed: int | None = None, sampler: str | None = None) -> dict[str, list]:
+    """z ~ p(z) (or the fitted latent sampler ``sampler``), ``n`` times, decoded by every modality: modality → renders."""
     if n < 1:
         raise ModkitError("-n must be at least 1")
+    draw = latent_draw(run, sampler)
     if seed is not None:
         torch.manual_seed(seed)
-    z = _prior(run.model).rsample(n)
+    z = draw(n, None if seed is None or sampler is None else torch.Generator().manual_seed(seed))
     return {name: decode_renders(run, z, name) for name in run.model.names}
 
 

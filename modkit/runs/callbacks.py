@@ -4,6 +4,8 @@ The run lifecycle composes them (:func:`run_callbacks`) onto every trainer it bu
 
 * :class:`TestMetrics`, :class:`Summary`, :class:`Samples`: at the end of ``fit``, on rank 0, the test
   split's metrics, ``summary.json`` and ``samples.png``/``samples.md``;
+* :class:`LatentSamplerFit`: with ``eval.latent_sampler``, the post-hoc latent sampler fitted to the
+  training set when ``fit`` ends (rank 0), its options checked when ``fit`` starts;
 * :class:`Tracking`: TensorBoard/MLflow (``tracking:``), opened when ``fit`` starts (after a resume's
   restore), fed every interval and epoch, given the summary and the samples at the end (so it comes
   after the three above), closed KILLED/FAILED if ``fit`` raises.
@@ -27,6 +29,7 @@ from modkit.storage import files
 from modkit.storage.layout import RunDir
 from modkit.tracking import NULL_TRACKER, open_tracker
 from modkit.training.events import Callback
+from modkit.training.latent_samplers import fit_latent_sampler, sampler_class, sampler_config
 
 
 @dataclass
@@ -148,10 +151,30 @@ class Samples(Callback):
         self.stream.end()
 
 
+class LatentSamplerFit(Callback):
+    """``samplers/NAME.safetensors`` (rank 0) when the recipe asks for a latent sampler (``eval.latent_sampler``)."""
+
+    def on_fit_start(self, trainer) -> None:
+        spec = trainer.recipe.eval.latent_sampler
+        if spec is not None:  # a misspelt option fails now, not after the training it would follow
+            cls = sampler_class(trainer.plugins.registry, spec.type)
+            sampler_config(cls, spec.type, spec.options, where="eval.latent_sampler")
+
+    def on_fit_end(self, trainer) -> None:
+        spec = trainer.recipe.eval.latent_sampler
+        if spec is None or not trainer.dist.main:
+            return
+        with torch.random.fork_rng(devices=[]):  # the fit's own seeded noise leaves training's RNG as it was
+            fitted = fit_latent_sampler(trainer.model, trainer.setup.train, trainer.plugins.registry, trainer.run_dir,
+                                        spec.type, spec.options, seed=trainer.recipe.seed,
+                                        batch_size=trainer.recipe.data.eval_batch_size)
+        trainer.echo(f"fitted latent sampler '{spec.type}' to {fitted.embedded} training examples: {fitted.path}")
+
+
 def run_callbacks() -> list[Callback]:
     """The callbacks every run's trainer gets, in order (see the module's docstring)."""
     stream = EvaluationStream()
-    return [TestMetrics(stream), Summary(stream), Samples(stream), Tracking()]
+    return [TestMetrics(stream), Summary(stream), Samples(stream), LatentSamplerFit(), Tracking()]
 
 
 def plugin_callbacks(plugins, recipe) -> list[Any]:

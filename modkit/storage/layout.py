@@ -30,6 +30,7 @@ EVAL_JSON = "eval.json"
 JUDGES = "judges.safetensors"
 LEGACY_JUDGES = "judges.pkl"
 TOKENIZERS = "tokenizers"
+SAMPLERS = "samplers"  # fitted post-hoc latent samplers: part of the generative model, so an export carries them
 LOCK = ".modkit.lock"
 GENERATED = "generated"
 REPORT_MD = "report.md"
@@ -69,10 +70,15 @@ class RunDir:
     eval_json = property(lambda self: self.path / EVAL_JSON)
     judges = property(lambda self: self.path / JUDGES)
     tokenizers = property(lambda self: self.path / TOKENIZERS)
+    samplers = property(lambda self: self.path / SAMPLERS)
     lock = property(lambda self: self.path / LOCK)
     generated = property(lambda self: self.path / GENERATED)
     report_md = property(lambda self: self.path / REPORT_MD)
     report_dir = property(lambda self: self.path / REPORT_DIR)
+
+    def latent_sampler(self, name: str) -> tuple[Path, Path]:
+        """A fitted latent sampler's two files: its tensors (``samplers/NAME.safetensors``) and its config (``.json``)."""
+        return self.samplers / f"{name}.safetensors", self.samplers / f"{name}.json"
 
     def is_run(self) -> bool:
         """A run directory has its recipe (written before anything else)."""

@@ -148,18 +148,21 @@ def train_judges(context: EvalContext) -> JudgeSet:
     return judges
 
 
-def joint_coherence(model, judges: JudgeSet, settings) -> dict[str, float | None]:
-    """Draw z ~ p(z), decode every modality, and count how often all judges of an attribute agree."""
+def joint_coherence(model, judges: JudgeSet, settings, draw=None) -> dict[str, float | None]:
+    """Draw z ~ p(z), decode every modality, and count how often all judges of an attribute agree.
+
+    ``draw(n)`` → (n, D) latents replaces p(z): a fitted latent sampler's (docs/samplers.md)."""
     import torch
 
-    prior = prior_of(model)
+    if draw is None:
+        draw = prior_of(model).rsample
     verdicts: dict[str, list[tuple[str, np.ndarray]]] = {}
     done = 0
     bar = Progress(settings.joint_samples, "joint coherence")
     with torch.no_grad():
         while done < settings.joint_samples:
             n = min(settings.batch_size, settings.joint_samples - done)
-            z = prior.rsample(n)
+            z = draw(n)
             for t in model.names:
                 if not judges.pairs(t):
                     continue
