@@ -84,6 +84,7 @@ def fitted_flows():
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls", FLOWS, ids=lambda c: c.__name__)
 def test_a_flow_fitted_to_a_gaussian_recovers_its_mean_and_covariance(fitted_flows, cls):
     z = fitted_flows[cls].sample(40_000, torch.Generator().manual_seed(3)).double()
@@ -91,6 +92,7 @@ def test_a_flow_fitted_to_a_gaussian_recovers_its_mean_and_covariance(fitted_flo
     assert torch.allclose(torch.cov(z.T), COV.double(), atol=0.08)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls", FLOWS, ids=lambda c: c.__name__)
 def test_a_flows_density_is_zukos_and_integrates_to_one(fitted_flows, cls):
     sampler = fitted_flows[cls]
