@@ -18,6 +18,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from bench_common import portable  # noqa: E402 - after the path insert above
+
 RESULTS = HERE / "results"
 
 
@@ -40,7 +42,7 @@ def _operators() -> tuple[Path, str]:
 def _texts(*names: str) -> tuple[Path, str]:
     """Text files a command wrote (each headed by its command, date and commit), shown as they are."""
     paths = [RESULTS / name for name in names]
-    blocks = [f"`{path.relative_to(ROOT)}`:\n\n```\n{path.read_text().strip()}\n```" for path in paths]
+    blocks = [f"`{path.relative_to(ROOT)}`:\n\n```\n{portable(path.read_text().strip())}\n```" for path in paths]
     return paths[0], "# files\n" + "\n\n".join(blocks)
 
 
