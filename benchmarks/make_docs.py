@@ -60,6 +60,13 @@ def _caption_cache() -> tuple[Path, str]:
     return path, caption_cache.markdown(json.loads(path.read_text()))
 
 
+def _api_threads() -> tuple[Path, str]:
+    import api_threads
+
+    path = RESULTS / "api-threads.json"
+    return path, api_threads.markdown(json.loads(path.read_text()))
+
+
 def _run(path: Path) -> tuple[Path, str]:
     import run
 
@@ -69,6 +76,7 @@ def _run(path: Path) -> tuple[Path, str]:
 #: placeholder → (renderer, the command that writes its file)
 SECTIONS = {
     "threads": (_threads, "python benchmarks/threads.py"),
+    "api-threads": (_api_threads, "python benchmarks/api_threads.py"),
     "eval-shapes": (_eval, "python benchmarks/eval_shapes.py"),
     "caption-cache": (_caption_cache, "python benchmarks/caption_cache.py"),
     "recipes": (lambda: _run(RESULTS / "recipes" / "results.json"),
