@@ -225,8 +225,12 @@ def load(run_dir: Path | str, device: str | torch.device | None = "auto") -> Run
     of these recipes, unless ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` already chose): torch's default of one thread
     per core made one encode 10× slower on a shared machine. The count is ``run.threads`` and one INFO line
     on the ``modkit`` logger."""
+    from modkit.training.accel import resolve_device
     from modkit.training.threads import apply_threads
 
+    # building the model and reading the data run torch operators too: under the policy's choice for a model
+    # not yet known (one thread on the CPU, unless the environment chose), then the recipe's, given the model
+    apply_threads("auto", resolve_device(device))
     run = Run.of(lifecycle.load(run_dir, device))
     run.threads = apply_threads(run.recipe.train.threads, run.device, run.model, run.recipe.data.batch_size)
     log.info("modkit.load: torch uses %d CPU thread%s (train.threads=%s)", run.threads, "" if run.threads == 1 else "s",
