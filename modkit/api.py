@@ -223,7 +223,8 @@ def load(run_dir: Path | str, device: str | torch.device | None = "auto") -> Run
 
     It sets torch's CPU threads as training does (the recipe's ``train.threads``: one thread for the small models
     of these recipes, unless ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` already chose): torch's default of one thread
-    per core made one encode 10× slower on a shared machine. The count is ``run.threads`` and one INFO line
+    per core made single encodes many times slower on a shared machine (benchmarks/api_threads.py). The count is
+    ``run.threads`` and one INFO line
     on the ``modkit`` logger."""
     from modkit.training.accel import resolve_device
     from modkit.training.threads import apply_threads
