@@ -42,18 +42,20 @@ def portable(text: str) -> str:
     return _ABSOLUTE.sub(one, text)
 
 
-def synthetic_data(n_modalities: int, n_rows: int, seed: int = 0) -> list[np.ndarray]:
-    """N binary 784-d modalities that share a class: each is its class prototype with 5 % of bits flipped.
+def synthetic_data(n_modalities: int, n_rows: int, seed: int = 0, side: tuple[int, ...] = SIDE) -> list[np.ndarray]:
+    """N binary modalities of shape ``side`` (default 1 × 28 × 28) that share a class: each is its class
+    prototype with 5 % of bits flipped.
 
-    Deterministic in (n_modalities, n_rows, seed), so the modkit and MultiVae workers see identical data.
+    Deterministic in (n_modalities, n_rows, seed, side), so the modkit and MultiVae workers see identical data.
     """
+    pixels = int(np.prod(side))
     rng = np.random.default_rng(seed)
-    prototypes = rng.random((10, n_modalities, PIXELS)) < 0.3
+    prototypes = rng.random((10, n_modalities, pixels)) < 0.3
     labels = rng.integers(10, size=n_rows)
     out = []
     for m in range(n_modalities):
-        flips = rng.random((n_rows, PIXELS)) < 0.05
-        out.append((prototypes[labels, m] ^ flips).astype(np.float32).reshape(n_rows, *SIDE))
+        flips = rng.random((n_rows, pixels)) < 0.05
+        out.append((prototypes[labels, m] ^ flips).astype(np.float32).reshape(n_rows, *side))
     return out
 
 

@@ -11,16 +11,17 @@ class SyntheticConfig(DatasetConfig):
     n_modalities: int = Field(2, ge=1)
     n_rows: int = Field(1024, ge=1)
     seed: int = 0
+    side: list[int] = Field([1, 28, 28], description="each modality's shape (PolyMNIST: [3, 28, 28])")
 
 
 class Synthetic(DatasetSource):
-    """N binary 784-d modalities (fields m0, m1, …), identical to what the MultiVae worker trains on."""
+    """N binary modalities (fields m0, m1, …; 1 × 28 × 28 unless ``side`` says), identical to what the MultiVae worker trains on."""
 
     Config = SyntheticConfig
 
     def load(self):
         c = self.config
-        arrays = synthetic_data(c.n_modalities, c.n_rows, c.seed)
+        arrays = synthetic_data(c.n_modalities, c.n_rows, c.seed, tuple(c.side))
         train = ArrayRecords({f"m{i}": a for i, a in enumerate(arrays)})
         test = ArrayRecords({f"m{i}": a[:8] for i, a in enumerate(arrays)})
         return {"train": train, "test": test}

@@ -1,4 +1,4 @@
-"""``modkit eval`` with default settings on a briefly trained six-modality shapes run (issue 13: ≤ 2 minutes
+"""``modkit eval`` with default settings on a briefly trained six-modality shapes run (target: ≤ 2 minutes
 on 2 CPU cores), timed as a user runs it.
 
     python benchmarks/eval_shapes.py                 # trains recipes/shapes.yaml for 1 epoch, then evaluates

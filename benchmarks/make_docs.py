@@ -67,6 +67,20 @@ def _api_threads() -> tuple[Path, str]:
     return path, api_threads.markdown(json.loads(path.read_text()))
 
 
+def _gpu() -> tuple[Path, str]:
+    import gpu_check
+
+    path = RESULTS / "gpu" / "summary.json"
+    return path, gpu_check.markdown(json.loads(path.read_text()))
+
+
+def _mnist_svhn() -> tuple[Path, str]:
+    import bench_mnist_svhn
+
+    path = RESULTS / "mnist-svhn-load.json"
+    return path, bench_mnist_svhn.markdown(json.loads(path.read_text()))
+
+
 def _run(path: Path) -> tuple[Path, str]:
     import run
 
@@ -79,16 +93,23 @@ SECTIONS = {
     "api-threads": (_api_threads, "python benchmarks/api_threads.py"),
     "eval-shapes": (_eval, "python benchmarks/eval_shapes.py"),
     "caption-cache": (_caption_cache, "python benchmarks/caption_cache.py"),
+    "mnist-svhn-load": (_mnist_svhn, "python benchmarks/bench_mnist_svhn.py"),
     "recipes": (lambda: _run(RESULTS / "recipes" / "results.json"),
                 'python benchmarks/run.py --objectives "" --no-nll --no-scaling --no-peer --out benchmarks/results/recipes'),
     "mlp": (lambda: _run(RESULTS / "results.json"), "python benchmarks/run.py"),
     "mlp-all-present": (lambda: _run(RESULTS / "all-present" / "results.json"),
                         'python benchmarks/run.py --objectives mvae,mopoe --no-nll --no-scaling --no-peer --recipes "" '
                         '--before REV --out benchmarks/results/all-present'),
+    "gpu": (_gpu, "bash benchmarks/gpu_check.sh benchmarks/results/gpu"),
     "threads-operators": (_operators, "python benchmarks/threads.py --operators"),
     "op-counts": (lambda: _texts(*(f"op-count-mopoe-n{n}-{code}.txt" for n in (2, 8) for code in ("before", "current"))),
                   "python benchmarks/profile_step.py mopoe --n N --count-ops --out benchmarks/results/op-count-mopoe-nN-CODE.txt"),
 }
+
+
+#: what a section says while its file is missing, where "not measured yet" would undersell it
+MISSING = {"gpu": "No card has run the GPU check yet: nothing on this page was measured on a GPU. `{command}` "
+                  "writes `{path}` (then run `python benchmarks/make_docs.py`).\n"}
 
 
 def section(name: str) -> str:
@@ -96,7 +117,10 @@ def section(name: str) -> str:
     try:
         path, text = render()
     except FileNotFoundError as exc:
-        return f"Not measured yet: `{command}` writes `{Path(exc.filename).relative_to(ROOT)}`.\n"
+        missing = Path(exc.filename).relative_to(ROOT)
+        if name in MISSING:
+            return MISSING[name].format(command=command, path=missing)
+        return f"Not measured yet: `{command}` writes `{missing}`.\n"
     lines = text.strip().splitlines()[1:]  # the file's own title: the page has its heading
     if text.startswith("# files"):  # verbatim text files: their own '#' header lines stay as they are
         return "\n".join(lines).strip() + "\n"

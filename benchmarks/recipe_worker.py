@@ -1,4 +1,4 @@
-"""Real recipes timed per step beside their own work floor (issue 13): one configuration per process.
+"""Real recipes timed per step beside their own work floor: one configuration per process.
 
     python benchmarks/recipe_worker.py shapes      # recipes/shapes.yaml: conv image, mask, label, attributes, two GRU texts
     python benchmarks/recipe_worker.py shapes19    # image + 18 attributes as separate modalities (MVAE's CelebA-19 shape)
@@ -46,7 +46,7 @@ def shapes19_recipe(args) -> dict:
 
 
 def _before() -> None:
-    """Undo issue 13's fix for the step: the MVAE sampler enumerated all 2^N subsets on every draw."""
+    """Undo the kept-pool fix for the step: the MVAE sampler enumerated all 2^N subsets on every draw."""
     from modkit.core.subsets import SubsetSampler, all_subsets
 
     def enumerate_every_time(self, exclude_trivial: bool):

@@ -117,8 +117,10 @@ def forwarder(package: str, *modules: str) -> Callable[[str], Any]:
         for module_name in modules:
             module = importlib.import_module(module_name)
             if name in getattr(module, "__dict__", {}):
-                import modkit
-                where = "modkit" if name in modkit.__all__ else module_name
+                # the facade is imported by the time a forwarded name is looked up; reading it from sys.modules
+                # keeps this bottom-layer module from importing every layer above it
+                facade = sys.modules.get("modkit")
+                where = "modkit" if name in getattr(facade, "__all__", ()) else module_name
                 _warn(f"{package}.{name}", f"from {where} import {name}")
                 return getattr(module, name)
         raise AttributeError(f"module {package!r} has no attribute {name!r}")

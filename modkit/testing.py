@@ -2,7 +2,7 @@
 
 Each check is a plain function that raises ``AssertionError`` with a readable message, so it runs under
 pytest or anywhere else. With pytest, parametrise a test over every registered plugin (or the ones you
-name) in two lines — what ``tests/contracts/test_first_party.py`` and the package ``modkit new`` writes do::
+name) in two lines — what ``tests/api/test_first_party.py`` and the package ``modkit new`` writes do::
 
     from modkit.testing import modality_contract, fusion_contract
 

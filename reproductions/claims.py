@@ -207,7 +207,7 @@ CLAIMS: tuple[Claim, ...] = (
 )
 
 
-#: the shapes experiments (issue 15), kept in their own module
+#: the shapes experiments, kept in their own module
 CLAIMS = CLAIMS + SHAPES_CLAIMS
 
 

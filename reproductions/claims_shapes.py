@@ -1,4 +1,4 @@
-"""The shapes experiments' claims (issue 15): LCMVAE's captions for segmentation, fully convolutional M2
+"""The shapes experiments' claims: LCMVAE's captions for segmentation, fully convolutional M2
 segmentation, MVAE's vision transforms, weakly supervised translation and nineteen modalities.
 
 Kept apart from :mod:`reproductions.claims` (which appends them to ``CLAIMS``) so each list can grow
@@ -103,7 +103,7 @@ SHAPES_CLAIMS: tuple[Claim, ...] = (
     Claim(
         id="shapes-flagship",
         title="The flagship recipe learns: every modality read from the image, in minutes on 2 CPU cores",
-        source="modkit's own target (issue 15, item 1); no paper reports shapes",
+        source="modkit's own target; no paper reports shapes",
         statement="`modkit train recipes/shapes.yaml` trains, on a 2-core CPU in minutes, a model of all six modality "
                   "kinds whose cross-modal predictions are well above what the same model reads untrained: the label, "
                   "the attributes, the mask and the caption from the image, and the translation from the caption.",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from modkit import __version__
+from modkit._meta import VERSION
 from modkit.cli.run_commands import eval_command, generate_command, report_command, sample_command, sweep_command
 from modkit.config.project import load_project
 from modkit.errors import ModkitError, user_errors
@@ -17,7 +17,7 @@ from modkit.scaffold.generator import new
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="modkit")
+@click.version_option(VERSION, prog_name="modkit")
 def main() -> None:
     """Multimodal VAEs from plugins: train, inspect and extend."""
 

@@ -12,7 +12,7 @@ from typing import Literal, Protocol, Union
 import torch
 from torch import Tensor
 
-from modkit.core.gaussian import DiagGaussian, gaussian_log_prob
+from modkit.core.gaussian import DiagGaussian, gaussian_log_prob, rng
 
 LOG_2 = math.log(2.0)
 
@@ -31,7 +31,7 @@ class DiagLaplace:
         """Inverse-CDF reparameterisation: z = loc − scale · sign(u) · log(1 − 2|u|), u ~ U(−½, ½)."""
         shape = self.loc.shape if n is None else (n, *self.loc.shape)
         tiny = torch.finfo(self.loc.dtype).eps
-        u = torch.rand(shape, device=self.loc.device, dtype=self.loc.dtype, generator=generator) - 0.5
+        u = torch.rand(shape, device=self.loc.device, dtype=self.loc.dtype, **rng(generator)) - 0.5
         u = u.clamp(-0.5 + tiny, 0.5 - tiny)
         return self.loc - self.scale * torch.sign(u) * torch.log1p(-2.0 * u.abs())
 
@@ -127,7 +127,7 @@ class WeightedMixture:
         """Draw a component per sample (Gumbel-max over the log-weights), then reparameterise within it."""
         k = 1 if n is None else n
         draws = self.components.rsample(k)  # (k, M, *batch, D)
-        gumbel = -torch.log(-torch.log(torch.rand((k, *self.valid.shape), device=self.valid.device, generator=generator).clamp_min(1e-20)))
+        gumbel = -torch.log(-torch.log(torch.rand((k, *self.valid.shape), device=self.valid.device, **rng(generator)).clamp_min(1e-20)))
         pick = (self.log_weights.unsqueeze(0) + gumbel).argmax(1, keepdim=True)  # (k, 1, *batch)
         index = pick.unsqueeze(-1).expand(k, 1, *draws.shape[2:])
         z = draws.gather(1, index).squeeze(1)  # (k, *batch, D)

@@ -32,6 +32,13 @@ class Experts(NamedTuple):
     all_present: bool = False
 
 
+def rng(generator: torch.Generator | None) -> dict[str, torch.Generator]:
+    """``generator=`` for a random-number call only when there is one: dynamo cannot trace ``torch.randn(shape,
+    generator=None)`` once the batch size is symbolic (``train.compile`` meets a second batch size), while
+    leaving the argument out draws from the same default generator."""
+    return {} if generator is None else {"generator": generator}
+
+
 class DiagGaussian:
     """A batch of diagonal Gaussians with leading shape ``mu.shape[:-1]``."""
 
@@ -48,7 +55,7 @@ class DiagGaussian:
 
     def rsample(self, n: int | None = None, generator: torch.Generator | None = None) -> Tensor:
         shape = self.mu.shape if n is None else (n, *self.mu.shape)
-        eps = torch.randn(shape, device=self.mu.device, dtype=self.mu.dtype, generator=generator)
+        eps = torch.randn(shape, device=self.mu.device, dtype=self.mu.dtype, **rng(generator))
         return self.mu + eps * self.std
 
     def log_prob(self, z: Tensor) -> Tensor:
@@ -152,7 +159,7 @@ def _product_of_experts(experts: Experts, subsets: Tensor, prior: bool) -> tuple
 
 
 def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    eps = torch.randn(mu.shape, device=mu.device, dtype=mu.dtype, generator=generator)
+    eps = torch.randn(mu.shape, device=mu.device, dtype=mu.dtype, **rng(generator))
     return mu + eps * torch.exp(0.5 * logvar)
 
 

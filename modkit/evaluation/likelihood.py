@@ -24,7 +24,7 @@ from modkit.core.engine import MultimodalVAE
 
 #: default budget: decoder outputs of at most this many numbers live at once (~64 MB of float32)
 CHUNK_ELEMENTS = 2**24
-#: the CPU's budget (issue 13): chunks of 2^24 outputs made every chunk's intermediates fresh pages from the
+#: the CPU's budget: chunks of 2^24 outputs made every chunk's intermediates fresh pages from the
 #: kernel (on the shapes recipe 28 of 68 s were page faults, with a 4 GB peak); 2^19 ran faster at a 1.2 GB peak
 CPU_CHUNK_ELEMENTS = 2**19
 

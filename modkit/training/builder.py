@@ -64,7 +64,9 @@ def split_splits(recipe: Recipe, splits: Mapping[str, Records]) -> tuple[Records
         raise ModkitError(f"dataset '{spec.type}' returned splits {sorted(splits)}; expected 'all' or 'train' and 'test'")
     else:
         train_records, test_records = splits["train"], splits["test"]
-        records = _Concat(train_records, test_records)
+        # records that can join their splits into one (GatheredRecords) keep the one-index-per-batch fast path
+        join = getattr(train_records, "concat", None)
+        records = join(test_records) if join is not None and type(test_records) is type(train_records) else _Concat(train_records, test_records)
         train, test = np.arange(len(train_records)), len(train_records) + np.arange(len(test_records))
     check_problems(records, recipe.data.on_bad_sample)
     return records, train, test

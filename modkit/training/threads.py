@@ -5,7 +5,7 @@ threads wait for each other; on a machine that other jobs share, one of them is 
 and the whole step waits for it. For the networks these recipes build (MLPs and small convolutions
 on batches of 64–256 rows) an operator is too small to gain from being split anyway: on this
 project's 2-core machine ``recipes/digits.yaml`` took 10× the wall time and up to 19× the CPU time
-with the default under load (issue 13; ``benchmarks/threads.py`` measures it).
+with the default under load (``benchmarks/threads.py`` measures it).
 
 ``auto`` (the default) therefore uses one thread on the CPU unless the model's largest operator is
 big enough to pay for the barrier (:data:`SPLIT_WORTH`), and then only the cores the load average leaves

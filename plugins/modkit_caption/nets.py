@@ -26,7 +26,7 @@ def word_dropout(inputs: Tensor, rate: float, generator: torch.Generator | None 
     """Replace decoder-input words by <unk> with probability ``rate`` (Bowman et al., 2016): bos and padding stay."""
     if rate <= 0:
         return inputs
-    drop = torch.rand(inputs.shape, device=inputs.device, generator=generator) < rate
+    drop = torch.rand(inputs.shape, device=inputs.device, **({} if generator is None else {"generator": generator})) < rate  # None: traceable by dynamo
     drop &= (inputs != BOS) & (inputs != PAD)
     return inputs.masked_fill(drop, UNK)
 

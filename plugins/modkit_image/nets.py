@@ -89,7 +89,7 @@ def patch_mask(batch: int, height: int, width: int, patch: int, ratio: float, de
     gh, gw = math.ceil(height / patch), math.ceil(width / patch)
     n = gh * gw
     n_drop = int(round(ratio * n))
-    noise = torch.rand(batch, n, device=device, generator=generator)
+    noise = torch.rand(batch, n, device=device, **({} if generator is None else {"generator": generator}))  # None: traceable by dynamo
     rank = noise.argsort(dim=1).argsort(dim=1)
     keep = (rank >= n_drop).float().view(batch, 1, gh, gw)
     keep = keep.repeat_interleave(patch, dim=2).repeat_interleave(patch, dim=3)

@@ -19,6 +19,16 @@ from pydantic import Field
 
 from modkit import ColumnRecords, DataError, DatasetConfig, DatasetSource, hookimpl
 
+#: appended to the "files not found" errors of the datasets that read a fixed layout: the way in for any other layout
+MANIFEST_HINT = ("or list your files in a manifest (dataset: {type: manifest, path: FILE}; "
+                 "docs/datasets.md, section manifest)")
+
+
+def with_manifest_hint(error: DataError) -> DataError:
+    """The same "not found" error, naming the manifest route as the alternative."""
+    return DataError(f"{error}; {MANIFEST_HINT}")
+
+
 FILE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".npy"}
 
 

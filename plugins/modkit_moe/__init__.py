@@ -170,7 +170,9 @@ class MixtureOfExperts(Fusion):
             else:
                 coefficient = 1.0 - beta * draws.own_responsibility * (1.0 - weights)
         if draws.z.requires_grad:
-            draws.z.register_hook(lambda grad: grad * coefficient.unsqueeze(-1))
+            # under autocast z (and its gradient) may be bf16/fp16 while the coefficient is float32: a hook must
+            # return its input's dtype
+            draws.z.register_hook(lambda grad: (grad * coefficient.unsqueeze(-1)).to(grad.dtype))
         surrogate = (weights * lw).sum(1)
         if draws.own_responsibility is not None:
             surrogate = surrogate - beta * (weights * draws.own_responsibility).sum(1)

@@ -16,7 +16,7 @@ import numpy as np
 VIEWS = ("grayscale", "edges", "half", "watermark")
 #: ITU-R BT.601 luma weights: what Pillow's ``convert("L")`` uses
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-EDGE_THRESHOLD = 0.2  # of the Sobel magnitude on [0, 1] colour channels: every shape border on easy to hard scenes, 1 % stray pixels (tests/datasets/test_shapes_views.py)
+EDGE_THRESHOLD = 0.2  # of the Sobel magnitude on [0, 1] colour channels: every shape border on easy to hard scenes, 1 % stray pixels (tests/data/test_shapes_views.py)
 WATERMARK_ALPHA = 0.5
 
 

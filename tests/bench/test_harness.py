@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -16,6 +17,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_common import Floor, floor_rows, synthetic_data  # noqa: E402
 
 
+@pytest.mark.slow
 def test_run_writes_json_and_markdown(tmp_path):
     out = tmp_path / "results"
     done = subprocess.run(
@@ -35,6 +37,7 @@ def test_run_writes_json_and_markdown(tmp_path):
     assert "| MVAE (full + singles) | 2 |" in table and "## Targets (CPU)" in table
 
 
+@pytest.mark.slow
 def test_before_times_an_earlier_commits_code_beside_the_current_one(tmp_path):
     """--before REV: the same harness imports modkit from a git archive of REV; its rows are shown, not judged."""
     out = tmp_path / "results"
@@ -49,9 +52,11 @@ def test_before_times_an_earlier_commits_code_beside_the_current_one(tmp_path):
     assert (before["variant"], current["variant"]) == ("before", "current")
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     assert report["meta"]["before"] == head
-    import modkit
-
-    installed = Path(modkit.__file__).parent.parent  # this checkout (editable) or site-packages (pip install .)
+    # where a fresh interpreter started outside the checkout finds modkit, as the harness's workers do: this
+    # process may have found the checkout itself first (``python -m pytest`` puts the working directory on the path)
+    where = "import modkit, pathlib; print(pathlib.Path(modkit.__file__).parent.parent)"
+    installed = Path(subprocess.run([sys.executable, "-c", where], cwd=tmp_path, capture_output=True, text=True,
+                                    check=True).stdout.strip())  # this checkout (editable) or site-packages (pip install .)
     assert Path(current["modkit"]["modkit_from"]) == installed
     old = Path(before["modkit"]["modkit_from"])
     assert old not in (ROOT, installed) and not old.exists()  # an archive in a temporary folder, removed afterwards
@@ -62,6 +67,7 @@ def test_before_times_an_earlier_commits_code_beside_the_current_one(tmp_path):
     assert len(judged) == 1 and judged[0]["result"] == f"{current['overhead']:.3f}"  # the current row only
 
 
+@pytest.mark.slow
 def test_sampled_mopoe_kl_reaches_the_recipe_and_the_report(tmp_path):
     out = tmp_path / "results"
     done = subprocess.run(

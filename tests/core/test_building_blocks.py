@@ -1,4 +1,4 @@
-"""Public building blocks for plugin authors (issue 17): a weighted mixture posterior, features and experts from
+"""Public building blocks for plugin authors (what a new fusion or modality would otherwise copy from a built-in): a weighted mixture posterior, features and experts from
 one encoder pass, a dataset derived from another with fields added, and ``Modality.load_given``."""
 from __future__ import annotations
 

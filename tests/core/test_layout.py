@@ -1,7 +1,9 @@
-"""The core's layout: folders by role, no import circle, plugins on the public API only, old imports forwarded."""
+"""The package's layout: every import runs down the layer table of docs/architecture.md, no import circle,
+plugins on the public API only, old imports forwarded."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 import warnings
@@ -11,11 +13,43 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "modkit"
-ROLES = {"storage", "core", "data", "plugins", "config", "training", "runs", "evaluation", "reporting", "cli", "scaffold", "tracking", "sweep"}
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+
+# Three files sit outside the table on purpose. The package's own ``__init__`` is the public facade: it
+# re-exports from every layer, so it stands above them all and no module inside modkit may lean on it.
+# ``python -m modkit`` is the command line. ``_compat`` is import machinery that forwards old names by
+# string; it imports no modkit module, so it belongs at the bottom with ``errors``.
+FACADE = "modkit"
+OUTSIDE_TABLE = {"__main__": "cli", "_compat": "errors"}
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT).with_suffix("").parts
+# ---------------------------------------------------------------- the checker
+
+
+def layer_table(text: str) -> list[list[str]]:
+    """The table's first column after the ``<!-- layers: ... -->`` comment, bottom layer first: each row
+    is the folders or top-level modules its cell names in backticks (the ``errors`` row names two)."""
+    lines = text.splitlines()
+    marker = next((i for i, line in enumerate(lines) if line.strip().startswith("<!-- layers:")), None)
+    assert marker is not None, f"{ARCHITECTURE.name}: no <!-- layers: ... --> comment before the layer table"
+    rows = []
+    for line in lines[marker + 1:]:
+        if not line.strip().startswith("|"):
+            if rows:
+                break
+            continue
+        first = line.strip().strip("|").split("|")[0].strip()
+        if set(first) <= set("-: "):
+            continue  # the header's underline
+        names = re.findall(r"`([^`]+)`", first)
+        if names:  # the header row names no module
+            rows.append([name.removesuffix(".py").strip("/") for name in names])
+    assert rows, f"{ARCHITECTURE.name}: the layer table after the <!-- layers --> comment is empty"
+    return rows
+
+
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -25,34 +59,113 @@ def _type_checking_block(node: ast.AST) -> bool:
                                          or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"))
 
 
-def runtime_imports(path: Path, known: set[str]) -> set[str]:
-    """Every modkit module this file imports when it runs (module level or inside functions).
+def _resolve(name: str, known: set[str]) -> str | None:
+    """The longest known module that ``name`` starts with (``modkit.a.b.attr`` → ``modkit.a.b``)."""
+    parts = name.split(".")
+    for n in range(len(parts), 0, -1):
+        if ".".join(parts[:n]) in known:
+            return ".".join(parts[:n])
+    return None
 
-    Imports under ``if TYPE_CHECKING`` never execute and are left out. ``from pkg import name``
-    counts as an import of ``pkg.name`` when that is a module, else of ``pkg``.
+
+def _string_import(node: ast.Call) -> tuple[str, list[str]] | None:
+    """``__import__("modkit.x", fromlist=[...])`` and ``importlib.import_module("modkit.x")``: the name and fromlist."""
+    func = node.func
+    called = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+    if called not in ("__import__", "import_module") or not node.args:
+        return None
+    first = node.args[0]
+    if not (isinstance(first, ast.Constant) and isinstance(first.value, str)):
+        return None
+    fromlist: list[str] = []
+    for keyword in node.keywords:
+        if keyword.arg == "fromlist" and isinstance(keyword.value, (ast.List, ast.Tuple)):
+            fromlist = [e.value for e in keyword.value.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+    if called == "__import__" and len(node.args) >= 4 and isinstance(node.args[3], (ast.List, ast.Tuple)):
+        fromlist = [e.value for e in node.args[3].elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+    return first.value, fromlist
+
+
+def runtime_imports(source: str, module: str, known: set[str], is_package: bool = False) -> list[tuple[str, int]]:
+    """Every modkit module ``module``'s source imports when it runs, with the line: module level, inside
+    functions, and the string forms ``__import__("modkit...")`` / ``importlib.import_module("modkit...")``.
+
+    Imports under ``if TYPE_CHECKING:`` never execute and are left out. ``from pkg import name`` counts as
+    an import of ``pkg.name`` when that is a module, else of ``pkg``.
     """
-    found: set[str] = set()
+    found: list[tuple[str, int]] = []
+    package = module if is_package else module.rpartition(".")[0]
+
+    def add(name: str, line: int, fromlist: list[str] = ()) -> None:
+        if name.split(".")[0] != "modkit":
+            return
+        for sub in fromlist or [None]:
+            target = _resolve(f"{name}.{sub}" if sub else name, known)
+            if target:
+                found.append((target, line))
 
     def visit(node: ast.AST) -> None:
         if _type_checking_block(node):
+            for child in getattr(node, "orelse", []):  # the else branch does run
+                visit(child)
             return
         if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names if a.name.split(".")[0] == "modkit")
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.split(".")[0] == "modkit":
             for alias in node.names:
-                sub = f"{node.module}.{alias.name}"
-                found.add(sub if sub in known else node.module)
+                add(alias.name, node.lineno)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(anchor + ([base] if base else []))
+            add(base, node.lineno, [a.name for a in node.names])
+        elif isinstance(node, ast.Call) and (string := _string_import(node)):
+            add(string[0], node.lineno, string[1])
         for child in ast.iter_child_nodes(node):
             visit(child)
 
-    visit(ast.parse(path.read_text()))
-    return {m for m in found if m in known}
+    visit(ast.parse(source))
+    return [(target, line) for target, line in found if target != module]
+
+
+def layer_of(module: str, layers: dict[str, int]) -> str | None:
+    """The table's name for the layer a module sits in: its folder under modkit/, or its own file name."""
+    if module == FACADE:
+        return FACADE
+    top = module.split(".")[1]
+    top = OUTSIDE_TABLE.get(top, top)
+    return top if top in layers else None
+
+
+def upward_arrows(sources: dict[str, str], table: list[list[str]], packages: set[str] = frozenset()) -> tuple[list[str], list[str]]:
+    """The imports that run up the table (or into the facade), and the modules the table does not place."""
+    layers = {name: rank for rank, row in enumerate(table) for name in row}
+    layers[FACADE] = len(table)
+    known = set(sources)
+    arrows, unplaced = [], []
+    for module in sorted(sources):
+        here = layer_of(module, layers)
+        if here is None:
+            unplaced.append(f"{module}: its folder is not in the layer table of docs/architecture.md")
+            continue
+        for target, line in sorted(set(runtime_imports(sources[module], module, known, module in packages))):
+            there = layer_of(target, layers)
+            if there == FACADE and here != FACADE:
+                arrows.append(f"{module} → {target} (line {line}): {here} imports the facade, which imports every layer "
+                              "(import the name from the module that defines it)")
+            elif there is not None and layers[there] > layers[here]:
+                arrows.append(f"{module} → {target} (line {line}): {here} is below {there}")
+    return arrows, unplaced
+
+
+def package_sources() -> tuple[dict[str, str], set[str]]:
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {name: path.read_text() for name, path in files.items()}, {name for name, p in files.items() if p.name == "__init__.py"}
 
 
 def graph() -> dict[str, set[str]]:
-    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
-    known = set(files)
-    edges = {name: runtime_imports(path, known) - {name} for name, path in files.items()}
+    sources, packages = package_sources()
+    known = set(sources)
+    edges = {name: {t for t, _ in runtime_imports(src, name, known, name in packages)} for name, src in sources.items()}
     # a package's own __init__ is imported before any of its submodules: that is not a circle of ours
     return {name: {d for d in deps if not name.startswith(d + ".")} for name, deps in edges.items()}
 
@@ -79,20 +192,57 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+# ---------------------------------------------------------------- the checker, on planted source
+
+TOY_TABLE = "intro\n<!-- layers: bottom first -->\n| layer | modules |\n|---|---|\n| `low`, `_base` | x |\n| `mid` | y |\n| `high` | z |\n\nafter\n| `nope` | |\n"
+
+
+def test_layer_table_reads_the_first_column_bottom_first():
+    assert layer_table(TOY_TABLE) == [["low", "_base"], ["mid"], ["high"]]
+
+
+def test_checker_catches_an_upward_dunder_import_and_ignores_type_checking():
+    sources = {
+        "modkit.low.a": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from modkit.high.c import C\n",
+        "modkit.mid.b": "import modkit.low.a\ndef f():\n    return __import__('modkit.high.c', fromlist=['C']).C\n",
+        "modkit.high.c": "from modkit.mid import b\nimport importlib\nimportlib.import_module('modkit.low.a')\n",
+        "modkit._base": "",
+    }
+    arrows, unplaced = upward_arrows(sources, layer_table(TOY_TABLE))
+    assert arrows == ["modkit.mid.b → modkit.high.c (line 3): mid is below high"]
+    assert unplaced == []
+
+
+def test_checker_catches_lazy_and_import_module_arrows_and_unplaced_modules():
+    sources = {
+        "modkit.low.a": "def f():\n    import importlib\n    return importlib.import_module('modkit.mid.b')\n",
+        "modkit.mid.b": "def g():\n    from modkit.high.c import C\n",
+        "modkit.high.c": "",
+        "modkit.elsewhere.d": "",
+    }
+    arrows, unplaced = upward_arrows(sources, layer_table(TOY_TABLE))
+    assert arrows == ["modkit.low.a → modkit.mid.b (line 3): low is below mid",
+                      "modkit.mid.b → modkit.high.c (line 2): mid is below high"]
+    assert unplaced == ["modkit.elsewhere.d: its folder is not in the layer table of docs/architecture.md"]
+
+
 def test_cycle_finder_finds_a_planted_circle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
 
 
+# ---------------------------------------------------------------- the package itself
+
+
+def test_every_import_runs_down_the_documented_layers():
+    sources, packages = package_sources()
+    arrows, unplaced = upward_arrows(sources, layer_table(ARCHITECTURE.read_text()), packages)
+    problems = unplaced + arrows
+    assert not problems, "imports against the layer table of docs/architecture.md:\n  " + "\n  ".join(problems)
+
+
 def test_no_import_circle_in_modkit():
     assert find_cycle(graph()) is None
-
-
-def test_folders_are_named_by_role():
-    top_modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "__main__", "_compat", "_meta"}
-    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
-    assert folders == ROLES
-    assert top_modules <= {"errors", "api", "testing", "distributions"}, f"flat modules left at the top: {top_modules}"
 
 
 #: the modules a plugin may import from: the contracts, the distribution math, the contract-test kit
@@ -123,6 +273,7 @@ def test_public_names_all_resolve():
 @pytest.mark.parametrize("old, new", [("modkit.gaussian", "modkit.core.gaussian"), ("modkit.trainer", "modkit.training.trainer"),
                                       ("modkit.rundir", "modkit.storage.files"),
                                       ("modkit.runs.checkpoint", "modkit.storage.checkpoint"), ("modkit.recipe", "modkit.config.recipe")])
+@pytest.mark.slow
 def test_old_flat_module_still_imports_with_one_warning(old, new):
     # a fresh interpreter, so the module is imported for the first time there
     code = f"import warnings; warnings.simplefilter('always'); import {old} as m; print(m.__name__)"

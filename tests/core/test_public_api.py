@@ -26,6 +26,7 @@ def test_both_public_modules_resolve_and_no_name_has_two_homes():
     assert not set(modkit.__all__) & set(modkit.distributions.__all__), "a public name has one home"
 
 
+@pytest.mark.slow
 def test_modkit_distributions_is_a_module_of_its_own_not_a_forwarded_name():
     """``import modkit.distributions`` gives the public module (no warning), and what the old flat name
     exported (it forwarded to ``modkit.core.distributions``) still imports from it."""
@@ -68,6 +69,7 @@ def test_every_name_modkit_exported_before_still_imports_from_it():
     assert missing == []
 
 
+@pytest.mark.slow
 def test_modkit_math_name_in_a_fresh_interpreter_warns_and_computes():
     """The old spelling keeps working end to end: a product of experts through ``from modkit import ...``."""
     code = ("import warnings; warnings.simplefilter('always'); import torch; "

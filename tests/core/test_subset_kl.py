@@ -73,7 +73,7 @@ def test_gradient_is_exact(prior, d, monkeypatch):
 @pytest.mark.parametrize("prior", [True, False])
 @pytest.mark.parametrize("block_floats", [1 << 16, 60])
 def test_complete_mask_and_shared_weights_match_brute_force(d, prior, block_floats, monkeypatch):
-    """The all-present fast path (issue 13): subset sums built by doubling over the complete mask, one (S, 1)
+    """The all-present fast path: subset sums built by doubling over the complete mask, one (S, 1)
     column of weights for every sample; values against the brute force, gradients by gradcheck."""
     monkeypatch.setattr(subset_kl, "CPU_BLOCK_FLOATS", block_floats)
     mu, logvar, present, mask, _ = random_case(n=4, b=6, d=d, seed=10 + d, all_present=True)

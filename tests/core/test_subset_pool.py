@@ -1,4 +1,4 @@
-"""The MVAE and random samplers enumerate their pool once (issue 13): the same draws as enumerating it on every
+"""The MVAE and random samplers enumerate their pool once (not 2^N subsets on every draw): the same draws as enumerating it on every
 call (so training is unchanged to the bit), and beyond POOL_LIMIT modalities they draw bits instead."""
 import torch
 
@@ -7,7 +7,7 @@ from modkit.core.subsets import BUILTIN_SAMPLERS
 
 
 def _old_draw(sampler, k: int, exclude_trivial: bool) -> torch.Tensor:
-    """The code before issue 13, verbatim in effect: enumerate, filter, draw."""
+    """The code before the pool was kept, verbatim in effect: enumerate, filter, draw."""
     pool = all_subsets(sampler.n)
     if exclude_trivial:
         sizes = pool.sum(1)

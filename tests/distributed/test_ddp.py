@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from dist_helpers import load, modkit_here, modkit_subprocess
@@ -24,6 +25,8 @@ def _metrics(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_two_gloo_processes_match_one_process(project, monkeypatch):
     import modkit.core.gaussian
 
@@ -40,7 +43,7 @@ def test_two_gloo_processes_match_one_process(project, monkeypatch):
     assert "2 processes, cpu (gloo), 32 samples per process per step" in done.stdout
     assert {"checkpoint.safetensors", "metrics.jsonl", "summary.json", "recipe.yaml"} <= {p.name for p in run.iterdir()}
     assert json.loads((run / "summary.json").read_text())["processes"] == 2
-    assert len(list(run.glob("events.out.tfevents*"))) == 1  # tracking (issue 14): rank 0 alone writes TensorBoard events
+    assert len(list(run.glob("events.out.tfevents*"))) == 1  # rank 0 alone writes TensorBoard events
 
     one, two = _metrics(project / "single"), _metrics(run)
     assert [r["step"] for r in two] == [r["step"] for r in one] == [23, 46]  # same global batch, same steps

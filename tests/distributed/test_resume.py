@@ -5,6 +5,7 @@ import json
 import os
 import signal
 
+import pytest
 import torch
 
 from dist_helpers import STEPS_PER_EPOCH, leftovers, load, modkit_here, modkit_subprocess
@@ -27,6 +28,8 @@ def _assert_same_state(a: dict, b: dict) -> None:
     assert torch.equal(a["sampler"]["generator"], b["sampler"]["generator"])
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_kill9_then_sigint_then_resume_equals_uninterrupted_run(project):
     reference = modkit_here(["train", "tiny.yaml", "--out", "reference", *SETS])
     assert reference.exit_code == 0, reference.output

@@ -57,6 +57,7 @@ def test_signal_modality_passes_the_contract(check):
     check(case)
 
 
+@pytest.mark.slow
 def test_signal_modality_trains_and_reads_given_files(tmp_path, waves_recipe):
     run = train_recipe(waves_recipe, tmp_path / "run")
     values = losses(run)
@@ -99,6 +100,7 @@ def test_gated_fusion_posterior_is_the_gate_weighted_mixture():
         assert torch.allclose(post.mean[0], mean, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_gated_fusion_trains_and_evaluates(tmp_path):
     run_dir = tmp_path / "gated"
     run = train_recipe({
@@ -119,6 +121,7 @@ def test_gated_fusion_trains_and_evaluates(tmp_path):
     assert math.isfinite(data["likelihood"]["log p(image)"]["mean"]) and data["coherence"]["cross"]
 
 
+@pytest.mark.slow
 def test_digits_parity_extends_digits_and_trains(tmp_path):
     from digits_parity import DigitsParity
 

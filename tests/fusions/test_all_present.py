@@ -1,4 +1,4 @@
-"""The host-side "all present" flag (issue 13): where it is set, and that the paths it enables give the same
+"""The host-side "all present" flag (a faster path when no modality is missing): where it is set, and that the paths it enables give the same
 losses and gradients as the masked path on the same fully present batch."""
 from __future__ import annotations
 

@@ -178,6 +178,7 @@ def _tiny_bert(folder):
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_pretrained_encoder_from_a_tiny_saved_config(tmp_path, pooling):
     from transformers import BertModel, BertTokenizer

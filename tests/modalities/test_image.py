@@ -195,6 +195,7 @@ def test_mask_ratio_that_masks_all_or_nothing_is_refused(ratio):
     ImageConfig(type="image", shape=(1, 8, 8), patch_size=16)  # no masking asked: any patch size is fine
 
 
+@pytest.mark.slow
 def test_mask_ratio_error_names_the_key_in_a_recipe(tmp_path):
     import subprocess
     import sys

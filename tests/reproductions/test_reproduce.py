@@ -65,6 +65,7 @@ def test_logreg_fits_on_exactly_the_pairs_the_models_see(monkeypatch):
     assert fitted == [round(0.1 * 1437)] and 0.5 < accuracy <= 1.0
 
 
+@pytest.mark.slow
 def test_the_entry_runs_from_the_checkout_and_no_installed_command_needs_one():
     """``python -m reproductions`` from the repository's root lists the catalogue; the installed CLI has no
     ``reproduce`` (it would need the checkout's recipes/ and docs/)."""
@@ -80,6 +81,7 @@ def test_the_entry_runs_from_the_checkout_and_no_installed_command_needs_one():
     assert gone.exit_code == 2 and "No such command 'reproduce'" in gone.output
 
 
+@pytest.mark.slow
 def test_quick_tier_runs_and_writes_a_stamped_report(tmp_path):
     out = tmp_path / "reproduce"
     result = CliRunner().invoke(main, ["--quick", "--out", str(out)], catch_exceptions=False)  # every claim
@@ -100,7 +102,7 @@ def test_quick_tier_runs_and_writes_a_stamped_report(tmp_path):
     lik = next(c for c in data["claims"] if c["id"] == "mvae-likelihood")
     assert lik["also"]["log_w_var/log p(label|image)"]["table"]["poe"]["None"]["mean"] >= 0
     assert all(lik["table"][arm]["None"]["mean"] < 0 for arm in ("poe", "vae"))  # log p(image) from each arm's eval.json
-    # the shapes claims (issue 15): every arm, two-stage ones included, measured by the key it names
+    # the shapes claims: every arm, two-stage ones included, measured by the key it names
     from reproductions.claims_shapes import SHAPES_CLAIMS
 
     for claim in SHAPES_CLAIMS:
@@ -162,6 +164,7 @@ def test_eval_metrics_are_summarised_by_todays_code(tmp_path):
     assert eval_metrics(tmp_path) == {"likelihood/log p(image)": -23.5, "log_w_var/log p(image)": 1.25}
 
 
+@pytest.mark.slow
 def test_a_command_given_some_claims_rewrites_theirs_and_keeps_the_others(tmp_path, monkeypatch):
     from reproductions.reproduce import previous_results, reproduce
 

@@ -20,6 +20,7 @@ def cell(mean, sd, n):
     return {"mean": mean, "sd": sd, "n": n}
 
 
+@pytest.mark.slow
 def test_a_reference_arm_is_trained_at_its_one_x_and_shown_at_every_x(tmp_path, monkeypatch):
     claim = Claim(id="toy-reference", title="t", source="s", statement="st", paper_number="p",
                   metric="balanced_accuracy/image->label", metric_label="m",

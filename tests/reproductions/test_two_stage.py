@@ -27,6 +27,7 @@ def init_from(run_dir) -> str | None:
     return recipe["model"]["fusion"].get("downstream", {}).get("init_from")
 
 
+@pytest.mark.slow
 def test_each_fine_tuning_run_starts_from_the_pretraining_run_of_its_seed_and_x(tmp_path, monkeypatch):
     claim = toy(Arm("pre", "digits-latent_mix.yaml", FAST, kind="pretrain"),  # once per seed, at no x
                 Arm("down", "digits-latent_mix.yaml", FAST + DOWN, after="pre"),
@@ -94,6 +95,7 @@ def test_the_sweeps_seed_field_is_each_runs_seed(tmp_path):
         assert recipe.model.fusion.options["downstream"]["init_from"] == f"runs/pre/seed-{seed}" and recipe.seed == seed
 
 
+@pytest.mark.slow
 def test_a_later_stage_starts_from_the_folder_an_interrupted_and_retried_pretraining_continued(tmp_path, monkeypatch):
     """Ctrl-C in the pre-training's first epoch: the rerun retries its trial as a new trial number that continues
     the first trial's folder, and the fine-tuning starts from that folder (not from one named by the retry)."""

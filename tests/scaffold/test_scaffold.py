@@ -1,4 +1,4 @@
-"""`modkit new modality|fusion|dataset|metric NAME` (issue 17).
+"""`modkit new modality|fusion|dataset|metric NAME`: a plugin package that works from its first commit.
 
 Every kind's package is generated with its names filled; then the round trip, as a third party would do
 it: the four packages are installed into ONE throwaway virtual environment (``--system-site-packages``,
@@ -142,6 +142,7 @@ def round_trip(tmp_path_factory):
             "python": python}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_round_trip_install_list_test_uninstall(round_trip, kind):
     name = round_trip["names"][kind]
@@ -160,6 +161,7 @@ def test_round_trip_install_list_test_uninstall(round_trip, kind):
     assert after.returncode == 0 and "digits" in after.stdout.split() and name not in after.stdout.split(), after
 
 
+@pytest.mark.slow
 def test_the_round_trip_left_this_environment_alone(round_trip):
     import importlib.metadata
 

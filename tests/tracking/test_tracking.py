@@ -58,6 +58,7 @@ def check_mlflow(uri: str, run_dir: Path) -> None:
     assert any(a.startswith("events.out.tfevents") for a in artifacts)
 
 
+@pytest.mark.slow
 def test_tensorboard_and_mlflow_sqlite(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     store = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
@@ -85,6 +86,7 @@ def test_tensorboard_and_mlflow_sqlite(tmp_path, monkeypatch):
     check_mlflow(store, run_dir)
 
 
+@pytest.mark.postgres
 def test_mlflow_postgres(tmp_path, monkeypatch, postgres):
     monkeypatch.chdir(tmp_path)
     uri = postgres.url("mlflow_tracking")
@@ -96,6 +98,7 @@ def test_mlflow_postgres(tmp_path, monkeypatch, postgres):
     assert MlflowClient(uri).get_experiment_by_name("pg") is not None
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_runs(tmp_path, monkeypatch):
     """A resumed run continues its MLflow run and replaces, not repeats, TensorBoard's steps."""
     monkeypatch.chdir(tmp_path)

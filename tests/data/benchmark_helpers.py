@@ -1,0 +1,29 @@
+"""Running the command line in a subprocess for the benchmark-dataset tests: exit code and the one error line."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def modkit(*args, cwd=REPO) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "modkit", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+
+
+def error_line(result: subprocess.CompletedProcess) -> str:
+    """The single ``error: …`` line a user mistake prints, after checking the exit code and the absence of a traceback."""
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def train_small(recipe: str, root: Path, out: Path, *sets: str) -> subprocess.CompletedProcess:
+    """``modkit train recipes/RECIPE`` pointed at ``root`` and shrunk to one quick epoch on the CPU."""
+    flags = [f for s in ("data.root=" + str(root), "train.epochs=1", "train.progress=false", "train.device=cpu", *sets) for f in ("--set", s)]
+    return modkit("train", REPO / "recipes" / recipe, *flags, "--out", out)
