@@ -18,6 +18,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from bench_common import portable  # noqa: E402 - after the path insert above
+
 RESULTS = HERE / "results"
 
 
@@ -40,7 +42,7 @@ def _operators() -> tuple[Path, str]:
 def _texts(*names: str) -> tuple[Path, str]:
     """Text files a command wrote (each headed by its command, date and commit), shown as they are."""
     paths = [RESULTS / name for name in names]
-    blocks = [f"`{path.relative_to(ROOT)}`:\n\n```\n{path.read_text().strip()}\n```" for path in paths]
+    blocks = [f"`{path.relative_to(ROOT)}`:\n\n```\n{portable(path.read_text().strip())}\n```" for path in paths]
     return paths[0], "# files\n" + "\n\n".join(blocks)
 
 
@@ -56,6 +58,13 @@ def _caption_cache() -> tuple[Path, str]:
 
     path = RESULTS / "caption-cache.json"
     return path, caption_cache.markdown(json.loads(path.read_text()))
+
+
+def _api_threads() -> tuple[Path, str]:
+    import api_threads
+
+    path = RESULTS / "api-threads.json"
+    return path, api_threads.markdown(json.loads(path.read_text()))
 
 
 def _gpu() -> tuple[Path, str]:
@@ -81,6 +90,7 @@ def _run(path: Path) -> tuple[Path, str]:
 #: placeholder → (renderer, the command that writes its file)
 SECTIONS = {
     "threads": (_threads, "python benchmarks/threads.py"),
+    "api-threads": (_api_threads, "python benchmarks/api_threads.py"),
     "eval-shapes": (_eval, "python benchmarks/eval_shapes.py"),
     "caption-cache": (_caption_cache, "python benchmarks/caption_cache.py"),
     "mnist-svhn-load": (_mnist_svhn, "python benchmarks/bench_mnist_svhn.py"),

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_common import base_args, set_threads  # noqa: E402
+from bench_common import base_args, portable, set_threads  # noqa: E402
 from modkit_worker import make_trainer  # noqa: E402
 
 #: operators the bare networks run (forward, backward, likelihood, optimizer): the floor's work too
@@ -78,7 +78,7 @@ def write_counts(path: Path, lines: list[str]) -> None:
 
     date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     header = (f"# python benchmarks/profile_step.py {' '.join(sys.argv[1:])}  ({date}, commit {commit()}, "
-              f"modkit imported from {Path(modkit.__file__).parent}, load {uptime()})")
+              f"modkit imported from {portable(str(Path(modkit.__file__).parent))}, load {uptime()})")
     path.write_text("\n".join([header, *lines]) + "\n")
 
 

@@ -26,7 +26,7 @@ from typing import Any, Callable
 from modkit.errors import ModkitError
 from reproductions.claim_spec import find_recipe
 from reproductions.claims import Arm, Claim, find, project_root
-from reproductions.fusion_tables import cell
+from reproductions.fusion_tables import cell, portable
 from modkit.storage import files as rundir
 
 
@@ -307,7 +307,7 @@ def provenance(command: list[str]) -> dict[str, Any]:
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "machine": f"{platform.node()}, {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}",
             "load": " ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "",
-            "command": shlex.join(command)}
+            "command": portable(shlex.join(command), project_root())}
 
 
 def figure(claim: Claim, table: dict[str, dict[Any, dict]], path: Path) -> Path | None:
@@ -352,7 +352,7 @@ def stamp_lines(meta: dict[str, Any] | None) -> list[str]:
     if not meta:
         return []
     parts = [f"commit `{meta['commit']}`", f"written {meta['date']}"] + ([f"runs trained {meta['trained']}"] if meta.get("trained") else [])
-    return [f"Measured by `{meta['command']}` ({', '.join(parts)}).", ""]
+    return [f"Measured by `{portable(meta['command'])}` ({', '.join(parts)}).", ""]
 
 
 def previous_results(report: Path) -> dict[str, dict]:
@@ -387,7 +387,7 @@ def write_report(results: list[dict], meta: dict[str, Any], out: Path, figures_d
           "This file was last written by the command below; each claim's own stamp says which run of the command "
           "measured it (a command given some claims rewrites theirs and keeps the others).", "",
           f"- commit: `{meta['commit']}`", f"- date: {meta['date']} (finished {meta.get('finished', '?')})", *([f"- runs trained: {meta['trained']}"] if meta.get("trained") else []), f"- machine: {meta['machine']}",
-          f"- load average when written: {meta['load']}", f"- command: `{meta['command']}`", "",
+          f"- load average when written: {meta['load']}", f"- command: `{portable(meta['command'])}`", "",
           "Seeds change the initialisation, the sampling and the minibatch order; the data, the train/test split "
           "and which rows are paired are fixed (`data.split_seed`, the dataset's own seed), so each sd is over "
           "training alone.", ""]
@@ -441,7 +441,7 @@ def write_report(results: list[dict], meta: dict[str, Any], out: Path, figures_d
         if r["diagnosis"]:
             md += [f"Diagnosis: {r['diagnosis']}", ""]
         if r.get("figure"):
-            md += [f"![{r['id']}]({os.path.relpath(r['figure'], out.parent)})", ""]
+            md += [f"![{r['id']}]({os.path.relpath(project_root() / r['figure'], out.parent)})", ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     rundir.atomic_write_text(out, "\n".join(md))
     rundir.write_json(out.with_suffix(".json"), {"meta": meta, "quick": quick, "claims": results})
@@ -525,7 +525,7 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
                         "not_run": not_run,
                         "table": {a: {str(x): c for x, c in cells.items()} for a, cells in table.items()},
                         "also": also, "above_baseline": beats, "verdict": result, "rule": claim.rule, "evidence": evidence, "diagnosis": claim.diagnosis,
-                        "figure": str(fig) if fig else None,
+                        "figure": portable(str(fig), project_root()) if fig else None,  # relative to the repository
                         "meta": {**claim_meta(meta), **({"trained": span(trained)} if trained else {})}})
         echo(f" → {result}")
     meta["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -40,49 +40,71 @@ def parse_given(items: Sequence[str], names: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def given_batch(run: LoadedRun, given: dict[str, Any]) -> Batch:
+#: How errors name a value: the command line's flags, or the Python API's arguments (errors raised from Python
+#: speak Python: ``given['label']``, never ``--given label``).
+CLI_WORDS = {"given": "--given {name}", "givens": "--given", "target": "--target", "n": "-n",
+             "from_modality": "modkit generate RUN --given NAME=VALUE"}
+API_WORDS = {"given": "given[{name!r}]", "givens": "given", "target": "target", "n": "n",
+             "from_modality": "run.generate(given={NAME: value}, target=...)"}
+
+
+def given_batch(run: LoadedRun, given: dict[str, Any], words: dict[str, str] = CLI_WORDS) -> Batch:
     """One row holding the given modalities: typed text goes through ``Modality.load_given`` (a file's
     path, or the text); a value the Python API passes (an array, a number) goes to ``preprocess`` as it is."""
+    return items_batch(run, {name: [value] for name, value in given.items()}, words)
+
+
+def read_value(modality, raw: Any, where: str):
+    """One given value → the modality's preprocessed sample; a value it cannot read is a one-line DataError naming ``where``."""
+    try:
+        return modality.preprocess(modality.load_given(raw) if isinstance(raw, str) else raw)
+    except DataError as exc:
+        raise DataError(f"{where}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a value the modality cannot read is the user's input
+        shown = repr(raw) if len(repr(raw)) <= 80 else f"{type(raw).__name__} of shape {getattr(raw, 'shape', '?')}"
+        raise DataError(f"{where}={shown}: {type(exc).__name__}: {exc}") from None
+
+
+def items_batch(run: LoadedRun, given: dict[str, Sequence[Any]], words: dict[str, str] = CLI_WORDS) -> Batch:
+    """``len`` rows, one per item: ``given`` maps modalities to equally long sequences of values (``None``: that
+    item lacks the modality); the modalities not given are absent from every row."""
     model = run.model
+    sizes = {name: len(values) for name, values in given.items()}
+    if len(set(sizes.values())) > 1:
+        raise ModkitError(f"{words['givens']}: the modalities hold different numbers of items "
+                          f"({', '.join(f'{k}: {v}' for k, v in sizes.items())})")
+    count = next(iter(sizes.values()), 1)
     data, present = {}, []
     for name in model.names:
         modality = model.modalities[name]
-        if name in given:
-            raw = given[name]
-            try:
-                sample = modality.preprocess(modality.load_given(raw) if isinstance(raw, str) else raw)
-            except DataError as exc:
-                raise DataError(f"--given {name}: {exc}") from None
-            except Exception as exc:  # noqa: BLE001 - a value the modality cannot read is the user's input
-                raise DataError(f"--given {name}={raw!r}: {type(exc).__name__}: {exc}") from None
-            present.append(True)
-        else:
-            sample = None
-            present.append(False)
-        data[name] = modality.collate([sample])
-    batch = Batch(data, torch.tensor([present]))
+        where = words["given"].format(name=name)
+        samples = ([None if raw is None else read_value(modality, raw, where) for raw in given[name]]
+                   if name in given else [None] * count)
+        present.append([s is not None for s in samples])
+        data[name] = modality.collate(samples)
+    batch = Batch(data, torch.tensor(present, dtype=torch.bool).T.reshape(count, len(model.names)))
     for name in given:
         try:
             model.modalities[name].check(batch.data[name])
         except ValueError as exc:
-            raise DataError(f"--given {name}: {exc}") from None
+            raise DataError(f"{words['given'].format(name=name)}: {exc}") from None
     return batch.to(model.device)
 
 
-def _prior(model):
+def _prior(model, words: dict[str, str] = CLI_WORDS):
     prior = prior_of(model)
     if prior is None:
         raise ModkitError(f"this run cannot sample from the prior: {no_prior_reason(model).removeprefix('not applicable: ')}; "
-                          "generate from a modality instead (modkit generate RUN --given NAME=VALUE)")
+                          f"generate from a modality instead ({words['from_modality']})")
     return prior
 
 
-def _latents(run: LoadedRun, given: dict[str, str], n: int, mean: bool) -> torch.Tensor:
+def _latents(run: LoadedRun, given: dict[str, str], n: int, mean: bool, words: dict[str, str] = CLI_WORDS) -> torch.Tensor:
     model = run.model
     if not given:
-        prior = _prior(model)
+        prior = _prior(model, words)
         return prior.mean.expand(n, -1) if mean else prior.rsample(n)
-    post = model.posterior(given_batch(run, given), list(given))  # (1, 1, D)
+    post = model.posterior(given_batch(run, given, words), list(given))  # (1, 1, D)
     if mean:
         return post.mean.reshape(1, -1).expand(n, -1)
     return post.rsample(n).reshape(n, -1)
@@ -104,16 +126,21 @@ def _stem(text: str) -> str:
 
 
 @torch.no_grad()
-def generate_renders(run: LoadedRun, given: dict[str, Any], target: str, n: int = 16, mean: bool = False) -> list:
+def generate_renders(run: LoadedRun, given: dict[str, Any], target: str, n: int = 16, mean: bool = False,
+                     words: dict[str, str] = CLI_WORDS) -> list:
     """``n`` renders of ``target`` decoded from q(z | given) (the prior if nothing is given)."""
     if target not in run.model.names:
-        raise ModkitError(f"--target: unknown modality '{target}' (this run has {', '.join(run.model.names)})")
+        raise ModkitError(f"{words['target']}: unknown modality '{target}' (this run has {', '.join(run.model.names)})")
+    check_known(run, given, words)
+    if n < 1:
+        raise ModkitError(f"{words['n']} must be at least 1")
+    return decode_renders(run, _latents(run, given, n, mean, words), target)
+
+
+def check_known(run: LoadedRun, given: dict[str, Any], words: dict[str, str] = CLI_WORDS) -> None:
     unknown = [k for k in given if k not in run.model.names]
     if unknown:
-        raise ModkitError(f"--given: unknown modality '{unknown[0]}' (this run has {', '.join(run.model.names)})")
-    if n < 1:
-        raise ModkitError("-n must be at least 1")
-    return decode_renders(run, _latents(run, given, n, mean), target)
+        raise ModkitError(f"{words['givens']}: unknown modality '{unknown[0]}' (this run has {', '.join(run.model.names)})")
 
 
 def _slug(text: str) -> str:
@@ -130,7 +157,8 @@ def generate(run: LoadedRun, given: dict[str, str], target: str, n: int = 16, ou
     source = "+".join(f"{k}-{_slug(_stem(v))}" for k, v in given.items()) or "prior"
     text = all(isinstance(r, str) for r in renders)
     if out is None:
-        out = run.run_dir / "generated" / f"{source}_to_{target}.{'txt' if text else 'png'}"
+        # the posterior mean is its own file: it must not overwrite the samples drawn from the same given values
+        out = run.run_dir / "generated" / f"{source}_to_{target}{'_mean' if mean else ''}.{'txt' if text else 'png'}"
     out = Path(out)
     if not out.suffix:
         out = out.with_suffix(".txt" if text else ".png")
@@ -180,13 +208,14 @@ def sample_prior(run: LoadedRun, n: int = 64, out: Path | None = None, seed: int
     return out, items
 
 
-def latent_draw(run: LoadedRun, sampler: str | None = None) -> Callable[[int, torch.Generator | None], torch.Tensor]:
+def latent_draw(run: LoadedRun, sampler: str | None = None,
+                words: dict[str, str] = CLI_WORDS) -> Callable[[int, torch.Generator | None], torch.Tensor]:
     """``draw(n, generator)`` → (n, D) latents on the model's device: from p(z) (torch's global RNG; the
     generator is not used), or from the latent sampler fitted as ``sampler`` in the run directory
     (``modkit fit-sampler``), every random number taken from the generator."""
     model = run.model
     if sampler is None:
-        prior = _prior(model)
+        prior = _prior(model, words)
 
         def from_prior(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
             return prior.rsample(n)  # the fusion's prior draws from torch's global RNG: seed that one
@@ -201,11 +230,12 @@ def latent_draw(run: LoadedRun, sampler: str | None = None) -> Callable[[int, to
 
 
 @torch.no_grad()
-def prior_renders(run: LoadedRun, n: int, seed: int | None = None, sampler: str | None = None) -> dict[str, list]:
+def prior_renders(run: LoadedRun, n: int, seed: int | None = None, sampler: str | None = None,
+                  words: dict[str, str] = CLI_WORDS) -> dict[str, list]:
     """z ~ p(z) (or the fitted latent sampler ``sampler``), ``n`` times, decoded by every modality: modality → renders."""
     if n < 1:
-        raise ModkitError("-n must be at least 1")
-    draw = latent_draw(run, sampler)
+        raise ModkitError(f"{words['n']} must be at least 1")
+    draw = latent_draw(run, sampler, words)
     if seed is not None:
         torch.manual_seed(seed)
     z = draw(n, None if seed is None or sampler is None else torch.Generator().manual_seed(seed))

@@ -169,10 +169,14 @@ class Image(Modality):
             return x
         if len(shape) == 3 and shape[0] > 1 and tuple(x.shape) == (*shape[1:], shape[0]):
             return x.permute(2, 0, 1)
+        if len(shape) == 3 and shape[0] == 1 and tuple(x.shape) == (*shape[1:], 3):
+            # an RGB array for a grey model, such as this modality's own render (which repeats the grey channel
+            # three times): the luma PIL's "L" conversion uses for files, exact for a grey render
+            return (x @ torch.tensor([0.299, 0.587, 0.114])).unsqueeze(0)
         if (x.dim() == 1 and x.numel() == math.prod(shape)) or (shape[0] == 1 and tuple(x.shape) == shape[1:]):
             return x.reshape(shape)
         raise DataError(f"image has shape {tuple(x.shape)}, the recipe's shape is {list(shape)} "
-                        f"(also accepted: flat, channels-last, or (H, W) for one channel)")
+                        f"(also accepted: flat, channels-last, (H, W) for one channel, or (H, W, 3) for one channel, as rendered)")
 
     def placeholder(self) -> Tensor:
         return torch.zeros(self.shape)

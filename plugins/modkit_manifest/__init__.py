@@ -36,7 +36,8 @@ class ManifestConfig(DatasetConfig):
     path: str = Field(..., description="the manifest file: absolute, relative to data.root, or to the working directory")
     test_path: str | None = Field(None, description="a second manifest for the test split")
     format: Literal["auto", "jsonl", "csv"] = "auto"
-    files: list[str] | None = Field(None, description="columns holding file paths (default: values with an image/.npy suffix)")
+    files: list[str] | None = Field(None, description="columns holding file paths (default: values with an image/.npy suffix); "
+                                                         "once set, every column of file paths must be listed")
     split_field: str = Field("split", description="if the manifest has this column (train/test), it splits the rows")
 
 
@@ -161,6 +162,13 @@ class Manifest:
             if isinstance(value, str) and not value.strip():
                 return f"field '{field}' is blank (leave it empty for a missing value)"
             kind = kind_of(value, field, files)
+            if (kind == "string" and files is not None and Path(value).suffix.lower() in FILE_SUFFIXES
+                    and (self.base / value).is_file()):
+                # once `files:` lists a column, only the listed ones are read as paths: this one would reach its
+                # modality as a bare name, relative to nothing it knows, and fail far from the cause
+                listed = ", ".join(sorted(files)) or "nothing"
+                return (f"field '{field}' names a file ({value!r}) but data.dataset.files lists only {listed}: "
+                        f"add '{field}' to data.dataset.files (once set, it must list every column of file paths)")
             if kind not in ("number", "list", "file", "string"):
                 return f"field '{field}' is a {kind}; values are file paths, strings, numbers or lists"
             length = len(value) if kind == "list" else None

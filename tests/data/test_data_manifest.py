@@ -97,3 +97,17 @@ def test_missing_manifest_and_declared_file_columns(load, tmp_path):
     write_jsonl(tmp_path / "data" / "m.jsonl", [{"img": "scan"}])
     _, splits = load("manifest", tmp_path, path="data/m.jsonl", files=["img"])
     assert splits["all"].get(0)["img"] == str(tmp_path / "data" / "scan")
+
+
+def test_files_lists_every_file_column_or_the_error_names_the_one_to_add(load, tmp_path):
+    """Once ``files:`` is set, an unlisted column of image paths would be read as text; the error says what to add."""
+    write_image(tmp_path / "img" / "a.png")
+    write_image(tmp_path / "masks" / "a.png")
+    write_jsonl(tmp_path / "m.jsonl", [{"scan": "img/a.png", "mask": "masks/a.png", "note": "see a.png"}])
+    _, splits = load("manifest", tmp_path, path="m.jsonl", files=["scan"])
+    with pytest.raises(DataError, match=r"field 'mask' names a file \('masks/a.png'\) but data.dataset.files lists only scan: "
+                                        r"add 'mask' to data.dataset.files"):
+        splits["all"].get(0)
+    _, splits = load("manifest", tmp_path, path="m.jsonl", files=["scan", "mask"])
+    row = splits["all"].get(0)
+    assert row["mask"] == str(tmp_path / "masks" / "a.png") and row["note"] == "see a.png"  # text naming no file stays text

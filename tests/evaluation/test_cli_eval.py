@@ -131,6 +131,16 @@ def test_generate_label_to_image_and_image_to_label(run_dir, tmp_path):
     assert "wrote" in result.output
 
 
+def test_generate_mean_writes_its_own_file(run_dir):
+    """--mean once wrote the sampled grid's name, silently replacing it."""
+    assert invoke("generate", run_dir, "--given", "label=three", "--target", "image", "-n", "2").exit_code == 0
+    sampled = run_dir / "generated" / "label-three_to_image.png"
+    before = sampled.read_bytes()
+    result = invoke("generate", run_dir, "--given", "label=three", "--target", "image", "-n", "2", "--mean")
+    assert result.exit_code == 0 and "label-three_to_image_mean.png" in result.output
+    assert (run_dir / "generated" / "label-three_to_image_mean.png").is_file() and sampled.read_bytes() == before
+
+
 def test_generate_bad_input_is_a_one_line_error(run_dir):
     result = invoke("generate", run_dir, "--given", "label=eleven", "--target", "image")
     assert result.exit_code != 0 and result.output.startswith("error: --given label") and "Traceback" not in result.output

@@ -205,3 +205,19 @@ def test_mask_ratio_error_names_the_key_in_a_recipe(tmp_path):
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert "modalities.image" in out.stderr and "masks a part" in out.stderr
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_a_grey_image_reads_its_own_rgb_render():
+    """render() repeats a one-channel image over three channels; preprocess reads that back as the image, and an
+    RGB array through the luma PIL uses for files (compared with PIL's own conversion of the same pixels)."""
+    image = make_modality(Image, shape=(1, 8, 8), hidden=[16])
+    x = torch.rand(1, 8, 8)
+    render = image.render(x)
+    assert render.shape == (8, 8, 3)
+    torch.testing.assert_close(image.preprocess(render), x, atol=1e-6, rtol=0)
+    rgb = np.random.default_rng(0).integers(0, 256, (8, 8, 3)).astype(np.uint8)
+    expected = np.asarray(PILImage.fromarray(rgb).convert("L"), dtype=np.float32) / 255
+    got = image.preprocess(rgb.astype(np.float32) / 255)[0].numpy()
+    np.testing.assert_allclose(got, expected, atol=1 / 255 + 1e-6)  # PIL rounds to whole grey levels
+    with pytest.raises(DataError, match=r"\(H, W, 3\) for one channel"):
+        image.preprocess(np.zeros((8, 8, 2), np.float32))
