@@ -35,7 +35,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["modkit", "modkit.*"]) + plugin_pkgs,
     package_dir={"modkit": "modkit", **plugin_dirs},
-    package_data={"modkit.scaffold": ["templates/**/*"], **{name: ["*.yaml", "*.txt", "*.json", "templates/*", "templates/**/*"] for name in PLUGINS}},
+    package_data={"modkit.scaffold": ["templates/**/*"], **{name: ["*.yaml", "*.txt", "*.json", "*.safetensors", "templates/*", "templates/**/*"] for name in PLUGINS}},
     include_package_data=True,
     install_requires=[
         "torch>=2.2",

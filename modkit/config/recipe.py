@@ -183,6 +183,7 @@ class TrainSpec(Strict):
 class EvalSpec(Strict):
     samples: int = Field(8, ge=1, le=64, description="test items shown in samples.png")
     coherence: bool = True
+    judges: str | None = Field(None, description="a dataset judges file (safetensors) that scores coherence instead of the dataset's own")
 
 
 class TrackingSpec(Strict):
