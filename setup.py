@@ -56,6 +56,7 @@ setup(
         "optuna>=4.9",  # modkit sweep (heartbeat_stale_trial_callback is 4.9+)
         "safetensors>=0.4",  # run files that cannot execute code when opened
         "filelock>=3.12",  # the run-directory lock
+        "torchmetrics>=1.0",  # FID (the Fréchet distance) and SSIM in modkit eval
     ],
     extras_require={
         "tracking": ["mlflow>=2.10"],  # tracking: {mlflow: URI}; heavy, so optional

@@ -9,6 +9,20 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_judges_cache(tmp_path_factory):
+    """Judges fitted during the tests are cached in a temporary folder, never in the user's ~/.cache/modkit."""
+    import os
+
+    before = os.environ.get("MODKIT_CACHE_DIR")
+    os.environ["MODKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("modkit-cache"))
+    yield
+    if before is None:
+        os.environ.pop("MODKIT_CACHE_DIR", None)
+    else:
+        os.environ["MODKIT_CACHE_DIR"] = before
+
+
 def base_recipe() -> dict:
     """recipes/digits-poe.yaml: the default recipe's image and label alone (the core tests exercise the engine, not text models)."""
     return yaml.safe_load((ROOT / "recipes" / "digits-poe.yaml").read_text())

@@ -552,3 +552,12 @@ def load_or_fit_judges(context: Any) -> JudgeSet:
     judges.origin = origin
     judges.save(run.run_dir / JUDGES_FILE)
     return judges
+
+
+def judges_for(context: Any) -> JudgeSet:
+    """:func:`load_or_fit_judges`, once per evaluation: every metric that reads a judge (coherence, FID's
+    features) shares the one set."""
+    cached = context.__dict__.get("_judges")
+    if cached is None:
+        cached = context.__dict__["_judges"] = load_or_fit_judges(context)
+    return cached

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from modkit.evaluation.judges import JudgeSet, flatten_lead, load_or_fit_judges
+from modkit.evaluation.judges import JudgeSet, flatten_lead, judges_for
 from modkit.evaluation.likelihood import chunk_budget, output_elements, prior_of
 from modkit.evaluation.metric import (BaseMetric, Block, Decoded, EvalContext, Figure, PosteriorBatch, Progress, Table, Text,
                                       fast_balanced_accuracy, grouped)
@@ -89,7 +89,7 @@ class Coherence(BaseMetric):
         self.draws = max(1, int(getattr(context.settings, "coherence_draws", 1)))
         if context.attributes:
             with context.clock("judges"):
-                self.judges = load_or_fit_judges(context)
+                self.judges = judges_for(context)
 
     def _record(self, store: dict, batch: PosteriorBatch, target: str, s0: int, s1: int, predicted, valid) -> None:
         verdicts = self.judges.judge(self.context.model, target, flatten_lead(predicted, 2))
