@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -88,7 +89,7 @@ def main() -> None:
         commit = "unknown"
     import torch
 
-    header = {"command": " ".join(["python", *sys.argv]), "commit": commit,
+    header = {"command": shlex.join(["python", *sys.argv]), "commit": commit,
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores visible, load {os.getloadavg()}",
               "torch": torch.__version__, "threads": os.environ.get("OMP_NUM_THREADS", "auto"), "recipe": args.recipe}
