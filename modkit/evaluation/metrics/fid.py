@@ -21,7 +21,7 @@ from torch import Tensor
 
 from modkit.evaluation.metric import BaseMetric, Block, Decoded, EvalContext, PosteriorBatch, Table, Text
 
-INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"  # torch-fidelity's name for the TF-ported FID Inception weights
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's release of the TF-ported FID Inception-v3
 
 
 def inception_weights_path():
