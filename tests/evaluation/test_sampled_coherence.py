@@ -170,3 +170,35 @@ def test_eval_prints_the_ceilings(trained):
     assert "judge's ceiling" in outcome.output and "ceiling/image/label" in outcome.output
     written = json.loads((trained / "eval.json").read_text())
     assert written["coherence"]["joint_samples"] == 10
+
+
+def test_posterior_draws_are_the_posterior_and_each_subset_has_its_own_stream():
+    """Draws from a Gaussian and from a two-component mixture have the right moments and component shares, and
+    changing one subset's posterior leaves every other subset's draws unchanged."""
+    from modkit.core.distributions import UniformMixture
+    from modkit.core.gaussian import DiagGaussian
+    from modkit.evaluation.metrics.coherence import posterior_draw
+
+    S, B, D = 3, 20000, 2
+    mu = torch.tensor([0.0, 2.0, -1.0])[:, None, None].expand(S, B, D).clone()
+    logvar = torch.log(torch.tensor([1.0, 0.25, 4.0]))[:, None, None].expand(S, B, D).clone()
+    z = posterior_draw(DiagGaussian(mu, logvar), ["a", "b", "c"], 0, 0, 0)
+    assert z.mean((1, 2)).tolist() == pytest.approx([0.0, 2.0, -1.0], abs=0.05)
+    assert z.std((1, 2)).tolist() == pytest.approx([1.0, 0.5, 2.0], rel=0.03)
+    moved = mu.clone()
+    moved[0] += 10
+    again = posterior_draw(DiagGaussian(moved, logvar), ["a", "b", "c"], 0, 0, 0)
+    assert torch.equal(again[1:], z[1:]) and not torch.equal(again[0], z[0])
+
+    # a mixture over two components (M, S, B, D): at ±5, the second left out for subset 0
+    comp_mu = torch.stack([torch.full((S, B, D), 5.0), torch.full((S, B, D), -5.0)])
+    valid = torch.ones(2, S, B, dtype=torch.bool)
+    valid[1, 0] = False
+    mixture = UniformMixture(DiagGaussian(comp_mu, torch.full_like(comp_mu, -4.0)), valid)
+    z = posterior_draw(mixture, ["a", "b", "c"], 0, 0, 0)
+    assert (z[0, :, 0] > 0).float().mean().item() == 1.0
+    assert (z[1, :, 0] > 0).float().mean().item() == pytest.approx(0.5, abs=0.02)
+    valid2 = valid.clone()
+    valid2[1, 2] = False
+    other = posterior_draw(UniformMixture(DiagGaussian(comp_mu, torch.full_like(comp_mu, -4.0)), valid2), ["a", "b", "c"], 0, 0, 0)
+    assert torch.equal(other[:2], z[:2]) and (other[2, :, 0] > 0).all()

@@ -29,9 +29,11 @@ def draw_seed(*parts: Any) -> int:
 
 
 def posterior_draw(posterior: Any, labels: list[str], seed: int, batch_start: int, draw: int) -> torch.Tensor:
-    """One z ~ q(z | X_S) for every subset and item: (S, B, D). Gaussian posteriors draw each subset from its
-    own seeded stream; others (mixtures) draw all subsets at once from one seeded stream."""
+    """One z ~ q(z | X_S) for every subset and item: (S, B, D). Each subset draws from its own stream, seeded by
+    ``seed``, its name, the batch and the draw, for Gaussian posteriors and mixtures of Gaussians (MoE, MoPoE);
+    any other posterior draws all subsets at once from one seeded stream."""
     mean = posterior.mean
+    devices = [mean.device] if mean.device.type == "cuda" else []
     if hasattr(posterior, "std"):
         std = posterior.std
         z = torch.empty_like(mean)
@@ -40,10 +42,32 @@ def posterior_draw(posterior: Any, labels: list[str], seed: int, batch_start: in
             eps = torch.randn(mean.shape[1:], generator=g, device=mean.device, dtype=mean.dtype)
             z[s] = mean[s] + eps * std[s]
         return z
-    devices = [mean.device] if mean.device.type == "cuda" else []
+    rows = _mixture_rows(posterior, len(labels))
+    if rows is not None:
+        z = torch.empty_like(mean)
+        for s, label in enumerate(labels):
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(draw_seed(seed, label, batch_start, draw))
+                z[s] = rows(s).rsample()
+        return z
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(draw_seed(seed, "all", batch_start, draw))
         return posterior.rsample()
+
+
+def _mixture_rows(posterior: Any, subsets: int):
+    """``s`` → the mixture of subset ``s`` alone, for a mixture of diagonal Gaussians whose batch starts with the
+    subsets; None for anything else."""
+    from modkit.core.distributions import DiagLaplace, WeightedMixture
+    from modkit.core.gaussian import DiagGaussian
+
+    c = getattr(posterior, "components", None)
+    if not isinstance(posterior, WeightedMixture) or not isinstance(c, (DiagGaussian, DiagLaplace)):
+        return None
+    a, b = (c.mu, c.logvar) if isinstance(c, DiagGaussian) else (c.loc, c.scale)
+    if posterior.log_weights.dim() < 2 or posterior.log_weights.shape[1] != subsets or a.shape[1] != subsets:
+        return None
+    return lambda s: WeightedMixture(type(c)(a[:, s], b[:, s]), posterior.log_weights[:, s])
 
 
 def _scores(parts: dict[tuple[int, str, str], list], labels: list[str]) -> dict[str, dict[str, float | None]]:
