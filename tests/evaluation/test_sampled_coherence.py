@@ -115,6 +115,15 @@ def test_the_dataset_judges_ship_with_their_provenance_and_ceiling():
     assert (pred == y).mean() > ceiling - 0.05
 
 
+def test_the_shapes_judges_cover_what_its_parser_does_not_read():
+    """The shapes plugin reads generated images and captions itself (kind ``dataset``); its shipped file holds
+    classifier judges for the mask alone, fitted on the recipe's real training split and scored on its test split."""
+    fixed = DatasetJudges.load(REPO / "plugins" / "modkit_shapes" / "judges.safetensors")
+    assert set(fixed.reducers) == {"mask"} and fixed.provenance["train_rows"] == 3200 and fixed.provenance["test_rows"] == 800
+    assert ("mask", "label") in fixed.classifiers and fixed.identity["dataset"]["type"] == "shapes"
+    assert all(0.0 <= v["balanced_accuracy"] <= 1.0 for v in fixed.scores.values())
+
+
 def test_every_run_on_the_dataset_uses_the_same_judges(trained, tmp_path):
     """Judges come from the dataset plugin's file, not from the run; the run records which."""
     run = load_run(trained, torch.device("cpu"))
