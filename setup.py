@@ -35,7 +35,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["modkit", "modkit.*"]) + plugin_pkgs,
     package_dir={"modkit": "modkit", **plugin_dirs},
-    package_data={"modkit.scaffold": ["templates/**/*"], **{name: ["*.yaml", "*.txt", "*.json", "templates/*", "templates/**/*"] for name in PLUGINS}},
+    package_data={"modkit.scaffold": ["templates/**/*"], **{name: ["*.yaml", "*.txt", "*.json", "*.safetensors", "templates/*", "templates/**/*"] for name in PLUGINS}},
     include_package_data=True,
     install_requires=[
         "torch>=2.2",
@@ -57,6 +57,7 @@ setup(
         "safetensors>=0.4",  # run files that cannot execute code when opened
         "filelock>=3.12",  # the run-directory lock
         "zuko>=1.1",  # the maf and iaf latent samplers' normalizing flows (plugins/modkit_samplers)
+        "torchmetrics>=1.0",  # FID (the Fréchet distance) and SSIM in modkit eval
     ],
     extras_require={
         "tracking": ["mlflow>=2.10"],  # tracking: {mlflow: URI}; heavy, so optional

@@ -11,6 +11,20 @@ import yaml
 from tiny_recipes import tiny_recipe_dict
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_judges_cache(tmp_path_factory):
+    """Judges fitted during the tests are cached in a temporary folder, never in the user's ~/.cache/modkit."""
+    import os
+
+    before = os.environ.get("MODKIT_CACHE_DIR")
+    os.environ["MODKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("modkit-cache"))
+    yield
+    if before is None:
+        os.environ.pop("MODKIT_CACHE_DIR", None)
+    else:
+        os.environ["MODKIT_CACHE_DIR"] = before
+
+
 @pytest.fixture
 def tiny_recipe(tmp_path: Path) -> Path:
     """The image + label digits recipe shrunk to seconds: small nets, 2 epochs."""

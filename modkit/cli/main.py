@@ -68,9 +68,10 @@ def train(recipe: Path | None, overrides: tuple[str, ...], device: str | None, o
             click.echo(f"error (rank {rank}): {exc}", err=True)
         sys.exit(exc.exit_code)
     if trained.main:
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in trained.summary.items() if isinstance(v, float))
-        click.echo(f"done: {shown}")
-        click.echo(f"wrote {trained.run_dir / rundir.SUMMARY}")
+        summary = trained.summary
+        shown = [f"{summary['train_seconds']:.0f} s"] if isinstance(summary.get("train_seconds"), (int, float)) else []
+        shown += [f"{k} {summary[k]:.4g}" for k in ("test/elbo",) if isinstance(summary.get(k), (int, float))]
+        click.echo(f"done: {', '.join(shown) or 'trained'}; every number in {trained.run_dir / rundir.SUMMARY}")
 
 
 @main.command("plugins")

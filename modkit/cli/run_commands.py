@@ -32,7 +32,12 @@ def eval_options(fn):
         click.option("--max-items", type=click.IntRange(1), default=None, help="Cap test items for everything else."),
         click.option("--joint-samples", type=click.IntRange(1), default=1000, show_default=True, help="Prior samples for joint coherence."),
         click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True),
-        click.option("--retrain-judges", is_flag=True, help="Retrain the coherence classifiers even if judges.safetensors exists."),
+        click.option("--coherence-draws", type=click.IntRange(1), default=1, show_default=True,
+                     help="Latents z ~ q(z | X_S) per test item and subset for the sampled cross-modal coherence."),
+        click.option("--judges", type=click.Path(dir_okay=False), default=None,
+                     help="A dataset judges file (safetensors) to score coherence with, instead of the dataset's own."),
+        click.option("--retrain-judges", is_flag=True, help="Fit the coherence classifiers on this run's training split instead of "
+                                                            "using the dataset's fixed judges."),
         click.option("--seed", type=int, default=0, show_default=True),
     ]
     for option in reversed(options):
@@ -88,7 +93,10 @@ def eval_command(run: Path, device: str | None, **kwargs) -> None:
     summary = result["summary"]
     for key, value in summary.items():
         attribute = key.rsplit("/", 1)[-1]
-        beside = f"   (chance {summary[f'chance/{attribute}']:.3g})" if key.startswith("coherence/") and f"chance/{attribute}" in summary else ""
+        beside = f"   (chance {summary[f'chance/{attribute}']:.3g})" if key.startswith("coherence") and f"chance/{attribute}" in summary else ""
+        target = key.split("->", 1)[1].split("/", 1)[0] if key.startswith("coherence") and "->" in key else None
+        if target is not None and f"ceiling/{target}/{attribute}" in summary:
+            beside += f"   (judge's ceiling {summary[f'ceiling/{target}/{attribute}']:.3g})"
         click.echo(f"  {key:<48} {value:.4g}{beside}")
     for key, reason in result.get("not_applicable", {}).items():
         click.echo(f"  {key:<48} {reason}")

@@ -186,6 +186,7 @@ class EvalSpec(Strict):
     latent_sampler: Component | None = Field(
         None, description="a latent sampler (gmm, maf, iaf, with its options) fitted to the training set when training ends, "
         "stored as samplers/NAME.safetensors for modkit sample --sampler NAME (docs/samplers.md)")
+    judges: str | None = Field(None, description="a dataset judges file (safetensors) that scores coherence instead of the dataset's own")
 
 
 class TrackingSpec(Strict):

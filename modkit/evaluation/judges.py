@@ -12,6 +12,15 @@ Three kinds, tried in this order for a (modality, attribute) pair:
   ``judges.safetensors`` (no pickle: opening a shared run never runs code), and rebuilt as
   :class:`LinearReducer`/:class:`LinearClassifier`, which predict exactly as the fitted estimators do.
   Its balanced accuracy on real test data is the ceiling any coherence measured with it can reach.
+
+Classifier judges are fixed per dataset, so that every run on it is scored by the same classifier (as the
+papers score every model with one pretrained classifier per dataset). They are found, first that exists:
+a judges file the user names (``EvalSettings.judges``, ``--judges``), the file a dataset plugin ships in its
+package (``judges.safetensors`` beside its module, made by ``benchmarks/make_dataset_judges.py``), the
+user's cache keyed by the dataset's identity (its recipe entry and split); otherwise they are fitted once on
+the dataset's real training data and cached there. Such a *dataset judges* file keys its classifiers by
+dataset field, not by a run's modality names, and records for each field the modality kind and feature
+width it was trained on: a run whose modality reads the field differently gets judges fitted for it instead.
 """
 from __future__ import annotations
 
@@ -35,6 +44,8 @@ from modkit.core.modality import Data
 JUDGES_FILE = "judges.safetensors"
 LEGACY_JUDGES_FILE = "judges.pkl"  # format 2, a pickle: never opened
 JUDGES_FORMAT = 3
+DATASET_JUDGES_KIND = "dataset-judges"  # a judges file keyed by dataset field, shared by every run on the dataset
+DATASET_JUDGES_FORMAT = 1
 
 
 def is_class_ids(x: Any) -> bool:
@@ -207,6 +218,7 @@ class JudgeSet:
     reducers: dict[str, Any] = field(default_factory=dict)  # modality → its fitted feature reducer
     scores: dict[str, dict[str, float | None]] = field(default_factory=dict)  # "modality/attribute" → accuracy on real test data
     source: DatasetSource | None = None
+    origin: dict[str, Any] = field(default_factory=dict)  # where the classifier judges came from (eval.json's judge_source)
 
     def pairs(self, modality: str) -> list[str]:
         return [a for (m, a) in self.kinds if m == modality]
@@ -301,9 +313,11 @@ def plan_judges(model: MultimodalVAE, view: ModalityView, attributes: list[str],
 
 
 def fit_classifiers(model: MultimodalVAE, judges: JudgeSet, train: ModalityView, train_attrs: dict[str, np.ndarray],
-                    test: ModalityView, test_attrs: dict[str, np.ndarray], batch_size: int, max_rows: int, seed: int = 0) -> None:
-    """Train each ``classifier`` judge on real training data; score every judge on real test data."""
-    wanted = [(m, a) for (m, a), k in judges.kinds.items() if k == "classifier"]
+                    test: ModalityView, test_attrs: dict[str, np.ndarray], batch_size: int, max_rows: int, seed: int = 0,
+                    only: Sequence[tuple[str, str]] | None = None) -> None:
+    """Train each ``classifier`` judge (those of ``only``, when given) on real training data; score every judge
+    not already scored on its own held-out data on real test data."""
+    wanted = [(m, a) for (m, a), k in judges.kinds.items() if k == "classifier" and (only is None or (m, a) in only)]
     if wanted:
         rng = np.random.default_rng(seed)
         positions = np.sort(rng.permutation(len(train))[:max_rows])
@@ -343,9 +357,12 @@ def fit_classifiers(model: MultimodalVAE, judges: JudgeSet, train: ModalityView,
             continue
         present = np.concatenate(masks)
         for a, chunks in preds.items():
+            if judges.scores.get(f"{m}/{a}", {}).get("scored_on"):
+                continue  # a fixed judge: its ceiling was measured once, on the data it was not trained on
             y = test_attrs[a][np.concatenate(seen)]
             keep = present & (y >= 0)
-            judges.scores[f"{m}/{a}"] = {"kind": judges.kinds[(m, a)], "balanced_accuracy": balanced_accuracy(y[keep], np.concatenate(chunks)[keep])}
+            judges.scores[f"{m}/{a}"] = {"kind": judges.kinds[(m, a)], "balanced_accuracy": balanced_accuracy(y[keep], np.concatenate(chunks)[keep]),
+                                         "items": int(keep.sum()), "scored_on": "this run's test split"}
 
 
 @torch.no_grad()
@@ -364,3 +381,183 @@ def _collect_features(model: MultimodalVAE, view: ModalityView, positions: np.nd
             feats[m].append(model.modalities[m].judge_features(on_device.data[m]).float().cpu().numpy())
             present[m].append(batch.present[:, model.names.index(m)].numpy())
     return {m: (np.concatenate(feats[m]), np.concatenate(present[m])) for m in names}, np.concatenate(kept)
+
+
+# -- judges fixed per dataset ------------------------------------------------------------------------
+@dataclass
+class DatasetJudges:
+    """Classifier judges of one dataset, keyed by dataset field: what every run on the dataset is scored with."""
+
+    attributes: list[str]
+    classifiers: dict[tuple[str, str], LinearClassifier]  # (field, attribute) → classifier
+    reducers: dict[str, LinearReducer]  # field → feature reducer
+    features: dict[str, dict[str, Any]]  # field → {"modality": the modality kind, "dim": feature width}
+    scores: dict[str, dict[str, Any]]  # "field/attribute" → {"balanced_accuracy", "items"} on the judge's held-out real data
+    identity: dict[str, Any] = field(default_factory=dict)  # the dataset (recipe entry) and split it was trained on
+    provenance: dict[str, Any] = field(default_factory=dict)  # command, commit, date, machine, library versions
+
+    def save(self, path) -> None:
+        payload = {"attributes": self.attributes, "classifiers": {k: vars(c) for k, c in self.classifiers.items()},
+                   "reducers": {k: vars(r) for k, r in self.reducers.items()}, "features": self.features,
+                   "scores": self.scores, "identity": self.identity, "provenance": self.provenance}
+        from pathlib import Path
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        rundir.atomic_write_bytes(Path(path), state_file.to_bytes(payload, DATASET_JUDGES_KIND, DATASET_JUDGES_FORMAT))
+
+    @classmethod
+    def load(cls, path) -> "DatasetJudges":
+        """The judges in ``path`` (numbers only: nothing executes); anything else is a ModkitError naming it."""
+        try:
+            p = state_file.read(path, DATASET_JUDGES_KIND, DATASET_JUDGES_FORMAT)
+            return cls(list(p["attributes"]), {tuple(k): LinearClassifier(**v) for k, v in p["classifiers"].items()},
+                       {k: LinearReducer(**v) for k, v in p["reducers"].items()}, p["features"], p["scores"],
+                       p.get("identity", {}), p.get("provenance", {}))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ModkitError(f"{path} is not a modkit dataset judges file ({exc})") from None
+
+
+def modality_kind(modality: Any) -> str:
+    return f"{type(modality).__module__.split('.')[0]}.{type(modality).__name__}"
+
+
+def dataset_identity(run: Any) -> dict[str, Any]:
+    """What makes two runs' real data the same for a judge: the dataset's recipe entry and the split."""
+    data = run.recipe.data
+    return {"dataset": data.dataset.model_dump(mode="json"), "test_fraction": data.test_fraction, "split_seed": data.split_seed}
+
+
+def cache_dir() -> "Path":
+    import os
+    from pathlib import Path
+
+    return Path(os.environ.get("MODKIT_CACHE_DIR") or Path.home() / ".cache" / "modkit") / "judges"
+
+
+def cached_judges_path(identity: dict[str, Any]) -> "Path":
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / f"{identity['dataset'].get('type', 'dataset')}-{digest}.safetensors"
+
+
+def shipped_judges_path(source: DatasetSource | None) -> "Path | None":
+    """``judges.safetensors`` beside the dataset plugin's module, when it ships one."""
+    import inspect
+    from pathlib import Path
+
+    if source is None:
+        return None
+    try:
+        path = Path(inspect.getfile(type(source))).parent / JUDGES_FILE
+    except (TypeError, OSError):
+        return None
+    return path if path.is_file() else None
+
+
+def to_dataset_judges(judges: JudgeSet, model: MultimodalVAE, dims: dict[str, int], identity: dict[str, Any],
+                      provenance: dict[str, Any] | None = None) -> DatasetJudges:
+    """A run's fitted classifier judges re-keyed by dataset field (what :func:`adopt` reads back)."""
+    out = DatasetJudges(list(judges.attributes), {}, {}, {}, {}, identity, provenance or {})
+    for (m, a), clf in judges.classifiers.items():
+        f = judges.fields[m]
+        out.classifiers[(f, a)] = clf
+        out.reducers[f] = judges.reducers[m]
+        out.features[f] = {"modality": modality_kind(model.modalities[m]), "dim": int(dims[m])}
+        if f"{m}/{a}" in judges.scores:
+            out.scores[f"{f}/{a}"] = dict(judges.scores[f"{m}/{a}"])
+    return out
+
+
+def adopt(judges: JudgeSet, fixed: DatasetJudges, model: MultimodalVAE, dims: dict[str, int]) -> list[tuple[str, str]]:
+    """Take every classifier judge of ``judges`` from ``fixed`` where it has the pair's field and attribute and was
+    trained on features of the same modality kind and width; returns the pairs it could not take."""
+    missing = []
+    for (m, a), kind in judges.kinds.items():
+        if kind != "classifier":
+            continue
+        f = judges.fields[m]
+        spec = fixed.features.get(f, {})
+        if (f, a) in fixed.classifiers and spec.get("modality") == modality_kind(model.modalities[m]) and spec.get("dim") == dims.get(m):
+            judges.classifiers[(m, a)] = fixed.classifiers[(f, a)]
+            judges.reducers[m] = fixed.reducers[f]
+            score = fixed.scores.get(f"{f}/{a}", {})
+            judges.scores[f"{m}/{a}"] = {"kind": "classifier", "balanced_accuracy": score.get("balanced_accuracy"),
+                                         "items": score.get("items"), "scored_on": "the judge's own held-out real data"}
+        else:
+            missing.append((m, a))
+    return missing
+
+
+def feature_dims(model: MultimodalVAE, view: ModalityView, judges: JudgeSet) -> dict[str, int]:
+    """Each classifier-judged modality's feature width, read off a few real rows."""
+    names = {m for (m, _), k in judges.kinds.items() if k == "classifier"}
+    if not names or len(view) == 0:
+        return {}
+    probe = view.__getitems__(list(range(min(2, len(view))))).to(model.device)
+    return {m: int(model.modalities[m].judge_features(probe.data[m]).reshape(len(probe), -1).shape[1]) for m in names}
+
+
+def load_or_fit_judges(context: Any) -> JudgeSet:
+    """The judges an evaluation scores coherence with (see the module's docstring for where classifier judges come
+    from); ``settings.retrain_judges`` fits them on this run's training split instead. The judges used are written
+    to the run directory (``judges.safetensors``) as a record; eval.json's ``judge_source`` says where they came from."""
+    from pathlib import Path
+
+    run, test, train, settings = context.run, context.test, context.train, context.settings
+    model, source = run.model, run.dataset_source()
+    judges = plan_judges(model, train, context.attributes, source)
+    dims = feature_dims(model, train, judges)
+    wanted = [(m, a) for (m, a), k in judges.kinds.items() if k == "classifier"]
+    identity = dataset_identity(run)
+    missing, origin = list(wanted), {"classifiers": "none needed"}
+    if wanted and not settings.retrain_judges:
+        named = getattr(settings, "judges", None) or getattr(getattr(run.recipe, "eval", None), "judges", None)
+        if named:
+            path = Path(named).expanduser()
+            if not path.is_file():
+                raise ModkitError(f"--judges: {path} does not exist")
+            candidates = [("named", path)]
+        else:
+            candidates = [("dataset plugin", shipped_judges_path(source)), ("cache", cached_judges_path(identity))]
+        for where, path in candidates:
+            if path is None or not path.is_file():
+                continue
+            fixed = DatasetJudges.load(path)
+            missing = adopt(judges, fixed, model, dims)
+            origin = {"classifiers": where, "file": str(path), "trained_on": fixed.identity, "provenance": fixed.provenance}
+            break
+        if named and missing:
+            context.echo(f"warning: {named} has no judge for {', '.join(f'{m}/{a}' for m, a in missing)}; fitting those on this run's data")
+    fitted_here = bool(missing)
+    if missing:
+        rows = min(len(train), settings.judge_rows)
+        context.echo(f"fitting coherence judges ({', '.join(f'{m}/{a}' for m, a in missing)}) on {rows} real training rows …")
+        train_attrs = attribute_values(train.records, context.attributes, train.rows.numpy())
+        fit_classifiers(model, judges, train, train_attrs, test, context.test_attributes, settings.batch_size,
+                        settings.judge_rows, settings.seed, only=missing)
+        if origin.get("classifiers") == "none needed" or len(missing) == len(wanted):
+            origin = {"classifiers": "fitted on this run's training split" if settings.retrain_judges else "fitted now, cached"}
+    else:
+        fit_classifiers(model, judges, train, {}, test, context.test_attributes, settings.batch_size, settings.judge_rows,
+                        settings.seed, only=[])
+    if fitted_here and not settings.retrain_judges and not getattr(settings, "judges", None) and len(missing) == len(wanted):
+        try:  # the first evaluation on this dataset and split fixes the judges for every later one
+            path = cached_judges_path(identity)
+            to_dataset_judges(judges, model, dims, identity, {"fitted_by": "modkit eval", "run": str(run.run_dir)}).save(path)
+            origin["file"] = str(path)
+        except OSError as exc:
+            context.echo(f"warning: could not cache the judges ({exc})")
+    judges.origin = origin
+    judges.save(run.run_dir / JUDGES_FILE)
+    return judges
+
+
+def judges_for(context: Any) -> JudgeSet:
+    """:func:`load_or_fit_judges`, once per evaluation: every metric that reads a judge (coherence, FID's
+    features) shares the one set."""
+    cached = context.__dict__.get("_judges")
+    if cached is None:
+        cached = context.__dict__["_judges"] = load_or_fit_judges(context)
+    return cached

@@ -53,6 +53,8 @@ class EvalSettings:
     denominator: str = "prior"  # or "posterior"
     iw_items: int | None = 32  # cap test items for the (costly) likelihoods (None: every test item)
     joint_samples: int = 1000  # prior samples for joint coherence
+    coherence_draws: int = 1  # z ~ q(z | X_S) per test item and subset for the sampled cross-modal coherence
+    judges: str | None = None  # a judges file (safetensors, modkit's judges format) to score coherence with instead of the dataset's
     max_items: int | None = None  # cap test items for everything else
     judge_rows: int = 5000  # training rows for the coherence classifiers
     probe_rows: int = 5000  # training rows for the linear probes
@@ -150,6 +152,7 @@ class PosteriorBatch:
     single_mean: Tensor | None = None  # (N, B, D) unimodal posterior means (when some metric needs "singles")
     single_std: Tensor | None = None  # (N, B, D) their standard deviations
     attributes: dict[str, np.ndarray] = field(default_factory=dict)  # per attribute, the batch items' classes (aligned batches)
+    posterior: Any = None  # the fusion's posterior of every evaluated subset (batch shape (S, B)): what sampled metrics draw from
 
 
 # -- what a metric shows in report.md (drawn by modkit.reporting.report) -------------------------

@@ -36,7 +36,8 @@ def posterior_pass(context: EvalContext, metrics: Sequence[Metric], chunk_elemen
         mean = post.mean
         step = PosteriorBatch(positions=positions, aligned=aligned, batch=batch, mean=mean,
                               usable=(masks.unsqueeze(1) <= batch.present.unsqueeze(0)).all(-1),  # (S, B)
-                              attributes={a: v[positions] for a, v in context.test_attributes.items()} if aligned else {})
+                              attributes={a: v[positions] for a, v in context.test_attributes.items()} if aligned else {},
+                              posterior=post)
         if want_singles:
             # unimodal Gaussians: the fusion's single-modality posteriors when Gaussian, else the raw experts
             # (a mixture posterior, as in MoE, has no single mean and scale)

@@ -5,7 +5,11 @@ Each metric is a :class:`~modkit.evaluation.metric.Metric`, one module per famil
 ``registry.add_metric``. ``--metrics`` picks metrics by name or group; by default every one runs:
 
 * ``likelihood``: importance-sampled log p(x_i), log p(x_i, x_j), log p(x_i | x_j) (MVAE §5);
-* ``coherence``: cross-modal from every subset to every target, and joint from prior samples;
+* ``coherence``: cross-modal from every subset to every target (sampled z ~ q(z | X_S), and from the posterior
+  mean as ``coherence_mean``), and joint from prior samples, judged by classifiers fixed per dataset;
+* ``fid``: Fréchet distance of generated to real images, per given subset and from the prior;
+* ``clustering``: k-means of the embeddings against the classes (adjusted Rand, NMI);
+* ``ssim``: structural similarity of reconstructed images;
 * ``probe``: linear-probe balanced accuracy on posterior means of every subset;
 * ``relatedness``: W2 between unimodal posteriors, paired vs unpaired, class × class (MEME §4.2);
 * ``reconstruction``: −log p(x_t | z̄) and MSE from every subset's posterior mean;
@@ -130,7 +134,9 @@ def estimate(model, test, iw, masks: Tensor, groups: set[str], settings: EvalSet
     names = model.names
     per_row = _decode_seconds(model, test)
     every = sum(per_row.values())
-    stages = {"posterior pass": len(masks) * len(test) * every if groups & {"coherence", "reconstruction", "task"} else 0.0}
+    passes = (1 if groups & {"coherence", "reconstruction", "task"} else 0) + (settings.coherence_draws if "coherence" in groups else 0)
+    passes += 1 if "fid" in groups else 0  # one sampled draw per subset for the generated images
+    stages = {"posterior pass": len(masks) * len(test) * every * passes}
     if "coherence" in groups:
         stages["joint coherence"] = settings.joint_samples * every
     todo = quantities(names, settings.likelihoods) if "likelihood" in groups else []

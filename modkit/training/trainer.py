@@ -166,7 +166,9 @@ class Trainer:
             raise TypeError("Trainer needs a built Setup; build trainers through modkit.runs.lifecycle.make_trainer")
         self.setup: Setup = setup
         self.model = self.setup.model.to(device)
-        apply_threads(recipe.train.threads, device, self.model, recipe.data.batch_size // dist.world)
+        threads = apply_threads(recipe.train.threads, device, self.model, recipe.data.batch_size // dist.world)
+        if device.type == "cpu":  # once: the count every epoch's time depends on
+            self.echo(f"threads: {threads} intra-op CPU thread(s) (train.threads: {recipe.train.threads})")
         self.accel = accelerate(self.model, device, recipe.train.amp, recipe.train.compile)
         if dist.rank:
             torch.manual_seed(rank_seed(recipe.seed, dist.rank))
@@ -482,7 +484,19 @@ class Trainer:
         shown = "  ".join(f"{k.removeprefix('train/')} {v:.4g}" for k, v in row.items() if k.startswith("train/"))
         extra = f"  skipped {skipped} non-finite step(s)" if skipped else ""
         extra += f"  skipped {row['skipped_samples']} bad samples" if "skipped_samples" in row else ""
+        if not getattr(self, "_legend_shown", False):
+            self._legend_shown = True
+            self.echo(self.legend())
         self.echo(f"epoch {row['epoch']}/{self.recipe.train.epochs}  {shown}  β {beta:.3g}  {seconds:.1f}s{extra}")
+
+    def legend(self) -> str:
+        """What the epoch line's numbers are: its loss is the training objective, not the test ELBO."""
+        sampler = self.recipe.model.sampler.type if self.model.fusion.uses_sampler else None
+        what = (f"summed over the subsets the '{sampler}' sampler draws each step" if sampler
+                else f"the '{self.recipe.model.fusion.type}' fusion's objective")
+        return (f"(epoch lines: per training item, loss = the training objective, {what}, with the KL weighted by β; "
+                "rec/<modality> and kl are its terms, summed the same way. It is not test/elbo (the ELBO of all "
+                "modalities together, in summary.json) and is not comparable with it.)")
 
     # -- faults ------------------------------------------------------------------------------
     def diverged(self, why: str) -> None:

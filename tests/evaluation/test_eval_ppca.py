@@ -65,7 +65,8 @@ def test_evaluate_run_on_ppca(tmp_path):
 
     # the class is the sign of the dominant latent: every route to it should find it
     assert result["judges"]["a/cls"]["kind"] == "classifier" and result["judges"]["a/cls"]["balanced_accuracy"] > 0.9
-    assert result["coherence"]["cross"]["b->a"]["cls"] > 0.85
+    assert result["coherence_mean"]["cross"]["b->a"]["cls"] > 0.85  # decoded from the posterior mean
+    assert result["coherence"]["cross"]["b->a"]["cls"] > 0.75  # from z ~ q(z | b): the posterior's spread blurs the sign
     assert result["coherence"]["joint"]["cls"] > 0.85
     assert result["probe"]["a"]["cls"] > 0.9
     rel = result["relatedness"]["a~b"]

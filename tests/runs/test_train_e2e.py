@@ -24,7 +24,8 @@ def run_cli(args, cwd):
 def test_train_writes_run_directory_and_resume_continues_exactly(tiny_recipe, tmp_path):
     run = tmp_path / "run"
     out = run_cli(["train", str(tiny_recipe), "--out", str(run)], cwd=tmp_path).stdout
-    assert "epoch 2/2" in out and "balanced_accuracy/image->label" in out
+    assert "epoch 2/2" in out and "summary.json" in out.splitlines()[-1]
+    assert "balanced_accuracy/image->label" in (run / "summary.json").read_text()
     for name in ["recipe.yaml", "metrics.jsonl", "metrics.csv", "checkpoint.safetensors", "samples.png", "samples.md", "summary.json"]:
         assert (run / name).is_file(), name
     text = (run / "samples.md").read_text()  # the label renders as text: its class names, per source column
