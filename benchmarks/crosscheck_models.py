@@ -1,0 +1,215 @@
+"""modkit's JMVAE and MVTCAE objectives against MultiVae 1.0.3's, on the same networks, weights, batch and noise.
+
+    python benchmarks/crosscheck_models.py          # writes benchmarks/results/crosscheck-models.json and .md
+
+MultiVae's own model classes compute the peer's objective: they are imported from the MultiVae venv
+(``benchmarks/.venv-multivae``, created by ``benchmarks/run.py``; its site-packages is appended to this
+python's path, and it uses the same torch through a ``.pth`` file). Their encoders, decoders and joint encoder
+are thin wrappers around the very modules of the modkit model (so weights are shared, not copied), and the
+label is handed to MultiVae as a one-hot vector, scored by MultiVae's own categorical likelihood; images are
+binarised (MultiVae's Bernoulli checks its support). Both draw their one reparameterised sample with
+``torch.randn``-equivalent calls of the same shape after the same seed, so the noise is shared exactly and the
+loss and every parameter's gradient must agree to float32 rounding. The label's λ is MultiVae's rescale factor.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from run import PEER_VENV, PEER_VERSION, commit, cpu_name, peer_python  # noqa: E402
+
+SMALL = ["modalities.image.hidden=[64]", "modalities.label.hidden=[64]", "model.latent_dim=8"]
+BATCH = 32
+SEEDS = (0, 1, 2)
+#: float32 rounding over a few hundred terms: the gradients' largest difference relative to their largest entry
+RTOL = 1e-4
+
+
+def peer_site() -> Path:
+    import subprocess
+
+    python, why = peer_python(create=False)
+    if python is None:
+        raise SystemExit(f"{why}; create it with: python -c \"import sys; sys.path.insert(0, 'benchmarks'); "
+                         "import run; run.peer_python(create=True)\"")
+    out = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                         check=True, capture_output=True, text=True)
+    return Path(out.stdout.strip())
+
+
+def modkit_model(fusion: str, overrides: list[str]):
+    from modkit.config.recipe import load_recipe
+    from modkit.data.dataset import EpochBatchSampler, make_loader
+    from modkit.plugins.loader import load_plugins
+    from modkit.training.builder import build
+
+    recipe, _ = load_recipe(ROOT / "recipes" / f"digits-{fusion}.yaml", [*SMALL, *overrides])
+    torch.manual_seed(0)
+    setup = build(recipe, load_plugins())
+    batch = next(iter(make_loader(setup.train, EpochBatchSampler(len(setup.train), BATCH, seed=0))))
+    batch.data["image"] = (batch.data["image"] > 0.5).float()  # binary pixels: MultiVae's Bernoulli validates its support
+    return setup.model, batch
+
+
+def peer_model(kind: str, model, options: dict):
+    """MultiVae's model of ``kind`` around the modkit model's own modules."""
+    from multivae.models.base import BaseDecoder, BaseEncoder, ModelOutput
+    from multivae.models.nn.base_architectures import BaseJointEncoder
+
+    names = model.names
+
+    class Encoder(BaseEncoder):
+        def __init__(self, name):
+            super().__init__()
+            self.modality = model.modalities[name]
+            self.label = name == "label"
+
+        def forward(self, x):
+            mu, logvar = self.modality.encode(x.argmax(-1) if self.label else x)
+            return ModelOutput(embedding=mu, log_covariance=logvar)
+
+    class Decoder(BaseDecoder):
+        def __init__(self, name):
+            super().__init__()
+            self.modality = model.modalities[name]
+
+        def forward(self, z):
+            return ModelOutput(reconstruction=self.modality.decode(z))
+
+    class Joint(BaseJointEncoder):
+        def __init__(self):
+            super().__init__()
+            self.joint = model.fusion.joint
+
+        def forward(self, x):
+            feats = [model.modalities[n].features(x[n].argmax(-1) if n == "label" else x[n]) for n in names]
+            mu, logvar = self.joint(feats, torch.ones(1, len(names), dtype=torch.bool))
+            return ModelOutput(embedding=mu, log_covariance=logvar)
+
+    common = dict(n_modalities=len(names), latent_dim=model.latent_dim,
+                  input_dims={"image": (1, 8, 8), "label": (10,)},
+                  decoders_dist={"image": "bernoulli", "label": "categorical"})
+    encoders = {n: Encoder(n) for n in names}
+    decoders = {n: Decoder(n) for n in names}
+    if kind == "jmvae":
+        from multivae.models import JMVAE, JMVAEConfig
+
+        peer = JMVAE(JMVAEConfig(**common, **options), encoders, decoders, joint_encoder=Joint())
+    elif kind == "mvtcae":
+        from multivae.models import MVTCAE, MVTCAEConfig
+
+        peer = MVTCAE(MVTCAEConfig(**common, **options), encoders, decoders)
+    else:
+        raise ValueError(kind)
+    peer.rescale_factors = {n: float(model.modalities[n].weight) for n in names}
+    return peer
+
+
+def peer_inputs(batch, names, masked: bool):
+    from multivae.data.datasets.base import IncompleteDataset, MultimodalBaseDataset
+
+    data = {n: F.one_hot(batch.data[n], 10).float() if n == "label" else batch.data[n] for n in names}
+    if masked:
+        return IncompleteDataset(data, {n: batch.present[:, i].clone() for i, n in enumerate(names)})
+    return MultimodalBaseDataset(data)
+
+
+def grads(model, loss) -> dict[str, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None}
+
+
+def compare(label: str, model, batch, peer, inputs, modkit_beta: float, peer_kwargs: dict) -> dict:
+    from modkit.core.fusion import SubsetPlan
+    from modkit.core.subsets import all_subsets
+
+    plan = SubsetPlan.from_mask(all_subsets(len(model.names)))
+    rows = []
+    for seed in SEEDS:
+        torch.manual_seed(seed)
+        ours = model(batch, plan, modkit_beta).loss
+        g_ours = grads(model, ours)
+        torch.manual_seed(seed)
+        theirs = peer(inputs, **peer_kwargs).loss
+        g_theirs = grads(model, theirs)
+        keys = sorted(set(g_ours) | set(g_theirs))
+        worst, worst_key, finite = 0.0, None, True
+        for k in keys:
+            a, b = g_ours.get(k), g_theirs.get(k)
+            if a is None or b is None:
+                worst, worst_key = float("inf"), k
+                continue
+            finite &= bool(torch.isfinite(b).all())
+            scale = max(a.abs().max().item(), b.abs().max().item(), 1e-12)
+            diff = (a - b).abs().max().item() / scale
+            if diff > worst:
+                worst, worst_key = diff, k
+        rows.append({"seed": seed, "modkit_loss": ours.item(), "multivae_loss": theirs.item(),
+                     "loss_rel_diff": abs(ours.item() - theirs.item()) / max(abs(theirs.item()), 1e-12),
+                     "grad_max_rel_diff": worst, "worst_param": worst_key, "parameters": len(keys), "peer_grads_finite": finite})
+    match = all(r["loss_rel_diff"] < RTOL and r["grad_max_rel_diff"] < RTOL for r in rows)
+    return {"case": label, "match": match, "draws": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args(argv)
+    sys.path.append(str(peer_site()))  # after modkit's own packages: MultiVae and its pythae come from its venv
+    import multivae
+
+    torch.set_num_threads(1)
+    cases = []
+    for alpha, (beta, epoch, warmup) in [(0.1, (1.0, 10, 10)), (0.5, (0.3, 3, 10))]:
+        model, batch = modkit_model("jmvae", [f"model.fusion.alpha={alpha}"])
+        model.train()
+        peer = peer_model("jmvae", model, {"alpha": alpha, "warmup": warmup, "beta": 1.0})
+        cases.append(compare(f"jmvae α={alpha}, β (annealing) = {beta}, all present", model, batch, peer,
+                             peer_inputs(batch, model.names, False), beta, {"epoch": epoch}))
+    for alpha, beta in [(0.1, 2.5), (0.6, 1.0)]:
+        model, batch = modkit_model("mvtcae", [f"model.fusion.alpha={alpha}"])
+        model.train()
+        peer = peer_model("mvtcae", model, {"alpha": alpha, "beta": beta})
+        cases.append(compare(f"mvtcae α={alpha}, β={beta}, all present", model, batch, peer,
+                             peer_inputs(batch, model.names, False), beta, {}))
+    model, batch = modkit_model("mvtcae", ["data.paired_fraction=0.3"])
+    model.train()
+    assert not bool(batch.present.all()), "the partial batch has every modality"
+    peer = peer_model("mvtcae", model, {"alpha": 0.1, "beta": 2.5})
+    cases.append(compare("mvtcae α=0.1, β=2.5, modalities missing (MultiVae IncompleteDataset)", model, batch, peer,
+                         peer_inputs(batch, model.names, True), 2.5, {}))
+
+    result = {"commit": commit(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "machine": f"{cpu_name()} ({platform.machine()}), torch {torch.__version__}",
+              "command": "python benchmarks/crosscheck_models.py", "multivae": f"{multivae.__name__} {PEER_VERSION} from {PEER_VENV.name}",
+              "rtol": RTOL, "batch": BATCH, "cases": cases}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "crosscheck-models.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = ["# modkit against MultiVae 1.0.3: objectives and gradients on shared networks, weights, batch and noise", "",
+             f"Generated by `{result['command']}` at commit {result['commit']}, {result['date']}, on {result['machine']}.",
+             f"Batch of {BATCH} digits (binarised image + label), latent 8; each row one seed (the shared noise); "
+             f"a case matches when the loss and every parameter's gradient agree within {RTOL:g} relative.", "",
+             "| case | match | seed | modkit loss | MultiVae loss | loss rel. diff | max grad rel. diff (param) |",
+             "|---|---|---|---|---|---|---|"]
+    for case in cases:
+        for r in case["draws"]:
+            lines.append(f"| {case['case']} | {'yes' if case['match'] else '**no**'} | {r['seed']} | {r['modkit_loss']:.6f} | "
+                         f"{r['multivae_loss']:.6f} | {r['loss_rel_diff']:.1e} | {r['grad_max_rel_diff']:.1e} ({r['worst_param']}) |")
+    (args.out / "crosscheck-models.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0 if all(c["match"] for c in cases) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
