@@ -1,4 +1,4 @@
-"""modkit's JMVAE and MVTCAE objectives against MultiVae 1.0.3's, on the same networks, weights, batch and noise.
+"""modkit's JMVAE, MVTCAE and DMVAE objectives against MultiVae 1.0.3's, on the same networks, weights, batch and noise.
 
     python benchmarks/crosscheck_models.py          # writes benchmarks/results/crosscheck-models.json and .md
 
@@ -8,8 +8,9 @@ python's path, and it uses the same torch through a ``.pth`` file). Their encode
 are thin wrappers around the very modules of the modkit model (so weights are shared, not copied), and the
 label is handed to MultiVae as a one-hot vector, scored by MultiVae's own categorical likelihood; images are
 binarised (MultiVae's Bernoulli checks its support). Both draw their one reparameterised sample with
-``torch.randn``-equivalent calls of the same shape after the same seed, so the noise is shared exactly and the
-loss and every parameter's gradient must agree to float32 rounding. The label's λ is MultiVae's rescale factor.
+``torch.randn``-equivalent calls of the same shape after the same seed (JMVAE, MVTCAE: one draw each), or are
+handed the same standard-normal draws in each one's own order (DMVAE, which draws many), so the noise is shared
+exactly and the loss and every parameter's gradient must agree to float32 rounding. The label's λ is MultiVae's rescale factor.
 """
 from __future__ import annotations
 
@@ -64,7 +65,9 @@ def modkit_model(fusion: str, overrides: list[str]):
 def peer_model(kind: str, model, options: dict):
     """MultiVae's model of ``kind`` around the modkit model's own modules."""
     from multivae.models.base import BaseDecoder, BaseEncoder, ModelOutput
-    from multivae.models.nn.base_architectures import BaseJointEncoder
+    from multivae.models.nn.base_architectures import BaseJointEncoder, BaseMultilatentEncoder
+
+    from modkit import over_leading
 
     names = model.names
 
@@ -78,13 +81,27 @@ def peer_model(kind: str, model, options: dict):
             mu, logvar = self.modality.encode(x.argmax(-1) if self.label else x)
             return ModelOutput(embedding=mu, log_covariance=logvar)
 
+    layout = model.fusion.layout
+
+    class Encoder2(BaseMultilatentEncoder):  # [shared; private] experts: MultiVae's multi-latent encoder
+        def __init__(self, name):
+            super().__init__()
+            self.modality = model.modalities[name]
+            self.label = name == "label"
+
+        def forward(self, x):
+            mu, logvar = self.modality.encode(x.argmax(-1) if self.label else x)
+            d = layout.shared
+            return ModelOutput(embedding=mu[..., :d], log_covariance=logvar[..., :d],
+                               style_embedding=mu[..., d:], style_log_covariance=logvar[..., d:])
+
     class Decoder(BaseDecoder):
         def __init__(self, name):
             super().__init__()
             self.modality = model.modalities[name]
 
-        def forward(self, z):
-            return ModelOutput(reconstruction=self.modality.decode(z))
+        def forward(self, z):  # MultiVae hands [u, w_m] itself: the decoder proper, without modkit's latent view
+            return ModelOutput(reconstruction=over_leading(self.modality.decoder_net, z))
 
     class Joint(BaseJointEncoder):
         def __init__(self):
@@ -109,6 +126,12 @@ def peer_model(kind: str, model, options: dict):
         from multivae.models import MVTCAE, MVTCAEConfig
 
         peer = MVTCAE(MVTCAEConfig(**common, **options), encoders, decoders)
+    elif kind == "dmvae":
+        from multivae.models import DMVAE, DMVAEConfig
+
+        options = {**options, "modalities_specific_dim": {n: layout.private for n in names}}
+        common["latent_dim"] = layout.shared
+        peer = DMVAE(DMVAEConfig(**common, **options), {n: Encoder2(n) for n in names}, decoders)
     else:
         raise ValueError(kind)
     peer.rescale_factors = {n: float(model.modalities[n].weight) for n in names}
@@ -130,16 +153,38 @@ def grads(model, loss) -> dict[str, torch.Tensor]:
     return {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None}
 
 
-def compare(label: str, model, batch, peer, inputs, modkit_beta: float, peer_kwargs: dict) -> dict:
+def shared_noise_dmvae(model, batch):
+    """DMVAE draws its 1 + N ELBOs' shared and private noise at once, MultiVae one ``rsample_from_gaussian`` call at a
+    time (per ELBO: u, then each modality's w): the same standard-normal draws, handed to each in its own order."""
+    import multivae.models.dmvae.dmvae_model as peer_module
+
+    layout, n, count = model.fusion.layout, len(batch), len(model.names)
+
+    def setup(seed: int):
+        g = torch.Generator().manual_seed(seed)
+        eps_u = torch.randn(count + 1, n, layout.shared, generator=g)
+        eps_w = torch.randn(count + 1, count, n, layout.private, generator=g)
+        ours = [eps_u, eps_w]
+        model.fusion.noise = lambda *shape, like: ours.pop(0)
+        theirs = [e for r in range(count + 1) for e in (eps_u[r], *eps_w[r])]
+        peer_module.rsample_from_gaussian = lambda mu, log_var, **_: mu + theirs.pop(0) * torch.exp(0.5 * log_var)
+    return setup
+
+
+def compare(label: str, model, batch, peer, inputs, modkit_beta: float, peer_kwargs: dict, noise=None) -> dict:
     from modkit.core.fusion import SubsetPlan
     from modkit.core.subsets import all_subsets
 
     plan = SubsetPlan.from_mask(all_subsets(len(model.names)))
     rows = []
     for seed in SEEDS:
+        if noise:
+            noise(seed)
         torch.manual_seed(seed)
         ours = model(batch, plan, modkit_beta).loss
         g_ours = grads(model, ours)
+        if noise:
+            noise(seed)
         torch.manual_seed(seed)
         theirs = peer(inputs, **peer_kwargs).loss
         g_theirs = grads(model, theirs)
@@ -189,6 +234,14 @@ def main(argv: list[str] | None = None) -> int:
     peer = peer_model("mvtcae", model, {"alpha": 0.1, "beta": 2.5})
     cases.append(compare("mvtcae α=0.1, β=2.5, modalities missing (MultiVae IncompleteDataset)", model, batch, peer,
                          peer_inputs(batch, model.names, True), 2.5, {}))
+    for beta, betas, partial in [(1.0, None, False), (0.5, {"image": 2.0, "label": 0.5}, False), (1.0, None, True)]:
+        model, batch = modkit_model("dmvae", ["model.fusion.modalities_specific_dim=3"] + (["data.paired_fraction=0.3"] if partial else [])
+                                    + ([f"model.fusion.modalities_specific_betas={json.dumps(betas)}"] if betas else []))
+        model.train()
+        peer = peer_model("dmvae", model, {"beta": beta, "modalities_specific_betas": betas})
+        what = "modalities missing (MultiVae IncompleteDataset)" if partial else "all present"
+        cases.append(compare(f"dmvae β={beta}, β_m={betas or 1}, {what}", model, batch, peer,
+                             peer_inputs(batch, model.names, partial), beta, {}, noise=shared_noise_dmvae(model, batch)))
 
     result = {"commit": commit(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "machine": f"{cpu_name()} ({platform.machine()}), torch {torch.__version__}",

@@ -175,7 +175,11 @@ def build_parts(recipe: Recipe, plugins: PluginSet, run_dir: Path | None, source
     fusion_cls = lookup(plugins, "fusion", recipe.model.fusion, "model.fusion", source)
     config = component_config(recipe.model.fusion, fusion_cls.Config, "model.fusion", source)
     width = recipe.model.latent_dim
-    if _sizes_latent(fusion_cls):
+    private = fusion_cls.private_latents(config)
+    if private:  # latent_dim is the shared part: each modality is built at shared + its private part (Fusion.private_latents)
+        modalities = build_modalities(recipe, plugins, records, train_rows, run_dir, source, recipe.model.latent_dim + private)
+        width = recipe.model.latent_dim + len(modalities) * private
+    elif _sizes_latent(fusion_cls):
         modalities = build_modalities(recipe, plugins, records, train_rows, run_dir, source, prepare=False)
         width = fusion_cls.latent_width(modalities, recipe.model.latent_dim, config)
         if width != recipe.model.latent_dim:
