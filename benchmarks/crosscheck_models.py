@@ -1,4 +1,4 @@
-"""modkit's JMVAE, MVTCAE and DMVAE objectives against MultiVae 1.0.3's, on the same networks, weights, batch and noise.
+"""modkit's JMVAE, MVTCAE, DMVAE and MMVAE+ objectives against MultiVae 1.0.3's, on the same networks, weights, batch and noise.
 
     python benchmarks/crosscheck_models.py          # writes benchmarks/results/crosscheck-models.json and .md
 
@@ -9,7 +9,7 @@ are thin wrappers around the very modules of the modkit model (so weights are sh
 label is handed to MultiVae as a one-hot vector, scored by MultiVae's own categorical likelihood; images are
 binarised (MultiVae's Bernoulli checks its support). Both draw their one reparameterised sample with
 ``torch.randn``-equivalent calls of the same shape after the same seed (JMVAE, MVTCAE: one draw each), or are
-handed the same standard-normal draws in each one's own order (DMVAE, which draws many), so the noise is shared
+handed the same standard draws in each one's own order (DMVAE and MMVAE+, which draw many), so the noise is shared
 exactly and the loss and every parameter's gradient must agree to float32 rounding. The label's λ is MultiVae's rescale factor.
 """
 from __future__ import annotations
@@ -132,6 +132,15 @@ def peer_model(kind: str, model, options: dict):
         options = {**options, "modalities_specific_dim": {n: layout.private for n in names}}
         common["latent_dim"] = layout.shared
         peer = DMVAE(DMVAEConfig(**common, **options), {n: Encoder2(n) for n in names}, decoders)
+    elif kind == "mmvae_plus":
+        from multivae.models import MMVAEPlus, MMVAEPlusConfig
+
+        common["latent_dim"] = layout.shared
+        peer = MMVAEPlus(MMVAEPlusConfig(**common, **options, modalities_specific_dim=layout.private),
+                         {n: Encoder2(n) for n in names}, decoders)
+        for n in names:  # the same prior scale parameters, not copies
+            peer.logvars_priors[n] = model.fusion.modality_prior_logvar[n]
+        peer.logvars_priors["shared"] = model.fusion.shared_prior_logvar
     else:
         raise ValueError(kind)
     peer.rescale_factors = {n: float(model.modalities[n].weight) for n in names}
@@ -171,7 +180,38 @@ def shared_noise_dmvae(model, batch):
     return setup
 
 
-def compare(label: str, model, batch, peer, inputs, modkit_beta: float, peer_kwargs: dict, noise=None) -> dict:
+def shared_noise_mmvae_plus(model, batch, peer):
+    """MMVAE+ draws every source's u and w and every auxiliary-prior draw at once, MultiVae one ``rsample`` at a time (per
+    source: u, its own w, then r_d's draw for each other modality d): the same standard draws, in each one's order."""
+    laplace = model.fusion.laplace
+    families = {"post_dist": peer.post_dist, "prior_dist": peer.prior_dist}
+    layout, b, n, k = model.fusion.layout, len(batch), len(model.names), model.fusion.config.K
+    theirs: list[torch.Tensor] = []
+
+    def queued(family):
+        class Queued(family):
+            def rsample(self, sample_shape=torch.Size()):
+                return self.loc + self.scale * theirs.pop(0)
+        return Queued
+
+    for attribute, family in families.items():
+        setattr(peer, attribute, queued(family))
+
+    def setup(seed: int):
+        g = torch.Generator().manual_seed(seed)
+        draw = (lambda *shape: torch.distributions.Laplace(0.0, 1.0).sample(shape)) if laplace else (lambda *shape: torch.randn(shape, generator=g))
+        torch.manual_seed(seed)
+        eps_u, eps_w, eps_r = draw(n, k, b, layout.shared), draw(n, k, b, layout.private), draw(n, n, k, b, layout.private)
+        ours = [eps_u, eps_w, eps_r]
+        model.fusion.noise = lambda *shape, like: ours.pop(0)
+        theirs.clear()
+        for m in range(n):
+            theirs.extend([eps_u[m], eps_w[m], *(eps_r[m, d] for d in range(n) if d != m)])
+    return setup
+
+
+def compare(label: str, model, batch, peer, inputs, modkit_beta: float, peer_kwargs: dict, noise=None, peer_scale: float = 1.0) -> dict:
+    """Loss and gradients of both for each seed; ``peer_scale`` turns MultiVae's batch sum into modkit's batch mean."""
     from modkit.core.fusion import SubsetPlan
     from modkit.core.subsets import all_subsets
 
@@ -186,7 +226,7 @@ def compare(label: str, model, batch, peer, inputs, modkit_beta: float, peer_kwa
         if noise:
             noise(seed)
         torch.manual_seed(seed)
-        theirs = peer(inputs, **peer_kwargs).loss
+        theirs = peer(inputs, **peer_kwargs).loss * peer_scale
         g_theirs = grads(model, theirs)
         keys = sorted(set(g_ours) | set(g_theirs))
         worst, worst_key, finite = 0.0, None, True
@@ -242,6 +282,23 @@ def main(argv: list[str] | None = None) -> int:
         what = "modalities missing (MultiVae IncompleteDataset)" if partial else "all present"
         cases.append(compare(f"dmvae β={beta}, β_m={betas or 1}, {what}", model, batch, peer,
                              peer_inputs(batch, model.names, partial), beta, {}, noise=shared_noise_dmvae(model, batch)))
+    for dist, objective, beta, partial, learn_shared in [("laplace_with_softmax", "dreg_looser", 1.0, False, False),
+                                                          ("laplace_with_softmax", "iwae_looser", 0.5, False, True),
+                                                          ("normal", "dreg_looser", 1.0, True, False),
+                                                          ("normal_with_softplus", "iwae_looser", 1.0, True, True)]:
+        options = {"prior_and_posterior_dist": dist, "loss": objective, "learn_shared_prior": learn_shared, "K": 3}
+        model, batch = modkit_model("mmvae_plus", ["model.fusion.modalities_specific_dim=3"] + (["data.paired_fraction=0.3"] if partial else [])
+                                    + [f"model.fusion.{key}={value}" for key, value in options.items()])
+        with torch.no_grad():  # prior scales away from their zero start, so their gradients mean something
+            model.fusion.shared_prior_logvar.normal_(0.0, 0.3)
+            for p in model.fusion.modality_prior_logvar.values():
+                p.normal_(0.0, 0.3)
+        model.train()
+        peer = peer_model("mmvae_plus", model, {**options, "beta": beta})
+        what = "modalities missing (MultiVae IncompleteDataset)" if partial else "all present"
+        cases.append(compare(f"mmvae_plus {dist}, {objective}, K=3, β={beta}, learn_shared_prior={learn_shared}, {what}", model, batch,
+                             peer, peer_inputs(batch, model.names, partial), beta, {}, noise=shared_noise_mmvae_plus(model, batch, peer),
+                             peer_scale=1.0 / len(batch)))
 
     result = {"commit": commit(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "machine": f"{cpu_name()} ({platform.machine()}), torch {torch.__version__}",
