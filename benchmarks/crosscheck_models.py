@@ -1,4 +1,4 @@
-"""modkit's JMVAE, MVTCAE, DMVAE and MMVAE+ objectives against MultiVae 1.0.3's, on the same networks, weights, batch and noise.
+"""modkit's JMVAE, MVTCAE, DMVAE, MMVAE+ and CVAE objectives against MultiVae 1.0.3's, on the same networks, weights, batch and noise.
 
     python benchmarks/crosscheck_models.py          # writes benchmarks/results/crosscheck-models.json and .md
 
@@ -8,7 +8,7 @@ python's path, and it uses the same torch through a ``.pth`` file). Their encode
 are thin wrappers around the very modules of the modkit model (so weights are shared, not copied), and the
 label is handed to MultiVae as a one-hot vector, scored by MultiVae's own categorical likelihood; images are
 binarised (MultiVae's Bernoulli checks its support). Both draw their one reparameterised sample with
-``torch.randn``-equivalent calls of the same shape after the same seed (JMVAE, MVTCAE: one draw each), or are
+``torch.randn``-equivalent calls of the same shape after the same seed (JMVAE, MVTCAE, CVAE: one draw each), or are
 handed the same standard draws in each one's own order (DMVAE and MMVAE+, which draw many), so the noise is shared
 exactly and the loss and every parameter's gradient must agree to float32 rounding. The label's λ is MultiVae's rescale factor.
 """
@@ -141,9 +141,55 @@ def peer_model(kind: str, model, options: dict):
         for n in names:  # the same prior scale parameters, not copies
             peer.logvars_priors[n] = model.fusion.modality_prior_logvar[n]
         peer.logvars_priors["shared"] = model.fusion.shared_prior_logvar
+    elif kind == "cvae":
+        from multivae.models import CVAE, CVAEConfig
+        from multivae.models.nn.base_architectures import BaseConditionalDecoder
+
+        fusion = model.fusion
+        main, conds = fusion.config.main_modality, fusion.config.conditioning_modalities
+
+        def feats(x: dict) -> list:
+            return [model.modalities[n].features(x[n].argmax(-1) if n == "label" else x[n]) for n in names]
+
+        class Posterior(BaseJointEncoder):  # q(z | x, y) over every modality
+            def __init__(self):
+                super().__init__()
+                self.encoder = fusion.encoder
+
+            def forward(self, x):
+                f = feats(x)
+                mu, logvar = self.encoder([f[fusion.main], *(f[i] for i in fusion.conditions)], torch.ones(1, 1 + len(conds), dtype=torch.bool))
+                return ModelOutput(embedding=mu, log_covariance=logvar)
+
+        class Prior(BaseJointEncoder):  # p(z | x) over the conditioning modalities
+            def __init__(self):
+                super().__init__()
+                self.net = fusion.prior_net
+
+            def forward(self, x):
+                f = [model.modalities[n].features(x[n].argmax(-1) if n == "label" else x[n]) for n in conds]
+                mu, logvar = self.net(f, torch.ones(1, len(conds), dtype=torch.bool))
+                return ModelOutput(embedding=mu, log_covariance=logvar)
+
+        class Conditional(BaseConditionalDecoder):  # p(y | z, x): the main decoder on [z, c(x)]
+            def __init__(self):
+                super().__init__()
+                self.modality, self.code = model.modalities[main], fusion.code
+                self.latent_dim = fusion.z_dim
+
+            def forward(self, z, cond_mods):
+                f = [model.modalities[n].features(cond_mods[n].argmax(-1) if n == "label" else cond_mods[n]) for n in conds]
+                c = self.code(torch.cat([*f, torch.ones(len(z), len(conds))], -1))
+                return ModelOutput(reconstruction=self.modality.decode(torch.cat([z, c], -1)))
+
+        config = CVAEConfig(main_modality=main, conditioning_modalities=list(conds), latent_dim=fusion.z_dim,
+                            input_dims={"image": (1, 8, 8), "label": (10,)}, decoder_dist="bernoulli" if main == "image" else "categorical",
+                            **options)
+        peer = CVAE(config, Posterior(), Conditional(), Prior() if fusion.prior_net is not None else None)
     else:
         raise ValueError(kind)
-    peer.rescale_factors = {n: float(model.modalities[n].weight) for n in names}
+    if kind != "cvae":  # MultiVae's CVAE has no weight on its one likelihood (modkit's image weight here is 1)
+        peer.rescale_factors = {n: float(model.modalities[n].weight) for n in names}
     return peer
 
 
@@ -299,6 +345,12 @@ def main(argv: list[str] | None = None) -> int:
         cases.append(compare(f"mmvae_plus {dist}, {objective}, K=3, β={beta}, learn_shared_prior={learn_shared}, {what}", model, batch,
                              peer, peer_inputs(batch, model.names, partial), beta, {}, noise=shared_noise_mmvae_plus(model, batch, peer),
                              peer_scale=1.0 / len(batch)))
+    for beta, prior_network in [(1.0, False), (0.5, True)]:
+        model, batch = modkit_model("cvae", ["model.fusion.hidden=[32]", "model.fusion.condition_dim=4", f"model.fusion.prior_network={str(prior_network).lower()}"])
+        model.train()
+        peer = peer_model("cvae", model, {"beta": beta})
+        cases.append(compare(f"cvae p(image given z, label), β={beta}, prior_network={prior_network}, all present", model, batch, peer,
+                             peer_inputs(batch, model.names, False), beta, {}))
 
     result = {"commit": commit(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "machine": f"{cpu_name()} ({platform.machine()}), torch {torch.__version__}",
