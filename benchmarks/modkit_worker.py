@@ -17,13 +17,19 @@ from pathlib import Path
 
 import torch
 
-from bench_common import Floor, base_args, device_tools, rates, emit, floor_rows, set_threads, summary, time_interleaved
+from bench_common import PRIVATE, Floor, base_args, device_tools, rates, emit, floor_rows, set_threads, summary, time_interleaved
 
 #: benchmark objective → (modkit fusion, its options, modkit sampler)
 OBJECTIVES = {
     "mvae": ("poe", {}, {"type": "mvae", "k": 0}),
     "mopoe": ("mopoe", {}, "all"),
     "moe": ("moe", {"objective": "dreg"}, "all"),
+    # MultiVae's other models (docs/fusions/<name>.md); the private latents are PRIVATE wide beside the shared latent
+    "jmvae": ("jmvae", {}, "all"),
+    "mvtcae": ("mvtcae", {}, "all"),
+    "dmvae": ("dmvae", {"modalities_specific_dim": PRIVATE}, "all"),
+    "mmvae_plus": ("mmvae_plus", {"modalities_specific_dim": PRIVATE}, "all"),
+    "cvae": ("cvae", {"main_modality": "m0"}, "all"),
 }
 
 
@@ -31,6 +37,10 @@ def recipe_dict(args, objective: str, n_rows: int) -> dict:
     fusion, options, sampler = OBJECTIVES[objective]
     if objective == "moe":
         options = {**options, "k": args.moe_k}
+    if objective == "mmvae_plus":
+        options = {**options, "K": args.moe_k}
+    if objective == "cvae":
+        options = {**options, "conditioning_modalities": [f"m{i}" for i in range(1, args.n)]}
     if objective == "mopoe" and getattr(args, "mopoe_kl", "exact") != "exact":
         options = {**options, "kl": args.mopoe_kl}
     train = {"device": getattr(args, "device", "cpu"), "progress": False, "lr": 1e-3}
@@ -184,7 +194,7 @@ def nll(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["mvae", "mopoe", "moe", "nll"])
+    parser.add_argument("mode", choices=[*OBJECTIVES, "nll"])
     base_args(parser)
     parser.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off")
     parser.add_argument("--compile", action="store_true")

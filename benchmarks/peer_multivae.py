@@ -13,17 +13,19 @@ import argparse
 import torch
 from torch import nn
 
-from bench_common import SIDE, Floor, base_args, device_tools, floor_rows, rates, emit, set_threads, summary, synthetic_data, time_interleaved
+from bench_common import SIDE, PRIVATE, Floor, base_args, device_tools, floor_rows, rates, emit, set_threads, summary, synthetic_data, time_interleaved
 
 
 def build(kind: str, n: int, latent: int, moe_k: int):
     from multivae.models.base import BaseDecoder, BaseEncoder, ModelOutput
+    from multivae.models.nn.base_architectures import BaseMultilatentEncoder
 
     class Encoder(BaseEncoder):
         def __init__(self):
             super().__init__()
             self.net = nn.Sequential(nn.Linear(784, 512), nn.SiLU(), nn.Linear(512, 512), nn.SiLU())
             self.head = nn.Linear(512, 2 * latent)
+            self.latent_dim = latent  # MultiVae's default joint encoder (JMVAE) sizes itself from it
 
         def forward(self, x):
             mu, log_var = self.head(self.net(x.reshape(-1, 784))).chunk(2, dim=-1)
@@ -33,6 +35,26 @@ def build(kind: str, n: int, latent: int, moe_k: int):
         def __init__(self):
             super().__init__()
             self.net = nn.Sequential(nn.Linear(latent, 512), nn.SiLU(), nn.Linear(512, 512), nn.SiLU(), nn.Linear(512, 784))
+
+        def forward(self, z):
+            out = self.net(z.reshape(-1, z.shape[-1]))
+            return ModelOutput(reconstruction=out.reshape(*z.shape[:-1], *SIDE))
+
+    class StyleEncoder(BaseMultilatentEncoder):  # [shared; private] heads for DMVAE and MMVAE+
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(784, 512), nn.SiLU(), nn.Linear(512, 512), nn.SiLU())
+            self.head = nn.Linear(512, 2 * (latent + PRIVATE))
+
+        def forward(self, x):
+            h = self.head(self.net(x.reshape(-1, 784)))
+            mu, log_var, style_mu, style_log_var = h.split([latent, latent, PRIVATE, PRIVATE], dim=-1)
+            return ModelOutput(embedding=mu, log_covariance=log_var, style_embedding=style_mu, style_log_covariance=style_log_var)
+
+    class StyleDecoder(BaseDecoder):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(latent + PRIVATE, 512), nn.SiLU(), nn.Linear(512, 512), nn.SiLU(), nn.Linear(512, 784))
 
         def forward(self, z):
             out = self.net(z.reshape(-1, z.shape[-1]))
@@ -57,12 +79,38 @@ def build(kind: str, n: int, latent: int, moe_k: int):
 
         config = MMVAEConfig(**common, K=moe_k, prior_and_posterior_dist="normal", learn_prior=False, beta=1.0, loss="dreg_looser")
         return MMVAE(config, encoders, decoders), names
+    if kind == "jmvae":
+        from multivae.models import JMVAE, JMVAEConfig
+
+        # MultiVae's default joint encoder (copies of the encoders, their means concatenated, 2 × 512); no warm-up
+        return JMVAE(JMVAEConfig(**common, alpha=0.1, warmup=0), encoders, decoders), names
+    if kind == "mvtcae":
+        from multivae.models import MVTCAE, MVTCAEConfig
+
+        return MVTCAE(MVTCAEConfig(**common, alpha=0.1, beta=1.0), encoders, decoders), names
+    if kind == "dmvae":
+        from multivae.models import DMVAE, DMVAEConfig
+
+        config = DMVAEConfig(**common, modalities_specific_dim={m: PRIVATE for m in names})
+        return DMVAE(config, {m: StyleEncoder() for m in names}, {m: StyleDecoder() for m in names}), names
+    if kind == "mmvae_plus":
+        from multivae.models import MMVAEPlus, MMVAEPlusConfig
+
+        config = MMVAEPlusConfig(**common, K=moe_k, modalities_specific_dim=PRIVATE, loss="dreg_looser")
+        return MMVAEPlus(config, {m: StyleEncoder() for m in names}, {m: StyleDecoder() for m in names}), names
+    if kind == "cvae":
+        from multivae.models import CVAE, CVAEConfig
+
+        # MultiVae's default networks (a joint MLP encoder over all modalities, an MLP conditional decoder)
+        config = CVAEConfig(main_modality="m0", conditioning_modalities=names[1:], input_dims={m: SIDE for m in names},
+                            latent_dim=latent, decoder_dist="bernoulli")
+        return CVAE(config), names
     raise SystemExit(f"unknown peer model {kind}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["mvae", "mopoe", "moe", "nll"])
+    parser.add_argument("mode", choices=["mvae", "mopoe", "moe", "jmvae", "mvtcae", "dmvae", "mmvae_plus", "cvae", "nll"])
     base_args(parser)
     args = parser.parse_args()
     set_threads(args.threads)

@@ -30,10 +30,14 @@ from bench_common import RESULT_MARK  # noqa: E402
 PEER_VENV = HERE / ".venv-multivae"
 PEER_VERSION = "1.0.3"
 OBJECTIVES = ("mvae", "mopoe", "moe")
+#: MultiVae's other models modkit has (``--objectives jmvae,mvtcae,dmvae,mmvae_plus,cvae``; not in the default run)
+MODELS = ("jmvae", "mvtcae", "dmvae", "mmvae_plus", "cvae")
 #: real recipes (benchmarks/recipe_worker.py): the six-kind shapes recipe and a 19-modality model
 RECIPES = {"shapes": "recipes/shapes.yaml (image, mask, label, attributes, caption, translation)",
            "shapes19": "shapes image + 18 attributes as separate modalities (split: true), PoE, MVAE sampler k = 1"}
-LABELS = {"mvae": "MVAE (full + singles)", "mopoe": "MoPoE (all subsets)", "moe": "MoE"}
+LABELS = {"mvae": "MVAE (full + singles)", "mopoe": "MoPoE (all subsets)", "moe": "MoE",
+          "jmvae": "JMVAE", "mvtcae": "MVTCAE", "dmvae": "DMVAE (private 8)", "mmvae_plus": "MMVAE+ (private 8)",
+          "cvae": "CVAE (m0 given the rest)"}
 
 
 # -- the peer's environment ------------------------------------------------------------------------
@@ -352,9 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.quick
     ns = [int(v) for v in (args.n or ("2,3" if quick else "2,3,5,8")).split(",")]
     objectives = [o for o in args.objectives.split(",") if o]
-    unknown = [o for o in objectives if o not in OBJECTIVES]
+    unknown = [o for o in objectives if o not in OBJECTIVES + MODELS]
     if unknown:
-        parser.error(f"unknown objective {unknown[0]} (choose from {', '.join(OBJECTIVES)})")
+        parser.error(f"unknown objective {unknown[0]} (choose from {', '.join(OBJECTIVES + MODELS)})")
     timing = {"steps": args.steps or (8 if quick else 30), "warmup": args.warmup if args.warmup is not None else (2 if quick else 3),
               "max_seconds": args.max_seconds or (10.0 if quick else 40.0), "moe_k": args.moe_k}
     nll_points = args.nll_points or (8 if quick else 32)

@@ -205,11 +205,14 @@ class ClassModality(Modality):
 def toy_model(fusion: type[Fusion], options: Mapping[str, Any], seed: int = 0) -> MultimodalVAE:
     """A three-modality model — vectors ``a`` (5 numbers) and ``b`` (3), a class ``c`` (3 classes) — around ``fusion``."""
     torch.manual_seed(seed)
-    modalities = {"a": VectorModality("a", VectorConfig(type="vector"), LATENT),
-                  "b": VectorModality("b", VectorConfig(type="vector", dim=3), LATENT),
-                  "c": ClassModality("c", ClassConfig(type="class"), LATENT)}
     config = fusion.Config.model_validate(dict(options))
-    return MultimodalVAE(modalities, fusion(modalities, LATENT, config), LATENT)
+    private = fusion.private_latents(config)  # LATENT shared dims, and each modality's private ones beside them
+    width = LATENT + private
+    modalities = {"a": VectorModality("a", VectorConfig(type="vector"), width),
+                  "b": VectorModality("b", VectorConfig(type="vector", dim=3), width),
+                  "c": ClassModality("c", ClassConfig(type="class"), width)}
+    latent = LATENT + len(modalities) * private
+    return MultimodalVAE(modalities, fusion(modalities, latent, config), latent)
 
 
 def toy_batch(present: Tensor | None = None, seed: int = 1) -> Batch:
@@ -355,14 +358,15 @@ def fusion_posterior_shapes(case: FusionCase) -> None:
     s = mask.shape[0]
     with torch.no_grad():
         post = model.posterior(batch, mask)
-        assert post.mean.shape == (s, BATCH, LATENT), f"posterior mean is {tuple(post.mean.shape)}, expected ({s}, {BATCH}, {LATENT})"
-        assert post.rsample().shape == (s, BATCH, LATENT), f"rsample() is {tuple(post.rsample().shape)}"
+        d = model.latent_dim  # LATENT, or more with private latents
+        assert post.mean.shape == (s, BATCH, d), f"posterior mean is {tuple(post.mean.shape)}, expected ({s}, {BATCH}, {d})"
+        assert post.rsample().shape == (s, BATCH, d), f"rsample() is {tuple(post.rsample().shape)}"
         z = post.rsample(7)
-        assert z.shape == (7, s, BATCH, LATENT), f"rsample(7) is {tuple(z.shape)}"
+        assert z.shape == (7, s, BATCH, d), f"rsample(7) is {tuple(z.shape)}"
         lp = post.log_prob(z)
         assert lp.shape == (7, s, BATCH) and torch.isfinite(lp).all(), f"log_prob gave {tuple(lp.shape)}"
         prior = model.fusion.prior()  # None: no unconditional prior (MEME), which is allowed
-        assert prior is None or (prior.rsample(3).shape == (3, LATENT) and torch.isfinite(prior.log_prob(prior.rsample(3))).all()), \
+        assert prior is None or (prior.rsample(3).shape == (3, d) and torch.isfinite(prior.log_prob(prior.rsample(3))).all()), \
             "prior() is neither None nor a (D,) distribution"
 
 

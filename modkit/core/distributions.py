@@ -154,3 +154,29 @@ class UniformMixture(WeightedMixture):
         self.components = components
         self.valid = valid
         self.log_weights = uniform_log_weights(valid, components.mean.dtype)  # (M, *batch), already normalised
+
+
+class Concatenated:
+    """Independent distributions over consecutive blocks of the latent, as one distribution over their concatenation.
+
+    A posterior over a latent with private parts ([u, w_1, …, w_N]: a mixture over u beside Laplace or Gaussian
+    private posteriors) is one of these; ``parts`` share their leading (batch) shape.
+    """
+
+    def __init__(self, parts):
+        self.parts = list(parts)
+
+    @property
+    def mean(self) -> Tensor:
+        return torch.cat([p.mean for p in self.parts], dim=-1)
+
+    def rsample(self, n: int | None = None) -> Tensor:
+        return torch.cat([p.rsample(n) for p in self.parts], dim=-1)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        total, start = 0.0, 0
+        for part in self.parts:
+            width = part.mean.shape[-1]
+            total = total + part.log_prob(z[..., start:start + width])
+            start += width
+        return total

@@ -17,7 +17,9 @@ from torch import Tensor, nn
 
 from modkit.core import gaussian
 from modkit.core.gaussian import DiagGaussian, Experts, kl_standard_normal, product_of_experts
+from modkit.core.private import PrivateLayout
 from modkit.core.subsets import all_subsets, subset_validity
+from modkit.errors import RecipeError
 
 if TYPE_CHECKING:
     from modkit.core.batch import Batch
@@ -125,6 +127,19 @@ class Fusion(nn.Module):
         self.register_buffer("_prior_zeros", torch.zeros(latent_dim), persistent=False)  # follows .to(device)
         self.latent_dim = latent_dim
         self.config = config
+        #: where the shared and each modality's private dimensions sit (None: one shared latent, no private ones)
+        self.layout: PrivateLayout | None = None
+        private = type(self).private_latents(config)
+        if private:
+            shared = latent_dim - len(self.names) * private
+            if shared < 1:
+                raise RecipeError("model.fusion", f"a latent of {latent_dim} leaves no shared dimensions beside "
+                                                  f"{len(self.names)} × {private} private ones")
+            self.layout = PrivateLayout(shared, private, len(self.names))
+            try:
+                self.layout.install(modalities)
+            except ValueError as exc:
+                raise RecipeError("model.fusion", str(exc)) from None
 
     @classmethod
     def latent_width(cls, modalities: Mapping[str, "Modality"], latent_dim: int, config: FusionConfig) -> int:
@@ -134,6 +149,15 @@ class Fusion(nn.Module):
         (M2's y map beside z_c) may size it here from its own options, so a recipe does not spell out the sum;
         the builder then constructs the modalities at the returned width and prepares each of them once."""
         return latent_dim
+
+    @classmethod
+    def private_latents(cls, config: FusionConfig) -> int:
+        """How many private latent dimensions each modality has beside the shared ones (MMVAE+, DMVAE); default 0.
+
+        When it is P > 0, ``model.latent_dim`` is the shared size D: each modality is built at D + P (its expert is
+        [shared; private], its decoder reads [shared, its own private]), the latent the model carries is
+        D + N · P wide, laid out as :attr:`layout` says, and the fusion's ``latent_dim`` is that width."""
+        return 0
 
     @classmethod
     def example(cls) -> dict[str, Any]:

@@ -139,9 +139,25 @@ class Modality(nn.Module):
         raise NotImplementedError
 
     def decode(self, z: Tensor) -> Tensor:
-        """Latents of any leading shape (*lead, D) → likelihood parameters (*lead, *output shape)."""
+        """Latents of any leading shape (*lead, D) → likelihood parameters (*lead, *output shape).
+
+        With a latent view (:meth:`set_latent_view`), ``z`` is the model's whole latent and the decoder reads
+        only this modality's dimensions of it."""
+        view = self._buffers.get("latent_view")
+        if view is not None:
+            z = z.index_select(-1, view)
         head = self._modules.get("task_head")
         return over_leading(head if head is not None else self.decoder_net, z)
+
+    def set_latent_view(self, index: Tensor) -> None:
+        """Decode from the dimensions ``index`` of a wider latent: the model's latent is the shared part and every
+        modality's private part side by side, and this modality's decoder reads [shared, its own private part]
+        (``latent_dim`` of them, the width it was built at). Set by a fusion with private latents; not saved
+        with the weights (the fusion sets it again when the model is built)."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        if index.dim() != 1 or len(index) != self.latent_dim:
+            raise ValueError(f"a latent view of '{self.name}' must pick its {self.latent_dim} latent dimensions, got {tuple(index.shape)}")
+        self.register_buffer("latent_view", index, persistent=False)
 
     def set_task_head(self, head: nn.Module) -> None:
         """Swap the decoder for a task head ((M, latent_dim) → (M, *output shape)), e.g. LCMVAE's downstream

@@ -169,15 +169,21 @@ def build_parts(recipe: Recipe, plugins: PluginSet, run_dir: Path | None, source
 
     A fusion that sizes the latent itself (:meth:`Fusion.latent_width`, M2's ``z_dim`` beside its y map) is
     asked first, with the modalities constructed at ``model.latent_dim`` but not yet prepared; they are then
-    constructed again at its width. Preparing comes last, once per modality: fitting a tokenizer on the data
-    twice cost a second pass, and on a fresh run the second fit overwrote the first one's files.
+    constructed again at its width. A fusion with private latents (:meth:`Fusion.private_latents`, P each) gets
+    its modalities built at ``model.latent_dim`` + P and a latent ``model.latent_dim`` + N·P wide. Preparing comes
+    last, once per modality: fitting a tokenizer on the data twice cost a second pass, and on a fresh run the
+    second fit overwrote the first one's files.
     """
     records = records if records is not None else _NoRecords()
     train_rows = train_rows if train_rows is not None else np.zeros(0, dtype=np.int64)
     fusion_cls = lookup(plugins, "fusion", recipe.model.fusion, "model.fusion", source)
     config = component_config(recipe.model.fusion, fusion_cls.Config, "model.fusion", source)
     width = recipe.model.latent_dim
-    if _sizes_latent(fusion_cls):
+    private = fusion_cls.private_latents(config)
+    if private:  # latent_dim is the shared part: each modality is built at shared + its private part (Fusion.private_latents)
+        modalities = build_modalities(recipe, plugins, records, train_rows, run_dir, source, recipe.model.latent_dim + private)
+        width = recipe.model.latent_dim + len(modalities) * private
+    elif _sizes_latent(fusion_cls):
         modalities = build_modalities(recipe, plugins, records, train_rows, run_dir, source, prepare=False)
         width = fusion_cls.latent_width(modalities, recipe.model.latent_dim, config)
         if width != recipe.model.latent_dim:

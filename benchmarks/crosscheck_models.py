@@ -1,0 +1,377 @@
+"""modkit's JMVAE, MVTCAE, DMVAE, MMVAE+ and CVAE objectives against MultiVae 1.0.3's, on the same networks, weights, batch and noise.
+
+    python benchmarks/crosscheck_models.py          # writes benchmarks/results/crosscheck-models.json and .md
+
+MultiVae's own model classes compute the peer's objective: they are imported from the MultiVae venv
+(``benchmarks/.venv-multivae``, created by ``benchmarks/run.py``; its site-packages is appended to this
+python's path, and it uses the same torch through a ``.pth`` file). Their encoders, decoders and joint encoder
+are thin wrappers around the very modules of the modkit model (so weights are shared, not copied), and the
+label is handed to MultiVae as a one-hot vector, scored by MultiVae's own categorical likelihood; images are
+binarised (MultiVae's Bernoulli checks its support). Both draw their one reparameterised sample with
+``torch.randn``-equivalent calls of the same shape after the same seed (JMVAE, MVTCAE, CVAE: one draw each), or are
+handed the same standard draws in each one's own order (DMVAE and MMVAE+, which draw many), so the noise is shared
+exactly and the loss and every parameter's gradient must agree to float32 rounding. The label's λ is MultiVae's rescale factor.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from run import PEER_VENV, PEER_VERSION, commit, cpu_name, peer_python  # noqa: E402
+
+SMALL = ["modalities.image.hidden=[64]", "modalities.label.hidden=[64]", "model.latent_dim=8"]
+BATCH = 32
+SEEDS = (0, 1, 2)
+#: float32 rounding over a few hundred terms: the gradients' largest difference relative to their largest entry
+RTOL = 1e-4
+
+
+def peer_site() -> Path:
+    import subprocess
+
+    python, why = peer_python(create=False)
+    if python is None:
+        raise SystemExit(f"{why}; create it with: python -c \"import sys; sys.path.insert(0, 'benchmarks'); "
+                         "import run; run.peer_python(create=True)\"")
+    out = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                         check=True, capture_output=True, text=True)
+    return Path(out.stdout.strip())
+
+
+def modkit_model(fusion: str, overrides: list[str]):
+    from modkit.config.recipe import load_recipe
+    from modkit.data.dataset import EpochBatchSampler, make_loader
+    from modkit.plugins.loader import load_plugins
+    from modkit.training.builder import build
+
+    recipe, _ = load_recipe(ROOT / "recipes" / f"digits-{fusion}.yaml", [*SMALL, *overrides])
+    torch.manual_seed(0)
+    setup = build(recipe, load_plugins())
+    batch = next(iter(make_loader(setup.train, EpochBatchSampler(len(setup.train), BATCH, seed=0))))
+    batch.data["image"] = (batch.data["image"] > 0.5).float()  # binary pixels: MultiVae's Bernoulli validates its support
+    return setup.model, batch
+
+
+def peer_model(kind: str, model, options: dict):
+    """MultiVae's model of ``kind`` around the modkit model's own modules."""
+    from multivae.models.base import BaseDecoder, BaseEncoder, ModelOutput
+    from multivae.models.nn.base_architectures import BaseJointEncoder, BaseMultilatentEncoder
+
+    from modkit import over_leading
+
+    names = model.names
+
+    class Encoder(BaseEncoder):
+        def __init__(self, name):
+            super().__init__()
+            self.modality = model.modalities[name]
+            self.label = name == "label"
+
+        def forward(self, x):
+            mu, logvar = self.modality.encode(x.argmax(-1) if self.label else x)
+            return ModelOutput(embedding=mu, log_covariance=logvar)
+
+    layout = model.fusion.layout
+
+    class Encoder2(BaseMultilatentEncoder):  # [shared; private] experts: MultiVae's multi-latent encoder
+        def __init__(self, name):
+            super().__init__()
+            self.modality = model.modalities[name]
+            self.label = name == "label"
+
+        def forward(self, x):
+            mu, logvar = self.modality.encode(x.argmax(-1) if self.label else x)
+            d = layout.shared
+            return ModelOutput(embedding=mu[..., :d], log_covariance=logvar[..., :d],
+                               style_embedding=mu[..., d:], style_log_covariance=logvar[..., d:])
+
+    class Decoder(BaseDecoder):
+        def __init__(self, name):
+            super().__init__()
+            self.modality = model.modalities[name]
+
+        def forward(self, z):  # MultiVae hands [u, w_m] itself: the decoder proper, without modkit's latent view
+            return ModelOutput(reconstruction=over_leading(self.modality.decoder_net, z))
+
+    class Joint(BaseJointEncoder):
+        def __init__(self):
+            super().__init__()
+            self.joint = model.fusion.joint
+
+        def forward(self, x):
+            feats = [model.modalities[n].features(x[n].argmax(-1) if n == "label" else x[n]) for n in names]
+            mu, logvar = self.joint(feats, torch.ones(1, len(names), dtype=torch.bool))
+            return ModelOutput(embedding=mu, log_covariance=logvar)
+
+    common = dict(n_modalities=len(names), latent_dim=model.latent_dim,
+                  input_dims={"image": (1, 8, 8), "label": (10,)},
+                  decoders_dist={"image": "bernoulli", "label": "categorical"})
+    encoders = {n: Encoder(n) for n in names}
+    decoders = {n: Decoder(n) for n in names}
+    if kind == "jmvae":
+        from multivae.models import JMVAE, JMVAEConfig
+
+        peer = JMVAE(JMVAEConfig(**common, **options), encoders, decoders, joint_encoder=Joint())
+    elif kind == "mvtcae":
+        from multivae.models import MVTCAE, MVTCAEConfig
+
+        peer = MVTCAE(MVTCAEConfig(**common, **options), encoders, decoders)
+    elif kind == "dmvae":
+        from multivae.models import DMVAE, DMVAEConfig
+
+        options = {**options, "modalities_specific_dim": {n: layout.private for n in names}}
+        common["latent_dim"] = layout.shared
+        peer = DMVAE(DMVAEConfig(**common, **options), {n: Encoder2(n) for n in names}, decoders)
+    elif kind == "mmvae_plus":
+        from multivae.models import MMVAEPlus, MMVAEPlusConfig
+
+        common["latent_dim"] = layout.shared
+        peer = MMVAEPlus(MMVAEPlusConfig(**common, **options, modalities_specific_dim=layout.private),
+                         {n: Encoder2(n) for n in names}, decoders)
+        for n in names:  # the same prior scale parameters, not copies
+            peer.logvars_priors[n] = model.fusion.modality_prior_logvar[n]
+        peer.logvars_priors["shared"] = model.fusion.shared_prior_logvar
+    elif kind == "cvae":
+        from multivae.models import CVAE, CVAEConfig
+        from multivae.models.nn.base_architectures import BaseConditionalDecoder
+
+        fusion = model.fusion
+        main, conds = fusion.config.main_modality, fusion.config.conditioning_modalities
+
+        def feats(x: dict) -> list:
+            return [model.modalities[n].features(x[n].argmax(-1) if n == "label" else x[n]) for n in names]
+
+        class Posterior(BaseJointEncoder):  # q(z | x, y) over every modality
+            def __init__(self):
+                super().__init__()
+                self.encoder = fusion.encoder
+
+            def forward(self, x):
+                f = feats(x)
+                mu, logvar = self.encoder([f[fusion.main], *(f[i] for i in fusion.conditions)], torch.ones(1, 1 + len(conds), dtype=torch.bool))
+                return ModelOutput(embedding=mu, log_covariance=logvar)
+
+        class Prior(BaseJointEncoder):  # p(z | x) over the conditioning modalities
+            def __init__(self):
+                super().__init__()
+                self.net = fusion.prior_net
+
+            def forward(self, x):
+                f = [model.modalities[n].features(x[n].argmax(-1) if n == "label" else x[n]) for n in conds]
+                mu, logvar = self.net(f, torch.ones(1, len(conds), dtype=torch.bool))
+                return ModelOutput(embedding=mu, log_covariance=logvar)
+
+        class Conditional(BaseConditionalDecoder):  # p(y | z, x): the main decoder on [z, c(x)]
+            def __init__(self):
+                super().__init__()
+                self.modality, self.code = model.modalities[main], fusion.code
+                self.latent_dim = fusion.z_dim
+
+            def forward(self, z, cond_mods):
+                f = [model.modalities[n].features(cond_mods[n].argmax(-1) if n == "label" else cond_mods[n]) for n in conds]
+                c = self.code(torch.cat([*f, torch.ones(len(z), len(conds))], -1))
+                return ModelOutput(reconstruction=self.modality.decode(torch.cat([z, c], -1)))
+
+        config = CVAEConfig(main_modality=main, conditioning_modalities=list(conds), latent_dim=fusion.z_dim,
+                            input_dims={"image": (1, 8, 8), "label": (10,)}, decoder_dist="bernoulli" if main == "image" else "categorical",
+                            **options)
+        peer = CVAE(config, Posterior(), Conditional(), Prior() if fusion.prior_net is not None else None)
+    else:
+        raise ValueError(kind)
+    if kind != "cvae":  # MultiVae's CVAE has no weight on its one likelihood (modkit's image weight here is 1)
+        peer.rescale_factors = {n: float(model.modalities[n].weight) for n in names}
+    return peer
+
+
+def peer_inputs(batch, names, masked: bool):
+    from multivae.data.datasets.base import IncompleteDataset, MultimodalBaseDataset
+
+    data = {n: F.one_hot(batch.data[n], 10).float() if n == "label" else batch.data[n] for n in names}
+    if masked:
+        return IncompleteDataset(data, {n: batch.present[:, i].clone() for i, n in enumerate(names)})
+    return MultimodalBaseDataset(data)
+
+
+def grads(model, loss) -> dict[str, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None}
+
+
+def shared_noise_dmvae(model, batch):
+    """DMVAE draws its 1 + N ELBOs' shared and private noise at once, MultiVae one ``rsample_from_gaussian`` call at a
+    time (per ELBO: u, then each modality's w): the same standard-normal draws, handed to each in its own order."""
+    import multivae.models.dmvae.dmvae_model as peer_module
+
+    layout, n, count = model.fusion.layout, len(batch), len(model.names)
+
+    def setup(seed: int):
+        g = torch.Generator().manual_seed(seed)
+        eps_u = torch.randn(count + 1, n, layout.shared, generator=g)
+        eps_w = torch.randn(count + 1, count, n, layout.private, generator=g)
+        ours = [eps_u, eps_w]
+        model.fusion.noise = lambda *shape, like: ours.pop(0)
+        theirs = [e for r in range(count + 1) for e in (eps_u[r], *eps_w[r])]
+        peer_module.rsample_from_gaussian = lambda mu, log_var, **_: mu + theirs.pop(0) * torch.exp(0.5 * log_var)
+    return setup
+
+
+def shared_noise_mmvae_plus(model, batch, peer):
+    """MMVAE+ draws every source's u and w and every auxiliary-prior draw at once, MultiVae one ``rsample`` at a time (per
+    source: u, its own w, then r_d's draw for each other modality d): the same standard draws, in each one's order."""
+    laplace = model.fusion.laplace
+    families = {"post_dist": peer.post_dist, "prior_dist": peer.prior_dist}
+    layout, b, n, k = model.fusion.layout, len(batch), len(model.names), model.fusion.config.K
+    theirs: list[torch.Tensor] = []
+
+    def queued(family):
+        class Queued(family):
+            def rsample(self, sample_shape=torch.Size()):
+                return self.loc + self.scale * theirs.pop(0)
+        return Queued
+
+    for attribute, family in families.items():
+        setattr(peer, attribute, queued(family))
+
+    def setup(seed: int):
+        g = torch.Generator().manual_seed(seed)
+        draw = (lambda *shape: torch.distributions.Laplace(0.0, 1.0).sample(shape)) if laplace else (lambda *shape: torch.randn(shape, generator=g))
+        torch.manual_seed(seed)
+        eps_u, eps_w, eps_r = draw(n, k, b, layout.shared), draw(n, k, b, layout.private), draw(n, n, k, b, layout.private)
+        ours = [eps_u, eps_w, eps_r]
+        model.fusion.noise = lambda *shape, like: ours.pop(0)
+        theirs.clear()
+        for m in range(n):
+            theirs.extend([eps_u[m], eps_w[m], *(eps_r[m, d] for d in range(n) if d != m)])
+    return setup
+
+
+def compare(label: str, model, batch, peer, inputs, modkit_beta: float, peer_kwargs: dict, noise=None, peer_scale: float = 1.0) -> dict:
+    """Loss and gradients of both for each seed; ``peer_scale`` turns MultiVae's batch sum into modkit's batch mean."""
+    from modkit.core.fusion import SubsetPlan
+    from modkit.core.subsets import all_subsets
+
+    plan = SubsetPlan.from_mask(all_subsets(len(model.names)))
+    rows = []
+    for seed in SEEDS:
+        if noise:
+            noise(seed)
+        torch.manual_seed(seed)
+        ours = model(batch, plan, modkit_beta).loss
+        g_ours = grads(model, ours)
+        if noise:
+            noise(seed)
+        torch.manual_seed(seed)
+        theirs = peer(inputs, **peer_kwargs).loss * peer_scale
+        g_theirs = grads(model, theirs)
+        keys = sorted(set(g_ours) | set(g_theirs))
+        worst, worst_key, finite = 0.0, None, True
+        for k in keys:
+            a, b = g_ours.get(k), g_theirs.get(k)
+            if a is None or b is None:
+                worst, worst_key = float("inf"), k
+                continue
+            finite &= bool(torch.isfinite(b).all())
+            scale = max(a.abs().max().item(), b.abs().max().item(), 1e-12)
+            diff = (a - b).abs().max().item() / scale
+            if diff > worst:
+                worst, worst_key = diff, k
+        rows.append({"seed": seed, "modkit_loss": ours.item(), "multivae_loss": theirs.item(),
+                     "loss_rel_diff": abs(ours.item() - theirs.item()) / max(abs(theirs.item()), 1e-12),
+                     "grad_max_rel_diff": worst, "worst_param": worst_key, "parameters": len(keys), "peer_grads_finite": finite})
+    match = all(r["loss_rel_diff"] < RTOL and r["grad_max_rel_diff"] < RTOL for r in rows)
+    return {"case": label, "match": match, "draws": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args(argv)
+    sys.path.append(str(peer_site()))  # after modkit's own packages: MultiVae and its pythae come from its venv
+    import multivae
+
+    torch.set_num_threads(1)
+    cases = []
+    for alpha, (beta, epoch, warmup) in [(0.1, (1.0, 10, 10)), (0.5, (0.3, 3, 10))]:
+        model, batch = modkit_model("jmvae", [f"model.fusion.alpha={alpha}"])
+        model.train()
+        peer = peer_model("jmvae", model, {"alpha": alpha, "warmup": warmup, "beta": 1.0})
+        cases.append(compare(f"jmvae α={alpha}, β (annealing) = {beta}, all present", model, batch, peer,
+                             peer_inputs(batch, model.names, False), beta, {"epoch": epoch}))
+    for alpha, beta in [(0.1, 2.5), (0.6, 1.0)]:
+        model, batch = modkit_model("mvtcae", [f"model.fusion.alpha={alpha}"])
+        model.train()
+        peer = peer_model("mvtcae", model, {"alpha": alpha, "beta": beta})
+        cases.append(compare(f"mvtcae α={alpha}, β={beta}, all present", model, batch, peer,
+                             peer_inputs(batch, model.names, False), beta, {}))
+    model, batch = modkit_model("mvtcae", ["data.paired_fraction=0.3"])
+    model.train()
+    assert not bool(batch.present.all()), "the partial batch has every modality"
+    peer = peer_model("mvtcae", model, {"alpha": 0.1, "beta": 2.5})
+    cases.append(compare("mvtcae α=0.1, β=2.5, modalities missing (MultiVae IncompleteDataset)", model, batch, peer,
+                         peer_inputs(batch, model.names, True), 2.5, {}))
+    for beta, betas, partial in [(1.0, None, False), (0.5, {"image": 2.0, "label": 0.5}, False), (1.0, None, True)]:
+        model, batch = modkit_model("dmvae", ["model.fusion.modalities_specific_dim=3"] + (["data.paired_fraction=0.3"] if partial else [])
+                                    + ([f"model.fusion.modalities_specific_betas={json.dumps(betas)}"] if betas else []))
+        model.train()
+        peer = peer_model("dmvae", model, {"beta": beta, "modalities_specific_betas": betas})
+        what = "modalities missing (MultiVae IncompleteDataset)" if partial else "all present"
+        cases.append(compare(f"dmvae β={beta}, β_m={betas or 1}, {what}", model, batch, peer,
+                             peer_inputs(batch, model.names, partial), beta, {}, noise=shared_noise_dmvae(model, batch)))
+    for dist, objective, beta, partial, learn_shared in [("laplace_with_softmax", "dreg_looser", 1.0, False, False),
+                                                          ("laplace_with_softmax", "iwae_looser", 0.5, False, True),
+                                                          ("normal", "dreg_looser", 1.0, True, False),
+                                                          ("normal_with_softplus", "iwae_looser", 1.0, True, True)]:
+        options = {"prior_and_posterior_dist": dist, "loss": objective, "learn_shared_prior": learn_shared, "K": 3}
+        model, batch = modkit_model("mmvae_plus", ["model.fusion.modalities_specific_dim=3"] + (["data.paired_fraction=0.3"] if partial else [])
+                                    + [f"model.fusion.{key}={value}" for key, value in options.items()])
+        with torch.no_grad():  # prior scales away from their zero start, so their gradients mean something
+            model.fusion.shared_prior_logvar.normal_(0.0, 0.3)
+            for p in model.fusion.modality_prior_logvar.values():
+                p.normal_(0.0, 0.3)
+        model.train()
+        peer = peer_model("mmvae_plus", model, {**options, "beta": beta})
+        what = "modalities missing (MultiVae IncompleteDataset)" if partial else "all present"
+        cases.append(compare(f"mmvae_plus {dist}, {objective}, K=3, β={beta}, learn_shared_prior={learn_shared}, {what}", model, batch,
+                             peer, peer_inputs(batch, model.names, partial), beta, {}, noise=shared_noise_mmvae_plus(model, batch, peer),
+                             peer_scale=1.0 / len(batch)))
+    for beta, prior_network in [(1.0, False), (0.5, True)]:
+        model, batch = modkit_model("cvae", ["model.fusion.hidden=[32]", "model.fusion.condition_dim=4", f"model.fusion.prior_network={str(prior_network).lower()}"])
+        model.train()
+        peer = peer_model("cvae", model, {"beta": beta})
+        cases.append(compare(f"cvae p(image given z, label), β={beta}, prior_network={prior_network}, all present", model, batch, peer,
+                             peer_inputs(batch, model.names, False), beta, {}))
+
+    result = {"commit": commit(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "machine": f"{cpu_name()} ({platform.machine()}), torch {torch.__version__}",
+              "command": "python benchmarks/crosscheck_models.py", "multivae": f"{multivae.__name__} {PEER_VERSION} from {PEER_VENV.name}",
+              "rtol": RTOL, "batch": BATCH, "cases": cases}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "crosscheck-models.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = ["# modkit against MultiVae 1.0.3: objectives and gradients on shared networks, weights, batch and noise", "",
+             f"Generated by `{result['command']}` at commit {result['commit']}, {result['date']}, on {result['machine']}.",
+             f"Batch of {BATCH} digits (binarised image + label), latent 8; each row one seed (the shared noise); "
+             f"a case matches when the loss and every parameter's gradient agree within {RTOL:g} relative.", "",
+             "| case | match | seed | modkit loss | MultiVae loss | loss rel. diff | max grad rel. diff (param) |",
+             "|---|---|---|---|---|---|---|"]
+    for case in cases:
+        for r in case["draws"]:
+            lines.append(f"| {case['case']} | {'yes' if case['match'] else '**no**'} | {r['seed']} | {r['modkit_loss']:.6f} | "
+                         f"{r['multivae_loss']:.6f} | {r['loss_rel_diff']:.1e} | {r['grad_max_rel_diff']:.1e} ({r['worst_param']}) |")
+    (args.out / "crosscheck-models.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0 if all(c["match"] for c in cases) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
