@@ -79,12 +79,15 @@ def train(recipe: Path | str | dict[str, Any] | None = None, overrides: dict[str
     if device is not None:
         sets.append(f"train.device={device}")
     trained = lifecycle.train(recipe, overrides=sets, out=out, resume=resume, echo=echo)
-    return load(trained.run_dir, device or "auto")
+    return load(trained.run_dir, device or "auto", plugins=True)  # your own recipe: its plugins were imported to train
 
 
-def load(run_dir: Path | str, device: str | torch.device | None = "auto") -> Run:
-    """A run directory, or a folder ``Run.export`` wrote: the model in eval mode, ready to generate."""
-    return Run.of(lifecycle.load(run_dir, device))
+def load(run_dir: Path | str, device: str | torch.device | None = "auto", plugins: bool | list[str] = ()) -> Run:
+    """A run directory, or a folder ``Run.export`` wrote: the model in eval mode, ready to generate.
+
+    Only installed plugins are used: the folder may come from anyone, and a module its recipe names could run
+    code. ``plugins=["my_plugin"]`` (or True for all) imports the recipe's modules you trust."""
+    return Run.of(lifecycle.load(run_dir, device, plugins))
 
 
 def _yaml(value: Any) -> str:

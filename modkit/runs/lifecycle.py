@@ -258,11 +258,12 @@ def on_rank0(fn: Callable[[], Any], dist) -> Any:
 
 # -- loading and exporting ----------------------------------------------------------------------
 
-def load(run_dir: Path | str, device: str | torch.device | None = "auto"):
-    """A finished (or checkpointed) run, or a folder :func:`export` wrote, ready to use: a :class:`LoadedRun`."""
+def load(run_dir: Path | str, device: str | torch.device | None = "auto", plugins: bool | list[str] | tuple[str, ...] = ()):
+    """A finished (or checkpointed) run, or a folder :func:`export` wrote, ready to use: a :class:`LoadedRun`.
+    ``plugins``: modules its recipe names that may be imported (True: all); by default only installed plugins."""
     from modkit.runs.loading import load_exported, load_run
 
     run_dir = Path(run_dir)
     if (run_dir / WEIGHTS).is_file() and not checkpoints.has_checkpoint(run_dir):
-        return load_exported(run_dir, device)
-    return load_run(run_dir, device)
+        return load_exported(run_dir, device, plugins)
+    return load_run(run_dir, device, plugins)

@@ -53,7 +53,7 @@ def run_one(config: SweepConfig, values: dict[str, str], seed: int | None, run_d
         else:
             lifecycle.train(resolved, out=run_dir, echo=quiet)  # the resolved recipe: the sweep's values already applied
     if config.evaluate and not (run_dir / EVAL_JSON).exists():
-        run = lifecycle.load(run_dir, recipe.train.device)
+        run = lifecycle.load(run_dir, recipe.train.device, plugins=True)  # the sweep's own recipe
         rundir.write_json(run_dir / EVAL_JSON, evaluate_run(run, EvalSettings(**config.settings)))
     return summary_metrics(run_dir)
 

@@ -111,8 +111,9 @@ def run_workers(config: SweepConfig, storage_url: str, workers: int, echo: Calla
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():  # never more than the user asked for
         share = max(1, min(share, int(os.environ["OMP_NUM_THREADS"])))
     env = {**os.environ, "MODKIT_SWEEP_STORAGE": storage_url, "MODKIT_SWEEP_THREADS": str(share),
-           "OMP_NUM_THREADS": str(share), "MKL_NUM_THREADS": str(share)}
-    command = [sys.executable, "-m", "modkit", "sweep", "--resume", config.study, "--out", config.out, "--as-worker"]
+           "OMP_NUM_THREADS": str(share), "MKL_NUM_THREADS": str(share), "PYTHONSAFEPATH": "1"}
+    # -P: the working directory is not put first on the worker's path, so a stray ./click.py there is never imported
+    command = [sys.executable, "-P", "-m", "modkit", "sweep", "--resume", config.study, "--out", config.out, "--as-worker"]
     procs = []
     echo(f"{workers} worker(s), {share} thread(s) each; their logs: {out}/worker-N.log")
     for i in range(workers):
