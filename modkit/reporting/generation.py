@@ -111,9 +111,20 @@ def generate_renders(run: LoadedRun, given: dict[str, Any], target: str, n: int 
     unknown = [k for k in given if k not in run.model.names]
     if unknown:
         raise ModkitError(f"--given: unknown modality '{unknown[0]}' (this run has {', '.join(run.model.names)})")
-    if n < 1:
-        raise ModkitError("-n must be at least 1")
+    check_count(n)
     return decode_renders(run, _latents(run, given, n, mean), target)
+
+
+MAX_SAMPLES = 10_000  # one grid or text file: far more than anyone looks at, far less than fills memory
+
+
+def check_count(n: int) -> None:
+    """``-n`` between 1 and :data:`MAX_SAMPLES`, checked before a latent is drawn (every sample is decoded and
+    rendered in memory at once)."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ModkitError("-n must be at least 1")
+    if n > MAX_SAMPLES:
+        raise ModkitError(f"-n {n} is more than {MAX_SAMPLES:,} samples at once; draw them in several calls (--seed differs)")
 
 
 def _slug(text: str) -> str:
@@ -179,8 +190,7 @@ def sample_prior(run: LoadedRun, n: int = 64, out: Path | None = None, seed: int
 @torch.no_grad()
 def prior_renders(run: LoadedRun, n: int, seed: int | None = None) -> dict[str, list]:
     """z ~ p(z), ``n`` times, decoded by every modality: modality → renders."""
-    if n < 1:
-        raise ModkitError("-n must be at least 1")
+    check_count(n)
     if seed is not None:
         torch.manual_seed(seed)
     z = _prior(run.model).rsample(n)

@@ -186,11 +186,12 @@ def assemble(recipe: Recipe, resolved: dict[str, Any], plugins, run_dir: Path, d
     """Seed, build the recipe's setup (rank 0 first under torchrun) and hand it to a Trainer with the run's
     callbacks, the plugins' and ``callbacks``. The caller holds the run directory's lock."""
     from modkit.runs.callbacks import plugin_callbacks, run_callbacks
-    from modkit.training.builder import build_on_ranks
+    from modkit.training.builder import build_on_ranks, refuse_oversized
     from modkit.training.distributed import SINGLE
     from modkit.training.trainer import Trainer, seed_everything
 
     dist = dist or SINGLE
+    refuse_oversized(recipe, plugins, source)  # counted on the meta device, before the data or the model is loaded
     seed_everything(recipe.seed)
     setup = build_on_ranks(recipe, plugins, run_dir, source, dist)
     every = [*run_callbacks(), *plugin_callbacks(plugins, recipe), *callbacks]

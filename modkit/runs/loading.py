@@ -87,6 +87,27 @@ def _plugins(recipe: Recipe, folder: Path, trusted: bool | Sequence[str]) -> Plu
     return plugins_for_loading(recipe.plugins, [] if inside else project.plugins, trusted, str(folder / rundir.RECIPE))
 
 
+def refuse_misfit(recipe: Recipe, plugins: PluginSet, folder: Path, source: str) -> None:
+    """Compare the model the recipe describes (built on the meta device: nothing allocated) with the shapes in the
+    weights file's header, before the model is built for real: a recipe edited to ask for a huge model is one
+    line, not gigabytes allocated before the checkpoint is even read."""
+    from modkit.training.builder import model_shapes, state_bytes
+
+    found = checkpoints.weight_shapes(folder)
+    if found is None:
+        return  # no readable weights: loading them says why
+    path, stored = found
+    wanted = model_shapes(recipe, plugins, folder, source)
+    if wanted is None:
+        return
+    wrong = next((k for k in wanted if stored.get(k) != wanted[k]), None)
+    if wrong is not None or state_bytes(wanted) > state_bytes(stored):
+        what = (f"'{wrong}' is {list(wanted[wrong])} in the model but {list(stored[wrong]) if wrong in stored else 'absent'} in "
+                f"{path.name}") if wrong is not None else "the model is larger than its weights"
+        raise ModkitError(f"{folder / rundir.RECIPE} does not describe the model in {path} ({what}); was recipe.yaml changed, "
+                          f"or the weights copied from another run? Nothing was built. Use the recipe they were trained with")
+
+
 def load_run(run_dir: Path | str, device: str | torch.device | None = "auto", plugins: bool | Sequence[str] = ()) -> LoadedRun:
     """Rebuild a run's model from ``recipe.yaml`` and load ``checkpoint.pt``; the model is in eval mode on ``device``.
 
@@ -105,6 +126,7 @@ def load_run(run_dir: Path | str, device: str | torch.device | None = "auto", pl
     recipe, resolved = resolve_raw(read_yaml(run_dir / rundir.RECIPE), [], None, source)
     plugin_set = _plugins(recipe, run_dir, plugins)
     torch_device = resolve_device(device)
+    refuse_misfit(recipe, plugin_set, run_dir, source)
     torch.manual_seed(recipe.seed)
     setup = build(recipe, plugin_set, run_dir, source)
     checkpoint = checkpoints.load_checkpoint(run_dir, model_only=True)
@@ -123,6 +145,7 @@ def load_exported(folder: Path | str, device: str | torch.device | None = "auto"
     recipe, resolved = resolve_raw(read_yaml(folder / rundir.RECIPE), [], None, source)
     plugin_set = _plugins(recipe, folder, plugins)
     torch_device = resolve_device(device)
+    refuse_misfit(recipe, plugin_set, folder, source)
     torch.manual_seed(recipe.seed)
     model = build_model(recipe, plugin_set, folder, source)
     checkpoints.restore_components({checkpoints.MODEL: checkpoints.load_weights(folder)}, folder, model)

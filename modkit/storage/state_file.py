@@ -100,6 +100,23 @@ def header(path: Path) -> dict[str, str]:
         raise ModkitError(f"{path} is not a readable safetensors file ({first_line(exc)})") from None
 
 
+def shapes(path: Path, entry: str | None = None) -> dict[str, tuple[int, ...]]:
+    """The shapes of the tensors in ``path`` (under the nested ``entry``, e.g. ``"model"``, by their names there)
+    from the header alone: nothing is allocated, so a model can be checked against its weights before it is built."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            stored = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
+            meta = handle.metadata() or {}
+        if entry is None:
+            return stored
+        tree = json.loads(meta[STRUCTURE_KEY])[entry]
+        return {k: stored[v["$tensor"]] for k, v in tree.items() if isinstance(v, dict) and "$tensor" in v}
+    except Exception as exc:  # noqa: BLE001 - a damaged header or structure
+        raise ModkitError(f"{path} is damaged ({first_line(exc)})") from None
+
+
 def read(path: Path, kind: str, format_version: int, prefix: str | None = None) -> Any:
     """The state in ``path``; given a ``prefix``, only that top-level entry and the plain top-level values.
 

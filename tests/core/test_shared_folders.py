@@ -98,3 +98,73 @@ def test_child_processes_start_with_a_safe_path(monkeypatch, tmp_path):
     out = subprocess.run([sys.executable, "-P", "-m", "modkit", "--version"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 0 and "stray" not in out.stderr
 
+
+
+# -- tiny files never make huge allocations ---------------------------------------------------------
+
+def grown_kib(fn) -> tuple[object, int]:
+    """What ``fn`` returns (or raises) and how far this process's peak memory grew meanwhile (KiB)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = fn()
+    return result, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+
+
+def test_a_recipe_asking_for_a_huge_model_is_refused_before_it_is_built(copy):
+    run = copy()
+    raw = yaml.safe_load((run / "recipe.yaml").read_text())
+    raw["modalities"]["image"]["hidden"] = [60000, 60000]  # 14 GB of weights; the checkpoint holds 16-wide layers
+    (run / "recipe.yaml").write_text(yaml.safe_dump(raw))
+    assert len((run / "recipe.yaml").read_bytes()) < 2000
+    result, grew = grown_kib(lambda: cli("sample", run, "-n", "2", "--device", "cpu"))
+    line = one_error_line(result)
+    assert "recipe.yaml does not describe the model" in line and "[60000, 64]" in line and "Nothing was built" in line
+    assert grew < 300_000  # KiB: the model was counted on the meta device, never allocated
+
+
+def test_training_a_model_larger_than_memory_is_refused_before_anything_is_allocated(tmp_path, monkeypatch):
+    from run_helpers import tiny_raw
+
+    monkeypatch.chdir(tmp_path)
+    raw = tiny_raw()
+    raw["modalities"]["image"]["hidden"] = [60000, 60000]
+    (tmp_path / "big.yaml").write_text(yaml.safe_dump(raw))
+    result, grew = grown_kib(lambda: cli("train", tmp_path / "big.yaml", "--out", tmp_path / "big"))
+    line = one_error_line(result)
+    assert "parameters" in line and "GiB" in line and "hidden sizes smaller" in line
+    assert grew < 300_000 and not (tmp_path / "big").exists()
+
+
+def test_convert_refuses_an_expanded_view_before_writing(copy):
+    import torch
+
+    run = copy()
+    for name in ("checkpoint.safetensors", "checkpoint.prev.safetensors"):
+        (run / name).unlink(missing_ok=True)
+    huge = torch.zeros(1).expand(1_600_000_000)  # 4 bytes of storage seen as 6.4 GB
+    torch.save({"model": {"w": huge}, "epoch": 1}, run / "checkpoint.pt")
+    assert (run / "checkpoint.pt").stat().st_size < 4000
+    result, grew = grown_kib(lambda: cli("convert", run))
+    line = one_error_line(result)
+    assert "checkpoint.pt" in line and "expanded or overlapping view" in line
+    assert grew < 300_000 and not (run / "checkpoint.safetensors").exists()
+
+
+def test_too_many_samples_is_one_line_before_any_is_drawn(trained):
+    for command in (["sample", trained, "-n", "1000000000", "--device", "cpu"],
+                    ["generate", trained, "--target", "image", "-n", "1000000000", "--device", "cpu"]):
+        result, grew = grown_kib(lambda: cli(*command))
+        assert "-n 1000000000 is more than 10,000 samples" in one_error_line(result) and grew < 300_000
+
+
+def test_a_sweep_grid_is_counted_not_listed(tmp_path):
+    import time
+
+    from run_helpers import tiny_raw
+
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(tiny_raw()))
+    for spec in ("train.epochs=range(1,1000000000)", "seed=range(0,1000000000)"):
+        start = time.perf_counter()
+        line = one_error_line(cli("sweep", tmp_path / "r.yaml", "--set", spec, "--out", tmp_path / "s"))
+        assert "10,000" in line and time.perf_counter() - start < 20
