@@ -104,8 +104,9 @@ def refuse_misfit(recipe: Recipe, plugins: PluginSet, folder: Path, source: str)
     if wrong is not None or state_bytes(wanted) > state_bytes(stored):
         what = (f"'{wrong}' is {list(wanted[wrong])} in the model but {list(stored[wrong]) if wrong in stored else 'absent'} in "
                 f"{path.name}") if wrong is not None else "the model is larger than its weights"
-        raise ModkitError(f"{folder / rundir.RECIPE} does not describe the model in {path} ({what}); was recipe.yaml changed, "
-                          f"or the weights copied from another run? Nothing was built. Use the recipe they were trained with")
+        raise ModkitError(f"the checkpoint in {path} does not fit the model its recipe builds ({what}); was recipe.yaml "
+                          f"changed, or the weights copied from another run? Nothing was built. Use the recipe they were "
+                          f"trained with")
 
 
 def load_run(run_dir: Path | str, device: str | torch.device | None = "auto", plugins: bool | Sequence[str] = ()) -> LoadedRun:

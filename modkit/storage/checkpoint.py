@@ -118,6 +118,10 @@ def load_checkpoint(run_dir: Path, model_only: bool = False) -> dict[str, Any]:
             continue
         check_weights(path, state.get(MODEL))
         train_state.check_counters(state, path)  # a hand-edited counter: one line naming this file
+        if errors:  # the newest was torn or damaged: say which one is used instead, never silently
+            import sys
+
+            print(f"warning: {'; '.join(errors)}; using {path} instead", file=sys.stderr)
         return state
     if not errors:
         raise ModkitError(f"{run_dir} has no checkpoint yet: it was stopped before its first one. Start it again "
@@ -246,6 +250,7 @@ def load_weights(run_dir: Path | str) -> dict[str, torch.Tensor]:
     if not run_dir.is_dir():
         raise ModkitError(f"{run_dir} is not a run directory (no such directory)")
     if (run_dir / WEIGHTS).is_file() and not has_checkpoint(run_dir):
+        files.check_regular(run_dir / WEIGHTS)
         try:
             weights = load_file(str(run_dir / WEIGHTS))
         except Exception as exc:  # noqa: BLE001 - any malformed file

@@ -93,6 +93,9 @@ def header(path: Path) -> dict[str, str]:
     """The file's string header (cheap: no tensor is read); a ModkitError if it is not a safetensors file."""
     from safetensors import safe_open
 
+    from modkit.storage.files import check_regular
+
+    check_regular(path)  # a FIFO under this name would block the read forever
     try:
         with safe_open(str(path), framework="pt") as handle:
             return dict(handle.metadata() or {})
@@ -105,6 +108,9 @@ def shapes(path: Path, entry: str | None = None) -> dict[str, tuple[int, ...]]:
     from the header alone: nothing is allocated, so a model can be checked against its weights before it is built."""
     from safetensors import safe_open
 
+    from modkit.storage.files import check_regular
+
+    check_regular(path)
     try:
         with safe_open(str(path), framework="pt") as handle:
             stored = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}

@@ -119,7 +119,7 @@ def test_a_recipe_asking_for_a_huge_model_is_refused_before_it_is_built(copy):
     assert len((run / "recipe.yaml").read_bytes()) < 2000
     result, grew = grown_kib(lambda: cli("sample", run, "-n", "2", "--device", "cpu"))
     line = one_error_line(result)
-    assert "recipe.yaml does not describe the model" in line and "[60000, 64]" in line and "Nothing was built" in line
+    assert "does not fit the model its recipe builds" in line and "[60000, 64]" in line and "Nothing was built" in line
     assert grew < 300_000  # KiB: the model was counted on the meta device, never allocated
 
 
@@ -168,3 +168,64 @@ def test_a_sweep_grid_is_counted_not_listed(tmp_path):
         start = time.perf_counter()
         line = one_error_line(cli("sweep", tmp_path / "r.yaml", "--set", spec, "--out", tmp_path / "s"))
         assert "10,000" in line and time.perf_counter() - start < 20
+
+
+# -- export copies by allow-list, never through a link, all or nothing ------------------------------
+
+def test_export_copies_only_the_model_files_and_never_follows_a_link(copy, tmp_path):
+    import modkit
+
+    run = copy()
+    secret = tmp_path / "id_rsa"
+    secret.write_text("PRIVATE KEY")
+    (run / "notes.txt").symlink_to(secret)
+    (run / "scratch.bin").write_bytes(b"x" * 100)  # not the model's: an allow-list leaves it behind
+    (run / "tokenizers").mkdir()
+    (run / "tokenizers" / "caption.model").write_bytes(b"tok")
+    out = modkit.load(run, "cpu").export(tmp_path / "exported")
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors", "recipe.yaml", "tokenizers"]
+    assert (out / "tokenizers" / "caption.model").read_bytes() == b"tok"
+    assert not any("PRIVATE" in p.read_text(errors="ignore") for p in out.rglob("*") if p.is_file())
+
+    (run / "tokenizers" / "leak.model").symlink_to(secret)  # a link inside an exported folder: refused
+    with pytest.raises(ModkitError, match="leak.model is a symbolic link, not a regular file"):
+        modkit.load(run, "cpu").export(tmp_path / "second")
+    assert not (tmp_path / "second").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".second")]  # the staging folder is gone too
+
+
+def test_a_failed_export_leaves_no_folder_behind(copy, tmp_path, monkeypatch):
+    import safetensors.torch
+
+    import modkit
+
+    loaded = modkit.load(copy(), "cpu")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
+    with pytest.raises(ModkitError, match="No space left on device; nothing was left there"):
+        loaded.export(tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_a_fifo_named_like_the_checkpoint_never_blocks(copy, tmp_path):
+    run = copy()
+    (run / "checkpoint.safetensors").unlink()
+    os.mkfifo(run / "checkpoint.safetensors")
+    result = modkit_process("sample", run, "-n", "2", "--device", "cpu", "--out", tmp_path / "s.png", cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr  # the previous checkpoint is used, and the user told why
+    warning = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "is a named pipe, not a regular file" in warning[0] and "checkpoint.prev.safetensors" in warning[0]
+    (run / "checkpoint.prev.safetensors").unlink()
+    line = one_error_line(cli("sample", run, "-n", "2", "--device", "cpu"))
+    assert "named pipe" in line
+
+
+def test_a_truncated_checkpoint_falls_back_to_the_previous_one_with_a_warning(copy, tmp_path):
+    run = copy()
+    data = (run / "checkpoint.safetensors").read_bytes()
+    (run / "checkpoint.safetensors").write_bytes(data[: len(data) // 2])
+    result = cli("sample", run, "-n", "2", "--device", "cpu", "--out", tmp_path / "s.png")
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.stderr and "checkpoint.safetensors" in result.stderr and "using" in result.stderr
