@@ -58,6 +58,15 @@ def user_errors(fn: F) -> F:
         except ModkitError as exc:
             _echo(f"error: {redact(str(exc))}")  # a tracking or storage URI in a message keeps no password
             sys.exit(exc.exit_code)
+        except OSError as exc:
+            import errno
+
+            # the file system refused a write (a read-only run folder, a full disk): the user's to fix, one line
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+                raise
+            where = f" {exc.filename}" if exc.filename else ""
+            _echo(redact(f"error: cannot write{where}: {exc.strerror or exc}; make it writable, or choose another --out"))
+            sys.exit(1)
         except KeyboardInterrupt:
             _echo("interrupted")
             sys.exit(130)

@@ -14,6 +14,8 @@ for code that drives the trainer itself), so the rules hold for every one of the
 """
 from __future__ import annotations
 
+import os
+
 import datetime as _dt
 import shutil
 from dataclasses import dataclass
@@ -43,12 +45,19 @@ class RunLock:
         from filelock import FileLock, Timeout
 
         self.run_dir = Path(run_dir)
-        self._lock = FileLock(str(self.run_dir / LOCK), timeout=0)
+        path = self.run_dir / LOCK
+        if os.path.lexists(path) and (os.path.islink(path) or not os.path.isfile(path)):
+            # a folder or a link (to a file elsewhere, which locking would create or truncate): never followed
+            what = "a symbolic link" if os.path.islink(path) else "a folder" if os.path.isdir(path) else "not a regular file"
+            raise ModkitError(f"{path} is {what}; modkit keeps a plain lock file there. Remove it (rm -r {path}) and try again")
+        self._lock = FileLock(str(path), timeout=0)
         try:
             self._lock.acquire()
         except Timeout:
             raise ModkitError(f"{run_dir} is being trained by another process (it holds {run_dir / LOCK}); wait for it to "
                               "finish or stop it, or train into another --out") from None
+        except OSError as exc:
+            raise ModkitError(f"cannot lock {path}: {exc.strerror or exc}") from None
 
     def release(self) -> None:
         self._lock.release()

@@ -75,7 +75,7 @@ def load_study(name: str, storage: Any):
     raw = study.user_attrs.get(ATTR)
     if not raw:
         raise ModkitError(f"study '{name}' was not made by modkit sweep")
-    return study, SweepConfig(**raw)
+    return study, SweepConfig.stored(raw, f"study '{name}'")
 
 
 def create_study(config: SweepConfig, storage: Any):
@@ -210,6 +210,9 @@ def open_sweep(target: str | Path, storage: str | None, out: Path | None = None)
     folder = Path(target)
     if (folder / SWEEP_JSON).is_file():
         info = rundir.read_json(folder / SWEEP_JSON)
+        if not isinstance(info, dict) or not isinstance(info.get("study"), str) or not isinstance(info.get("storage"), (str, type(None))):
+            raise ModkitError(f"{folder / SWEEP_JSON} is damaged (it needs a 'study' name and a 'storage' URL or null); "
+                              f"it was changed by hand. Restore it, or join the study with --resume STUDY --storage URL")
         if storage is None and info.get("storage"):
             raise ModkitError(f"the study of {folder} is in {info['storage']}: give --storage URL")
         url, name = storage or default_storage(folder), info["study"]

@@ -20,6 +20,7 @@ import numpy as np
 from pydantic import Field
 
 from modkit import ColumnRecords, DataError, DatasetConfig, DatasetSource, hookimpl
+from modkit.data.text_files import read_text
 
 ATTR_FILE = "list_attr_celeba.txt"
 PARTITION_FILE = "list_eval_partition.txt"
@@ -58,7 +59,7 @@ def read_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray, dict[
 
 def read_partition(path: Path) -> dict[str, int]:
     partition = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text(path).splitlines(), 1):
         parts = line.split()
         if not parts:
             continue

@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import Field
 
 from modkit import ColumnRecords, DataError, DatasetConfig, DatasetSource, hookimpl
+from modkit.data.text_files import read_text
 
 
 class CubConfig(DatasetConfig):
@@ -28,7 +29,7 @@ class CubConfig(DatasetConfig):
 
 def read_pairs(path: Path) -> list[tuple[str, str]]:
     pairs = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split(maxsplit=1)
@@ -71,7 +72,7 @@ class Cub(DatasetSource):
             if not caption_file.is_file():
                 rows[target].append((image, None, label, f"{relative}", f"{relative}: no caption file {caption_file}"))
                 continue
-            lines = caption_file.read_text(encoding="utf-8").splitlines()
+            lines = read_text(caption_file, "caption file").splitlines()
             while lines and not lines[-1].strip():
                 lines.pop()
             if self.config.captions == "first":

@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import Field
 
 from modkit import ColumnRecords, DataError, DatasetConfig, DatasetSource, hookimpl
+from modkit.data.text_files import read_text
 
 CLASS_NAMES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]
@@ -80,7 +81,7 @@ class Voc(DatasetSource):
         listing = folder / "ImageSets" / "Segmentation" / f"{name}.txt"
         if not listing.is_file():
             raise DataError(f"split list not found: {listing}")
-        entries = [(n, line.strip()) for n, line in enumerate(listing.read_text().splitlines(), 1) if line.strip()]
+        entries = [(n, line.strip()) for n, line in enumerate(read_text(listing, "split list").splitlines(), 1) if line.strip()]
         images = [str(folder / "JPEGImages" / f"{i}.jpg") for _, i in entries]
         masks = [str(folder / "SegmentationClass" / f"{i}.png") for _, i in entries]
         errors = {}

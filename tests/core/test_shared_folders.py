@@ -229,3 +229,76 @@ def test_a_truncated_checkpoint_falls_back_to_the_previous_one_with_a_warning(co
     result = cli("sample", run, "-n", "2", "--device", "cpu", "--out", tmp_path / "s.png")
     assert result.exit_code == 0, result.output
     assert "warning:" in result.stderr and "checkpoint.safetensors" in result.stderr and "using" in result.stderr
+
+
+# -- every bad file is one line -------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["folder", "symlink"])
+def test_a_lock_that_is_not_a_file_is_one_line(copy, tmp_path, kind):
+    run = copy()
+    target = tmp_path / "elsewhere"
+    target.write_text("mine")
+    (run / ".modkit.lock").unlink(missing_ok=True)  # the plain file training left
+    if kind == "folder":
+        (run / ".modkit.lock").mkdir()
+    else:
+        (run / ".modkit.lock").symlink_to(target)
+    line = one_error_line(cli("train", "--resume", run, "--set", "train.epochs=2"))
+    assert ".modkit.lock is a" in line and "Remove it" in line
+    assert target.read_text() == "mine"  # the link was never followed
+
+
+def test_a_read_only_place_to_write_is_one_line(trained, tmp_path, monkeypatch):
+    from modkit.reporting import figures
+
+    def refused(items, out, **kwargs):
+        raise PermissionError(13, "Permission denied", str(out))
+    monkeypatch.setattr(figures, "grid", refused)
+    for command in (["sample", trained, "-n", "2", "--device", "cpu", "--out", tmp_path / "s.png"],
+                    ["generate", trained, "--target", "image", "-n", "2", "--device", "cpu", "--out", tmp_path / "g.png"]):
+        line = one_error_line(cli(*command))
+        assert "cannot write" in line and "Permission denied" in line and "choose another --out" in line
+
+
+@pytest.mark.parametrize("name, message", [
+    ("class", "is a Python keyword"),
+    ("x" * 300, "too long"),
+    ("np", "a name the generated code already uses"),
+])
+def test_scaffold_names_that_would_break_the_package_are_refused_before_writing(tmp_path, name, message):
+    line = one_error_line(cli("new", "metric", name, "--dir", tmp_path))
+    assert message in line and len(line) < 400
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_generated_package_compiles_for_an_accepted_name(tmp_path):
+    import py_compile
+
+    assert cli("new", "metric", "klass", "--dir", tmp_path).exit_code == 0
+    for path in (tmp_path / "modkit-klass").rglob("*.py"):
+        py_compile.compile(str(path), doraise=True)
+
+
+@pytest.mark.parametrize("content", ["[]", '{"study": 3}', '{"study": "s", "storage": ["x"]}'])
+def test_a_tampered_sweep_json_is_one_line(tmp_path, content):
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "sweep.json").write_text(content)
+    line = one_error_line(cli("sweep", "--resume", tmp_path / "sweep"))
+    assert "sweep.json is damaged" in line
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"trials": "5"}, "field 'trials' has the wrong type"),
+    ({"overrides": [3]}, "field 'overrides' has the wrong type"),
+    ({"sampler": "evil"}, "out of range"),
+    ({"extra": 1}, "unknown field 'extra'"),
+    ({"overrides": ["x=range(5,1)"]}, "do not parse"),
+])
+def test_a_tampered_study_definition_is_one_line(change, problem):
+    from modkit.sweep.config import SweepConfig
+
+    good = dict(study="s", out="/tmp/s", recipe={}, source="r.yaml", overrides=["train.lr=1,2"], sampler="grid", trials=2,
+                objective="test/elbo", direction="maximize", evaluate=False, settings={}, plot=[])
+    assert SweepConfig.stored(good, "study 's'").trials == 2
+    with pytest.raises(ModkitError, match=f"sweep definition in study 's' is damaged .*{problem}"):
+        SweepConfig.stored({**good, **change}, "study 's'")
