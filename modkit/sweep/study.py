@@ -122,6 +122,34 @@ def _retried(study) -> set[int]:
         return {n for t in study.get_trials(deepcopy=False) for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
 
 
+LOCK = ".sweep.lock"
+
+
+class claim_lock:
+    """An exclusive lock on the sweep folder while a process changes which trial runs where: queueing dead or
+    interrupted trials again, and a trial claiming its run directory. Two workers joining after a crash (the
+    default SQLite study has no row locks) would otherwise both queue one retry, or both train one point."""
+
+    def __init__(self, out: Path | str):
+        from filelock import FileLock
+
+        Path(out).mkdir(parents=True, exist_ok=True)
+        self._lock = FileLock(str(Path(out) / LOCK), timeout=300)
+
+    def __enter__(self):
+        from filelock import Timeout
+
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise ModkitError(f"another worker has held {self._lock.lock_file} for 5 minutes; is it stuck? "
+                              f"Stop it and run modkit sweep --resume again") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release()
+
+
 def recover(study, storage, interrupted: Callable[[Any], bool] = lambda t: True) -> list[int]:
     """Queue again, as WAITING trials with the same parameters and run directories: the trials of workers
     that died on this machine (at once, without waiting for the heartbeat's grace period), those of other
