@@ -165,14 +165,15 @@ def train(recipe: Path | str | dict | None = None, *, overrides: list[str] | tup
         device = dist_device or resolve_device(p.recipe.train.device)
         try:
             trainer = assemble(p.recipe, p.resolved, plugins, run_dir, device, p.source, echo, dist)
+            if fresh:  # a fusion that starts from another run (init_from) can fail here too
+                trainer.model.fusion.initialize(trainer.model)
         except BaseException:
-            if created and dist.main:  # a recipe that fails to build leaves no run directory behind
+            if created and dist.main:  # a recipe that fails to build or initialise leaves no run directory behind
                 lock.release()
                 lock = None
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
         if fresh:
-            trainer.model.fusion.initialize(trainer.model)
             trainer.echo(f"run directory: {run_dir}")
         else:
             trainer.restore()

@@ -302,3 +302,35 @@ def test_a_tampered_study_definition_is_one_line(change, problem):
     assert SweepConfig.stored(good, "study 's'").trials == 2
     with pytest.raises(ModkitError, match=f"sweep definition in study 's' is damaged .*{problem}"):
         SweepConfig.stored({**good, **change}, "study 's'")
+
+
+def test_an_empty_tokenizer_is_one_line(tmp_path):
+    from modkit_caption.tokenizer import Tokenizer
+
+    (tmp_path / "caption.model").write_bytes(b"")
+    with pytest.raises(ModkitError, match="caption.model is an empty tokenizer"):
+        Tokenizer.load(tmp_path / "caption.model")
+
+
+@pytest.mark.parametrize("name, data", [("w.safetensors", b"\x00" * 64), ("w.pt", b"garbage, not a zip"), ("w.pt", None)])
+def test_garbage_backbone_weights_are_one_line(tmp_path, name, data):
+    import torch
+
+    from modkit_image.backbone import _read_state_dict
+
+    path = tmp_path / name
+    if data is None:
+        torch.save([1, 2, 3], path)  # readable, but not a name → tensor map
+    else:
+        path.write_bytes(data)
+    with pytest.raises(ModkitError, match=r"modalities.image.backbone.weights: .*(not a readable weights file|holds no weights)"):
+        _read_state_dict(path, "modalities.image.backbone.weights")
+
+
+def test_a_failed_init_from_leaves_no_out_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    line = one_error_line(cli("train", ROOT / "recipes" / "digits-latent_mix-partial.yaml", "--set", "model.fusion.downstream.task=label",
+                              "--set", f"model.fusion.downstream.init_from={tmp_path / 'no-such-run'}", "--set", "train.epochs=1",
+                              "--out", tmp_path / "fine"))
+    assert "init_from" in line and "not found" in line
+    assert not (tmp_path / "fine").exists()
