@@ -112,7 +112,7 @@ def test_gated_fusion_trains_and_evaluates(tmp_path):
     }, run_dir)
     values = losses(run)
     assert values[-1] < values[0], values
-    result = CliRunner().invoke(main, ["eval", str(run_dir), "--metrics", "likelihood,coherence", "--iw-samples", "10",
+    result = CliRunner().invoke(main, ["eval", str(run_dir), "--trust-plugins", "--metrics", "likelihood,coherence", "--iw-samples", "10",
                                        "--prior-samples", "20", "--iw-items", "32", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     data = json.loads((run_dir / "eval.json").read_text())
