@@ -7,7 +7,7 @@ from pathlib import Path
 from modkit.errors import DataError
 
 
-def read_text(path: Path | str, what: str = "file") -> str:
+def read_text_file(path: Path | str, what: str = "file") -> str:
     """The text of ``path``; a byte-order mark is dropped (a CSV header's first name would otherwise carry it),
     and a file that is not UTF-8 (Latin-1, say) or cannot be read is a DataError naming it."""
     path = Path(path)

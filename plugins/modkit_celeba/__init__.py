@@ -19,8 +19,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from modkit import ColumnRecords, DataError, DatasetConfig, DatasetSource, hookimpl
-from modkit.data.text_files import read_text
+from modkit import ColumnRecords, DataError, DatasetConfig, DatasetSource, hookimpl, read_text_file
 
 ATTR_FILE = "list_attr_celeba.txt"
 PARTITION_FILE = "list_eval_partition.txt"
@@ -59,7 +58,7 @@ def read_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray, dict[
 
 def read_partition(path: Path) -> dict[str, int]:
     partition = {}
-    for number, line in enumerate(read_text(path).splitlines(), 1):
+    for number, line in enumerate(read_text_file(path).splitlines(), 1):
         parts = line.split()
         if not parts:
             continue

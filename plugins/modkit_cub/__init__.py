@@ -17,8 +17,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from modkit import ColumnRecords, DataError, DatasetConfig, DatasetSource, hookimpl
-from modkit.data.text_files import read_text
+from modkit import ColumnRecords, DataError, DatasetConfig, DatasetSource, hookimpl, read_text_file
 
 
 class CubConfig(DatasetConfig):
@@ -29,7 +28,7 @@ class CubConfig(DatasetConfig):
 
 def read_pairs(path: Path) -> list[tuple[str, str]]:
     pairs = []
-    for number, line in enumerate(read_text(path).splitlines(), 1):
+    for number, line in enumerate(read_text_file(path).splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split(maxsplit=1)
@@ -72,7 +71,7 @@ class Cub(DatasetSource):
             if not caption_file.is_file():
                 rows[target].append((image, None, label, f"{relative}", f"{relative}: no caption file {caption_file}"))
                 continue
-            lines = read_text(caption_file, "caption file").splitlines()
+            lines = read_text_file(caption_file, "caption file").splitlines()
             while lines and not lines[-1].strip():
                 lines.pop()
             if self.config.captions == "first":

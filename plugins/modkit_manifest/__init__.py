@@ -17,8 +17,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from modkit import ColumnRecords, DataError, DatasetConfig, DatasetSource, hookimpl
-from modkit.data.text_files import read_text
+from modkit import ColumnRecords, DataError, DatasetConfig, DatasetSource, hookimpl, read_text_file
 
 FILE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".npy"}
 
@@ -43,7 +42,7 @@ def read_rows(path: Path, fmt: str) -> list[tuple[int, dict[str, Any] | str]]:
     """(line number, row or error message) for every data line."""
     if fmt == "auto":
         fmt = "csv" if path.suffix.lower() in (".csv", ".tsv") else "jsonl"
-    text = read_text(path, "manifest")  # utf-8-sig: Excel's byte-order mark is not part of the first column's name
+    text = read_text_file(path, "manifest")  # utf-8-sig: Excel's byte-order mark is not part of the first column's name
     rows: list[tuple[int, dict[str, Any] | str]] = []
     if fmt == "jsonl":
         for number, line in enumerate(text.splitlines(), 1):

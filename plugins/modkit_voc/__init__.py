@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from modkit import ColumnRecords, DataError, DatasetConfig, DatasetSource, hookimpl
-from modkit.data.text_files import read_text
+from modkit import ColumnRecords, DataError, DatasetConfig, DatasetSource, hookimpl, read_text_file
 
 CLASS_NAMES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]
@@ -81,7 +80,7 @@ class Voc(DatasetSource):
         listing = folder / "ImageSets" / "Segmentation" / f"{name}.txt"
         if not listing.is_file():
             raise DataError(f"split list not found: {listing}")
-        entries = [(n, line.strip()) for n, line in enumerate(read_text(listing, "split list").splitlines(), 1) if line.strip()]
+        entries = [(n, line.strip()) for n, line in enumerate(read_text_file(listing, "split list").splitlines(), 1) if line.strip()]
         images = [str(folder / "JPEGImages" / f"{i}.jpg") for _, i in entries]
         masks = [str(folder / "SegmentationClass" / f"{i}.png") for _, i in entries]
         errors = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modkit.data.text_files import read_text
+from modkit import read_text_file as read_text
 from modkit.errors import DataError
 
 
