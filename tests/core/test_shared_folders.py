@@ -334,3 +334,23 @@ def test_a_failed_init_from_leaves_no_out_folder(tmp_path, monkeypatch):
                               "--out", tmp_path / "fine"))
     assert "init_from" in line and "not found" in line
     assert not (tmp_path / "fine").exists()
+
+
+@pytest.mark.parametrize("key, value", [("sums", []), ("epoch", "3"), ("global_step", 1.5), ("sampler", 3), ("bad_streak", []),
+                                        ("lr_scale", "a"), ("world", "2")])
+def test_a_checkpoint_state_of_the_wrong_structure_is_one_line_on_resume(copy, key, value):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    run = copy()
+    (run / "checkpoint.prev.safetensors").unlink()
+    path = run / "checkpoint.safetensors"
+    with safe_open(str(path), "pt") as handle:
+        meta, tensors = handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()}
+    structure = json.loads(meta["modkit.structure"])
+    structure[key] = value
+    save_file(tensors, str(path), metadata={**meta, "modkit.structure": json.dumps(structure)})
+    line = one_error_line(cli("train", "--resume", run, "--set", "train.epochs=2"))
+    assert "checkpoint" in line and ("changed or damaged" in line or "does not fit" in line)
