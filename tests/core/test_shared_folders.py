@@ -354,3 +354,35 @@ def test_a_checkpoint_state_of_the_wrong_structure_is_one_line_on_resume(copy, k
     save_file(tensors, str(path), metadata={**meta, "modkit.structure": json.dumps(structure)})
     line = one_error_line(cli("train", "--resume", run, "--set", "train.epochs=2"))
     assert "checkpoint" in line and ("changed or damaged" in line or "does not fit" in line)
+
+
+@pytest.mark.parametrize("tamper", ["width", "type"])
+def test_tampered_judges_are_one_line_naming_the_file(copy, tamper):
+    import json
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    run = copy()
+    path = run / "judges.safetensors"
+    with safe_open(str(path), "pt") as handle:
+        meta, tensors = handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()}
+    coef = next(k for k in tensors if k.endswith("/coef"))
+    if tamper == "width":  # one feature fewer than its reducer gives: predictions would silently go wrong
+        tensors[coef] = torch.zeros(tensors[coef].shape[0], tensors[coef].shape[1] - 1, dtype=tensors[coef].dtype)
+    else:  # the coefficients replaced by a string in the header
+        meta["modkit.structure"] = json.dumps(_replace_tensor(json.loads(meta["modkit.structure"]), coef, "oops"))
+    save_file(tensors, str(path), metadata=meta)
+    line = one_error_line(cli("eval", run, "--metrics", "coherence", "--max-items", "20", "--device", "cpu"))
+    assert "judges.safetensors is damaged" in line and "--retrain-judges" in line
+
+
+def _replace_tensor(node, name, value):
+    if isinstance(node, dict):
+        if name in (node.get("$tensor"), node.get("$array")):
+            return value
+        return {k: _replace_tensor(v, name, value) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_replace_tensor(v, name, value) for v in node]
+    return node
