@@ -19,6 +19,7 @@ from modkit.core.private import PrivateLayout
 from modkit.core.nn import GaussianHead, bounded_logvar, mlp, over_leading
 from modkit.core.records import Column, Records
 from modkit.core.subsets import SamplerConfig, SubsetSampler, all_subsets, full, singles, subset_names, subset_validity
+from modkit.data.text_files import read_text_file
 from modkit.data.dataset import (ArrayRecords, ColumnRecords, DatasetConfig, DatasetSource, DerivedDataset, DerivedDatasetConfig,
                                  EpochBatchSampler, ModalityView, make_loader)
 from modkit.errors import DataError, ModkitError, PluginError, RecipeError
@@ -86,6 +87,8 @@ __all__ = [
     "JointEncoder", "PrivateLayout",
     # files a plugin writes into a run directory (a fitted tokenizer), never half-written
     "atomic_write_bytes", "atomic_write_text",
+    # text files a dataset reads (lists, captions, manifests): UTF-8 with or without a byte-order mark, else one line
+    "read_text_file",
     # task metrics
     "Collect", "Mean",
     # the distribution on the package index (the import name is modkit)

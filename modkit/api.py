@@ -216,11 +216,14 @@ def train(recipe: Path | str | dict[str, Any] | None = None, overrides: dict[str
     if device is not None:
         sets.append(f"train.device={device}")
     trained = lifecycle.train(recipe, overrides=sets, out=out, resume=resume, echo=echo)
-    return load(trained.run_dir, device or "auto")
+    return load(trained.run_dir, device or "auto", plugins=True)  # your own recipe: its plugins were imported to train
 
 
-def load(run_dir: Path | str, device: str | torch.device | None = "auto") -> Run:
+def load(run_dir: Path | str, device: str | torch.device | None = "auto", plugins: bool | list[str] = ()) -> Run:
     """A run directory, or a folder ``Run.export`` wrote: the model in eval mode, ready to generate.
+
+    Only installed plugins are used: the folder may come from anyone, and a module its recipe names could run
+    code. ``plugins=["my_plugin"]`` (or True for all) imports the recipe's modules you trust.
 
     It sets torch's CPU threads as training does (the recipe's ``train.threads``: one thread for the small models
     of these recipes, unless ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` already chose): torch's default of one thread
@@ -233,7 +236,7 @@ def load(run_dir: Path | str, device: str | torch.device | None = "auto") -> Run
     # building the model and reading the data run torch operators too: under the policy's choice for a model
     # not yet known (one thread on the CPU, unless the environment chose), then the recipe's, given the model
     apply_threads("auto", resolve_device(device))
-    run = Run.of(lifecycle.load(run_dir, device))
+    run = Run.of(lifecycle.load(run_dir, device, plugins))
     run.threads = apply_threads(run.recipe.train.threads, run.device, run.model, run.recipe.data.batch_size)
     log.info("modkit.load: torch uses %d CPU thread%s (train.threads=%s)", run.threads, "" if run.threads == 1 else "s",
              run.recipe.train.threads)

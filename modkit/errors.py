@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from typing import Any, Callable, TypeVar
 
@@ -33,6 +34,16 @@ class DataError(ModkitError):
     """A data file or row is missing, corrupt or inconsistent; the message names it."""
 
 
+# user:password@ in a URI (postgresql://u:pw@db, http://u:pw@host) or without a scheme (u:pw@host): the password
+_USERINFO = re.compile(r"(?P<pre>\b[A-Za-z][A-Za-z0-9+.-]*://)?(?P<user>[^\s:/@'\"=]+):(?P<password>[^\s/'\"]+)@(?=[\w\[])")
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every ``user:password@host`` (with a scheme or without) replaced by ``***``:
+    what may be printed, logged or written into a run directory."""
+    return _USERINFO.sub(lambda m: f"{m['pre'] or ''}{m['user']}:***@", str(text))
+
+
 def user_errors(fn: F) -> F:
     """Make a command end on a user's mistake with one ``error: …`` line and its exit code, no traceback.
 
@@ -45,8 +56,17 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ModkitError as exc:
-            _echo(f"error: {exc}")
+            _echo(f"error: {redact(str(exc))}")  # a tracking or storage URI in a message keeps no password
             sys.exit(exc.exit_code)
+        except OSError as exc:
+            import errno
+
+            # the file system refused a write (a read-only run folder, a full disk): the user's to fix, one line
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+                raise
+            where = f" {exc.filename}" if exc.filename else ""
+            _echo(redact(f"error: cannot write{where}: {exc.strerror or exc}; make it writable, or choose another --out"))
+            sys.exit(1)
         except KeyboardInterrupt:
             _echo("interrupted")
             sys.exit(130)

@@ -54,12 +54,17 @@ def settings_from(kwargs: dict):
     return EvalSettings(metrics=metrics or None, **kwargs)
 
 
-def _load(run: Path, device: str | None, needs_data: bool = False):
+TRUST = click.option("--trust-plugins", is_flag=True,
+                     help="Import the plugin modules the run's recipe.yaml names (default: installed plugins only; "
+                          "a folder from someone else could name any code).")
+
+
+def _load(run: Path, device: str | None, needs_data: bool = False, trust: bool = False):
     """A run directory, or an exported model (generate and sample only: it has no data to evaluate on)."""
     from modkit.errors import ModkitError
     from modkit.runs import lifecycle
 
-    loaded = lifecycle.load(run, device or "auto")
+    loaded = lifecycle.load(run, device or "auto", plugins=trust)
     if needs_data and loaded.exported:
         raise ModkitError(f"{run} is an exported model (no data, no training state): evaluate the run directory it came from")
     return loaded
@@ -76,13 +81,14 @@ def _threads(loaded) -> int:
 @click.command("eval")
 @click.argument("run", type=RUN)
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto).")
+@TRUST
 @eval_options
 @user_errors
-def eval_command(run: Path, device: str | None, **kwargs) -> None:
+def eval_command(run: Path, device: str | None, trust_plugins: bool, **kwargs) -> None:
     """Evaluate the run in RUN and write RUN/eval.json."""
     from modkit.evaluation.suite import EVAL_JSON, evaluate_run, write_eval
 
-    loaded = _load(run, device, needs_data=True)
+    loaded = _load(run, device, needs_data=True, trust=trust_plugins)
     settings = settings_from(kwargs)
     _threads(loaded)
     result = evaluate_run(loaded, settings, echo=click.echo)
@@ -114,15 +120,16 @@ def eval_command(run: Path, device: str | None, **kwargs) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output file (default: RUN/generated/...).")
 @click.option("--device", default=None)
 @click.option("--seed", type=int, default=0, show_default=True)
+@TRUST
 @user_errors
 def generate_command(run: Path, given: tuple[str, ...], target: str, n: int, mean: bool, each: bool, out: Path | None,
-                     device: str | None, seed: int) -> None:
+                     device: str | None, seed: int, trust_plugins: bool) -> None:
     """Generate TARGET given any subset of the other modalities (none: from the prior)."""
     import torch
 
     from modkit.reporting.generation import generate, parse_given, summarize_strings
 
-    loaded = _load(run, device)
+    loaded = _load(run, device, trust=trust_plugins)
     torch.manual_seed(seed)
     values = parse_given(given, loaded.model.names)
     path, renders = generate(loaded, values, target, n, out, mean, each)
@@ -140,12 +147,14 @@ def generate_command(run: Path, given: tuple[str, ...], target: str, n: int, mea
               help="Draw z from the latent sampler fitted under NAME (modkit fit-sampler) instead of the prior.")
 @click.option("--device", default=None)
 @click.option("--seed", type=int, default=0, show_default=True)
+@TRUST
 @user_errors
-def sample_command(run: Path, n: int, out: Path | None, sampler: str | None, device: str | None, seed: int) -> None:
+def sample_command(run: Path, n: int, out: Path | None, sampler: str | None, device: str | None, seed: int,
+                   trust_plugins: bool) -> None:
     """Unconditional samples z ~ p(z) (or a fitted latent sampler), every modality decoded."""
     from modkit.reporting.generation import sample_prior
 
-    loaded = _load(run, device)
+    loaded = _load(run, device, trust=trust_plugins)
     path, _ = sample_prior(loaded, n, out, seed, sampler)
     click.echo(f"wrote {path}")
 
@@ -176,13 +185,14 @@ def fit_sampler_command(run: Path, sampler: str, options: tuple[str, ...], name:
 @click.argument("run", type=RUN)
 @click.option("--refresh", is_flag=True, help="Re-run the evaluation even if eval.json exists.")
 @click.option("--device", default=None)
+@TRUST
 @eval_options
 @user_errors
-def report_command(run: Path, refresh: bool, device: str | None, **kwargs) -> None:
+def report_command(run: Path, refresh: bool, device: str | None, trust_plugins: bool, **kwargs) -> None:
     """Write RUN/report.md with loss curves, samples, coherence, relatedness and likelihood figures."""
     from modkit.reporting.report import write_report
 
-    loaded = _load(run, device, needs_data=True)
+    loaded = _load(run, device, needs_data=True, trust=trust_plugins)
     _threads(loaded)
     path = write_report(loaded, settings_from(kwargs), refresh, echo=click.echo)
     click.echo(f"wrote {path} (figures in {path.parent / 'report'})")

@@ -38,6 +38,9 @@ class Modality(nn.Module):
     likelihood: Likelihood
     #: size of :meth:`features` (set in ``__init__`` or ``prepare``)
     feature_dim: int
+    #: the files or folders (names in the run directory) that ``prepare`` writes there and a load reads back;
+    #: an export copies exactly these, the recipe and the weights (``tokenizers`` always travels)
+    run_files: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, config: ModalityConfig, latent_dim: int):
         super().__init__()

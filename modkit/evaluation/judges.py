@@ -264,12 +264,52 @@ class JudgeSet:
             payload = state_file.read(path, "judges", JUDGES_FORMAT)
             classifiers = {k: LinearClassifier(**v) for k, v in payload["classifiers"].items()}
             reducers = {k: LinearReducer(**v) for k, v in payload["reducers"].items()}
+            problem = _judge_problem(classifiers, reducers)
+            if problem:
+                raise ModkitError(f"{path} is damaged ({problem})")
             return cls(payload["attributes"], payload["fields"], payload["kinds"], classifiers, reducers, payload["scores"], source)
         except ModkitError as exc:
             raise ModkitError(f"{exc}; delete it (or use --retrain-judges) to have the judges fitted again") from None
         except (KeyError, TypeError, AttributeError) as exc:
             raise ModkitError(f"{path} is not a modkit judges file ({exc}); delete it (or use --retrain-judges) to have "
                               "the judges fitted again") from None
+
+
+def _judge_problem(classifiers: dict, reducers: dict) -> str | None:
+    """What is wrong with judges read from a file (numbers of the wrong type or shapes that do not chain:
+    reducer → classifier), or None; checked before any of them predicts."""
+    def numeric(name: str, value: Any, ndim: int) -> str | None:
+        if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf" or value.ndim != ndim:
+            return f"{name} is not a {ndim}-D array of numbers"
+        return None
+
+    widths: dict[Any, int] = {}
+    for key, r in reducers.items():
+        bad = numeric(f"reducer {key} mean", r.mean, 1) or numeric(f"reducer {key} scale", r.scale, 1)
+        if bad:
+            return bad
+        if r.scale.shape != r.mean.shape:
+            return f"reducer {key}: scale has {r.scale.shape[0]} values for {r.mean.shape[0]} features"
+        widths[key] = len(r.mean)
+        if r.components is not None:
+            bad = numeric(f"reducer {key} components", r.components, 2) or numeric(f"reducer {key} pca_mean", r.pca_mean, 1)
+            if bad:
+                return bad
+            if r.components.shape[1] != len(r.mean) or r.pca_mean.shape != r.mean.shape:
+                return f"reducer {key}: its PCA is {list(r.components.shape)} for {len(r.mean)} features"
+            widths[key] = r.components.shape[0]
+    for key, c in classifiers.items():
+        bad = (numeric(f"classifier {key} coef", c.coef, 2) or numeric(f"classifier {key} intercept", c.intercept, 1)
+               or numeric(f"classifier {key} classes", c.classes, 1))
+        if bad:
+            return bad
+        rows = c.coef.shape[0]
+        if c.intercept.shape[0] != rows or len(c.classes) != (2 if rows == 1 else rows):
+            return f"classifier {key}: {rows} coefficient rows, {c.intercept.shape[0]} intercepts, {len(c.classes)} classes"
+        modality = key[0] if isinstance(key, tuple) and key else None
+        if modality in widths and c.coef.shape[1] != widths[modality]:
+            return f"classifier {key} reads {c.coef.shape[1]} features, its reducer gives {widths[modality]}"
+    return None
 
 
 def renders(model: MultimodalVAE, modality: str, data: Data) -> list:

@@ -3,6 +3,12 @@
 Sources, in order: modkit's own built-ins, the ``modkit`` entry-point group (installed packages,
 first-party ones included), then module names from ``modkit.toml`` or a recipe's ``plugins:``.
 A plugin that fails to import or to register is recorded as broken; the others keep working.
+
+Training from your own recipe imports what its ``plugins:`` names. Loading a run or an exported folder
+someone else wrote does not (:func:`plugins_for_loading`): its recipe is data, and a module name in it
+would be code run just by opening the folder. Such a load uses installed entry-point plugins, and a
+module the recipe names beyond them is imported only when the caller names it (``--trust-plugins``,
+``modkit.load(..., plugins=[...])``).
 """
 from __future__ import annotations
 
@@ -139,4 +145,37 @@ def plugins_for(recipe_plugins: Iterable[str], project_plugins: Iterable[str]) -
     plugins = load_plugins(project_plugins, source="modkit.toml")
     for name in recipe_plugins:
         plugins.add_module(name, source="recipe")
+    return plugins
+
+
+def _installed(name: str, plugins: PluginSet) -> bool:
+    """Whether module ``name`` is already loaded as an installed (entry-point or built-in) plugin, or is the
+    package one of them lives in, or was loaded from the user's own ``modkit.toml``."""
+    for info in plugins.infos:
+        if not info.ok or info.source not in ("builtin", "entry point", "modkit.toml"):
+            continue
+        module = info.module.split(":")[0]
+        if name == module or module.startswith(name + "."):
+            return True
+    return False
+
+
+def plugins_for_loading(recipe_plugins: Iterable[str], project_plugins: Iterable[str], trusted: bool | Iterable[str] = (),
+                        source: str = "recipe.yaml") -> PluginSet:
+    """The plugins a load of a run or an exported folder uses: installed ones and the user's own ``modkit.toml``
+    modules; a module the recipe names beyond them is imported only if ``trusted`` names it (or is True)."""
+    plugins = load_plugins(project_plugins, source="modkit.toml")
+    allowed = trusted if isinstance(trusted, bool) else set(trusted)
+    wanted = []
+    for name in recipe_plugins:
+        if _installed(name, plugins):
+            continue
+        if allowed is True or (allowed is not False and name in allowed):
+            wanted.append(name)
+            plugins.add_module(name, source="recipe (trusted)")
+            continue
+        raise PluginError(f"{source} names plugin module {name!r}, which is not an installed modkit plugin; loading a run "
+                          f"never imports code named by its folder. If you trust it, load with --trust-plugins "
+                          f"(Python: modkit.load(path, plugins=[{name!r}])), or install it as a package")
+    plugins.require_ok(wanted)
     return plugins

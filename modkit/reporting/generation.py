@@ -132,8 +132,7 @@ def generate_renders(run: LoadedRun, given: dict[str, Any], target: str, n: int 
     if target not in run.model.names:
         raise ModkitError(f"{words['target']}: unknown modality '{target}' (this run has {', '.join(run.model.names)})")
     check_known(run, given, words)
-    if n < 1:
-        raise ModkitError(f"{words['n']} must be at least 1")
+    check_count(n, words)
     return decode_renders(run, _latents(run, given, n, mean, words), target)
 
 
@@ -141,6 +140,19 @@ def check_known(run: LoadedRun, given: dict[str, Any], words: dict[str, str] = C
     unknown = [k for k in given if k not in run.model.names]
     if unknown:
         raise ModkitError(f"{words['givens']}: unknown modality '{unknown[0]}' (this run has {', '.join(run.model.names)})")
+
+
+MAX_SAMPLES = 10_000  # one grid or text file: far more than anyone looks at, far less than fills memory
+
+
+def check_count(n: int, words: dict[str, str] = CLI_WORDS) -> None:
+    """``-n`` between 1 and :data:`MAX_SAMPLES`, checked before a latent is drawn (every sample is decoded and
+    rendered in memory at once)."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ModkitError(f"{words['n']} must be at least 1")
+    if n > MAX_SAMPLES:
+        raise ModkitError(f"{words['n']} {n} is more than {MAX_SAMPLES:,} samples at once; draw them in several calls "
+                          "(with different seeds)")
 
 
 def _slug(text: str) -> str:
@@ -233,8 +245,7 @@ def latent_draw(run: LoadedRun, sampler: str | None = None,
 def prior_renders(run: LoadedRun, n: int, seed: int | None = None, sampler: str | None = None,
                   words: dict[str, str] = CLI_WORDS) -> dict[str, list]:
     """z ~ p(z) (or the fitted latent sampler ``sampler``), ``n`` times, decoded by every modality: modality → renders."""
-    if n < 1:
-        raise ModkitError(f"{words['n']} must be at least 1")
+    check_count(n, words)
     draw = latent_draw(run, sampler, words)
     if seed is not None:
         torch.manual_seed(seed)

@@ -14,6 +14,8 @@ for code that drives the trainer itself), so the rules hold for every one of the
 """
 from __future__ import annotations
 
+import os
+
 import datetime as _dt
 import shutil
 from dataclasses import dataclass
@@ -43,12 +45,19 @@ class RunLock:
         from filelock import FileLock, Timeout
 
         self.run_dir = Path(run_dir)
-        self._lock = FileLock(str(self.run_dir / LOCK), timeout=0)
+        path = self.run_dir / LOCK
+        if os.path.lexists(path) and (os.path.islink(path) or not os.path.isfile(path)):
+            # a folder or a link (to a file elsewhere, which locking would create or truncate): never followed
+            what = "a symbolic link" if os.path.islink(path) else "a folder" if os.path.isdir(path) else "not a regular file"
+            raise ModkitError(f"{path} is {what}; modkit keeps a plain lock file there. Remove it (rm -r {path}) and try again")
+        self._lock = FileLock(str(path), timeout=0)
         try:
             self._lock.acquire()
         except Timeout:
             raise ModkitError(f"{run_dir} is being trained by another process (it holds {run_dir / LOCK}); wait for it to "
                               "finish or stop it, or train into another --out") from None
+        except OSError as exc:
+            raise ModkitError(f"cannot lock {path}: {exc.strerror or exc}") from None
 
     def release(self) -> None:
         self._lock.release()
@@ -156,14 +165,15 @@ def train(recipe: Path | str | dict | None = None, *, overrides: list[str] | tup
         device = dist_device or resolve_device(p.recipe.train.device)
         try:
             trainer = assemble(p.recipe, p.resolved, plugins, run_dir, device, p.source, echo, dist)
+            if fresh:  # a fusion that starts from another run (init_from) can fail here too
+                trainer.model.fusion.initialize(trainer.model)
         except BaseException:
-            if created and dist.main:  # a recipe that fails to build leaves no run directory behind
+            if created and dist.main:  # a recipe that fails to build or initialise leaves no run directory behind
                 lock.release()
                 lock = None
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
         if fresh:
-            trainer.model.fusion.initialize(trainer.model)
             trainer.echo(f"run directory: {run_dir}")
         else:
             trainer.restore()
@@ -186,11 +196,12 @@ def assemble(recipe: Recipe, resolved: dict[str, Any], plugins, run_dir: Path, d
     """Seed, build the recipe's setup (rank 0 first under torchrun) and hand it to a Trainer with the run's
     callbacks, the plugins' and ``callbacks``. The caller holds the run directory's lock."""
     from modkit.runs.callbacks import plugin_callbacks, run_callbacks
-    from modkit.training.builder import build_on_ranks
+    from modkit.training.builder import build_on_ranks, refuse_oversized
     from modkit.training.distributed import SINGLE
     from modkit.training.trainer import Trainer, seed_everything
 
     dist = dist or SINGLE
+    refuse_oversized(recipe, plugins, source)  # counted on the meta device, before the data or the model is loaded
     seed_everything(recipe.seed)
     setup = build_on_ranks(recipe, plugins, run_dir, source, dist)
     every = [*run_callbacks(), *plugin_callbacks(plugins, recipe), *callbacks]
@@ -258,11 +269,12 @@ def on_rank0(fn: Callable[[], Any], dist) -> Any:
 
 # -- loading and exporting ----------------------------------------------------------------------
 
-def load(run_dir: Path | str, device: str | torch.device | None = "auto"):
-    """A finished (or checkpointed) run, or a folder :func:`export` wrote, ready to use: a :class:`LoadedRun`."""
+def load(run_dir: Path | str, device: str | torch.device | None = "auto", plugins: bool | list[str] | tuple[str, ...] = ()):
+    """A finished (or checkpointed) run, or a folder :func:`export` wrote, ready to use: a :class:`LoadedRun`.
+    ``plugins``: modules its recipe names that may be imported (True: all); by default only installed plugins."""
     from modkit.runs.loading import load_exported, load_run
 
     run_dir = Path(run_dir)
     if (run_dir / WEIGHTS).is_file() and not checkpoints.has_checkpoint(run_dir):
-        return load_exported(run_dir, device)
-    return load_run(run_dir, device)
+        return load_exported(run_dir, device, plugins)
+    return load_run(run_dir, device, plugins)

@@ -9,6 +9,7 @@ names ``{{name}}``, ``{{Class}}``, ``{{package}}``, ``{{dist}}``, ``{{kind}}``, 
 """
 from __future__ import annotations
 
+import os
 import re
 from importlib import resources
 from pathlib import Path
@@ -71,22 +72,59 @@ def template_files(kind: str) -> list[tuple[str, str]]:
     return sorted(found.items())
 
 
-def check_name(kind: str, name: str) -> None:
+def template_identifiers(kind: str) -> set[str]:
+    """The Python names the ``kind`` templates use themselves (their imports, classes, variables): a plugin named
+    like one of them would shadow it and the generated package would not work."""
+    import io
+    import tokenize
+
+    found: set[str] = set()
+    for path, text in template_files(kind):
+        if not path.endswith(".py"):
+            continue
+        code = re.sub(r"\{\{\w+\}\}", "placeholder", text)
+        try:
+            found |= {t.string for t in tokenize.generate_tokens(io.StringIO(code).readline) if t.type == tokenize.NAME}
+        except (tokenize.TokenError, SyntaxError):  # a template that does not tokenize: nothing to learn from it
+            continue
+    return found - {"placeholder"}
+
+
+def check_name(kind: str, name: str, directory: Path | None = None) -> None:
+    import keyword
+
     if not NAME_PATTERN.match(name):
-        raise ModkitError(f"{kind} name '{name}' must start with a lowercase letter and use a-z, 0-9 and '_' only")
+        raise ModkitError(f"{kind} name '{name[:60]}{'…' if len(name) > 60 else ''}' must start with a lowercase letter "
+                          f"and use a-z, 0-9 and '_' only")
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        raise ModkitError(f"{kind} name '{name}' is a Python keyword; the generated code would not compile. Choose another name")
+    names = names_for(name, kind)
+    longest = max(len(names["dist"]), len(names["package"]), len(f"test_{name}.py"))
+    try:
+        limit = os.pathconf(directory if directory is not None and directory.is_dir() else ".", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    if longest > limit:
+        raise ModkitError(f"{kind} name of {len(name)} characters is too long: its file names would have {longest}, "
+                          f"more than the {limit} this file system allows. Choose a shorter name")
     from modkit.plugins.loader import load_plugins
 
     registry = load_plugins().registry
     if registry.has(kind, name):
         owner = next(e for e in registry.entries(kind) if e.name == name)
         raise ModkitError(f"a {kind} '{name}' is already registered by plugin '{owner.plugin}' (package {owner.package}); choose another name")
+    taken = template_identifiers(kind)
+    clash = next((n for n in (name, names["Class"], names["package"]) if n in taken), None)
+    if clash is not None:
+        raise ModkitError(f"{kind} name '{name}' gives '{clash}', a name the generated code already uses for something "
+                          f"else; choose another name")
 
 
 def generate(kind: str, name: str, directory: Path) -> Path:
     """Write the package for the ``kind`` plugin ``name`` into ``directory/modkit-<name>``; returns that folder."""
     if kind not in KINDS:
         raise ModkitError(f"unknown kind '{kind}' (kinds: {', '.join(KINDS)})")
-    check_name(kind, name)
+    check_name(kind, name, directory)
     names = names_for(name, kind)
     target = directory / names["dist"]
     if target.exists():

@@ -118,6 +118,10 @@ def load_checkpoint(run_dir: Path, model_only: bool = False) -> dict[str, Any]:
             continue
         check_weights(path, state.get(MODEL))
         train_state.check_counters(state, path)  # a hand-edited counter: one line naming this file
+        if errors:  # the newest was torn or damaged: say which one is used instead, never silently
+            import sys
+
+            print(f"warning: {'; '.join(errors)}; using {path} instead", file=sys.stderr)
         return state
     if not errors:
         raise ModkitError(f"{run_dir} has no checkpoint yet: it was stopped before its first one. Start it again "
@@ -189,8 +193,53 @@ def convert_legacy(run_dir: Path) -> Path:
         raise ModkitError(f"{old} cannot be converted safely: {state_file.first_line(exc)}") from None
     if not isinstance(state, dict) or MODEL not in state:
         raise ModkitError(f"{old} is not a modkit checkpoint")
+    refuse_inflated(old, state)
     save_checkpoint(run_dir, state)
     return run_dir / CHECKPOINT
+
+
+def weight_shapes(run_dir: Path | str) -> tuple[Path, dict[str, tuple[int, ...]]] | None:
+    """The file the weights of ``run_dir`` would be read from and their shapes, from its header alone (None
+    when no readable one exists: loading then says why in full)."""
+    run_dir = Path(run_dir)
+    if (run_dir / WEIGHTS).is_file() and not has_checkpoint(run_dir):
+        candidates = [(run_dir / WEIGHTS, None)]
+    else:
+        candidates = [(run_dir / name, MODEL) for name in NEWEST_FIRST if (run_dir / name).is_file()]
+    for path, entry in candidates:
+        try:
+            return path, state_file.shapes(path, entry)
+        except ModkitError:
+            continue
+    return None
+
+
+def _tensors(value: Any, path: str = ""):
+    if isinstance(value, torch.Tensor):
+        yield path, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _tensors(v, f"{path}/{k}" if path else str(k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _tensors(v, f"{path}/{i}")
+
+
+def refuse_inflated(path: Path, state: Any) -> None:
+    """A pickle can hold a view larger than the storage under it (``expand``: one value seen a billion times);
+    written out, every value becomes real. Such a tensor, or tensors adding up to far more than the file
+    itself, is refused before anything is written (a checkpoint torch.save wrote holds each value once)."""
+    total, limit = 0, 2 * path.stat().st_size + 2**20
+    for name, tensor in _tensors(state):
+        size = tensor.numel() * tensor.element_size()
+        held = tensor.untyped_storage().nbytes() - tensor.storage_offset() * tensor.element_size()
+        if size > held:
+            raise ModkitError(f"{path}: tensor '{name}' is a view of {size:,} bytes over {max(held, 0):,} bytes of "
+                              f"storage (an expanded or overlapping view, which modkit never saves); not converting it")
+        total += size
+        if total > limit:
+            raise ModkitError(f"{path}: its tensors add up to more than {limit:,} bytes, far more than the file's "
+                              f"{path.stat().st_size:,}; the file was crafted or damaged. Not converting it")
 
 
 def load_weights(run_dir: Path | str) -> dict[str, torch.Tensor]:
@@ -201,6 +250,7 @@ def load_weights(run_dir: Path | str) -> dict[str, torch.Tensor]:
     if not run_dir.is_dir():
         raise ModkitError(f"{run_dir} is not a run directory (no such directory)")
     if (run_dir / WEIGHTS).is_file() and not has_checkpoint(run_dir):
+        files.check_regular(run_dir / WEIGHTS)
         try:
             weights = load_file(str(run_dir / WEIGHTS))
         except Exception as exc:  # noqa: BLE001 - any malformed file

@@ -126,8 +126,28 @@ def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(run_dir / METRICS_CSV, out.getvalue())
 
 
+def check_regular(path: Path) -> None:
+    """Refuse, before opening it, a run file that is not a regular file: a FIFO would block the read forever, a
+    device would never end, a symbolic link would read (or, exported, copy) a file from elsewhere. Missing
+    files are left to the caller."""
+    import stat
+
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ModkitError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        what = ("a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode) else
+                "a named pipe" if stat.S_ISFIFO(mode) else "a socket or device")
+        raise ModkitError(f"{path} is {what}, not a regular file; modkit reads run files only as regular files. "
+                          f"Replace it with the file itself")
+
+
 def read_json(path: Path) -> Any:
     """A JSON file of a run directory; a missing or corrupt one is a ModkitError naming it (no traceback)."""
+    check_regular(path)
     try:
         return json.loads(Path(path).read_text())
     except OSError as exc:
@@ -138,6 +158,7 @@ def read_json(path: Path) -> Any:
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / METRICS_JSONL
+    check_regular(path)
     if not path.exists():
         return []
     try:

@@ -5,19 +5,20 @@ the previous one), ``summary.json`` and the samples; evaluation adds ``eval.json
 generated images; a modality may keep what it fitted (a tokenizer under ``tokenizers/``). Code that
 opens one of these files asks :class:`RunDir` for its path, so a name changes in one place.
 
-Export copies the model's files and leaves out what belongs to training or evaluation. Modalities
-choose the names of the files they fit (third-party plugins included), so the rule is written as the
-closed list of run-only names: whatever is not on it is the model's and travels with an export.
+Export copies by an allow-list: the recipe, ``tokenizers/`` and the names the run's modalities declare in
+``Modality.run_files`` (the weights are written fresh). Anything else in the folder (notes, a key someone
+linked in, files of a newer modkit) stays behind, and nothing is copied through a symbolic link.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from modkit.storage import checkpoint as checkpoints
-from modkit.errors import ModkitError
+from modkit.errors import ModkitError, redact
 from modkit.storage import files
 
 RECIPE = files.RECIPE
@@ -88,14 +89,23 @@ class RunDir:
         """The resolved recipe, the first file of a run: a run killed while it builds can be resumed from it."""
         write_recipe(self.path, resolved)
 
-    def exported_items(self) -> list[Path]:
-        """What :func:`modkit.runs.export.export` copies: the recipe and the modalities' files, none of training's."""
-        return [item for item in sorted(self.path.iterdir()) if exports(item.name)]
+    def exported_items(self, declared: tuple[str, ...] | list[str] = ()) -> list[Path]:
+        """What :func:`modkit.runs.export.export` copies: the recipe, ``tokenizers/`` and the files the modalities
+        ``declared`` (``Modality.run_files``) that exist; never one of training's."""
+        names = dict.fromkeys([RECIPE, *EXPORTED, *declared])
+        return [self.path / name for name in names if exports(name) and os.path.lexists(self.path / name)]
+
+
+#: what every export copies besides the recipe and the modalities' declared files: the fitted tokenizers and the
+#: fitted post-hoc latent samplers (both part of the generative model)
+EXPORTED = (TOKENIZERS, SAMPLERS)
 
 
 def exports(name: str) -> bool:
-    """Whether an export copies the run directory's entry ``name`` (hidden files and TensorBoard events stay)."""
-    return name not in RUN_ONLY and not name.startswith((".", TENSORBOARD_PREFIX))
+    """Whether an export may copy the run directory's entry ``name``: a plain name (no folder, not hidden), not
+    one of training's or evaluation's files."""
+    return (name not in RUN_ONLY and not name.startswith((".", TENSORBOARD_PREFIX)) and "/" not in name and "\\" not in name
+            and name not in ("", "..", "."))
 
 
 def check_new_run_dir(out: Path) -> None:
@@ -110,4 +120,16 @@ def check_new_run_dir(out: Path) -> None:
 
 
 def write_recipe(run_dir: Path, resolved: dict[str, Any]) -> None:
-    files.atomic_write_text(Path(run_dir) / RECIPE, yaml.safe_dump(resolved, sort_keys=False))
+    """The resolved recipe, every password in it masked (a tracking URI's ``user:***@``): a run directory is
+    shared, so a credential never lands in it; tracking takes it from MLFLOW_TRACKING_PASSWORD on resume."""
+    files.atomic_write_text(Path(run_dir) / RECIPE, yaml.safe_dump(_redacted(resolved), sort_keys=False))
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(v) for v in value]
+    return value

@@ -93,11 +93,34 @@ def header(path: Path) -> dict[str, str]:
     """The file's string header (cheap: no tensor is read); a ModkitError if it is not a safetensors file."""
     from safetensors import safe_open
 
+    from modkit.storage.files import check_regular
+
+    check_regular(path)  # a FIFO under this name would block the read forever
     try:
         with safe_open(str(path), framework="pt") as handle:
             return dict(handle.metadata() or {})
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for every malformed file
         raise ModkitError(f"{path} is not a readable safetensors file ({first_line(exc)})") from None
+
+
+def shapes(path: Path, entry: str | None = None) -> dict[str, tuple[int, ...]]:
+    """The shapes of the tensors in ``path`` (under the nested ``entry``, e.g. ``"model"``, by their names there)
+    from the header alone: nothing is allocated, so a model can be checked against its weights before it is built."""
+    from safetensors import safe_open
+
+    from modkit.storage.files import check_regular
+
+    check_regular(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            stored = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
+            meta = handle.metadata() or {}
+        if entry is None:
+            return stored
+        tree = json.loads(meta[STRUCTURE_KEY])[entry]
+        return {k: stored[v["$tensor"]] for k, v in tree.items() if isinstance(v, dict) and "$tensor" in v}
+    except Exception as exc:  # noqa: BLE001 - a damaged header or structure
+        raise ModkitError(f"{path} is damaged ({first_line(exc)})") from None
 
 
 def read(path: Path, kind: str, format_version: int, prefix: str | None = None) -> Any:

@@ -38,6 +38,41 @@ class SweepConfig:
     def space(self) -> Space:
         return parse_space(self.overrides)
 
+    @classmethod
+    def stored(cls, raw: Any, where: str) -> "SweepConfig":
+        """The definition a study keeps, checked field by field: a tampered or damaged one is one line naming
+        ``where``, never a traceback deep inside a worker."""
+        import dataclasses
+
+        from modkit.errors import ModkitError
+
+        kinds = {"str": str, "int": int, "bool": bool, "dict[str, Any]": dict, "list[str]": list, "str | None": (str, type(None))}
+        problem = None
+        if not isinstance(raw, dict):
+            problem = "it is not a mapping"
+        else:
+            names = {f.name: f for f in dataclasses.fields(cls)}
+            unknown = sorted(set(raw) - set(names))
+            missing = [n for n, f in names.items() if n not in raw and f.default is dataclasses.MISSING]
+            wrong = [n for n in names if n in raw and (not isinstance(raw[n], kinds[names[n].type])
+                                                      or (names[n].type == "int" and isinstance(raw[n], bool)))]
+            wrong += [n for n in ("overrides", "plot") if n in raw and isinstance(raw[n], list)
+                      and not all(isinstance(v, str) for v in raw[n])]
+            if unknown or missing or wrong:
+                problem = (f"unknown field '{unknown[0]}'" if unknown else f"field '{missing[0]}' is missing" if missing
+                           else f"field '{wrong[0]}' has the wrong type")
+            elif raw["sampler"] not in SAMPLERS or raw["trials"] < 1 or raw["direction"] not in ("maximize", "minimize"):
+                problem = "its sampler, trials or direction is out of range"
+        if problem is None:
+            config = cls(**raw)
+            try:
+                config.space  # noqa: B018 - the swept values parse, as they did when the sweep was made
+                return config
+            except ModkitError as exc:
+                problem = f"its --set values do not parse ({exc})"
+        raise ModkitError(f"the sweep definition in {where} is damaged ({problem}); it was changed by hand or by "
+                          f"another program. Start a new sweep")
+
 
 def resolve(config: SweepConfig, values: dict[str, str], seed: int | None, project) -> tuple[Any, dict[str, Any]]:
     from modkit.config.recipe import resolve_raw

@@ -70,20 +70,27 @@ class Dimension:
         """The values checked before training: every listed value, a range's ends (and steps, if few)."""
         if not self.is_range:
             return self.values
-        if self.step is not None or self.integer:
-            grid = self.grid_values()
-            if len(grid) <= 50:
-                return grid
+        if (self.step is not None or self.integer) and not self.log and self.count() <= 50:
+            return self.grid_values()
         return [str(self.low), str(self.high)]
 
-    def grid_values(self) -> list[str]:
-        """A finite list for grid search."""
+    def count(self) -> int:
+        """How many values a grid takes from this key, counted, never listed (``range(1,1000000000)`` is a number)."""
         if not self.is_range:
-            return self.values
+            return len(self.values)
         if self.log or (self.step is None and not self.integer):
             raise ModkitError(f"grid search needs finite values for {self.key}: give a list or range(lo,hi,step)")
+        return int(math.floor((self.high - self.low) / (self.step or 1) + 1e-9)) + 1
+
+    def grid_values(self) -> list[str]:
+        """A finite list for grid search (at most :data:`MAX_GRID` values, checked before one is listed)."""
+        if not self.is_range:
+            return self.values
+        count = self.count()
+        if count > MAX_GRID:
+            raise RecipeError("--set", f"{self.key}: a grid of {count:,} values; at most {MAX_GRID:,} (give a larger step, "
+                                       f"or --sampler tpe to search the range)")
         step = self.step or 1
-        count = int(math.floor((self.high - self.low) / step + 1e-9)) + 1
         values = [self.low + i * step for i in range(count)]
         return [str(v if self.integer else round(v, 12)) for v in values]
 
@@ -96,6 +103,7 @@ class Dimension:
         return repr(trial.suggest_float(self.key, float(self.low), float(self.high), step=self.step, log=self.log))
 
 
+MAX_GRID = 10_000  # values of one key, and trials of one grid: a sweep larger than this never finishes anyway
 _RANGE = re.compile(r"^(range|log)\((.*)\)$")
 
 
@@ -167,4 +175,11 @@ def parse_space(overrides: list[str]) -> Space:
 
 
 def grid_size(space: Space) -> int:
-    return math.prod(len(d.grid_values()) for d in space.dimensions) if space.dimensions else 1
+    """The number of grid points, counted (never listed) and refused above :data:`MAX_GRID`."""
+    size = 1
+    for d in space.dimensions:
+        size *= d.count()
+        if size > MAX_GRID:
+            raise RecipeError("--set", f"the grid has more than {MAX_GRID:,} points ({', '.join(space.keys)}); sweep fewer "
+                                       f"values, or use --sampler tpe with --trials")
+    return size

@@ -75,7 +75,7 @@ def load_study(name: str, storage: Any):
     raw = study.user_attrs.get(ATTR)
     if not raw:
         raise ModkitError(f"study '{name}' was not made by modkit sweep")
-    return study, SweepConfig(**raw)
+    return study, SweepConfig.stored(raw, f"study '{name}'")
 
 
 def create_study(config: SweepConfig, storage: Any):
@@ -120,6 +120,34 @@ def _retried(study) -> set[int]:
 
     with _Quiet():
         return {n for t in study.get_trials(deepcopy=False) for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
+
+
+LOCK = ".sweep.lock"
+
+
+class claim_lock:
+    """An exclusive lock on the sweep folder while a process changes which trial runs where: queueing dead or
+    interrupted trials again, and a trial claiming its run directory. Two workers joining after a crash (the
+    default SQLite study has no row locks) would otherwise both queue one retry, or both train one point."""
+
+    def __init__(self, out: Path | str):
+        from filelock import FileLock
+
+        Path(out).mkdir(parents=True, exist_ok=True)
+        self._lock = FileLock(str(Path(out) / LOCK), timeout=300)
+
+    def __enter__(self):
+        from filelock import Timeout
+
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise ModkitError(f"another worker has held {self._lock.lock_file} for 5 minutes; is it stuck? "
+                              f"Stop it and run modkit sweep --resume again") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release()
 
 
 def recover(study, storage, interrupted: Callable[[Any], bool] = lambda t: True) -> list[int]:
@@ -210,6 +238,9 @@ def open_sweep(target: str | Path, storage: str | None, out: Path | None = None)
     folder = Path(target)
     if (folder / SWEEP_JSON).is_file():
         info = rundir.read_json(folder / SWEEP_JSON)
+        if not isinstance(info, dict) or not isinstance(info.get("study"), str) or not isinstance(info.get("storage"), (str, type(None))):
+            raise ModkitError(f"{folder / SWEEP_JSON} is damaged (it needs a 'study' name and a 'storage' URL or null); "
+                              f"it was changed by hand. Restore it, or join the study with --resume STUDY --storage URL")
         if storage is None and info.get("storage"):
             raise ModkitError(f"the study of {folder} is in {info['storage']}: give --storage URL")
         url, name = storage or default_storage(folder), info["study"]

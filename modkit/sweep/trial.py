@@ -13,6 +13,31 @@ from modkit.storage import files as rundir
 from modkit.sweep.config import SweepConfig, resolve
 
 
+class AlreadyRunning(Exception):
+    """This trial repeats a point (or continues a run directory) another worker is running or has finished:
+    it ends at once, untrained, and the worker takes the next one."""
+
+
+def claim(trial, trial_dir: Path, values: dict[str, str], grid: bool) -> None:
+    """Under the sweep's lock: take ``trial_dir`` for this trial, unless another live trial already has it or,
+    on a grid, another trial is running or has finished the same point."""
+    from optuna.trial import TrialState
+
+    from modkit.sweep.study import claim_lock
+
+    with claim_lock(trial_dir.parent):
+        for other in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE)):
+            if other.number == trial.number:
+                continue
+            same_dir = other.state == TrialState.RUNNING and other.user_attrs.get("run_dir") == str(trial_dir)
+            same_point = grid and other.user_attrs.get("values") == values
+            if same_dir or same_point:
+                trial.set_user_attr("duplicate_of", other.number)
+                raise AlreadyRunning(f"trial {trial.number} repeats trial {other.number} ({other.state.name.lower()}); skipped")
+        trial.set_user_attr("values", values)
+        trial.set_user_attr("run_dir", str(trial_dir))
+
+
 def trial_folder(out: Path, trial) -> Path:
     """Where a trial's runs are: a retry continues in the folder of the trial it repeats (``first_trial``)."""
     return out / f"trial-{int(trial.user_attrs.get('first_trial', trial.number)):04d}"
@@ -53,7 +78,7 @@ def run_one(config: SweepConfig, values: dict[str, str], seed: int | None, run_d
         else:
             lifecycle.train(resolved, out=run_dir, echo=quiet)  # the resolved recipe: the sweep's values already applied
     if config.evaluate and not (run_dir / EVAL_JSON).exists():
-        run = lifecycle.load(run_dir, recipe.train.device)
+        run = lifecycle.load(run_dir, recipe.train.device, plugins=True)  # the sweep's own recipe
         rundir.write_json(run_dir / EVAL_JSON, evaluate_run(run, EvalSettings(**config.settings)))
     return summary_metrics(run_dir)
 
@@ -75,7 +100,7 @@ def objective_for(config: SweepConfig, out: Path, project, echo: Callable[[str],
         trial.set_user_attr("first_trial", int(trial.user_attrs.get("first_trial", trial.number)))
         trial_dir = trial_folder(out, trial)
         number = int(trial.user_attrs["first_trial"])
-        trial.set_user_attr("run_dir", str(trial_dir))
+        claim(trial, trial_dir, values, config.sampler == "grid")
         label = ", ".join(f"{k}={v}" for k, v in values.items()) or "the recipe as it is"
         echo(f"trial {trial.number}{f' (retrying {number})' if number != trial.number else ''}: {label} → {trial_dir}")
         per_seed: dict[str, dict[str, float]] = {}

@@ -11,8 +11,8 @@ from typing import Any, Callable
 
 from modkit.errors import ModkitError
 from modkit.sweep.config import SweepConfig
-from modkit.sweep.study import load_study, open_storage, recover, remaining, sampler_for
-from modkit.sweep.trial import objective_for
+from modkit.sweep.study import claim_lock, load_study, open_storage, recover, remaining, sampler_for
+from modkit.sweep.trial import AlreadyRunning, objective_for
 
 
 def work(config: SweepConfig, storage_url: str, echo: Callable[[str], None], on_trial: Callable[[Any], None] | None = None,
@@ -25,7 +25,8 @@ def work(config: SweepConfig, storage_url: str, echo: Callable[[str], None], on_
     storage = open_storage(storage_url, config.heartbeat)
     study, _ = load_study(config.study, storage)
     if recovering:
-        queued = recover(study, storage)
+        with claim_lock(config.out):
+            queued = recover(study, storage)
         if queued:
             echo(f"retrying interrupted trial(s) {', '.join(map(str, queued))} from their checkpoints")
     if remaining(study, config) <= 0:
@@ -41,9 +42,11 @@ def work(config: SweepConfig, storage_url: str, echo: Callable[[str], None], on_
             study.stop()
 
     try:
-        study.optimize(objective_for(config, out, project, echo), callbacks=[stop_when_done], gc_after_trial=True)
+        study.optimize(objective_for(config, out, project, echo), callbacks=[stop_when_done], gc_after_trial=True,
+                       catch=(AlreadyRunning,))  # a duplicate ends as FAIL at once; the worker takes the next trial
     except Interrupted:  # queue this worker's own interrupted trial again, to continue from its checkpoint
-        recover(study, storage, lambda t: (t.user_attrs.get("worker") or {}).get("pid") == os.getpid())
+        with claim_lock(config.out):
+            recover(study, storage, lambda t: (t.user_attrs.get("worker") or {}).get("pid") == os.getpid())
         raise
 
 
@@ -98,7 +101,8 @@ def run_workers(config: SweepConfig, storage_url: str, workers: int, echo: Calla
         return
     storage = open_storage(storage_url, config.heartbeat)
     study, _ = load_study(config.study, storage)
-    queued = recover(study, storage)  # here, once, before the workers start
+    with claim_lock(out):
+        queued = recover(study, storage)  # here, once, before the workers start
     if queued:
         echo(f"retrying interrupted trial(s) {', '.join(map(str, queued))} from their checkpoints")
     left = remaining(study, config)
@@ -111,8 +115,9 @@ def run_workers(config: SweepConfig, storage_url: str, workers: int, echo: Calla
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():  # never more than the user asked for
         share = max(1, min(share, int(os.environ["OMP_NUM_THREADS"])))
     env = {**os.environ, "MODKIT_SWEEP_STORAGE": storage_url, "MODKIT_SWEEP_THREADS": str(share),
-           "OMP_NUM_THREADS": str(share), "MKL_NUM_THREADS": str(share)}
-    command = [sys.executable, "-m", "modkit", "sweep", "--resume", config.study, "--out", config.out, "--as-worker"]
+           "OMP_NUM_THREADS": str(share), "MKL_NUM_THREADS": str(share), "PYTHONSAFEPATH": "1"}
+    # -P: the working directory is not put first on the worker's path, so a stray ./click.py there is never imported
+    command = [sys.executable, "-P", "-m", "modkit", "sweep", "--resume", config.study, "--out", config.out, "--as-worker"]
     procs = []
     echo(f"{workers} worker(s), {share} thread(s) each; their logs: {out}/worker-N.log")
     for i in range(workers):

@@ -159,8 +159,10 @@ def open_tracker(spec: Any, resolved: dict[str, Any], run_dir: Path, start_step:
         try:
             backends.append(make())
         except Exception as exc:  # noqa: BLE001 - could not even start: one warning
-            warn(f"warning: {name} tracking could not start ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                 f"the run continues without it")
+            from modkit.errors import redact
+
+            warn(redact(f"warning: {name} tracking could not start ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}); the run continues without it"))
 
     if getattr(spec, "tensorboard", False):
         from modkit.tracking.tensorboard import TensorBoardBackend

@@ -2,7 +2,9 @@
 
 ``tracking.mlflow: true`` uses ``$MLFLOW_TRACKING_URI`` if set, else a SQLite store ``mlflow.db`` in the
 project's runs directory; any other value is an MLflow tracking URI (``sqlite:///…``, ``postgresql://…``,
-``http://host:5000``, a folder for a file store).
+``http://host:5000``) or a folder, which gets a SQLite store ``mlflow.db`` inside it (MLflow 3 refuses a
+folder as a file store). A password in the URI is never written into the run directory: recipe.yaml keeps
+``user:***@`` and a resumed run takes it from MLFLOW_TRACKING_PASSWORD.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 STORE = "mlflow.db"
 ARTIFACTS = "mlartifacts"
@@ -26,8 +28,15 @@ def tracking_uri(value: Any) -> str:
 
         return f"sqlite:///{(load_project().runs_dir / STORE).resolve()}"
     text = str(value)
+    if "://" not in text and re.match(r"[^/@]+:[^/]*@", text):
+        from modkit.errors import redact
+
+        raise ValueError(f"'{redact(text)}' has no scheme: write it as postgresql://…, mysql://… or http(s)://…")
     if "://" not in text and not text.startswith("file:"):
-        return Path(text).resolve().as_uri()  # a folder: MLflow's file store
+        # a folder: a SQLite store inside it (MLflow 3 no longer takes a folder as a file store)
+        folder = Path(text).expanduser().resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{folder / STORE}"
     return text
 
 
@@ -37,12 +46,36 @@ def metric_name(key: str) -> str:
 
 
 def masked(uri: str) -> str:
-    """The URI without its password (what may be printed or written into a run directory)."""
+    """The URI without its password (what may be printed or written into a run directory); a scheme-less
+    ``user:password@host`` too."""
+    from modkit.errors import redact
+
+    return redact(uri)
+
+
+PASSWORD_ENV, USERNAME_ENV = "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_USERNAME"
+
+
+def with_credentials(uri: str) -> str:
+    """The URI to connect with. A run's recipe.yaml keeps its tracking URI masked (``user:***@``), so the password
+    comes from MLflow's own variables: an HTTP server gets them as MLFLOW_TRACKING_USERNAME/PASSWORD (MLflow's
+    basic auth) and a URI without them; a database URI gets the password back from MLFLOW_TRACKING_PASSWORD."""
     parts = urlsplit(uri)
     if parts.password is None:
         return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    host = parts.netloc.rsplit("@", 1)[1]
+    if parts.scheme in ("http", "https"):
+        if parts.password != "***":
+            os.environ.setdefault(USERNAME_ENV, parts.username or "")
+            os.environ.setdefault(PASSWORD_ENV, parts.password)
+        elif not os.environ.get(PASSWORD_ENV):
+            raise RuntimeError(f"the tracking password is not stored in the run; set {PASSWORD_ENV} (and {USERNAME_ENV})")
+        return urlunsplit(parts._replace(netloc=host))
+    if parts.password == "***":
+        if not os.environ.get(PASSWORD_ENV):
+            raise RuntimeError(f"the tracking password is not stored in the run; set {PASSWORD_ENV}")
+        return urlunsplit(parts._replace(netloc=f"{parts.username}:{quote(os.environ[PASSWORD_ENV], safe='')}@{host}"))
+    return uri
 
 
 def _artifact_root(uri: str) -> str | None:
@@ -88,6 +121,7 @@ class MlflowBackend:
         except ImportError:
             raise RuntimeError("mlflow is not installed: pip install 'modkit[tracking]'") from None
 
+        uri = with_credentials(uri)
         probe(uri)
         self.client = MlflowClient(tracking_uri=uri)
         self.run_dir = run_dir

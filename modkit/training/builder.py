@@ -203,6 +203,47 @@ def _sizes_latent(fusion_cls: type) -> bool:
     return getattr(fusion_cls.latent_width, "__func__", None) is not Fusion.latent_width.__func__
 
 
+def model_shapes(recipe: Recipe, plugins: PluginSet, run_dir: Path | None, source: str | None = None) -> dict[str, tuple[int, ...]] | None:
+    """The shapes of every tensor in the state of the model ``recipe`` builds, built on the meta device, so
+    nothing is allocated whatever sizes the recipe asks for; the modalities are prepared from ``run_dir``'s files
+    alone. None when the model cannot be built without its data (a size check then has nothing to go on)."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            model = build(recipe, plugins, run_dir, source, data=None).model
+        return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    except Exception:  # noqa: BLE001 - a modality that needs its data (a tokenizer to fit), or a plugin that cannot
+        return None  # build on the meta device: no check here; the real build reports a recipe's own errors
+
+
+def available_memory() -> int:
+    """Bytes this process may allocate at most: the machine's memory, or less under an address-space limit."""
+    import os
+    import resource
+
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return min(total, soft) if soft not in (resource.RLIM_INFINITY, -1) else total
+
+
+def state_bytes(shapes: Mapping[str, tuple[int, ...]], bytes_per_value: int = 4) -> int:
+    return sum(int(np.prod(shape, dtype=np.float64)) for shape in shapes.values()) * bytes_per_value
+
+
+def refuse_oversized(recipe: Recipe, plugins: PluginSet, source: str | None, copies: int = 4) -> None:
+    """A recipe whose model (its weights, gradients and the optimizer's two moments: ``copies``) cannot fit in
+    this machine's memory is refused before a byte of it is allocated."""
+    shapes = model_shapes(recipe, plugins, None, source)
+    if shapes is None:
+        return
+    need, have = state_bytes(shapes) * copies, available_memory()
+    if need > have:
+        raise RecipeError("modalities", f"the model this recipe describes has {state_bytes(shapes) // 4:,} parameters "
+                          f"({need / 2**30:.1f} GiB to train), more than this machine's {have / 2**30:.1f} GiB; "
+                          f"make its hidden sizes smaller", source)
+
+
 def build_model(recipe: Recipe, plugins: PluginSet, run_dir: Path, source: str | None = None) -> MultimodalVAE:
     """The model alone, without data: what an exported folder (recipe, weights, tokenizers) is loaded into."""
     return build(recipe, plugins, run_dir, source, data=None).model

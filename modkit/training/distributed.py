@@ -122,6 +122,10 @@ def launch(nproc: int, train_args: Sequence[str], torchrun_args: Sequence[str] =
 
     args = get_args_parser().parse_args([*(torchrun_args or ["--standalone"]), f"--nproc_per_node={nproc}",
                                          "-m", "modkit", "train", *train_args])
+    # the workers inherit this: `python -m modkit` then leaves the working directory off sys.path, so a stray
+    # ./click.py (or any module named like one modkit imports) in it is never run
+    previous = os.environ.get("PYTHONSAFEPATH")
+    os.environ["PYTHONSAFEPATH"] = "1"
     try:
         run(args)
     except ChildFailedError as exc:
@@ -130,4 +134,9 @@ def launch(nproc: int, train_args: Sequence[str], torchrun_args: Sequence[str] =
         return code if code > 0 else 128 - code
     except SignalException as exc:
         return 128 + int(exc.sigval)
+    finally:
+        if previous is None:
+            os.environ.pop("PYTHONSAFEPATH", None)
+        else:
+            os.environ["PYTHONSAFEPATH"] = previous
     return 0

@@ -52,6 +52,7 @@ class Text(Modality):
 
     Config = TextConfig
     tokenizer: Tokenizer
+    run_files = ("tokenizers",)  # the fitted tokenizer travels with an export
 
     @classmethod
     def example(cls):

@@ -58,11 +58,15 @@ class Tokenizer:
     @classmethod
     def load(cls, path: Path) -> "Tokenizer":
         try:
-            return cls(Path(path).read_bytes())
+            tokenizer = cls(Path(path).read_bytes())
         except OSError as exc:
             raise DataError(f"cannot read the tokenizer {path}: {exc.strerror or exc}") from None
         except RuntimeError as exc:  # sentencepiece's own parse error names no file
             raise DataError(f"{path} is not a sentencepiece model ({exc})") from None
+        if tokenizer.vocab_size <= SPECIAL:  # an empty (or emptied) file parses as a model with no pieces
+            raise DataError(f"{path} is an empty tokenizer ({tokenizer.vocab_size} pieces); the file was truncated or "
+                            f"replaced. Restore it from the run it came from")
+        return tokenizer
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from modkit import ColumnRecords, DataError, DatasetConfig, DatasetSource, hookimpl
+from modkit import ColumnRecords, DataError, DatasetConfig, DatasetSource, hookimpl, read_text_file
 from modkit_manifest import with_manifest_hint
 
 ATTR_FILE = "list_attr_celeba.txt"
@@ -56,7 +56,7 @@ class CelebAConfig(DatasetConfig):
 def read_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray, dict[int, str], list[int]]:
     """(attribute names, image names, (n, A) 0/1 array, bad rows by index, line number of each row)."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = read_text_file(path).splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
     if len(lines) < 2 or not lines[0].strip().isdigit():
@@ -105,7 +105,7 @@ def read_attributes_csv(path: Path) -> tuple[list[str], list[str], np.ndarray, d
 
 def read_partition_csv(path: Path) -> dict[str, int]:
     """The Kaggle copy's ``list_eval_partition.csv``: header ``image_id,partition``, then ``000001.jpg,0``."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = read_text_file(path).splitlines()
     if not lines or lines[0].replace(" ", "") != "image_id,partition":
         raise DataError(f"{path} line 1: expected the header 'image_id,partition', got {lines[0][:40] if lines else 'an empty file'!r}")
     return read_partition(path, lines[1:], first=2, sep=",")
@@ -113,7 +113,7 @@ def read_partition_csv(path: Path) -> dict[str, int]:
 
 def read_partition(path: Path, lines: list[str] | None = None, first: int = 1, sep: str | None = None) -> dict[str, int]:
     partition = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines() if lines is None else lines, first):
+    for number, line in enumerate(read_text_file(path).splitlines() if lines is None else lines, first):
         parts = [p.strip() for p in line.split(sep)] if line.strip() else []
         if not parts:
             continue

@@ -44,6 +44,17 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def check_size(path: Path, image_id: Any, height: int, width: int) -> None:
+    """An annotation's image size within Pillow's decompression-bomb bound, checked before a mask of that size is
+    allocated (a file claiming 60000 × 60000 would otherwise take 27 GiB)."""
+    from PIL import Image
+
+    bound = Image.MAX_IMAGE_PIXELS or 2**31
+    if height < 1 or width < 1 or height * width > bound:
+        raise DataError(f"{path}: image {image_id} claims {height} × {width} pixels (at most {bound:,} in all); "
+                        f"the annotation file is damaged or crafted")
+
+
 def decode_rle(counts: list[int], height: int, width: int) -> np.ndarray:
     """Uncompressed COCO RLE (alternating 0/1 run lengths, column-major, starting with 0s) → (H, W) bool."""
     flat = np.repeat(np.arange(len(counts)) % 2 == 1, counts)
@@ -160,6 +171,7 @@ class MaskPainter:
             h, w = int(image["height"]), int(image["width"])
         except (KeyError, TypeError, ValueError):
             raise DataError(f"{self.path}: image {image.get('id')} has no integer 'height' and 'width'") from None
+        check_size(self.path, image.get("id"), h, w)
         mask = np.zeros((h, w), dtype=np.int64)
         for ann in sorted(self.by_image.get(image["id"], []), key=lambda a: -float(a.get("area", 0))):
             if ann.get("category_id") not in self.index:

@@ -31,7 +31,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from modkit import ColumnRecords, DataError, DatasetConfig, DatasetSource, hookimpl
+from modkit import ColumnRecords, DataError, DatasetConfig, DatasetSource, hookimpl, read_text_file
 from modkit_manifest import with_manifest_hint
 
 
@@ -90,7 +90,7 @@ def image_folder(folder: Path) -> list[tuple[str, Path]]:
 
 def read_pairs(path: Path) -> list[tuple[str, str]]:
     pairs = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text_file(path).splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split(maxsplit=1)
@@ -125,7 +125,7 @@ class Cub(DatasetSource):
             path = folder / name
             if not path.is_file():
                 raise with_manifest_hint(DataError(f"MMVAE CUB captions {path} not found"))
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = read_text_file(path, "caption file").splitlines()
             while lines and not lines[-1].strip():
                 lines.pop()
             texts[split] = lines
@@ -181,7 +181,7 @@ class Cub(DatasetSource):
             if not caption_file.is_file():
                 rows[target].append((image, None, label, f"{relative}", f"{relative}: no caption file {caption_file}"))
                 continue
-            lines = caption_file.read_text(encoding="utf-8").splitlines()
+            lines = read_text_file(caption_file, "caption file").splitlines()
             while lines and not lines[-1].strip():
                 lines.pop()
             if self.config.captions == "first":

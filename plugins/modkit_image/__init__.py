@@ -142,6 +142,8 @@ class Image(Modality):
                 raise DataError(f"image file not found: {path}") from None
             except OSError as exc:
                 raise DataError(f"cannot read image {path}: {exc}") from None
+            except PILImage.DecompressionBombError as exc:  # more pixels than Pillow allows: refused from the header
+                raise DataError(f"cannot read image {path}: {exc}") from None
             return torch.from_numpy(np.ascontiguousarray(array))
         array = value.numpy() if isinstance(value, Tensor) else np.asarray(value)
         if array.dtype == np.uint8:

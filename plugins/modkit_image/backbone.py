@@ -34,15 +34,21 @@ def _read_state_dict(path: Path, key: str) -> dict[str, Tensor]:
         path = found[0]
     if not path.is_file():
         raise RecipeError(key, f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file: safetensors and the safe unpickler raise many kinds
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise RecipeError(key, f"{path} is not a readable weights file ({first})") from None
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise RecipeError(key, f"{path} holds no weights (a name → tensor map)")
     return state
 
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from modkit import ColumnRecords, DataError, DatasetConfig, DatasetSource, hookimpl
+from modkit import ColumnRecords, DataError, DatasetConfig, DatasetSource, hookimpl, read_text_file
 
 #: appended to the "files not found" errors of the datasets that read a fixed layout: the way in for any other layout
 MANIFEST_HINT = ("or list your files in a manifest (dataset: {type: manifest, path: FILE}; "
@@ -53,10 +53,7 @@ def read_rows(path: Path, fmt: str) -> list[tuple[int, dict[str, Any] | str]]:
     """(line number, row or error message) for every data line."""
     if fmt == "auto":
         fmt = "csv" if path.suffix.lower() in (".csv", ".tsv") else "jsonl"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read manifest {path}: {exc}") from None
+    text = read_text_file(path, "manifest")  # utf-8-sig: Excel's byte-order mark is not part of the first column's name
     rows: list[tuple[int, dict[str, Any] | str]] = []
     if fmt == "jsonl":
         for number, line in enumerate(text.splitlines(), 1):

@@ -129,6 +129,8 @@ class Mask(Modality):
             raise DataError(f"mask file not found: {path}") from None
         except OSError as exc:
             raise DataError(f"cannot read mask {path}: {exc}") from None
+        except PILImage.DecompressionBombError as exc:  # more pixels than Pillow allows: refused from the header
+            raise DataError(f"cannot read mask {path}: {exc}") from None
 
     def placeholder(self) -> Tensor:
         return torch.zeros(self.shape, dtype=torch.long)

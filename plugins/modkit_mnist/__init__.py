@@ -25,23 +25,43 @@ from modkit_manifest import MANIFEST_HINT, with_manifest_hint  # noqa: F401 - re
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
+MAX_IDX_BYTES = 2**31  # 2 GiB of data: MNIST's largest file holds 47 MB; anything near this is not an idx file
+
+
+def _read_bounded(path: Path) -> bytes:
+    """The file's bytes, a ``.gz`` inflated no further than its idx header declares (plus one byte, to see that
+    nothing follows): a small gzip that expands to gigabytes is refused after reading the header."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        head = handle.read(4)
+        if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in IDX_TYPES:
+            raise DataError(f"{path} is not an idx file (magic bytes {head.hex() or 'missing'})")
+        sizes = handle.read(4 * head[3])
+        if len(sizes) < 4 * head[3]:
+            raise DataError(f"{path}: truncated idx header")
+        shape = tuple(int(d) for d in np.frombuffer(sizes, ">u4"))
+        expected = int(np.prod(shape, dtype=np.float64)) * np.dtype(IDX_TYPES[head[2]]).itemsize
+        if expected > MAX_IDX_BYTES:
+            raise DataError(f"{path}: its header declares shape {shape} ({expected:,} bytes), more than {MAX_IDX_BYTES:,}; "
+                            f"not an MNIST file")
+        return head + sizes + handle.read(expected + 1)
+
+
 def read_idx(path: Path) -> np.ndarray:
     """An idx file (magic 0 0 TYPE NDIM, NDIM big-endian uint32 sizes, then the data) → array."""
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        raw = _read_bounded(path)
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES:
-        raise DataError(f"{path} is not an idx file (magic bytes {raw[:4].hex() or 'missing'})")
     ndim = raw[3]
     header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: truncated idx header")
     shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, 4))
     dtype = np.dtype(IDX_TYPES[raw[2]])
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(raw) - header != expected:
-        raise DataError(f"{path}: header says shape {shape} ({expected} bytes of data), file has {len(raw) - header}")
+        more = len(raw) - header > expected
+        raise DataError(f"{path}: header says shape {shape} ({expected} bytes of data), file has "
+                        f"{'more' if more else len(raw) - header}")
     return np.frombuffer(raw, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from modkit import ColumnRecords, DataError, DatasetConfig, DatasetSource, hookimpl
+from modkit import ColumnRecords, DataError, DatasetConfig, DatasetSource, hookimpl, read_text_file
 from modkit_manifest import with_manifest_hint
 
 CLASS_NAMES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -50,9 +50,13 @@ def check_mask(path: str) -> str:
         with Image.open(path) as img:
             if img.mode not in ("P", "L"):
                 raise DataError(f"{path}: mask is a {img.mode} image; VOC masks store class ids as palette indices (mode P)")
+            if img.width * img.height > (Image.MAX_IMAGE_PIXELS or 2**31):  # the header's size, before decoding
+                raise Image.DecompressionBombError(f"{img.width} × {img.height} pixels")
             values = np.unique(np.asarray(img))
     except FileNotFoundError:
         raise DataError(f"mask file not found: {path}") from None
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"mask {path} declares {exc}; larger than any real mask (a decompression bomb?). Remove it") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"cannot read mask {path}: {exc}") from None
     bad = [int(v) for v in values if v >= len(CLASS_NAMES) and v != IGNORE]
@@ -106,7 +110,7 @@ class Voc(DatasetSource):
         if listing is None:
             raise with_manifest_hint(DataError(f"split list not found: {' or '.join(map(str, places))}"))
         entries = []
-        for n, line in enumerate(listing.read_text().splitlines(), 1):
+        for n, line in enumerate(read_text_file(listing, "split list").splitlines(), 1):
             parts = line.split()
             if not parts:
                 continue

@@ -71,7 +71,7 @@ def test_signal_modality_trains_and_reads_given_files(tmp_path, waves_recipe):
     (tmp_path / "w.csv").write_text(",".join(str(i) for i in range(32)))
     for given in (str(tmp_path / "w.npy"), str(tmp_path / "w.csv"), " ".join(str(i) for i in range(32))):
         assert signal.preprocess(signal.load_given(given)).tolist() == list(range(32))
-    result = CliRunner().invoke(main, ["generate", str(tmp_path / "run"), "--given", f"wave={tmp_path / 'w.npy'}",
+    result = CliRunner().invoke(main, ["generate", str(tmp_path / "run"), "--trust-plugins", "--given", f"wave={tmp_path / 'w.npy'}",
                                        "--target", "label", "-n", "3", "--device", "cpu"])
     assert result.exit_code == 0, result.output
 
@@ -114,7 +114,7 @@ def test_gated_fusion_trains_and_evaluates(tmp_path):
     }, run_dir)
     values = losses(run)
     assert values[-1] < values[0], values
-    result = CliRunner().invoke(main, ["eval", str(run_dir), "--metrics", "likelihood,coherence", "--iw-samples", "10",
+    result = CliRunner().invoke(main, ["eval", str(run_dir), "--trust-plugins", "--metrics", "likelihood,coherence", "--iw-samples", "10",
                                        "--prior-samples", "20", "--iw-items", "32", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     data = json.loads((run_dir / "eval.json").read_text())

@@ -39,7 +39,7 @@ def run(tmp_path_factory):
     trainer = make_trainer(recipe, recipe.model_dump(mode="json"), load_plugins(["synthetic_plugin"], source="test"), out, "cpu",
                            echo=lambda s: None)
     trainer.fit()
-    return load_run(out, "cpu")
+    return load_run(out, "cpu", plugins=["synthetic_plugin"])  # the test's own plugin module
 
 
 def test_eval_covers_masks_and_text(run):
