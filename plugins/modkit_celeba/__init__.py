@@ -82,7 +82,7 @@ def read_attributes_csv(path: Path) -> tuple[list[str], list[str], np.ndarray, d
     import csv
 
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # Excel and Kaggle write a byte-order mark
             lines = list(csv.reader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
