@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,15 @@ def trained(tmp_path_factory) -> Path:
     finally:
         os.chdir(cwd)
     return base / "run"
+
+
+@pytest.fixture
+def copy(trained, tmp_path, monkeypatch):
+    """A fresh copy of the trained run in this test's folder (the working directory), to tamper with."""
+    monkeypatch.chdir(tmp_path)
+
+    def make(name: str = "run") -> Path:
+        dest = tmp_path / name
+        shutil.copytree(trained, dest)
+        return dest
+    return make

@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,15 +17,6 @@ from modkit.runs import lifecycle
 from run_helpers import COMMANDS, cli, one_error_line, payload_bytes, tiny_raw
 
 
-@pytest.fixture
-def copy(trained, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-
-    def make(name: str = "run") -> Path:
-        dest = tmp_path / name
-        shutil.copytree(trained, dest)
-        return dest
-    return make
 
 
 # which files each command must read (and so must refuse when they hold a payload)

@@ -4,7 +4,6 @@ and runs the real command (in a subprocess where the case is about the process: 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,15 +23,6 @@ def modkit_process(*args, cwd: Path, timeout: int = 180, preexec=None) -> subpro
                           env=ENV, timeout=timeout, preexec_fn=preexec)
 
 
-@pytest.fixture
-def copy(trained, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-
-    def make(name: str = "run") -> Path:
-        dest = tmp_path / name
-        shutil.copytree(trained, dest)
-        return dest
-    return make
 
 
 def set_recipe(run: Path, **changes) -> None:

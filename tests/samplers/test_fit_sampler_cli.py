@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from click.testing import CliRunner
+
+from run_helpers import cli, one_error_line
 
 import modkit
-from modkit.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,16 +20,6 @@ def base_recipe() -> dict:
     return yaml.safe_load((ROOT / "recipes" / "digits-poe.yaml").read_text())
 
 
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_error_line(result) -> str:
-    assert result.exit_code != 0, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
