@@ -53,6 +53,9 @@ COMMANDS = {
     "sample": lambda run: ["sample", run, "-n", "2", "--device", "cpu"],
     "generate": lambda run: ["generate", run, "--target", "image", "--given", "label=3", "-n", "2", "--device", "cpu"],
     "eval": lambda run: ["eval", run, "--metrics", "coherence", "--max-items", "20", "--device", "cpu"],
+    # coherence is scored by the dataset's fixed judges; a run's judges.safetensors is read when named
+    "eval --judges": lambda run: ["eval", run, "--metrics", "coherence", "--max-items", "20", "--device", "cpu",
+                                  "--judges", run / "judges.safetensors"],
     "report": lambda run: ["report", run, "--metrics", "coherence", "--max-items", "20", "--device", "cpu"],
     "resume": lambda run: ["train", "--resume", run, "--set", "train.epochs=2"],
 }

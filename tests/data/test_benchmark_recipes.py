@@ -37,6 +37,7 @@ def standins(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", sorted(SMALL))
 def test_small_tier_trains_on_the_stand_in(standins, tmp_path, recipe):
     dataset, sets = SMALL[recipe]
@@ -53,6 +54,7 @@ def test_small_tier_trains_on_the_stand_in(standins, tmp_path, recipe):
     assert all(math.isfinite(summary[f"test/rec/{m}"]) for m in names), sorted(summary)
 
 
+@pytest.mark.slow
 def test_coherence_reads_the_labels_of_gathered_pairs(standins, tmp_path):
     """The papers' metric on MNIST-SVHN: evaluation reads ``label`` through the lazily gathered records."""
     # two copies of the matching: the evaluation's classifier wants more training rows than one copy of this stand-in has

@@ -115,6 +115,7 @@ def test_bad_mat_files_are_named(load, tmp_path):
         load("mnist_svhn", tmp_path, pairing="files")
 
 
+@pytest.mark.slow
 def test_command_line_errors_are_one_line(tmp_path):
     make_mnist_svhn(tmp_path, n_mnist=(40, 20), n_svhn=(50, 20))
     (tmp_path / "test_32x32.mat").unlink()

@@ -121,6 +121,7 @@ def test_tensor_form_refuses_pickled_objects_and_mismatched_counts(load, tmp_pat
     assert load("polymnist", tmp_path, views=[0, 1])[1]["train"].fields == ["m0", "m1", "label"]
 
 
+@pytest.mark.slow
 def test_command_line_errors_are_one_line(tmp_path):
     make_polymnist(tmp_path, n_train=8, n_test=4)
     grey = error_line(train_small("polymnist-mopoe.yaml", tmp_path, tmp_path / "run", "modalities.m0.shape=[1,28,28]"))

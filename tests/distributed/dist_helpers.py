@@ -14,7 +14,7 @@ STEPS_PER_EPOCH = 23  # ceil(1438 training digits / 64)
 
 def modkit_subprocess(args: list[str], cwd: Path, timeout: float = 240, **env: str) -> subprocess.CompletedProcess:
     """``python -m modkit ARGS`` in a fresh interpreter, as a user would run it."""
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]), **env}
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(p for p in [str(HERE), os.environ.get("PYTHONPATH", "")] if p), **env}
     return subprocess.run([sys.executable, "-m", "modkit", *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
 

@@ -27,7 +27,7 @@ def test_the_notebook_is_committed_without_outputs():
 def test_the_quickstart_notebook_runs(tmp_path):
     shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    env_path = os.pathsep.join([str(ROOT), str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")])
+    env_path = os.pathsep.join(p for p in [str(ROOT), str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")] if p)
     os.environ["PYTHONPATH"] = env_path.rstrip(os.pathsep)  # the kernel imports this checkout, as the tests do
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
     client.execute()

@@ -16,7 +16,7 @@ FIRST_PARTY = {"image", "label", "digits", "poe"}
 
 
 def modkit(*args, cwd, extra_path):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(extra_path), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [str(extra_path), os.environ.get("PYTHONPATH", "")] if p))
     return subprocess.run([sys.executable, "-m", "modkit", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
 
 

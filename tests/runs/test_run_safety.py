@@ -22,7 +22,7 @@ from run_helpers import COMMANDS, cli, one_error_line, payload_bytes, tiny_raw
 # which files each command must read (and so must refuse when they hold a payload)
 READS = {
     (checkpoints.CHECKPOINT, checkpoints.PREVIOUS): ["sample", "generate", "eval", "report", "resume"],
-    ("judges.safetensors",): ["eval"],
+    ("judges.safetensors",): ["eval --judges"],
     ("eval.json",): ["report"],
     ("recipe.yaml",): ["sample", "resume"],
     ("metrics.jsonl",): ["report", "resume"],

@@ -104,7 +104,7 @@ def test_a_killed_worker_trial_is_resumed_from_its_checkpoint(tmp_path):
     trial's run continues from its checkpoint each time and ends with every epoch exactly once."""
     out = tmp_path / "sweep"
     slow = [*TINY, "--set", "train.epochs=12", "--set", "data.batch_size=16", "--no-eval", "--trials", "1"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "plugins"), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in [str(REPO), str(REPO / "plugins"), os.environ.get("PYTHONPATH", "")] if p)}
     metrics = out / "trial-0000" / "seed-0" / "metrics.jsonl"
 
     def epochs() -> int:
