@@ -22,6 +22,7 @@ import numpy as np
 from pydantic import Field
 
 from modkit import ColumnRecords, DataError, DatasetConfig, DatasetSource, hookimpl
+from modkit_manifest import with_manifest_hint
 
 
 class CocoConfig(DatasetConfig):
@@ -88,7 +89,10 @@ class Coco(DatasetSource):
         return self.find_folder(["coco"], lambda f: any((f / "annotations").glob("captions_*.json")), "annotations/captions_*.json")
 
     def load(self):
-        folder = self.folder()
+        try:
+            folder = self.folder()
+        except DataError as exc:  # no annotations folder where it was looked for
+            raise with_manifest_hint(exc) from None
         splits: dict[str, list] = {"train": [], "test": []}
         self.mask_class_names: list[str] | None = None
         for path in sorted((folder / "annotations").glob("captions_*.json")):
@@ -102,7 +106,7 @@ class Coco(DatasetSource):
         for candidate in (folder / name, folder / "images" / name, folder / "images"):
             if candidate.is_dir():
                 return candidate
-        raise DataError(f"image folder for {name} not found: {folder / name} or {folder / 'images' / name}")
+        raise with_manifest_hint(DataError(f"image folder for {name} not found: {folder / name} or {folder / 'images' / name}"))
 
     def records(self, folder: Path, files: list[tuple[str, Path]]) -> ColumnRecords:
         images, captions, names, errors, masks = [], [], [], {}, []

@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import Field
 
 from modkit import ColumnRecords, DataError, DatasetConfig, DatasetSource, hookimpl
+from modkit_manifest import with_manifest_hint
 
 
 class ParallelConfig(DatasetConfig):
@@ -28,7 +29,7 @@ def read_lines(path: Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise DataError(f"parallel text file not found: {path}") from None
+        raise with_manifest_hint(DataError(f"parallel text file not found: {path}")) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read {path} as UTF-8 text: {exc}") from None
     return text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
