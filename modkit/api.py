@@ -2,7 +2,9 @@
 ``eval`` do, from a notebook. ``modkit.train`` and ``modkit.load`` resolve here on first use."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -215,8 +217,28 @@ def train(recipe: Path | str | dict[str, Any] | None = None, overrides: dict[str
     sets = [f"{k}={_yaml(v)}" for k, v in overrides.items()] if isinstance(overrides, dict) else list(overrides or [])
     if device is not None:
         sets.append(f"train.device={device}")
-    trained = lifecycle.train(recipe, overrides=sets, out=out, resume=resume, echo=echo)
+    with _in_python_words():
+        trained = lifecycle.train(recipe, overrides=sets, out=out, resume=resume, echo=echo)
     return load(trained.run_dir, device or "auto", plugins=True)  # your own recipe: its plugins were imported to train
+
+
+#: the command line's words for what the Python API calls by its keyword arguments
+_CLI_TO_PYTHON = [(re.compile(r"--(out|resume|device)\b ?"), r"\1="), (re.compile(r"--set\b"), "overrides"),
+                  (re.compile(r"'modkit (\w+) --help'"), r"help(modkit.\1)"), (re.compile(r"\bRECIPE\b"), "recipe")]
+
+
+@contextlib.contextmanager
+def _in_python_words():
+    """The run lifecycle speaks the command line's language (``--out``, ``--resume``); from Python the same mistake
+    is named by the keyword argument the caller wrote (``out=``, ``resume=``). The error keeps its type."""
+    try:
+        yield
+    except ModkitError as exc:
+        text = str(exc)
+        for pattern, repl in _CLI_TO_PYTHON:
+            text = pattern.sub(repl, text)
+        exc.args = (text,)
+        raise
 
 
 def load(run_dir: Path | str, device: str | torch.device | None = "auto", plugins: bool | list[str] = ()) -> Run:
@@ -235,8 +257,9 @@ def load(run_dir: Path | str, device: str | torch.device | None = "auto", plugin
 
     # building the model and reading the data run torch operators too: under the policy's choice for a model
     # not yet known (one thread on the CPU, unless the environment chose), then the recipe's, given the model
-    apply_threads("auto", resolve_device(device))
-    run = Run.of(lifecycle.load(run_dir, device, plugins))
+    with _in_python_words():
+        apply_threads("auto", resolve_device(device))
+        run = Run.of(lifecycle.load(run_dir, device, plugins))
     run.threads = apply_threads(run.recipe.train.threads, run.device, run.model, run.recipe.data.batch_size)
     log.info("modkit.load: torch uses %d CPU thread%s (train.threads=%s)", run.threads, "" if run.threads == 1 else "s",
              run.recipe.train.threads)

@@ -214,3 +214,22 @@ def test_export_speaks_of_export_and_leaves_no_machine_path(tiny_run, tmp_path):
     with pytest.raises(modkit.ModkitError, match="exported model: it has no data"):
         again.data("test")
     np.testing.assert_allclose(again.embed({"label": [1, 2]}), tiny_run.embed({"label": [1, 2]}), atol=1e-6)
+
+
+def test_lifecycle_mistakes_from_python_name_the_keyword_arguments(tmp_path):
+    """The same mistakes as on the command line, worded for the caller's keyword arguments (no ``--out``)."""
+    from tiny_recipes import tiny_recipe_dict
+
+    import modkit
+    from modkit.errors import ModkitError
+
+    out = tmp_path / "used"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ModkitError) as caught:
+        modkit.train(tiny_recipe_dict(), out=out, echo=lambda *a: None)
+    assert "--" not in str(caught.value) and "out=" in str(caught.value), caught.value
+    assert (out / "notes.txt").read_text() == "mine"
+    with pytest.raises(ModkitError) as caught:
+        modkit.train(echo=lambda *a: None)
+    assert "--" not in str(caught.value) and "recipe" in str(caught.value), caught.value
