@@ -109,6 +109,9 @@ class Run(LoadedRun):
                 post = _first_subset(self.model.posterior(batch.to(self.model.device), mask))
                 means.append(post.mean.float().cpu().numpy())
                 if logvar:
+                    if not isinstance(post, DiagGaussian):
+                        raise ModkitError(f"logvar=True needs a Gaussian posterior; this run's fusion "
+                                          f"({self.recipe.model.fusion.type}) gives a {type(post).__name__}")
                     logvars.append(post.logvar.float().cpu().numpy())
         dim = self.recipe.model.latent_dim
         mean = np.concatenate(means) if means else np.zeros((0, dim), np.float32)
@@ -169,10 +172,39 @@ class Run(LoadedRun):
 
 
 def _first_subset(post):
-    """The posterior of the one conditioning subset, its subset axis dropped: (items, latent_dim)."""
+    """The posterior of the one conditioning subset, its subset axis dropped: (items, latent_dim).
+
+    Fusions return a Gaussian (PoE), a mixture over experts or subset products (MoE, MoPoE: the subset axis
+    comes after the mixture's component axis) or blocks of the latent (private latents); each is cut alike."""
+    return _index_subset(post, 0)
+
+
+def _index_subset(post, i: int):
+    from modkit.distributions import Concatenated, DiagLaplace, WeightedMixture
+
     if isinstance(post, DiagGaussian):
-        return DiagGaussian(post.mu[0], post.logvar[0])
-    return post
+        return DiagGaussian(post.mu[i], post.logvar[i])
+    if isinstance(post, DiagLaplace):
+        return DiagLaplace(post.loc[i], post.scale[i])
+    if isinstance(post, WeightedMixture):
+        mixture = WeightedMixture.__new__(type(post))
+        mixture.components = _index_subset_of_components(post.components, i)
+        mixture.log_weights, mixture.valid = post.log_weights[:, i], post.valid[:, i]
+        return mixture
+    if isinstance(post, Concatenated):
+        return Concatenated(_index_subset(part, i) for part in post.parts)
+    raise ModkitError(f"cannot take one subset of a {type(post).__name__} posterior")
+
+
+def _index_subset_of_components(components, i: int):
+    """The mixture's components (M, S, items, D) at subset ``i``: (M, items, D)."""
+    from modkit.distributions import DiagLaplace
+
+    if isinstance(components, DiagGaussian):
+        return DiagGaussian(components.mu[:, i], components.logvar[:, i])
+    if isinstance(components, DiagLaplace):
+        return DiagLaplace(components.loc[:, i], components.scale[:, i])
+    raise ModkitError(f"cannot take one subset of a mixture of {type(components).__name__}")
 
 
 @dataclass

@@ -233,3 +233,26 @@ def test_lifecycle_mistakes_from_python_name_the_keyword_arguments(tmp_path):
     with pytest.raises(ModkitError) as caught:
         modkit.train(echo=lambda *a: None)
     assert "--" not in str(caught.value) and "recipe" in str(caught.value), caught.value
+
+
+@pytest.mark.parametrize("fusion", ["moe", "mopoe"])
+def test_embed_and_encode_cut_a_mixture_posterior_to_its_one_subset(tmp_path, fusion):
+    """A mixture posterior (MoE, MoPoE) has its subset axis after the component axis: embed's means are the
+    mixture means of the one conditioning subset, item for item, as the model computes them."""
+    import torch
+    from tiny_recipes import tiny_recipe_dict
+
+    import modkit
+
+    run = modkit.train(tiny_recipe_dict(f"model.fusion={fusion}", "model.sampler=all", "train.epochs=1"), out=tmp_path / fusion,
+                       echo=lambda *a: None)
+    means = run.embed("test", batch_size=7)
+    batch = next(iter(run.data("test").batches(10_000)))
+    with torch.no_grad():
+        direct = run.model.posterior(batch, run.model.subset_mask(run.model.names)).mean[0]
+    assert means.shape == (len(run.data("test")), run.recipe.model.latent_dim)
+    assert torch.allclose(torch.as_tensor(means), direct.float(), atol=1e-5)
+    one = run.encode({"label": [3, 4]})
+    assert tuple(one.mean.shape) == (2, run.recipe.model.latent_dim)
+    with pytest.raises(modkit.ModkitError, match="logvar=True needs a Gaussian posterior"):
+        run.embed("test", logvar=True)
