@@ -137,8 +137,8 @@ class MMVAEPlus(Fusion):
             with torch.no_grad():
                 weights = torch.softmax(lw, dim=1)
             if u.requires_grad:  # DReG: the gradient through the draws is weighted once more (Tucker et al.)
-                u.register_hook(lambda grad: grad * weights.unsqueeze(-1))
-                w.register_hook(lambda grad: grad * weights.unsqueeze(-1))
+                u.register_hook(lambda grad: (grad * weights.unsqueeze(-1)).to(grad.dtype))  # autocast: keep the gradient's dtype
+                w.register_hook(lambda grad: (grad * weights.unsqueeze(-1)).to(grad.dtype))
             surrogate = (weights * lw).sum(1)  # (N, B)
         else:
             surrogate = torch.logsumexp(lw, dim=1) - math.log(k)
