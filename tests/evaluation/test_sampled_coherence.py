@@ -130,7 +130,9 @@ def test_every_run_on_the_dataset_uses_the_same_judges(trained, tmp_path):
     result = evaluate_run(run, EvalSettings(**FAST))
     source = result["judge_source"]
     assert source["classifiers"] == "dataset plugin"
-    assert Path(source["file"]) == REPO / "plugins" / "modkit_digits" / "judges.safetensors"
+    import modkit_digits  # the installed plugin's own folder: the checkout's plugins/ in an editable install, else site-packages
+
+    assert Path(source["file"]) == Path(modkit_digits.__file__).parent / "judges.safetensors"
     fixed = DatasetJudges.load(source["file"])
     assert result["judges"]["image/label"]["balanced_accuracy"] == fixed.scores["image/label"]["balanced_accuracy"]
     assert result["summary"]["ceiling/image/label"] == fixed.scores["image/label"]["balanced_accuracy"]
