@@ -71,14 +71,17 @@ def peer_model(kind: str, model, options: dict):
 
     names = model.names
 
+    def expert(name, x):
+        """modkit's encoder of ``name`` on MultiVae's input (the label arrives one-hot there)."""
+        return model.modalities[name].encode(x.argmax(-1) if name == "label" else x)
+
     class Encoder(BaseEncoder):
         def __init__(self, name):
             super().__init__()
-            self.modality = model.modalities[name]
-            self.label = name == "label"
+            self.name, self.modality = name, model.modalities[name]
 
         def forward(self, x):
-            mu, logvar = self.modality.encode(x.argmax(-1) if self.label else x)
+            mu, logvar = expert(self.name, x)
             return ModelOutput(embedding=mu, log_covariance=logvar)
 
     layout = model.fusion.layout
@@ -86,11 +89,10 @@ def peer_model(kind: str, model, options: dict):
     class Encoder2(BaseMultilatentEncoder):  # [shared; private] experts: MultiVae's multi-latent encoder
         def __init__(self, name):
             super().__init__()
-            self.modality = model.modalities[name]
-            self.label = name == "label"
+            self.name, self.modality = name, model.modalities[name]
 
         def forward(self, x):
-            mu, logvar = self.modality.encode(x.argmax(-1) if self.label else x)
+            mu, logvar = expert(self.name, x)
             d = layout.shared
             return ModelOutput(embedding=mu[..., :d], log_covariance=logvar[..., :d],
                                style_embedding=mu[..., d:], style_log_covariance=logvar[..., d:])
