@@ -143,6 +143,10 @@ def peer_model(kind: str, model, options: dict):
         for n in names:  # the same prior scale parameters, not copies
             peer.logvars_priors[n] = model.fusion.modality_prior_logvar[n]
         peer.logvars_priors["shared"] = model.fusion.shared_prior_logvar
+    elif kind == "crmvae":
+        from multivae.models import CRMVAE, CRMVAEConfig
+
+        peer = CRMVAE(CRMVAEConfig(**common, **options), encoders, decoders)
     elif kind == "cvae":
         from multivae.models import CVAE, CVAEConfig
         from multivae.models.nn.base_architectures import BaseConditionalDecoder
@@ -258,6 +262,21 @@ def shared_noise_mmvae_plus(model, batch, peer):
     return setup
 
 
+def shared_noise_crmvae(model, batch):
+    """CRMVAE draws the joint and every unimodal posterior's noise at once, MultiVae one ``rsample_from_gaussian`` call
+    at a time (the joint, then each modality): the same standard-normal draws, handed to each in its own order."""
+    import multivae.models.crmvae.crmvae_model as peer_module
+
+    shape = (1 + len(model.names), len(batch), model.latent_dim)
+
+    def setup(seed: int):
+        eps = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+        model.fusion.noise = lambda *_, like: eps
+        theirs = list(eps)
+        peer_module.rsample_from_gaussian = lambda mu, log_var, *_, **__: mu + theirs.pop(0) * torch.exp(0.5 * log_var)
+    return setup
+
+
 def compare(label: str, model, batch, peer, inputs, modkit_beta: float, peer_kwargs: dict, noise=None, peer_scale: float = 1.0) -> dict:
     """Loss and gradients of both for each seed; ``peer_scale`` turns MultiVae's batch sum into modkit's batch mean."""
     from modkit.core.fusion import SubsetPlan
@@ -353,6 +372,13 @@ def main(argv: list[str] | None = None) -> int:
         peer = peer_model("cvae", model, {"beta": beta})
         cases.append(compare(f"cvae p(image given z, label), β={beta}, prior_network={prior_network}, all present", model, batch, peer,
                              peer_inputs(batch, model.names, False), beta, {}))
+    for beta, partial in [(2.5, False), (1.0, False), (2.5, True)]:
+        model, batch = modkit_model("crmvae", ["data.paired_fraction=0.3"] if partial else [])
+        model.train()
+        peer = peer_model("crmvae", model, {"beta": beta})
+        what = "modalities missing (MultiVae IncompleteDataset)" if partial else "all present"
+        cases.append(compare(f"crmvae β={beta}, {what}", model, batch, peer, peer_inputs(batch, model.names, partial), beta, {},
+                             noise=shared_noise_crmvae(model, batch), peer_scale=1.0 / len(batch)))
 
     result = {"commit": commit(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "machine": f"{cpu_name()} ({platform.machine()}), torch {torch.__version__}",

@@ -30,6 +30,7 @@ OBJECTIVES = {
     "dmvae": ("dmvae", {"modalities_specific_dim": PRIVATE}, "all"),
     "mmvae_plus": ("mmvae_plus", {"modalities_specific_dim": PRIVATE}, "all"),
     "cvae": ("cvae", {"main_modality": "m0"}, "all"),
+    "crmvae": ("crmvae", {}, "all"),
 }
 
 

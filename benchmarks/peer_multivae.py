@@ -98,6 +98,10 @@ def build(kind: str, n: int, latent: int, moe_k: int):
 
         config = MMVAEPlusConfig(**common, K=moe_k, modalities_specific_dim=PRIVATE, loss="dreg_looser")
         return MMVAEPlus(config, {m: StyleEncoder() for m in names}, {m: StyleDecoder() for m in names}), names
+    if kind == "crmvae":
+        from multivae.models import CRMVAE, CRMVAEConfig
+
+        return CRMVAE(CRMVAEConfig(**common, beta=1.0), encoders, decoders), names
     if kind == "cvae":
         from multivae.models import CVAE, CVAEConfig
 
@@ -110,7 +114,7 @@ def build(kind: str, n: int, latent: int, moe_k: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["mvae", "mopoe", "moe", "jmvae", "mvtcae", "dmvae", "mmvae_plus", "cvae", "nll"])
+    parser.add_argument("mode", choices=["mvae", "mopoe", "moe", "jmvae", "mvtcae", "dmvae", "mmvae_plus", "cvae", "nll", "crmvae"])
     base_args(parser)
     args = parser.parse_args()
     set_threads(args.threads)

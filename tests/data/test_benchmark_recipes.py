@@ -21,6 +21,7 @@ SMALL = {
     "polymnist-mopoe.yaml": ("polymnist", ["model.latent_dim=8", "data.batch_size=32"]),
     "polymnist-mmvae.yaml": ("polymnist", ["model.latent_dim=8", "data.batch_size=32"]),
     "polymnist-mvae.yaml": ("polymnist", ["model.latent_dim=8", "data.batch_size=32"]),
+    "polymnist-crmvae.yaml": ("polymnist", ["model.latent_dim=8", "data.batch_size=32"]),
     "mnist-svhn-mmvae.yaml": ("mnist_svhn", ["data.dataset.copies=1", "model.fusion.k=2"]),
     "celeba-mvae19.yaml": ("celeba", ["model.latent_dim=8", "data.batch_size=32"]),
     "cub-mmvae.yaml": ("cub", ["model.latent_dim=8", "model.fusion.k=2", "data.batch_size=32"]),

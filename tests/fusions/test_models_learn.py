@@ -22,6 +22,7 @@ SMALL = ["modalities.image.hidden=[128]", "modalities.label.hidden=[64]", "model
 MODELS = {"jmvae": ["model.fusion.hidden=[128]"], "mvtcae": [], "dmvae": [], "mmvae_plus": ["model.fusion.K=3"],
           # the conditional model the other way round from its recipe: p(label | z, image), judged given the image alone
           "cvae": ["model.fusion.main_modality=label", "model.fusion.conditioning_modalities=[image]", "model.fusion.hidden=[128]"]}
+MODELS["crmvae"] = []
 
 
 def image_to_label_accuracy(fusion: str, epochs: int, overrides: list[str]) -> float:
