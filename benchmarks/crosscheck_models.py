@@ -143,6 +143,27 @@ def peer_model(kind: str, model, options: dict):
         for n in names:  # the same prior scale parameters, not copies
             peer.logvars_priors[n] = model.fusion.modality_prior_logvar[n]
         peer.logvars_priors["shared"] = model.fusion.shared_prior_logvar
+    elif kind == "cmvae":
+        from multivae.models import CMVAE, CMVAEConfig
+
+        class Rows:  # MultiVae's per-cluster parameters as fresh views of modkit's (C, D) table: the same weights, not copies
+            def __init__(self, table):
+                self.table = table
+
+            def __getitem__(self, i):
+                return self.table[i:i + 1]
+
+            def __len__(self):
+                return len(self.table)
+
+        common["latent_dim"] = layout.shared
+        peer = CMVAE(CMVAEConfig(**common, **options, modalities_specific_dim=layout.private), {n: Encoder2(n) for n in names}, decoders)
+        for n in names:
+            peer.r_logvars_priors[n] = model.fusion.modality_prior_logvar[n]
+        clusters = model.fusion.clusters
+        peer._pc_params = clusters.logits
+        del peer.mean_clusters, peer.logvar_clusters
+        peer.mean_clusters, peer.logvar_clusters = Rows(clusters.loc), Rows(clusters.raw_scale)
     elif kind == "crmvae":
         from multivae.models import CRMVAE, CRMVAEConfig
 
@@ -259,6 +280,14 @@ def shared_noise_mmvae_plus(model, batch, peer):
         theirs.clear()
         for m in range(n):
             theirs.extend([eps_u[m], eps_w[m], *(eps_r[m, d] for d in range(n) if d != m)])
+    return setup
+
+
+def shared_noise_cmvae(model, batch, peer):
+    """CMVAE draws as MMVAE+ does, and MultiVae's CMVAE as its MMVAE+, through one ``latent_dist`` for every draw."""
+    peer.post_dist = peer.prior_dist = peer.latent_dist
+    setup = shared_noise_mmvae_plus(model, batch, peer)
+    peer.latent_dist = peer.post_dist
     return setup
 
 
@@ -379,6 +408,23 @@ def main(argv: list[str] | None = None) -> int:
         what = "modalities missing (MultiVae IncompleteDataset)" if partial else "all present"
         cases.append(compare(f"crmvae β={beta}, {what}", model, batch, peer, peer_inputs(batch, model.names, partial), beta, {},
                              noise=shared_noise_crmvae(model, batch), peer_scale=1.0 / len(batch)))
+    for dist, objective, beta, partial in [("laplace_with_softmax", "dreg_looser", 1.0, False),
+                                           ("laplace_with_softmax", "iwae_looser", 0.5, False),
+                                           ("normal", "dreg_looser", 1.0, True),
+                                           ("normal_with_softplus", "iwae_looser", 1.0, True)]:
+        options = {"prior_and_posterior_dist": dist, "loss": objective, "K": 3, "number_of_clusters": 4}
+        model, batch = modkit_model("cmvae", ["model.fusion.modalities_specific_dim=3"] + (["data.paired_fraction=0.3"] if partial else [])
+                                    + [f"model.fusion.{key}={value}" for key, value in options.items()])
+        with torch.no_grad():  # weights and auxiliary prior scales away from their equal start, so their gradients mean something
+            model.fusion.clusters.logits.normal_(0.0, 0.5)
+            for p in model.fusion.modality_prior_logvar.values():
+                p.normal_(0.0, 0.3)
+        model.train()
+        peer = peer_model("cmvae", model, {**options, "beta": beta})
+        what = "modalities missing (MultiVae IncompleteDataset)" if partial else "all present"
+        cases.append(compare(f"cmvae {dist}, {objective}, K=3, C=4, β={beta}, {what}", model, batch, peer,
+                             peer_inputs(batch, model.names, partial), beta, {}, noise=shared_noise_cmvae(model, batch, peer),
+                             peer_scale=1.0 / len(batch)))
 
     result = {"commit": commit(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "machine": f"{cpu_name()} ({platform.machine()}), torch {torch.__version__}",

@@ -29,7 +29,7 @@ from modkit.plugins.registry import Registry
 from modkit.storage.files import atomic_write_bytes, atomic_write_text
 from modkit.training.events import Callback
 # evaluation metrics (docs/evaluation.md) and optional modality capabilities (docs/plugin-api.md)
-from modkit.core.capabilities import Classifiable, DeclaresAttributes, Judgeable, Renderable, TaskHeaded, VectorEntry
+from modkit.core.capabilities import Classifiable, ClusteredPrior, DeclaresAttributes, Judgeable, Renderable, TaskHeaded, VectorEntry
 from modkit.evaluation.metric import BaseMetric, Decoded, EvalContext, Figure, Metric, PosteriorBatch, Table, Text
 
 __version__ = VERSION
@@ -101,4 +101,6 @@ __all__ = [
     "Metric", "BaseMetric", "PosteriorBatch", "Decoded", "EvalContext", "Text", "Table", "Figure",
     # what a modality can optionally do, checked with isinstance (docs/plugin-api.md)
     "Judgeable", "Classifiable", "VectorEntry", "Renderable", "TaskHeaded", "DeclaresAttributes",
+    # what a fusion can optionally do: read a cluster out of a latent (a mixture prior's, CMVAE)
+    "ClusteredPrior",
 ]

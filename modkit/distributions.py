@@ -1,7 +1,8 @@
 """The distribution math of multimodal VAEs, public: what a fusion or a modality computes its objective with.
 
 Gaussian experts and their product in precision space, log-densities, KL divergences, the
-reparameterisation, Laplace experts, (weighted or uniform) mixtures of experts, MoPoE's weighted subset KL,
+reparameterisation, Laplace experts, (weighted or uniform) mixtures of experts, a learnable mixture prior
+with its cluster read-out, MoPoE's weighted subset KL,
 and the likelihoods p(x | decoder output) a modality scores its data with::
 
     from modkit.distributions import DiagGaussian, Experts, product_of_experts, kl_standard_normal
@@ -16,6 +17,7 @@ from modkit.core.distributions import (LOG_2, Component, Concatenated, DiagLapla
                                        family_log_prob, from_expert, laplace_log_prob, uniform_log_weights)
 from modkit.core.gaussian import (LOG_2PI, DiagGaussian, Experts, cross_log_prob, expert_precisions, gaussian_log_prob, kl_gaussians,
                                   kl_standard_normal, product_of_experts, reparameterize)
+from modkit.core.mixture_prior import MixturePrior, scale_from_raw
 from modkit.core.likelihoods import Bernoulli, Categorical, Gaussian, Laplace, Likelihood, make_likelihood
 from modkit.core.subset_kl import weighted_subset_kl
 
@@ -28,6 +30,8 @@ __all__ = [
     "WeightedMixture", "UniformMixture", "uniform_log_weights", "LOG_2",
     # independent blocks side by side (a shared latent beside modality-private ones)
     "Concatenated",
+    # a learnable mixture prior p(z) = Σ_c π_c p(z | c): density, KL estimate, sampling, cluster read-out
+    "MixturePrior", "scale_from_raw",
     # likelihoods p(x | decoder output) a modality scores its data with
     "Likelihood", "Bernoulli", "Categorical", "Gaussian", "Laplace", "make_likelihood",
 ]

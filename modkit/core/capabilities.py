@@ -12,6 +12,8 @@ signatures; the docstrings say what each must do.
 * :class:`Renderable`: shows one sample to a person (``Modality.render``).
 * :class:`TaskHeaded`: its decoder can be swapped for a downstream task head (``Modality.set_task_head``).
 * :class:`DeclaresAttributes`: a dataset source that names its class attributes itself.
+* :class:`ClusteredPrior`: a fusion whose prior is a mixture of clusters (CMVAE) reads a cluster out of a latent,
+  which the clustering metric scores beside k-means.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 from torch import Tensor, nn
 
-__all__ = ["Judgeable", "Classifiable", "VectorEntry", "Renderable", "TaskHeaded", "DeclaresAttributes"]
+__all__ = ["Judgeable", "Classifiable", "VectorEntry", "Renderable", "TaskHeaded", "DeclaresAttributes", "ClusteredPrior"]
 
 
 @runtime_checkable
@@ -64,6 +66,14 @@ class TaskHeaded(Protocol):
 class DeclaresAttributes(Protocol):
     attributes: Sequence[str] | None
     """The dataset's class attributes (``field`` or ``field[k]``), which coherence and probes score."""
+
+
+@runtime_checkable
+class ClusteredPrior(Protocol):
+    def cluster_log_posterior(self, z: Tensor) -> Tensor:
+        """Latents as the model carries them (*lead, latent_dim) → log p(c | z) over the prior's clusters (*lead, C);
+        −inf for a cluster a selection left out."""
+        ...
 
 
 def class_names_of(modality: Any) -> list[str] | None:

@@ -105,6 +105,21 @@ class MMVAEPlus(Fusion):
         full = torch.cat([scale[:layout.shared], scale[layout.shared:].repeat(layout.n)])
         return self.distribution(torch.zeros_like(full), full)
 
+    def log_prior(self, u: Tensor, w: Tensor) -> Tensor:
+        """log p(u, w_m) of draws u (*lead, shared) and w (*lead, private) (CMVAE puts its cluster mixture over u here)."""
+        p_scale = self.prior_scale()
+        return self.log_prob(torch.cat([u, w], -1), torch.zeros_like(p_scale), p_scale)
+
+    def shared_posterior(self, mu: Tensor, scale: Tensor, valid: Tensor):
+        """q(u | the given modalities): the uniform mixture of the shared posteriors (``mu``, ``scale`` (N, B, D)) that
+        ``valid`` (N, S, B) marks given for each subset row; p's shared part where none is (CMVAE: its cluster mixture)."""
+        n, s, b = valid.shape
+        d = mu.shape[-1]
+        fallback = ~valid.any(0, keepdim=True)
+        loc = torch.cat([mu.unsqueeze(1).expand(n, s, b, d), mu.new_zeros(1, s, b, d)])
+        scale = torch.cat([scale.unsqueeze(1).expand(n, s, b, d), self.prior_scale()[:d].expand(1, s, b, d)])
+        return UniformMixture(self.distribution(loc, scale), torch.cat([valid, fallback]))
+
     # -- the objective --------------------------------------------------------------------------
     def loss(self, model: Engine, batch: Batch, plan: SubsetPlan, beta: float) -> LossOutput:
         cfg, layout = self.config, self.layout
@@ -129,8 +144,7 @@ class MMVAEPlus(Fusion):
         n_present = present.sum(1).clamp_min(1).to(rec.dtype)  # (B,)
         log_q_u = torch.logsumexp(torch.where(valid, per_component, float("-inf")), dim=2) - torch.log(n_present)
         log_q_w = self.log_prob(w, q_w_mu.unsqueeze(1), q_w_scale.unsqueeze(1))  # (N, K, B)
-        p_scale = self.prior_scale()
-        log_p = self.log_prob(torch.cat([u, w], -1), torch.zeros_like(p_scale), p_scale)
+        log_p = self.log_prior(u, w)
         source = present.T.unsqueeze(1)  # (N, 1, B)
         lw = torch.where(source, rec + beta * (log_p - log_q_u - log_q_w), 0.0)  # (N, K, B)
         if dreg:
@@ -159,13 +173,8 @@ class MMVAEPlus(Fusion):
         rows = subsets.to(torch.bool)
         rows = rows.unsqueeze(1).expand(-1, b, -1) if rows.dim() == 2 else rows  # (S, B, N)
         given = rows & experts.present.unsqueeze(0)
-        s = given.shape[0]
         p_scale = self.prior_scale()
-        valid = given.permute(2, 0, 1)  # (N, S, B)
-        fallback = ~valid.any(0, keepdim=True)
-        loc = torch.cat([shared.mu.unsqueeze(1).expand(n, s, b, d), shared.mu.new_zeros(1, s, b, d)])
-        scale = torch.cat([self.scale(shared.logvar).unsqueeze(1).expand(n, s, b, d), p_scale[:d].expand(1, s, b, d)])
-        u = UniformMixture(self.distribution(loc, scale), torch.cat([valid, fallback]))
+        u = self.shared_posterior(shared.mu, self.scale(shared.logvar), given.permute(2, 0, 1))
         if self.config.reconstruction_option == "joint_prior":
             other = p_scale[d:].expand(n, layout.private)
         else:
