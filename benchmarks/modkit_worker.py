@@ -31,6 +31,7 @@ OBJECTIVES = {
     "mmvae_plus": ("mmvae_plus", {"modalities_specific_dim": PRIVATE}, "all"),
     "cvae": ("cvae", {"main_modality": "m0"}, "all"),
     "crmvae": ("crmvae", {}, "all"),
+    "cmvae": ("cmvae", {"modalities_specific_dim": PRIVATE, "number_of_clusters": 10}, "all"),
 }
 
 
@@ -38,7 +39,7 @@ def recipe_dict(args, objective: str, n_rows: int) -> dict:
     fusion, options, sampler = OBJECTIVES[objective]
     if objective == "moe":
         options = {**options, "k": args.moe_k}
-    if objective == "mmvae_plus":
+    if objective in ("mmvae_plus", "cmvae"):
         options = {**options, "K": args.moe_k}
     if objective == "cvae":
         options = {**options, "conditioning_modalities": [f"m{i}" for i in range(1, args.n)]}

@@ -98,6 +98,11 @@ def build(kind: str, n: int, latent: int, moe_k: int):
 
         config = MMVAEPlusConfig(**common, K=moe_k, modalities_specific_dim=PRIVATE, loss="dreg_looser")
         return MMVAEPlus(config, {m: StyleEncoder() for m in names}, {m: StyleDecoder() for m in names}), names
+    if kind == "cmvae":
+        from multivae.models import CMVAE, CMVAEConfig
+
+        config = CMVAEConfig(**common, K=moe_k, modalities_specific_dim=PRIVATE, loss="dreg_looser", number_of_clusters=10)
+        return CMVAE(config, {m: StyleEncoder() for m in names}, {m: StyleDecoder() for m in names}), names
     if kind == "crmvae":
         from multivae.models import CRMVAE, CRMVAEConfig
 
@@ -114,7 +119,7 @@ def build(kind: str, n: int, latent: int, moe_k: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["mvae", "mopoe", "moe", "jmvae", "mvtcae", "dmvae", "mmvae_plus", "cvae", "nll", "crmvae"])
+    parser.add_argument("mode", choices=["mvae", "mopoe", "moe", "jmvae", "mvtcae", "dmvae", "mmvae_plus", "cvae", "nll", "crmvae", "cmvae"])
     base_args(parser)
     args = parser.parse_args()
     set_threads(args.threads)

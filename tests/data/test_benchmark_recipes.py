@@ -22,6 +22,8 @@ SMALL = {
     "polymnist-mmvae.yaml": ("polymnist", ["model.latent_dim=8", "data.batch_size=32"]),
     "polymnist-mvae.yaml": ("polymnist", ["model.latent_dim=8", "data.batch_size=32"]),
     "polymnist-crmvae.yaml": ("polymnist", ["model.latent_dim=8", "data.batch_size=32"]),
+    "polymnist-cmvae.yaml": ("polymnist", ["model.latent_dim=8", "data.batch_size=32", "model.fusion.K=2",
+                                            "model.fusion.modalities_specific_dim=2"]),
     "mnist-svhn-mmvae.yaml": ("mnist_svhn", ["data.dataset.copies=1", "model.fusion.k=2"]),
     "celeba-mvae19.yaml": ("celeba", ["model.latent_dim=8", "data.batch_size=32"]),
     "cub-mmvae.yaml": ("cub", ["model.latent_dim=8", "model.fusion.k=2", "data.batch_size=32"]),

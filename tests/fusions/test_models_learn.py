@@ -23,6 +23,7 @@ MODELS = {"jmvae": ["model.fusion.hidden=[128]"], "mvtcae": [], "dmvae": [], "mm
           # the conditional model the other way round from its recipe: p(label | z, image), judged given the image alone
           "cvae": ["model.fusion.main_modality=label", "model.fusion.conditioning_modalities=[image]", "model.fusion.hidden=[128]"]}
 MODELS["crmvae"] = []
+MODELS["cmvae"] = ["model.fusion.K=3"]
 
 
 def image_to_label_accuracy(fusion: str, epochs: int, overrides: list[str]) -> float:
