@@ -31,6 +31,7 @@ OBJECTIVES = {
     "mmvae_plus": ("mmvae_plus", {"modalities_specific_dim": PRIVATE}, "all"),
     "cvae": ("cvae", {"main_modality": "m0"}, "all"),
 }
+OBJECTIVES["telbo"] = ("telbo", {}, "all")  # the trainer starts in its joint stage, which the step times
 
 
 def recipe_dict(args, objective: str, n_rows: int) -> dict:

@@ -38,6 +38,8 @@ RECIPES = {"shapes": "recipes/shapes.yaml (image, mask, label, attributes, capti
 LABELS = {"mvae": "MVAE (full + singles)", "mopoe": "MoPoE (all subsets)", "moe": "MoE",
           "jmvae": "JMVAE", "mvtcae": "MVTCAE", "dmvae": "DMVAE (private 8)", "mmvae_plus": "MMVAE+ (private 8)",
           "cvae": "CVAE (m0 given the rest)"}
+MODELS += ("telbo",)  # its first (joint) stage is timed: the step MultiVae's TELBO takes while epoch ≤ warmup
+LABELS["telbo"] = "TELBO (joint stage)"
 
 
 # -- the peer's environment ------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic_core import PydanticCustomError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from modkit.errors import RecipeError
@@ -207,11 +208,11 @@ class TrainSpec(Strict):
             names = [stage.name for stage in self.stages]
             twice = next((n for n in names if names.count(n) > 1), None)
             if twice:
-                raise ValueError(f"stage name '{twice}' is given twice; each stage needs its own name")
+                raise PydanticCustomError("value_error", f"stage name '{twice}' is given twice; each stage needs its own name")
             total = sum(stage.epochs for stage in self.stages)
             if "epochs" in self.model_fields_set and self.epochs != total:
-                raise ValueError(f"train.epochs is {self.epochs} but the stages' epochs add up to {total}; "
-                                 "give the epochs in the stages alone")
+                raise PydanticCustomError("value_error", f"train.epochs is {self.epochs} but the stages' epochs add up to {total}; "
+                                                    "give the epochs in the stages alone")
             self.epochs = total  # the run's length everywhere else (schedules, progress, the loop)
         return self
 

@@ -60,7 +60,10 @@ def resolve(recipe: Recipe, model: torch.nn.Module, source: str | None = None) -
     fusion = model.fusion
     specs, key = recipe.train.stages, "train.stages"
     if not specs:
-        declared = type(fusion).stages(fusion.config, recipe.train.epochs)
+        try:
+            declared = type(fusion).stages(fusion.config, recipe.train.epochs)
+        except RecipeError as exc:  # the fusion names the option; the recipe file is ours to name
+            raise RecipeError(exc.key, exc.message, exc.source or source) from None
         if not declared:
             return []
         key = "model.fusion"
