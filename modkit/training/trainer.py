@@ -321,8 +321,8 @@ class Trainer:
             stage = staging.stage_at(self.stages, saved.state.epoch)
             if saved.stage is not None and saved.stage != stage.name:
                 error = ModkitError(f"the checkpoint in {self.run_dir} was written in stage '{saved.stage}', but the recipe "
-                                    f"puts epoch {saved.state.epoch + 1} in stage '{stage.name}'; was train.stages changed? "
-                                    "Use the recipe it was trained with, or start a new run")
+                                    f"puts epoch {saved.state.epoch + 1} in stage '{stage.name}'; were train.stages or train.epochs (which a "
+                                    "fusion's own stages split) changed? Use the recipe it was trained with, or start a new run")
                 error.shown_by_rank0 = True
                 raise error
             self.enter_stage(stage, announce=False)

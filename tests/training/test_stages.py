@@ -8,6 +8,7 @@ import signal
 
 import pytest
 import torch
+import yaml
 
 import modkit
 from modkit.config.recipe import validate_recipe
@@ -180,3 +181,25 @@ def test_resume_in_the_middle_of_a_stage_equals_an_uninterrupted_run(tmp_path, m
         for key, value in state.items():
             assert torch.equal(value, b["optimizer"]["state"][pid][key]), (pid, key)
     assert rows(tmp_path / "run") == rows(tmp_path / "reference")
+
+
+def test_a_resume_whose_recipe_moves_the_stage_boundary_is_refused(tmp_path, monkeypatch):
+    """The checkpoint says which stage it was written in; a recipe that now puts that epoch elsewhere is one line."""
+    accumulate = Trainer.accumulate
+
+    def interrupt(self, *args, **kwargs):
+        accumulate(self, *args, **kwargs)
+        if self.state.global_step == STEPS_PER_EPOCH + 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(Trainer, "accumulate", interrupt)
+    with pytest.raises(modkit.ModkitError, match="interrupted by SIGINT"):
+        modkit.train(two_stages(1, 2), out=tmp_path / "run")
+    monkeypatch.setattr(Trainer, "accumulate", accumulate)
+    recipe = tmp_path / "run" / "recipe.yaml"
+    raw = yaml.safe_load(recipe.read_text())
+    raw["train"]["stages"][0]["epochs"], raw["train"]["stages"][1]["epochs"] = 2, 1
+    raw["train"].pop("epochs", None)
+    recipe.write_text(yaml.safe_dump(raw))
+    with pytest.raises(modkit.ModkitError, match="written in stage 'decoders', but the recipe puts epoch 2 in stage 'warm'"):
+        modkit.train(resume=tmp_path / "run")
