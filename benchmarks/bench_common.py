@@ -228,7 +228,7 @@ def floor_rows(objective: str, n: int, moe_k: int) -> int:
     modality (1 row; the floor still decodes every modality, so it overstates CVAE's work).
     """
     return {"mvae": 2, "mopoe": 1, "moe": n * moe_k, "jmvae": 1, "mvtcae": 1, "dmvae": 1 + n, "mmvae_plus": n * moe_k,
-            "cvae": 1, "crmvae": 2, "cmvae": n * moe_k}[objective]
+            "cvae": 1, "crmvae": 2, "cmvae": n * moe_k, "telbo": 1}[objective]  # telbo: its joint stage, one joint latent per point
 
 
 class Floor:

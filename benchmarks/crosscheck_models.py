@@ -213,8 +213,35 @@ def peer_model(kind: str, model, options: dict):
                             input_dims={"image": (1, 8, 8), "label": (10,)}, decoder_dist="bernoulli" if main == "image" else "categorical",
                             **options)
         peer = CVAE(config, Posterior(), Conditional(), Prior() if fusion.prior_net is not None else None)
+    elif kind == "telbo":
+        from multivae.models import TELBO, TELBOConfig
+
+        joint = model.fusion.joint
+
+        class TelboJoint(BaseJointEncoder):  # q(z | X) over telbo's own copies of the encoders
+            def __init__(self):
+                super().__init__()
+                self.joint = joint
+
+            def forward(self, x):
+                feats = [joint.trunks[n].features(x[n].argmax(-1) if n == "label" else x[n]) for n in names]
+                mu, logvar = joint(feats, torch.ones(1, len(names), dtype=torch.bool))
+                return ModelOutput(embedding=mu, log_covariance=logvar)
+
+        class DecoderOnly(BaseDecoder):  # MultiVae freezes its decoders' parameters in stage 2: exactly modkit's decoder
+            def __init__(self, name):
+                super().__init__()
+                object.__setattr__(self, "modality", model.modalities[name])  # not a submodule: its encoder must not freeze
+                self.net = model.modalities[name].decoder
+
+            def forward(self, z):
+                return ModelOutput(reconstruction=over_leading(self.modality.decoder_net, z))
+
+        peer = TELBO(TELBOConfig(**common, **options), encoders, {n: DecoderOnly(n) for n in names}, joint_encoder=TelboJoint())
     else:
         raise ValueError(kind)
+    if kind == "telbo":  # its λ and γ are the factors handed to it (a later rescale_factors would not reach them)
+        return peer
     if kind != "cvae":  # MultiVae's CVAE has no weight on its one likelihood (modkit's image weight here is 1)
         peer.rescale_factors = {n: float(model.modalities[n].weight) for n in names}
     return peer
@@ -343,6 +370,66 @@ def compare(label: str, model, batch, peer, inputs, modkit_beta: float, peer_kwa
     return {"case": label, "match": match, "draws": rows}
 
 
+def shared_noise_telbo(model, batch):
+    """TELBO draws the joint z, then (in its unimodal stage) each modality's z, one ``rsample_from_gaussian`` at a time;
+    modkit draws the joint z or all modalities' at once: the same standard draws, handed to each in its own order."""
+    import multivae.models.telbo.telbo_model as peer_module
+
+    n, d, count = len(batch), model.latent_dim, len(model.names)
+
+    def setup(seed: int):
+        g = torch.Generator().manual_seed(seed)
+        eps_joint, eps = torch.randn(n, d, generator=g), torch.randn(count, n, d, generator=g)
+        model.fusion.noise = lambda *shape, like: eps if tuple(shape) == tuple(eps.shape) else eps_joint
+        theirs = [eps_joint, *eps]
+        peer_module.rsample_from_gaussian = lambda mu, log_var, *_, **__: mu + theirs.pop(0) * torch.exp(0.5 * log_var)
+    return setup
+
+
+class TelboKLFixed(torch.nn.Module):
+    """MultiVae 1.0.3's TELBO with its unimodal KL corrected: it writes KL(q(z|x_m) ‖ p(z)) as
+    −½ Σ(1 + log σ²_joint − μ_m² − σ²_m), the joint encoder's log-variance where the unimodal one belongs; adding
+    −½ Σ(log σ²_m − log σ²_joint) per modality (batch mean) turns it into the true KL, which modkit computes."""
+
+    def __init__(self, peer, model):
+        super().__init__()
+        self.peer, self.model = peer, model
+
+    def forward(self, inputs, **kwargs):
+        out = self.peer(inputs, **kwargs)
+        joint = self.peer.joint_encoder(inputs.data).log_covariance
+        fix = sum(-0.5 * (self.peer.encoders[n](inputs.data[n]).log_covariance - joint).sum() for n in self.model.names)
+        out.loss = out.loss + fix / len(joint)
+        return out
+
+
+def telbo_cases() -> list[dict]:
+    """TELBO's two stages: the joint ELBO (epoch ≤ warmup), then the unimodal ELBOs with the joint encoder and the
+    decoders frozen in both (MultiVae freezes them itself; modkit's trainer freezes what the stage names)."""
+    from modkit.training.stages import matches
+
+    cases, warmup = [], 10
+    for stage, factors in [("joint", None), ("joint", {"image": 0.5, "label": 3.0}), ("unimodal", None), ("unimodal", {"image": 2.0, "label": 0.7})]:
+        model, batch = modkit_model("telbo", ["model.fusion.hidden=[32]"] + ([f"model.fusion.{'lambda' if stage == 'joint' else 'gamma'}_factors="
+                                                                               f"{json.dumps(factors)}"] if factors else []))
+        model.train()
+        weights = {n: float(model.modalities[n].weight) for n in model.names}
+        lambdas = factors if stage == "joint" and factors else weights
+        gammas = factors if stage == "unimodal" and factors else weights
+        peer = peer_model("telbo", model, {"warmup": warmup, "lambda_factors": lambdas, "gamma_factors": gammas})
+        model.stage = stage
+        if stage == "unimodal":
+            for name, p in model.named_parameters():  # the stage's freeze list, as the trainer applies it
+                p.requires_grad_(not any(matches(name, pattern) for pattern in ("fusion.joint", "modalities.*.decoder")))
+            peer = TelboKLFixed(peer, model)
+        what = f"{'λ' if stage == 'joint' else 'γ'}={factors or 'the modality weights'}"
+        label = (f"telbo stage {stage}, {what}, all present" + (" (MultiVae's unimodal KL corrected: it uses the joint "
+                                                                 "log-variance, see docs/fusions/telbo.md)" if stage == "unimodal" else ""))
+        cases.append(compare(label, model, batch, peer, peer_inputs(batch, model.names, False), 1.0,
+                             {"epoch": 1 if stage == "joint" else warmup + 1}, noise=shared_noise_telbo(model, batch)))
+    return cases
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=HERE / "results")
@@ -425,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
         cases.append(compare(f"cmvae {dist}, {objective}, K=3, C=4, β={beta}, {what}", model, batch, peer,
                              peer_inputs(batch, model.names, partial), beta, {}, noise=shared_noise_cmvae(model, batch, peer),
                              peer_scale=1.0 / len(batch)))
+
+    cases.extend(telbo_cases())
 
     result = {"commit": commit(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "machine": f"{cpu_name()} ({platform.machine()}), torch {torch.__version__}",

@@ -114,12 +114,18 @@ def build(kind: str, n: int, latent: int, moe_k: int):
         config = CVAEConfig(main_modality="m0", conditioning_modalities=names[1:], input_dims={m: SIDE for m in names},
                             latent_dim=latent, decoder_dist="bernoulli")
         return CVAE(config), names
+    if kind == "telbo":
+        from multivae.models import TELBO, TELBOConfig
+
+        # MultiVae's default joint encoder (copies of the encoders, 2 × 512); λ = γ = 1 as modkit's weights; epoch 1: the joint stage
+        ones = {m: 1.0 for m in names}
+        return TELBO(TELBOConfig(**common, warmup=10, lambda_factors=ones, gamma_factors=ones), encoders, decoders), names
     raise SystemExit(f"unknown peer model {kind}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["mvae", "mopoe", "moe", "jmvae", "mvtcae", "dmvae", "mmvae_plus", "cvae", "nll", "crmvae", "cmvae"])
+    parser.add_argument("mode", choices=["mvae", "mopoe", "moe", "jmvae", "mvtcae", "dmvae", "mmvae_plus", "cvae", "nll", "crmvae", "cmvae", "telbo"])
     base_args(parser)
     args = parser.parse_args()
     set_threads(args.threads)

@@ -41,6 +41,8 @@ LABELS = {"mvae": "MVAE (full + singles)", "mopoe": "MoPoE (all subsets)", "moe"
           "cvae": "CVAE (m0 given the rest)"}
 LABELS["crmvae"] = "CRMVAE"
 LABELS["cmvae"] = "CMVAE (private 8, 10 clusters)"
+MODELS += ("telbo",)  # its first (joint) stage is timed: the step MultiVae's TELBO takes while epoch ≤ warmup
+LABELS["telbo"] = "TELBO (joint stage)"
 
 
 # -- the peer's environment ------------------------------------------------------------------------

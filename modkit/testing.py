@@ -320,30 +320,45 @@ def _loss(model: MultimodalVAE, batch: Batch, seed: int = 0) -> LossOutput:
     return model(batch, plan, 1.0)
 
 
+def _objectives(case: FusionCase) -> tuple[str | None, ...]:
+    """``model.stage`` values to check ``loss`` under: None (one stage, or outside training), then each objective."""
+    return (None, *case.cls.objectives)
+
+
 def fusion_finite_loss(case: FusionCase) -> None:
-    """``loss`` gives a finite scalar with detached scalar terms (``loss`` among them), and finite gradients."""
+    """``loss`` gives a finite scalar with detached scalar terms (``loss`` among them), and finite gradients; for a
+    fusion with stage objectives, under each of them."""
     model = case.build().train()
-    out = _loss(model, toy_batch())
-    assert isinstance(out, LossOutput), f"loss returned {type(out).__name__}, not LossOutput"
-    assert out.loss.dim() == 0 and torch.isfinite(out.loss), f"loss is {out.loss}"
-    assert "loss" in out.terms, f"terms {sorted(out.terms)} lack 'loss'"
-    for key, value in out.terms.items():
-        assert torch.is_tensor(value) and value.dim() == 0 and not value.requires_grad and torch.isfinite(value), \
-            f"term {key!r} must be a finite detached scalar tensor, is {value!r}"
-    out.loss.backward()
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    assert grads, "no parameter received a gradient"
-    assert all(torch.isfinite(g).all() for g in grads), "non-finite gradients"
+    for stage in _objectives(case):
+        model.stage = stage
+        model.zero_grad(set_to_none=True)
+        out = _loss(model, toy_batch())
+        where = f" (model.stage = {stage!r})" if stage else ""
+        assert isinstance(out, LossOutput), f"loss returned {type(out).__name__}, not LossOutput{where}"
+        assert out.loss.dim() == 0 and torch.isfinite(out.loss), f"loss is {out.loss}{where}"
+        assert "loss" in out.terms, f"terms {sorted(out.terms)} lack 'loss'{where}"
+        for key, value in out.terms.items():
+            assert torch.is_tensor(value) and value.dim() == 0 and not value.requires_grad and torch.isfinite(value), \
+                f"term {key!r} must be a finite detached scalar tensor, is {value!r}{where}"
+        out.loss.backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        assert grads, f"no parameter received a gradient{where}"
+        assert all(torch.isfinite(g).all() for g in grads), f"non-finite gradients{where}"
 
 
 def fusion_absent_scores_zero(case: FusionCase) -> None:
-    """What sits in an absent modality's data (whatever the loader put there) changes neither loss nor posterior."""
+    """What sits in an absent modality's data (whatever the loader put there) changes neither loss (under each stage
+    objective) nor posterior."""
     model = case.build().train()
     batch = toy_batch()
     garbage = Batch({"a": torch.where(batch.present[:, :1], batch.data["a"], 1e3), "b": torch.where(batch.present[:, 1:2], batch.data["b"], -1e3),
                      "c": torch.where(batch.present[:, 2], batch.data["c"], 2)}, batch.present)
-    a, b = _loss(model, batch), _loss(model, garbage)
-    assert torch.allclose(a.loss, b.loss, rtol=1e-5, atol=1e-5), f"loss {a.loss.item()} became {b.loss.item()} when absent data changed"
+    for stage in _objectives(case):
+        model.stage = stage
+        a, b = _loss(model, batch), _loss(model, garbage)
+        assert torch.allclose(a.loss, b.loss, rtol=1e-5, atol=1e-5), \
+            f"loss {a.loss.item()} became {b.loss.item()} when absent data changed" + (f" (model.stage = {stage!r})" if stage else "")
+    model.stage = None
     model.eval()
     with torch.no_grad():
         mask = all_subsets(3)
@@ -399,8 +414,32 @@ def fusion_state_dict_round_trip(case: FusionCase) -> None:
             "the posterior differs after a state_dict round trip"
 
 
+def fusion_stages(case: FusionCase) -> None:
+    """The stages a fusion declares (``Fusion.stages``), if any: valid recipe stages over the epochs asked for, each
+    objective one of ``objectives``, each freeze pattern naming parameters of the model (and not all of them)."""
+    from modkit.config.recipe import StageSpec
+    from modkit.training.stages import matches
+
+    model = case.build()
+    names = [n for n, _ in model.named_parameters()]
+    for epochs in (10, 301):
+        declared = case.cls.stages(model.fusion.config, epochs)
+        if declared is None:
+            return
+        specs = [StageSpec.model_validate(d) for d in declared]
+        assert sum(s.epochs for s in specs) == epochs, f"stages over {epochs} epochs last {sum(s.epochs for s in specs)}"
+        for spec in specs:
+            assert spec.goal in case.cls.objectives, f"stage {spec.name!r}'s objective {spec.goal!r} is not in objectives {case.cls.objectives}"
+            frozen = set()
+            for pattern in spec.freeze:
+                hit = {n for n in names if matches(n, pattern)}
+                assert hit, f"stage {spec.name!r} freezes {pattern!r}, which matches no parameter"
+                frozen |= hit
+            assert frozen != set(names), f"stage {spec.name!r} freezes every parameter"
+
+
 FUSION_CHECKS: list[Callable[[FusionCase], None]] = [fusion_finite_loss, fusion_absent_scores_zero, fusion_posterior_shapes,
-                                                     fusion_posterior_nothing_present, fusion_state_dict_round_trip]
+                                                     fusion_posterior_nothing_present, fusion_state_dict_round_trip, fusion_stages]
 
 
 def check_modality(case: ModalityCase) -> None:

@@ -13,6 +13,7 @@ from modkit.core.fusion import SubsetPlan
 from modkit.core.subsets import all_subsets
 from modkit.data.dataset import EpochBatchSampler, make_loader
 from modkit.plugins.loader import load_plugins
+from modkit.training import stages as staging
 from modkit.training.builder import build
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
@@ -24,23 +25,29 @@ MODELS = {"jmvae": ["model.fusion.hidden=[128]"], "mvtcae": [], "dmvae": [], "mm
           "cvae": ["model.fusion.main_modality=label", "model.fusion.conditioning_modalities=[image]", "model.fusion.hidden=[128]"]}
 MODELS["crmvae"] = []
 MODELS["cmvae"] = ["model.fusion.K=3"]
+MODELS["telbo"] = ["model.fusion.hidden=[128]", "model.fusion.warmup=5"]  # trained in its two stages: 5 joint epochs, 5 unimodal
 
 
 def image_to_label_accuracy(fusion: str, epochs: int, overrides: list[str]) -> float:
-    recipe, _ = load_recipe(RECIPES / f"digits-{fusion}.yaml", [*SMALL, *overrides])
+    recipe, _ = load_recipe(RECIPES / f"digits-{fusion}.yaml", [*SMALL, f"train.epochs={epochs}", *overrides])
     torch.manual_seed(0)
     setup = build(recipe, load_plugins())
     model = setup.model
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     plan = SubsetPlan.from_mask(all_subsets(len(model.names)))
     model.train()
+    # a fusion that trains in stages (telbo): each epoch in its stage, a fresh optimizer at each, as the trainer does
+    phases, trainable = staging.resolve(recipe, model), {n for n, p in model.named_parameters() if p.requires_grad}
     for epoch in range(epochs):
+        if phases and staging.stage_at(phases, epoch).first_epoch == epoch:
+            optimizer = torch.optim.Adam(staging.apply(model, staging.stage_at(phases, epoch), trainable), lr=2e-3)
         for batch in make_loader(setup.train, EpochBatchSampler(len(setup.train), 64, seed=epoch)):
             loss = model(batch, plan, 1.0).loss
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
     model.eval()
+    model.stage = None
     right = total = 0
     with torch.no_grad():
         for batch in make_loader(setup.test, EpochBatchSampler(len(setup.test), 256, seed=0, shuffle=False)):
