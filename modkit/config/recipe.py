@@ -147,6 +147,40 @@ class DivergenceSpec(Strict):
     max_rollbacks: int = Field(3, ge=0, description="rollbacks allowed before the run stops")
 
 
+STAGE_NAME = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
+
+
+class StageSpec(Strict):
+    """One stage of multistage training (``train.stages``): its own epochs, the parameters it freezes, and the
+    objective the fusion is told to use in it (docs/recipes.md, "Training in stages")."""
+
+    name: str = Field(description="names the stage in the console, metrics.jsonl and the checkpoint")
+    epochs: int = Field(ge=1, description="epochs this stage trains")
+    freeze: list[str] = Field([], description="model parts frozen in this stage: dotted parameter-name prefixes whose "
+                                              "components may be globs (fusion.joint, modalities.*.decoder)")
+    objective: str | None = Field(None, description="the objective the fusion uses in this stage (default: the stage's name)")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.match(STAGE_NAME, value):
+            raise ValueError("may use letters, digits, '_' and '-' only, starting with a letter, at most 64")
+        return value
+
+    @field_validator("freeze")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not pattern or any(not part for part in pattern.split(".")):
+                raise ValueError(f"'{pattern}' is not a dotted name such as fusion.joint or modalities.*.decoder")
+        return value
+
+    @property
+    def goal(self) -> str:
+        """The objective the fusion is told: ``objective``, or the stage's name."""
+        return self.objective or self.name
+
+
 class TrainSpec(Strict):
     epochs: int = Field(10, ge=1)
     lr: float = Field(1e-3, gt=0)
@@ -164,6 +198,22 @@ class TrainSpec(Strict):
     compile: bool = Field(False, description="torch.compile the model's forward (the training step's objective)")
     # intra-op CPU threads (modkit/training/threads.py); auto: one unless the operators are large enough to gain from more
     threads: str | int = Field("auto", description="torch intra-op threads on the CPU: auto or a number")
+    stages: list[StageSpec] | None = Field(None, min_length=1, description="train in stages, one after another in one run "
+                                           "(default: the fusion's own stages, if it declares any; else one stage)")
+
+    @model_validator(mode="after")
+    def _stage_epochs(self) -> "TrainSpec":
+        if self.stages:
+            names = [stage.name for stage in self.stages]
+            twice = next((n for n in names if names.count(n) > 1), None)
+            if twice:
+                raise ValueError(f"stage name '{twice}' is given twice; each stage needs its own name")
+            total = sum(stage.epochs for stage in self.stages)
+            if "epochs" in self.model_fields_set and self.epochs != total:
+                raise ValueError(f"train.epochs is {self.epochs} but the stages' epochs add up to {total}; "
+                                 "give the epochs in the stages alone")
+            self.epochs = total  # the run's length everywhere else (schedules, progress, the loop)
+        return self
 
     @field_validator("device")
     @classmethod

@@ -24,6 +24,8 @@ class MultimodalVAE(nn.Module):
         self.names: list[str] = list(modalities)
         self.fusion = fusion
         self.latent_dim = latent_dim
+        #: the current training stage's objective, set by the trainer (see :meth:`Fusion.stages`); None outside staged training
+        self.stage: str | None = None
 
     @property
     def device(self) -> torch.device:

@@ -83,6 +83,9 @@ class Engine(Protocol):
     names: list[str]
     #: name → modality plugin (its ``weight``, ``features``, ``encode``/``decode`` for a fusion's own passes)
     modalities: Mapping[str, "Modality"]
+    #: the objective of the current training stage (a stage's ``objective``, by default its name; see
+    #: :meth:`Fusion.stages`), or None: training in one stage, or not training (evaluation, a loaded model)
+    stage: str | None
 
     def encode(self, batch: "Batch") -> Experts:
         """The experts the fusion works from (:meth:`Fusion.encode`)."""
@@ -118,6 +121,9 @@ class Fusion(nn.Module):
     Config: ClassVar[type[FusionConfig]] = FusionConfig
     #: False for strategies that ignore the subset sampler (e.g. MoE uses unimodal posteriors only)
     uses_sampler: ClassVar[bool] = True
+    #: the stage objectives :meth:`loss` tells apart through ``model.stage`` (e.g. ``("joint", "unimodal")``); empty:
+    #: the fusion has one objective, and a recipe's stages may only freeze parts of it (see :meth:`stages`)
+    objectives: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, modalities: Mapping[str, "Modality"], latent_dim: int, config: FusionConfig):
         """``modalities`` are the model's modality plugins, in order: read their shapes and ``feature_dim``
@@ -158,6 +164,19 @@ class Fusion(nn.Module):
         [shared; private], its decoder reads [shared, its own private]), the latent the model carries is
         D + N · P wide, laid out as :attr:`layout` says, and the fusion's ``latent_dim`` is that width."""
         return 0
+
+    @classmethod
+    def stages(cls, config: FusionConfig, epochs: int) -> list[dict[str, Any]] | None:
+        """The stages this fusion trains in when the recipe gives no ``train.stages``, over ``epochs`` in all: a list
+        of ``{name, epochs, freeze, objective}`` (as a recipe's ``train.stages`` entries; ``objective`` defaults to
+        the name, which must then be one of :attr:`objectives`), whose epochs add up to ``epochs``. Default: None,
+        one stage. A recipe's ``train.stages`` replaces them. Raise :class:`RecipeError` naming the option when the
+        split is impossible (too few epochs).
+
+        In each stage the trainer freezes the named parameters (no gradient, left out of that stage's fresh
+        optimizer, so no weight decay or momentum moves them) and sets ``model.stage`` to the stage's objective
+        before :meth:`loss` is called; the fusion reads it there and nowhere else."""
+        return None
 
     @classmethod
     def example(cls) -> dict[str, Any]:

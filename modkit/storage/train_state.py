@@ -8,7 +8,9 @@ A checkpoint holds the components' ``state_dict`` s (model, optimizer, scheduler
   ranks), ``seen`` (samples in them), ``skipped`` (non-finite steps), ``bad_samples`` (bad data rows dropped);
 * the divergence guard's state: the current ``bad_streak`` of non-finite steps, and ``lr_scale``,
   ``rollbacks``, ``skipped_total`` (what it did so far);
-* the RNG of every rank (``rng_ranks``; ``rng`` is rank 0's) and the number of processes (``world``).
+* the RNG of every rank (``rng_ranks``; ``rng`` is rank 0's) and the number of processes (``world``);
+* in multistage training, the ``stage`` the next epoch trains in (its name; absent in a run of one stage), so a
+  resumed run continues in the same stage with the same frozen parameters and the optimizer of that stage.
 
 The keys sit at the top level of the checkpoint, as in every checkpoint of format 3. The trainer,
 the divergence guard, run loading and sweeps read them only through :func:`read`, :func:`read_counters`
@@ -64,6 +66,7 @@ class Saved:
     guard: GuardState
     rng_ranks: list[dict[str, Any]]  # one per rank that wrote it; rank 0's first
     world: int
+    stage: str | None = None  # the stage of the epoch ``state.epoch`` (multistage training), None in one stage
 
 
 def rng_state() -> dict[str, Any]:
@@ -85,14 +88,18 @@ def set_rng_state(rng: dict[str, Any]) -> None:
 
 
 def write(state: TrainState, *, bad_streak: Tensor | float, guard: GuardState, rng: dict[str, Any],
-          rng_ranks: list[dict[str, Any]], world: int) -> dict[str, Any]:
-    """The checkpoint entries of the loop's state (``state``'s sums and seen already reduced over the ranks)."""
-    return {"epoch": state.epoch, "step_in_epoch": state.step_in_epoch, "global_step": state.global_step,
+          rng_ranks: list[dict[str, Any]], world: int, stage: str | None = None) -> dict[str, Any]:
+    """The checkpoint entries of the loop's state (``state``'s sums and seen already reduced over the ranks);
+    ``stage``: the name of the stage ``state.epoch`` trains in, in multistage training."""
+    entries = {"epoch": state.epoch, "step_in_epoch": state.step_in_epoch, "global_step": state.global_step,
             "sums": {k: v.detach().cpu() for k, v in state.sums.items()}, "seen": torch.as_tensor(state.seen).cpu(),
             "skipped": torch.as_tensor(state.skipped).cpu(), "bad_samples": state.bad_samples,
             "bad_streak": torch.as_tensor(bad_streak).cpu(),
             "lr_scale": guard.lr_scale, "rollbacks": guard.rollbacks, "skipped_total": guard.skipped_total,
             "world": world, "rng": rng, "rng_ranks": rng_ranks}
+    if stage is not None:
+        entries["stage"] = stage
+    return entries
 
 
 def _integer(ckpt: dict[str, Any], key: str, where: Path | str, default: int | None = None) -> int:
@@ -146,7 +153,10 @@ def read(ckpt: dict[str, Any], where: Path | str) -> Saved:
     if not ranks or not all(isinstance(r, dict) for r in ranks):
         raise ModkitError(f"{where} has no usable RNG state; the file was changed or damaged")
     world = _integer(ckpt, "world", where, 1)
-    return Saved(state, _number(ckpt, "bad_streak", where, 0.0), guard, list(ranks), world)
+    stage = ckpt.get("stage")
+    if stage is not None and not isinstance(stage, str):
+        raise ModkitError(f"{where}: the checkpoint's 'stage' is {stage!r}, not a stage name; the file was changed or damaged")
+    return Saved(state, _number(ckpt, "bad_streak", where, 0.0), guard, list(ranks), world, stage)
 
 
 def newest_step(path: Path) -> int | None:

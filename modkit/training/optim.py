@@ -6,22 +6,25 @@ import torch
 from modkit.config.recipe import TrainSpec
 
 
-def make_optimizer(model: torch.nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
-    """Adam(W), fused where the device has fused kernels: they can skip a step on a device-side flag."""
+def make_optimizer(model: torch.nn.Module, spec: TrainSpec, params=None) -> torch.optim.Optimizer:
+    """Adam(W), fused where the device has fused kernels: they can skip a step on a device-side flag.
+    ``params``: the parameters it updates (a stage's unfrozen ones); default all of the model's."""
     cls = torch.optim.AdamW if spec.optimizer == "adamw" else torch.optim.Adam
     kwargs = dict(lr=spec.lr, weight_decay=spec.weight_decay, amsgrad=spec.amsgrad)
+    params = list(model.parameters() if params is None else params)
     try:
-        return cls(model.parameters(), fused=True, **kwargs)
+        return cls(params, fused=True, **kwargs)
     except (RuntimeError, TypeError, ValueError):
-        return cls(model.parameters(), **kwargs)
+        return cls(params, **kwargs)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, spec: TrainSpec):
+def make_scheduler(optimizer: torch.optim.Optimizer, spec: TrainSpec, epochs: int | None = None):
+    """The recipe's schedule over ``epochs`` (a stage's; default the run's ``train.epochs``)."""
     s = spec.scheduler
     if s is None:
         return None
     if s.type == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=spec.epochs, eta_min=s.min_lr)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs or spec.epochs, eta_min=s.min_lr)
     if s.type == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.step_epochs, gamma=s.gamma)
     return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=s.gamma)

@@ -45,6 +45,7 @@ from modkit.storage import files as rundir
 from modkit.storage import train_state
 from modkit.storage.train_state import TrainState, rng_state, set_rng_state  # noqa: F401 - re-exported for old imports
 from modkit.training import distributed
+from modkit.training import stages as staging
 from modkit.training.accel import accelerate, resolve_device  # noqa: F401 - resolve_device: re-exported for old imports
 from modkit.training.builder import Setup
 from modkit.training.distributed import SINGLE, Dist
@@ -173,6 +174,10 @@ class Trainer:
         if dist.rank:
             torch.manual_seed(rank_seed(recipe.seed, dist.rank))
         self.sampler = self.setup.sampler
+        # multistage training (modkit/training/stages.py): [] for a run of one stage, which keeps the plain path
+        self.stages = staging.resolve(recipe, self.model, source)
+        self._trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
+        self.stage: staging.Stage | None = None
         self.optimizer = make_optimizer(self.model, recipe.train)
         self._fused = bool(self.optimizer.defaults.get("fused"))
         self._params = list(self.model.parameters())  # walked every step by the gradient check: list it once
@@ -193,6 +198,8 @@ class Trainer:
         # the divergence guard's device-side state, and what it did
         self.bad_streak = torch.zeros((), device=device)
         self.guard = DivergenceGuard(recipe.train.divergence)
+        if self.stages:
+            self.enter_stage(self.stages[0], announce=False)  # fit announces it, or the stage a resume lands in
         self._signal = 0
         self._signal_at = 0.0
         self._stop_flags = LaggedFlags(device)
@@ -207,6 +214,27 @@ class Trainer:
         return torch.nn.parallel.DistributedDataParallel(
             _Objective(model), device_ids=[self.device.index] if self.device.type == "cuda" else None,
             static_graph=fixed, find_unused_parameters=not fixed)
+
+    # -- stages ------------------------------------------------------------------------------
+    def enter_stage(self, stage: staging.Stage, announce: bool = True) -> None:
+        """Freeze what ``stage`` freezes, tell the model its objective, and make a fresh optimizer and schedule over
+        the parameters that train in it (so a frozen one has no gradient, no weight decay and no momentum). Under
+        DDP the model is wrapped anew: the parameters that take part changed."""
+        self.stage = stage
+        trainable = staging.apply(self.model, stage, self._trainable)
+        self.optimizer = make_optimizer(self.model, self.recipe.train, trainable)
+        self._fused = bool(self.optimizer.defaults.get("fused"))
+        self.scheduler = make_scheduler(self.optimizer, self.recipe.train, stage.epochs)
+        if self.guard.lr_scale != 1.0:  # a rollback lowered the learning rate: it stays lowered in later stages
+            scale_learning_rate(self.optimizer, self.scheduler, self.guard.lr_scale)
+        self.net = self._wrap(self.model)
+        if announce:
+            self.announce(stage)
+
+    def announce(self, stage: staging.Stage) -> None:
+        frozen = f"freezing {', '.join(stage.freeze)} ({len(stage.frozen)} parameter tensors)" if stage.freeze else "nothing frozen"
+        span = (f"epoch {stage.end_epoch}" if stage.epochs == 1 else f"epochs {stage.first_epoch + 1}-{stage.end_epoch}")
+        self.echo(f"stage {stage.index + 1}/{len(self.stages)} '{stage.name}': {span}, objective '{stage.objective}', {frozen}")
 
     # -- checkpoints -------------------------------------------------------------------------
     def _reduced_counts(self) -> tuple[dict[str, Tensor], Tensor]:
@@ -224,7 +252,8 @@ class Trainer:
         reduced = TrainState(self.state.epoch, self.state.step_in_epoch, self.state.global_step, sums, seen,
                              self.state.skipped, self.state.bad_samples)
         loop = train_state.write(reduced, bad_streak=self.bad_streak, guard=self.guard.state(), rng=rng,
-                                 rng_ranks=distributed.gather(rng, self.dist), world=self.dist.world)
+                                 rng_ranks=distributed.gather(rng, self.dist), world=self.dist.world,
+                                 stage=self.stage.name if self.stage is not None else None)
         return checkpoints.layout(loop, self.model, self.optimizer, self.scheduler, self.sampler)
 
     def parameters_finite(self) -> bool:
@@ -288,6 +317,15 @@ class Trainer:
         except ModkitError as exc:
             exc.shown_by_rank0 = True  # every rank reads the same broadcast checkpoint
             raise
+        if self.stages:  # the optimizer the checkpoint holds is its stage's: enter that stage before loading it
+            stage = staging.stage_at(self.stages, saved.state.epoch)
+            if saved.stage is not None and saved.stage != stage.name:
+                error = ModkitError(f"the checkpoint in {self.run_dir} was written in stage '{saved.stage}', but the recipe "
+                                    f"puts epoch {saved.state.epoch + 1} in stage '{stage.name}'; was train.stages changed? "
+                                    "Use the recipe it was trained with, or start a new run")
+                error.shown_by_rank0 = True
+                raise error
+            self.enter_stage(stage, announce=False)
         checkpoints.restore_components(ckpt, self.run_dir, self.model, self.optimizer, self.scheduler, self.sampler)
         try:
             self._restore_rng(saved)
@@ -396,6 +434,8 @@ class Trainer:
             with self._signals():
                 if self.state.global_step == 0:
                     self.save()  # a point to roll back to before the first epoch ends
+                if self.stage is not None and self.state.epoch < self.recipe.train.epochs:
+                    self.announce(self.stage)
                 while self.state.epoch < self.recipe.train.epochs:
                     try:
                         self.run_epoch()
@@ -462,6 +502,8 @@ class Trainer:
         streak = int(self.bad_streak)
         row: dict[str, Any] = {"epoch": self.state.epoch + 1, "step": self.state.global_step,
                                "lr": self.optimizer.param_groups[0]["lr"], "beta": beta}
+        if self.stage is not None:
+            row["stage"] = self.stage.name
         n = max(float(seen), 1.0)
         row.update({f"train/{k}": round(v.item() / n, 6) for k, v in sorted(sums.items())})
         row["time_s"] = round(seconds, 3)
@@ -480,6 +522,11 @@ class Trainer:
         self.state = TrainState(epoch=self.state.epoch + 1, global_step=self.state.global_step)
         if self.scheduler:
             self.scheduler.step()
+        stage = self.stage
+        if self.stages and self.state.epoch < self.recipe.train.epochs:
+            following = staging.stage_at(self.stages, self.state.epoch)
+            if following is not stage:  # before the checkpoint, so it holds the optimizer of the stage it resumes in
+                self.enter_stage(following, announce=False)
         self.save()
         shown = "  ".join(f"{k.removeprefix('train/')} {v:.4g}" for k, v in row.items() if k.startswith("train/"))
         extra = f"  skipped {skipped} non-finite step(s)" if skipped else ""
@@ -487,7 +534,10 @@ class Trainer:
         if not getattr(self, "_legend_shown", False):
             self._legend_shown = True
             self.echo(self.legend())
-        self.echo(f"epoch {row['epoch']}/{self.recipe.train.epochs}  {shown}  β {beta:.3g}  {seconds:.1f}s{extra}")
+        where = f"  [{stage.name}]" if stage is not None else ""
+        self.echo(f"epoch {row['epoch']}/{self.recipe.train.epochs}{where}  {shown}  β {beta:.3g}  {seconds:.1f}s{extra}")
+        if self.stage is not stage:
+            self.announce(self.stage)
 
     def legend(self) -> str:
         """What the epoch line's numbers are: its loss is the training objective, not the test ELBO."""

@@ -61,8 +61,8 @@ CASES = fusion_cases()
 
 
 def test_the_protocol_names_the_primitives():
-    assert MEMBERS == {"names", "modalities", "encode", "encode_experts", "encode_with_features", "log_likelihoods",
-                       "present_reconstruction", "weighted_reconstruction"}
+    assert MEMBERS == {"names", "modalities", "stage", "encode", "encode_experts", "encode_with_features",
+                       "log_likelihoods", "present_reconstruction", "weighted_reconstruction"}
 
 
 def test_multimodal_vae_is_an_engine_and_a_bare_module_is_not():
@@ -102,18 +102,23 @@ def test_the_protocol_is_exactly_what_the_fusions_use():
 
 
 def _check(case: FusionCase) -> set[str]:
-    """``loss``, ``encode`` and ``initialize`` through the strict engine; the loss equals the real model's, same seed."""
+    """``loss`` (in every stage objective the fusion has), ``encode`` and ``initialize`` through the strict engine;
+    the loss equals the real model's, same seed."""
     model = case.build().train()
     batch, plan = toy_batch(), SubsetPlan.from_mask(all_subsets(len(model.names)))
     strict = StrictEngine(model)
-    torch.manual_seed(0)
-    expected = model(batch, plan, 1.0)
-    torch.manual_seed(0)
-    out = model.fusion.loss(strict, batch, plan, 1.0)
-    assert isinstance(out, LossOutput) and torch.isfinite(out.loss)
-    torch.testing.assert_close(out.loss, expected.loss)
-    out.loss.backward()
-    assert any(p.grad is not None for p in model.parameters())
+    for stage in (None, *case.cls.objectives):
+        model.stage = stage
+        torch.manual_seed(0)
+        expected = model(batch, plan, 1.0)
+        torch.manual_seed(0)
+        out = model.fusion.loss(strict, batch, plan, 1.0)
+        assert isinstance(out, LossOutput) and torch.isfinite(out.loss)
+        torch.testing.assert_close(out.loss, expected.loss)
+        model.zero_grad(set_to_none=True)
+        out.loss.backward()
+        assert any(p.grad is not None for p in model.parameters())
+    model.stage = None
     with torch.no_grad():
         experts = model.fusion.encode(strict, batch)
         torch.testing.assert_close(experts.mu, model.encode(batch).mu)
