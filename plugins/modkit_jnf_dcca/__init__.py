@@ -63,7 +63,7 @@ def dcca_loss(embeddings: list[Tensor], present: Tensor, outdim_size: int, use_a
     with unit weights; for two modalities its ``cca_loss``). A pair with no more such samples than the embedding has
     dimensions adds nothing: their covariance is singular (repeated regulariser eigenvalues, whose eigenvectors, and
     so the gradient, are undefined)."""
-    total = embeddings[0].new_zeros(())
+    total = embeddings[0][:0].sum()  # zero, but of the graph: a batch with nothing to correlate steps nowhere, without error
     for i in range(len(embeddings)):
         for j in range(i + 1, len(embeddings)):
             both = present[:, i] & present[:, j]
@@ -106,7 +106,7 @@ class JNFDCCA(JNF):
 
     @classmethod
     def example(cls) -> dict[str, Any]:
-        return {**super().example(), "dcca_hidden": [8], "embedding_dcca_dim": 3}
+        return {**super().example(), "dcca_hidden": [8], "embedding_dcca_dim": 1}
 
     def unimodal_input_dims(self, feature_dims: list[int]) -> list[int]:
         return [self._dcca_dim] * len(feature_dims)
