@@ -31,6 +31,7 @@ OBJECTIVES = {
     "mmvae_plus": ("mmvae_plus", {"modalities_specific_dim": PRIVATE}, "all"),
     "cvae": ("cvae", {"main_modality": "m0"}, "all"),
 }
+OBJECTIVES["jnf"] = ("jnf", {"warmup": 1}, "all")  # the first of its stages (joint) is what a step trains: as the peer's epoch 1
 
 
 def recipe_dict(args, objective: str, n_rows: int) -> dict:

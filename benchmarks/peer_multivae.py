@@ -105,12 +105,17 @@ def build(kind: str, n: int, latent: int, moe_k: int):
         config = CVAEConfig(main_modality="m0", conditioning_modalities=names[1:], input_dims={m: SIDE for m in names},
                             latent_dim=latent, decoder_dist="bernoulli")
         return CVAE(config), names
+    if kind == "jnf":
+        from multivae.models import JNF, JNFConfig
+
+        # MultiVae's default joint encoder and MAF flows; epoch 1 of its 10 warm-up epochs trains the joint stage
+        return JNF(JNFConfig(**common, warmup=10), encoders, decoders), names
     raise SystemExit(f"unknown peer model {kind}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["mvae", "mopoe", "moe", "jmvae", "mvtcae", "dmvae", "mmvae_plus", "cvae", "nll"])
+    parser.add_argument("mode", choices=["mvae", "mopoe", "moe", "jmvae", "mvtcae", "dmvae", "mmvae_plus", "cvae", "nll", "jnf"])
     base_args(parser)
     args = parser.parse_args()
     set_threads(args.threads)

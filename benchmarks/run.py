@@ -38,6 +38,8 @@ RECIPES = {"shapes": "recipes/shapes.yaml (image, mask, label, attributes, capti
 LABELS = {"mvae": "MVAE (full + singles)", "mopoe": "MoPoE (all subsets)", "moe": "MoE",
           "jmvae": "JMVAE", "mvtcae": "MVTCAE", "dmvae": "DMVAE (private 8)", "mmvae_plus": "MMVAE+ (private 8)",
           "cvae": "CVAE (m0 given the rest)"}
+MODELS += ("jnf",)  # its joint stage is timed (MultiVae at epoch 1 of its default 10 warm-up epochs); JNF-DCCA has no MultiVae 1.0.3 peer
+LABELS["jnf"] = "JNF (joint stage)"
 
 
 # -- the peer's environment ------------------------------------------------------------------------

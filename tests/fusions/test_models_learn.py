@@ -22,6 +22,9 @@ SMALL = ["modalities.image.hidden=[128]", "modalities.label.hidden=[64]", "model
 MODELS = {"jmvae": ["model.fusion.hidden=[128]"], "mvtcae": [], "dmvae": [], "mmvae_plus": ["model.fusion.K=3"],
           # the conditional model the other way round from its recipe: p(label | z, image), judged given the image alone
           "cvae": ["model.fusion.main_modality=label", "model.fusion.conditioning_modalities=[image]", "model.fusion.hidden=[128]"]}
+# the staged models train every stage's objective at once here (no trainer sets model.stage), image→label through the flow posterior
+_FLOWS = ["model.fusion.hidden=[128]", "model.fusion.unimodal_hidden=[64]", "model.fusion.hidden_size=16", "model.fusion.n_hidden_in_made=1"]
+MODELS.update({"jnf": _FLOWS, "jnf_dcca": [*_FLOWS, "model.fusion.dcca_hidden=[64]"]})
 
 
 def image_to_label_accuracy(fusion: str, epochs: int, overrides: list[str]) -> float:
