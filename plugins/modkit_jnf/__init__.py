@@ -28,8 +28,7 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.distributions.transforms import AffineTransform
 
-from modkit import Batch, Engine, Fusion, FusionConfig, JointEncoder, LossOutput, RecipeError, SubsetPlan, hookimpl
-from modkit.core.nn import GaussianHead, mlp
+from modkit import Batch, Engine, Fusion, FusionConfig, GaussianHead, JointEncoder, LossOutput, RecipeError, SubsetPlan, hookimpl, mlp
 from modkit.distributions import (DiagGaussian, Experts, Pushforward, Stacked, WeightedMixture, kl_standard_normal,
                                   reparameterize, uniform_log_weights)
 

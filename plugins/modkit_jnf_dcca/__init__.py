@@ -19,8 +19,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from modkit import RecipeError, hookimpl
-from modkit.core.nn import mlp
+from modkit import RecipeError, hookimpl, mlp
 from modkit_jnf import JNF, JOINT, UNIMODAL, JNFConfig
 
 DCCA = "dcca"
