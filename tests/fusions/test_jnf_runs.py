@@ -62,3 +62,25 @@ def test_train_eval_generate_export(fusion, tmp_path):
     torch.manual_seed(0)
     b = again.generate({"label": 3}, target="image", n=2, mean=True)
     assert all((torch.as_tensor(x) == torch.as_tensor(y)).all() for x, y in zip(a, b))
+
+
+@pytest.mark.slow  # about 10 s each: three epochs of a 96-item stand-in, five conv modalities
+@pytest.mark.parametrize("fusion", list(STAGES))
+def test_polymnist_recipe_small_tier_on_the_stand_in(fusion, tmp_path):
+    """The PolyMNIST recipe at the small tier its header gives, one epoch per stage, on the offline stand-in."""
+    from modkit_polymnist import make_polymnist
+
+    recipe = ROOT / "recipes" / f"polymnist-{fusion}.yaml"
+    header = recipe.read_text()
+    assert "Needs on disk" in header and "Small tier" in header
+    make_polymnist(tmp_path / "standin", n_train=96, n_test=32)
+    line = next(line for line in header.splitlines() if line.startswith(f"#   modkit train recipes/polymnist-{fusion}.yaml"))
+    sets = [s.replace("data/standin", str(tmp_path / "standin")) for s in line.split("--set ")[1:]]
+    run = tmp_path / "run"
+    result = cli("train", recipe, *[a for s in sets for a in ("--set", s.strip())], "--set", "train.device=cpu",
+                 "--set", "train.progress=false", "--out", run)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["epochs"] == 3 and math.isfinite(summary["test/elbo"])
+    stages = [json.loads(line).get("stage") for line in (run / "metrics.jsonl").read_text().splitlines() if "train/loss" in line]
+    assert stages == {"jnf": ["joint", "unimodal", "unimodal"], "jnf_dcca": ["joint", "dcca", "unimodal"]}[fusion]
