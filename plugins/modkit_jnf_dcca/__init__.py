@@ -62,6 +62,12 @@ def dcca_loss(embeddings: list[Tensor], present: Tensor, outdim_size: int, use_a
     with unit weights; for two modalities its ``cca_loss``). A pair with no more such samples than the embedding has
     dimensions adds nothing: their covariance is singular (repeated regulariser eigenvalues, whose eigenvectors, and
     so the gradient, are undefined)."""
+    with torch.autocast(embeddings[0].device.type, enabled=False):  # eigen-decompositions of 1e-3-regularised covariances: float32
+        return _dcca_loss([e.to(torch.promote_types(e.dtype, torch.float32)) for e in embeddings], present, outdim_size,
+                          use_all_singular_values)
+
+
+def _dcca_loss(embeddings: list[Tensor], present: Tensor, outdim_size: int, use_all_singular_values: bool) -> Tensor:
     total = embeddings[0][:0].sum()  # zero, but of the graph: a batch with nothing to correlate steps nowhere, without error
     for i in range(len(embeddings)):
         for j in range(i + 1, len(embeddings)):
