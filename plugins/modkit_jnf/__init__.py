@@ -104,12 +104,12 @@ class JNF(Fusion):
     def __init__(self, modalities, latent_dim: int, config: JNFConfig):
         super().__init__(modalities, latent_dim, config)
         if latent_dim < 2:
-            raise RecipeError("model.latent_dim", f"{type(self).__name__.lower()}'s autoregressive flows need a latent of at least 2 dimensions")
+            raise RecipeError("model.latent_dim", f"{config.type}'s autoregressive flows need a latent of at least 2 dimensions")
         dims = []
         for name, modality in modalities.items():
             if not isinstance(getattr(modality, "feature_dim", None), int):
                 raise RecipeError(f"modalities.{name}", f"{type(modality).__name__} has no feature_dim; "
-                                                        f"{type(self).__name__.lower()}'s joint encoder reads features")
+                                                        f"{config.type}'s joint encoder reads features")
             dims.append(modality.feature_dim)
         self.joint = JointEncoder(dims, latent_dim, config.hidden)
         widths = self.unimodal_input_dims(dims)
@@ -149,32 +149,31 @@ class JNF(Fusion):
 
     def loss(self, model: Engine, batch: Batch, plan: SubsetPlan, beta: float) -> LossOutput:
         """The current stage's objective (``model.stage``), or every stage's at once when there is none."""
-        stage = getattr(model, "stage", None)
+        stage = model.stage
         if stage is not None and stage not in self.objectives:
-            raise RecipeError("train.stages", f"{type(self).__name__.lower()} has no stage objective {stage!r}; "
-                                              f"it has {', '.join(self.objectives)}")
+            raise RecipeError("train.stages", f"{self.config.type} has no stage objective {stage!r}; it has {', '.join(self.objectives)}")
         n, present = len(batch), batch.present
-        some = present.any(-1)
         features = self.features(model, batch)
         terms: dict[str, Tensor] = {}
-        loss = features[0].new_zeros(())
-        mu, logvar = self.joint(features, present)
+        loss, z = features[0].new_zeros(()), None
         if stage in (None, JOINT):
-            bound, kl, per, z = joint_elbo(model, batch, mu, logvar, beta)
+            some = present.any(-1)
+            bound, kl, per, z = joint_elbo(model, batch, *self.joint(features, present), beta)
             loss = loss - torch.where(some, bound, 0.0).sum() / n
             terms.update({f"rec/{name}": (ll.sum() / n).detach() for name, ll in per.items()})
             terms["kl"] = (torch.where(some, kl, 0.0).sum() / n).detach()
-        else:
-            z = reparameterize(mu, logvar)
-        loss = loss + self.stage_loss(stage, [f.detach() for f in features], z.detach(), present, n, terms)
+        elif stage == UNIMODAL:  # the frozen joint posterior's draw, the one thing the unimodal posteriors are fitted to
+            z = reparameterize(*self.joint(features, present))
+        loss = loss + self.stage_loss(stage, [f.detach() for f in features], None if z is None else z.detach(), present, n, terms)
         terms["loss"] = loss.detach()
         return LossOutput(loss, terms)
 
-    def stage_loss(self, stage: str | None, features: list[Tensor], z: Tensor, present: Tensor, n: int,
+    def stage_loss(self, stage: str | None, features: list[Tensor], z: Tensor | None, present: Tensor, n: int,
                    terms: dict[str, Tensor]) -> Tensor:
-        """The objectives beside the joint ELBO, on detached features and a detached joint draw ``z``."""
+        """The objectives beside the joint ELBO, on detached features and (in the unimodal stage, or with no stage) a
+        detached joint draw ``z``."""
         if stage not in (None, UNIMODAL):
-            return z.new_zeros(())
+            return features[0].new_zeros(())
         inputs = [x.detach() for x in self.unimodal_inputs(features)]  # JNF-DCCA's embeddings: trained in their own stage
         nll = unimodal_nll(z, self.bases(inputs), list(self.flows), present).sum() / n
         terms["unimodal_nll"] = nll.detach()
@@ -193,7 +192,7 @@ class JNF(Fusion):
         uniform mixture of the given modalities' flow posteriors when several but not all are, and the prior N(0, I)
         when none is: one mixture over [joint, flow_1 … flow_N, prior] whose weights pick per subset and sample."""
         if not experts.extra or "features" not in experts.extra:
-            raise TypeError(f"{type(self).__name__.lower()} posteriors need the features from {type(self).__name__}.encode (use model.encode)")
+            raise TypeError(f"{self.config.type} posteriors need the features from {type(self).__name__}.encode (use model.encode)")
         mask = subsets.to(torch.bool)
         mask = (mask.unsqueeze(1) if mask.dim() == 2 else mask) & experts.present.unsqueeze(0)  # (S, B, N)
         count = mask.sum(-1)  # (S, B)

@@ -120,7 +120,7 @@ class JNFDCCA(JNF):
         return [net(f) for net, f in zip(self.dcca, features)]
 
     def stage_loss(self, stage, features, z, present, n, terms) -> Tensor:
-        loss = z.new_zeros(())
+        loss = features[0].new_zeros(())
         if stage in (None, DCCA):
             loss = dcca_loss(self.unimodal_inputs(features), present, self.config.embedding_dcca_dim,
                              self.config.use_all_singular_values)
