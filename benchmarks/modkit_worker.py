@@ -34,6 +34,7 @@ OBJECTIVES = {
     "cmvae": ("cmvae", {"modalities_specific_dim": PRIVATE, "number_of_clusters": 10}, "all"),
 }
 OBJECTIVES["telbo"] = ("telbo", {}, "all")  # the trainer starts in its joint stage, which the step times
+OBJECTIVES["jnf"] = ("jnf", {"warmup": 1}, "all")  # the first of its stages (joint) is what a step trains: as the peer's epoch 1
 
 
 def recipe_dict(args, objective: str, n_rows: int) -> dict:

@@ -120,12 +120,17 @@ def build(kind: str, n: int, latent: int, moe_k: int):
         # MultiVae's default joint encoder (copies of the encoders, 2 × 512); λ = γ = 1 as modkit's weights; epoch 1: the joint stage
         ones = {m: 1.0 for m in names}
         return TELBO(TELBOConfig(**common, warmup=10, lambda_factors=ones, gamma_factors=ones), encoders, decoders), names
+    if kind == "jnf":
+        from multivae.models import JNF, JNFConfig
+
+        # MultiVae's default joint encoder and MAF flows; epoch 1 of its 10 warm-up epochs trains the joint stage
+        return JNF(JNFConfig(**common, warmup=10), encoders, decoders), names
     raise SystemExit(f"unknown peer model {kind}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["mvae", "mopoe", "moe", "jmvae", "mvtcae", "dmvae", "mmvae_plus", "cvae", "nll", "crmvae", "cmvae", "telbo"])
+    parser.add_argument("mode", choices=["mvae", "mopoe", "moe", "jmvae", "mvtcae", "dmvae", "mmvae_plus", "cvae", "nll", "crmvae", "cmvae", "telbo", "jnf"])
     base_args(parser)
     args = parser.parse_args()
     set_threads(args.threads)

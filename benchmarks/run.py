@@ -43,6 +43,8 @@ LABELS["crmvae"] = "CRMVAE"
 LABELS["cmvae"] = "CMVAE (private 8, 10 clusters)"
 MODELS += ("telbo",)  # its first (joint) stage is timed: the step MultiVae's TELBO takes while epoch ≤ warmup
 LABELS["telbo"] = "TELBO (joint stage)"
+MODELS += ("jnf",)  # its joint stage is timed (MultiVae at epoch 1 of its default 10 warm-up epochs); JNF-DCCA has no MultiVae 1.0.3 peer
+LABELS["jnf"] = "JNF (joint stage)"
 
 
 # -- the peer's environment ------------------------------------------------------------------------

@@ -180,7 +180,7 @@ def _first_subset(post):
 
 
 def _index_subset(post, i: int):
-    from modkit.distributions import Concatenated, DiagLaplace, WeightedMixture
+    from modkit.distributions import Concatenated, DiagLaplace, Pushforward, Stacked, WeightedMixture
 
     if isinstance(post, DiagGaussian):
         return DiagGaussian(post.mu[i], post.logvar[i])
@@ -193,17 +193,23 @@ def _index_subset(post, i: int):
         return mixture
     if isinstance(post, Concatenated):
         return Concatenated(_index_subset(part, i) for part in post.parts)
+    if isinstance(post, Pushforward):  # the map is shared by every row: only the base has a subset axis
+        return Pushforward(_index_subset(post.base, i), post.to_base)
+    if isinstance(post, Stacked):  # one distribution per subset row
+        return post.parts[i]
     raise ModkitError(f"cannot take one subset of a {type(post).__name__} posterior")
 
 
 def _index_subset_of_components(components, i: int):
     """The mixture's components (M, S, items, D) at subset ``i``: (M, items, D)."""
-    from modkit.distributions import DiagLaplace
+    from modkit.distributions import DiagLaplace, Stacked
 
     if isinstance(components, DiagGaussian):
         return DiagGaussian(components.mu[:, i], components.logvar[:, i])
     if isinstance(components, DiagLaplace):
         return DiagLaplace(components.loc[:, i], components.scale[:, i])
+    if isinstance(components, Stacked):  # components of different kinds (JNF's joint, flow and prior), each (S, items, D)
+        return Stacked(_index_subset(part, i) for part in components.parts)
     raise ModkitError(f"cannot take one subset of a mixture of {type(components).__name__}")
 
 

@@ -13,7 +13,8 @@ lives in ``modkit.core`` (the engine builds on it) and may move; this module's `
 """
 from __future__ import annotations
 
-from modkit.core.distributions import (LOG_2, Component, Concatenated, DiagLaplace, Family, LatentDistribution, UniformMixture, WeightedMixture,
+from modkit.core.distributions import (LOG_2, Component, Concatenated, DiagLaplace, Family, LatentDistribution, Pushforward, Stacked, UniformMixture,
+                                       WeightedMixture,
                                        family_log_prob, from_expert, laplace_log_prob, uniform_log_weights)
 from modkit.core.gaussian import (LOG_2PI, DiagGaussian, Experts, cross_log_prob, expert_precisions, gaussian_log_prob, kl_gaussians,
                                   kl_standard_normal, product_of_experts, reparameterize)
@@ -32,6 +33,9 @@ __all__ = [
     "Concatenated",
     # a learnable mixture prior p(z) = Σ_c π_c p(z | c): density, KL estimate, sampling, cluster read-out
     "MixturePrior", "scale_from_raw",
+    # a base distribution through an invertible map (normalizing-flow posteriors), and distributions of different kinds
+    # stacked on a leading batch axis (mixture components, or one posterior per subset row)
+    "Pushforward", "Stacked",
     # likelihoods p(x | decoder output) a modality scores its data with
     "Likelihood", "Bernoulli", "Categorical", "Gaussian", "Laplace", "make_likelihood",
 ]

@@ -180,3 +180,74 @@ class Concatenated:
             total = total + part.log_prob(z[..., start:start + width])
             start += width
         return total
+
+
+class Pushforward:
+    """The distribution of z = T⁻¹(u), u ~ ``base``: a posterior that is a base distribution carried through an invertible
+    map, as a normalizing-flow posterior is (JNF's q(z | x_m): an encoder's Gaussian through the modality's flow).
+
+    ``to_base`` is the map from the latent to the base space, T: z ↦ u, the direction in which a density is scored
+    (a masked autoregressive flow computes it in one pass); it follows :class:`torch.distributions.Transform`'s
+    interface (``to_base(z)``, ``to_base.inv(u)``, ``log_abs_det_jacobian(z, u)``) and acts on the last dimension,
+    its Jacobian term summed over it (event dimension 1, as zuko's flows are). A ``call_and_ladj`` method (zuko's)
+    is used when there is one: the value and its log-determinant from one pass. The map is shared by every batch
+    entry and broadcasts over leading dimensions, so ``z`` shaped (*lead, *batch, D) is scored against ``base``'s
+    batch (change of variables: log q(z) = log base(T(z)) + log |det ∂T/∂z|).
+
+    ``mean`` is T⁻¹(base.mean), the image of the base distribution's mean (what MultiVae's ``return_mean``
+    gives for a flow posterior): a point of high density, not E[z], which has no closed form.
+    """
+
+    def __init__(self, base, to_base):
+        self.base, self.to_base = base, to_base
+
+    @property
+    def mean(self) -> Tensor:
+        return self.to_base.inv(self.base.mean)
+
+    def rsample(self, n: int | None = None) -> Tensor:
+        return self.to_base.inv(self.base.rsample(n))
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        if hasattr(self.to_base, "call_and_ladj"):
+            u, ladj = self.to_base.call_and_ladj(z)
+        else:
+            u = self.to_base(z)
+            ladj = self.to_base.log_abs_det_jacobian(z, u)
+        if ladj.dim() == u.dim():  # an element-wise map (event dimension 0): its terms add over the vector
+            ladj = ladj.sum(-1)
+        return self.base.log_prob(u) + ladj
+
+
+class Stacked:
+    """Distributions of the same batch shape side by side, as one distribution whose batch gains a leading axis.
+
+    ``parts`` each have batch shape ``batch`` and event (D,); the stack has batch (M, *batch): ``mean`` is
+    (M, *batch, D), ``rsample(n)`` (n, M, *batch, D) (``rsample()`` drops the n axis), and ``log_prob(z)`` of a
+    ``z`` shaped (*lead, M or 1, *batch, D) is (*lead, M, *batch), part m scoring its own slice (or the one
+    slice, broadcast). Distributions of different kinds (a Gaussian, flow posteriors, the prior) then form one
+    :class:`WeightedMixture`'s ``components``, or one row each of a posterior over subsets.
+    """
+
+    def __init__(self, parts):
+        self.parts = list(parts)
+        if not self.parts:
+            raise ValueError("Stacked needs at least one distribution")
+
+    @property
+    def batch_ndim(self) -> int:
+        return self.parts[0].mean.dim() - 1
+
+    @property
+    def mean(self) -> Tensor:
+        return torch.stack([p.mean for p in self.parts])
+
+    def rsample(self, n: int | None = None) -> Tensor:
+        return torch.stack([p.rsample(n) for p in self.parts], dim=0 if n is None else 1)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        axis = z.dim() - self.batch_ndim - 2  # the stacked axis of z
+        if z.shape[axis] not in (1, len(self.parts)):
+            raise ValueError(f"z has {z.shape[axis]} rows on the stacked axis, the stack {len(self.parts)}")
+        rows = [z.select(axis, m if z.shape[axis] > 1 else 0) for m in range(len(self.parts))]
+        return torch.stack([p.log_prob(r) for p, r in zip(self.parts, rows)], dim=axis)

@@ -53,6 +53,11 @@ def tiny_recipe(fusion: str = "poe", **train) -> dict:
         fusion_spec["hidden"] = [32]
     raw["model"]["latent_dim"] = 16 if fusion == "m2" else 8  # M2 keeps 10 of its latents for the one-hot label
     raw["train"] = {**raw["train"], "epochs": 1, "device": DEVICE, "progress": False, **train}
+    from modkit.plugins.loader import load_plugins
+
+    objectives = load_plugins([]).registry.get("fusion", fusion).objectives
+    if objectives and "epochs" not in train:  # a fusion that trains in stages: one epoch of each, every objective runs
+        raw["train"].update(epochs=len(objectives), stages=[{"name": o, "epochs": 1} for o in objectives])
     raw["eval"] = {"samples": 2, "coherence": False}
     return raw
 

@@ -26,6 +26,9 @@ MODELS = {"jmvae": ["model.fusion.hidden=[128]"], "mvtcae": [], "dmvae": [], "mm
 MODELS["crmvae"] = []
 MODELS["cmvae"] = ["model.fusion.K=3"]
 MODELS["telbo"] = ["model.fusion.hidden=[128]", "model.fusion.warmup=5"]  # trained in its two stages: 5 joint epochs, 5 unimodal
+# the staged models train every stage's objective at once here (no trainer sets model.stage), image→label through the flow posterior
+_FLOWS = ["model.fusion.hidden=[128]", "model.fusion.unimodal_hidden=[64]", "model.fusion.hidden_size=16", "model.fusion.n_hidden_in_made=1"]
+MODELS.update({"jnf": _FLOWS, "jnf_dcca": [*_FLOWS, "model.fusion.dcca_hidden=[64]"]})
 
 
 def image_to_label_accuracy(fusion: str, epochs: int, overrides: list[str]) -> float:
