@@ -180,6 +180,7 @@ def _first_subset(post):
 
 
 def _index_subset(post, i: int):
+    from modkit.core.private import TopDown
     from modkit.distributions import Concatenated, DiagLaplace, WeightedMixture
 
     if isinstance(post, DiagGaussian):
@@ -193,6 +194,8 @@ def _index_subset(post, i: int):
         return mixture
     if isinstance(post, Concatenated):
         return Concatenated(_index_subset(part, i) for part in post.parts)
+    if isinstance(post, TopDown):  # a hierarchical posterior: the subset axis leads its given mask
+        return TopDown(post.layout, post.given[i], post.mu, post.logvar, post.top, post.down, post.reason)
     raise ModkitError(f"cannot take one subset of a {type(post).__name__} posterior")
 
 

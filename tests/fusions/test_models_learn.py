@@ -21,7 +21,8 @@ SMALL = ["modalities.image.hidden=[128]", "modalities.label.hidden=[64]", "model
 #: fusion → extra overrides (small networks of its own)
 MODELS = {"jmvae": ["model.fusion.hidden=[128]"], "mvtcae": [], "dmvae": [], "mmvae_plus": ["model.fusion.K=3"],
           # the conditional model the other way round from its recipe: p(label | z, image), judged given the image alone
-          "cvae": ["model.fusion.main_modality=label", "model.fusion.conditioning_modalities=[image]", "model.fusion.hidden=[128]"]}
+          "cvae": ["model.fusion.main_modality=label", "model.fusion.conditioning_modalities=[image]", "model.fusion.hidden=[128]"],
+          "nexus": ["model.fusion.hidden=[128]", "model.fusion.decoder_hidden=[128]"]}
 
 
 def image_to_label_accuracy(fusion: str, epochs: int, overrides: list[str]) -> float:
