@@ -225,10 +225,11 @@ def floor_rows(objective: str, n: int, moe_k: int) -> int:
     MVAE full + singles: the joint latent and the modality's own single latent (2). MoPoE with one
     mixture sample per point: 1. MoE with K samples: every modality's K latents, N·K. JMVAE, MVTCAE: the joint
     latent (1). DMVAE: the joint and every cross ELBO's (1 + N). MMVAE+: N·K, as MoE. CVAE decodes only its main
-    modality (1 row; the floor still decodes every modality, so it overstates CVAE's work).
+    modality (1 row; the floor still decodes every modality, so it overstates CVAE's work). Nexus: each modality's own
+    latent (1; its small top networks are left out of the floor).
     """
     return {"mvae": 2, "mopoe": 1, "moe": n * moe_k, "jmvae": 1, "mvtcae": 1, "dmvae": 1 + n, "mmvae_plus": n * moe_k,
-            "cvae": 1}[objective]
+            "cvae": 1, "nexus": 1}[objective]
 
 
 class Floor:

@@ -30,6 +30,8 @@ OBJECTIVES = {
     "dmvae": ("dmvae", {"modalities_specific_dim": PRIVATE}, "all"),
     "mmvae_plus": ("mmvae_plus", {"modalities_specific_dim": PRIVATE}, "all"),
     "cvae": ("cvae", {"main_modality": "m0"}, "all"),
+    # the modality-level latents as wide as the nexus latent (the peer's encoders are built at the latent size)
+    "nexus": ("nexus", {}, "all"),
 }
 
 
@@ -41,6 +43,8 @@ def recipe_dict(args, objective: str, n_rows: int) -> dict:
         options = {**options, "K": args.moe_k}
     if objective == "cvae":
         options = {**options, "conditioning_modalities": [f"m{i}" for i in range(1, args.n)]}
+    if objective == "nexus":
+        options = {**options, "modalities_specific_dim": args.latent}
     if objective == "mopoe" and getattr(args, "mopoe_kl", "exact") != "exact":
         options = {**options, "kl": args.mopoe_kl}
     train = {"device": getattr(args, "device", "cpu"), "progress": False, "lr": 1e-3}

@@ -105,12 +105,18 @@ def build(kind: str, n: int, latent: int, moe_k: int):
         config = CVAEConfig(main_modality="m0", conditioning_modalities=names[1:], input_dims={m: SIDE for m in names},
                             latent_dim=latent, decoder_dist="bernoulli")
         return CVAE(config), names
+    if kind == "nexus":
+        from multivae.models import Nexus, NexusConfig
+
+        # MultiVae's default top encoders, joint encoder (2 × 512) and top decoders (1 × 512); modality latents = latent
+        config = NexusConfig(**common, modalities_specific_dim={m: latent for m in names}, warmup=1)
+        return Nexus(config, encoders, decoders), names
     raise SystemExit(f"unknown peer model {kind}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["mvae", "mopoe", "moe", "jmvae", "mvtcae", "dmvae", "mmvae_plus", "cvae", "nll"])
+    parser.add_argument("mode", choices=["mvae", "mopoe", "moe", "jmvae", "mvtcae", "dmvae", "mmvae_plus", "cvae", "nexus", "nll"])
     base_args(parser)
     args = parser.parse_args()
     set_threads(args.threads)

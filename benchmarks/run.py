@@ -31,13 +31,13 @@ PEER_VENV = HERE / ".venv-multivae"
 PEER_VERSION = "1.0.3"
 OBJECTIVES = ("mvae", "mopoe", "moe")
 #: MultiVae's other models modkit has (``--objectives jmvae,mvtcae,dmvae,mmvae_plus,cvae``; not in the default run)
-MODELS = ("jmvae", "mvtcae", "dmvae", "mmvae_plus", "cvae")
+MODELS = ("jmvae", "mvtcae", "dmvae", "mmvae_plus", "cvae", "nexus")
 #: real recipes (benchmarks/recipe_worker.py): the six-kind shapes recipe and a 19-modality model
 RECIPES = {"shapes": "recipes/shapes.yaml (image, mask, label, attributes, caption, translation)",
            "shapes19": "shapes image + 18 attributes as separate modalities (split: true), PoE, MVAE sampler k = 1"}
 LABELS = {"mvae": "MVAE (full + singles)", "mopoe": "MoPoE (all subsets)", "moe": "MoE",
           "jmvae": "JMVAE", "mvtcae": "MVTCAE", "dmvae": "DMVAE (private 8)", "mmvae_plus": "MMVAE+ (private 8)",
-          "cvae": "CVAE (m0 given the rest)"}
+          "cvae": "CVAE (m0 given the rest)", "nexus": "Nexus (modality latents = latent)"}
 
 
 # -- the peer's environment ------------------------------------------------------------------------
