@@ -1,4 +1,4 @@
-"""modkit's JMVAE, MVTCAE, DMVAE, MMVAE+ and CVAE objectives against MultiVae 1.0.3's, on the same networks, weights, batch and noise.
+"""modkit's JMVAE, MVTCAE, DMVAE, MMVAE+, CVAE and Nexus objectives against MultiVae 1.0.3's, on the same networks, weights, batch and noise.
 
     python benchmarks/crosscheck_models.py          # writes benchmarks/results/crosscheck-models.json and .md
 
@@ -11,6 +11,8 @@ binarised (MultiVae's Bernoulli checks its support). Both draw their one reparam
 ``torch.randn``-equivalent calls of the same shape after the same seed (JMVAE, MVTCAE, CVAE: one draw each), or are
 handed the same standard draws in each one's own order (DMVAE and MMVAE+, which draw many), so the noise is shared
 exactly and the loss and every parameter's gradient must agree to float32 rounding. The label's λ is MultiVae's rescale factor.
+Nexus's forced perceptual dropout (a per-sample Bernoulli, subset size and permutation in MultiVae) is handed to both as
+the same per-sample draws.
 """
 from __future__ import annotations
 
