@@ -139,7 +139,7 @@ def estimate(model, test, iw, masks: Tensor, groups: set[str], settings: EvalSet
     stages = {"posterior pass": len(masks) * len(test) * every * passes}
     if "coherence" in groups:
         stages["joint coherence"] = settings.joint_samples * every
-    todo = quantities(names, settings.likelihoods) if "likelihood" in groups else []
+    todo = quantities(names, settings.likelihoods) if "likelihood" in groups and no_density_reason(model) is None else []
     if todo:
         rows = sum(settings.iw_samples * sum(per_row[t] for t in dict.fromkeys([*targets, *given])) for _, targets, given in todo)
         rows += sum(settings.prior_samples * per_row[g] for g in {g for _, _, given in todo for g in given})
