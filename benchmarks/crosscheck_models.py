@@ -1,4 +1,4 @@
-"""modkit's JMVAE, MVTCAE, DMVAE, MMVAE+ and CVAE objectives against MultiVae 1.0.3's, on the same networks, weights, batch and noise.
+"""modkit's JMVAE, MVTCAE, DMVAE, MMVAE+, CVAE and Nexus objectives against MultiVae 1.0.3's, on the same networks, weights, batch and noise.
 
     python benchmarks/crosscheck_models.py          # writes benchmarks/results/crosscheck-models.json and .md
 
@@ -11,6 +11,8 @@ binarised (MultiVae's Bernoulli checks its support). Both draw their one reparam
 ``torch.randn``-equivalent calls of the same shape after the same seed (JMVAE, MVTCAE, CVAE: one draw each), or are
 handed the same standard draws in each one's own order (DMVAE and MMVAE+, which draw many), so the noise is shared
 exactly and the loss and every parameter's gradient must agree to float32 rounding. The label's λ is MultiVae's rescale factor.
+Nexus's forced perceptual dropout (a per-sample Bernoulli, subset size and permutation in MultiVae) is handed to both as
+the same per-sample draws.
 """
 from __future__ import annotations
 
@@ -238,6 +240,40 @@ def peer_model(kind: str, model, options: dict):
                 return ModelOutput(reconstruction=over_leading(self.modality.decoder_net, z))
 
         peer = TELBO(TELBOConfig(**common, **options), encoders, {n: DecoderOnly(n) for n in names}, joint_encoder=TelboJoint())
+    elif kind == "nexus":
+        from multivae.models import Nexus, NexusConfig
+
+        fusion = model.fusion
+
+        class Message(BaseEncoder):  # a modality's top encoder: its message is MultiVae's embedding
+            def __init__(self, name):
+                super().__init__()
+                self.net = fusion.top_encoders[name]
+
+            def forward(self, w):
+                return ModelOutput(embedding=self.net(w), log_covariance=None)
+
+        class Nexus_(BaseEncoder):  # the joint encoder over the aggregated messages
+            def __init__(self):
+                super().__init__()
+                self.net = fusion.joint_encoder
+
+            def forward(self, h):
+                mu, logvar = self.net(h)
+                return ModelOutput(embedding=mu, log_covariance=logvar)
+
+        class Top(BaseDecoder):  # g_m(u)
+            def __init__(self, name):
+                super().__init__()
+                self.net = fusion.top_decoders[name]
+
+            def forward(self, u):
+                return ModelOutput(reconstruction=self.net(u))
+
+        common["latent_dim"] = fusion.layout.shared
+        options = {**options, "modalities_specific_dim": {n: fusion.layout.private for n in names}}
+        peer = Nexus(NexusConfig(**common, **options), encoders, decoders, top_encoders={n: Message(n) for n in names},
+                     joint_encoder=Nexus_(), top_decoders={n: Top(n) for n in names})
     else:
         raise ValueError(kind)
     if kind == "telbo":  # its λ and γ are the factors handed to it (a later rescale_factors would not reach them)
@@ -330,6 +366,55 @@ def shared_noise_crmvae(model, batch):
         model.fusion.noise = lambda *_, like: eps
         theirs = list(eps)
         peer_module.rsample_from_gaussian = lambda mu, log_var, *_, **__: mu + theirs.pop(0) * torch.exp(0.5 * log_var)
+def shared_noise_nexus(model, batch):
+    """Nexus draws every modality's w at once, then u; MultiVae one ``rsample_from_gaussian`` per modality, then u:
+    the same standard draws in each one's order. Forced perceptual dropout is drawn per sample in MultiVae (a
+    Bernoulli, then for a dropped sample a subset size and a permutation): both are handed the same per-sample draws."""
+    import multivae.models.nexus.nexus_model as peer_module
+
+    fusion, n, count = model.fusion, len(batch), len(model.names)
+    current: dict = {}
+    queue: list = []
+
+    class Proxy:  # the peer module's torch, numpy and torch.distributions, with its dropout draws taken from the queue
+        def __init__(self, real, **override):
+            self.real, self.override = real, override
+
+        def __getattr__(self, name):
+            return self.override[name] if name in self.override else getattr(self.real, name)
+
+    class Bernoulli:
+        def __init__(self, rate):
+            pass
+
+        def sample(self):
+            current["draw"] = queue.pop(0)
+            return torch.tensor(current["draw"][0])
+
+    import numpy
+
+    peer_module.dist = Proxy(torch.distributions, Bernoulli=Bernoulli)
+    peer_module.np = Proxy(numpy, random=Proxy(numpy.random, randint=lambda low, high: current["draw"][1]))
+    peer_module.torch = Proxy(torch, randperm=lambda k, *a, **kw: current["draw"][2] if k == count else torch.randperm(k, *a, **kw))
+
+    def setup(seed: int):
+        g = torch.Generator().manual_seed(seed)
+        eps_w = torch.randn(count, n, fusion.layout.private, generator=g)
+        eps_u = torch.randn(n, fusion.layout.shared, generator=g)
+        ours = [eps_w, eps_u]
+        fusion.noise = lambda *shape, like: ours.pop(0)
+        theirs = [*eps_w, eps_u]
+        peer_module.rsample_from_gaussian = lambda mu, log_var, **_: mu + theirs.pop(0) * torch.exp(0.5 * log_var)
+        drop = torch.rand(n, generator=g) < fusion.config.dropout_rate
+        size = torch.randint(1, count, (n,), generator=g)
+        order = torch.stack([torch.randperm(count, generator=g) for _ in range(n)])
+        keep = torch.ones(n, count, dtype=torch.bool)
+        for b in range(n):
+            if drop[b]:
+                keep[b] = False
+                keep[b, order[b, :size[b]]] = True
+        fusion.dropout_keep = lambda present: keep & present
+        queue[:] = [(float(drop[b]), int(size[b]), order[b]) for b in range(n)]
     return setup
 
 
@@ -647,6 +732,21 @@ def main(argv: list[str] | None = None) -> int:
         cases.append(compare(f"mmvae_plus {dist}, {objective}, K=3, β={beta}, learn_shared_prior={learn_shared}, {what}", model, batch,
                              peer, peer_inputs(batch, model.names, partial), beta, {}, noise=shared_noise_mmvae_plus(model, batch, peer),
                              peer_scale=1.0 / len(batch)))
+    for beta, options, partial in [(1.0, {"dropout_rate": 0.2}, False),
+                                   (0.4, {"dropout_rate": 0.5, "top_beta": 0.3, "bottom_betas": {"image": 2.0, "label": 0.5},
+                                          "gammas": {"image": 0.7, "label": 1.5}, "adapt_top_decoder_variance": ["label"]}, False),
+                                   (1.0, {"dropout_rate": 0.0, "top_beta": 0.5, "gammas": {"image": 0.7, "label": 1.5}}, True)]:
+        overrides = ["model.fusion.modalities_specific_dim=4", "model.fusion.msg_dim=5", "model.fusion.hidden=[16]",
+                     "model.fusion.decoder_hidden=[16]", *(["data.paired_fraction=0.3"] if partial else []),
+                     *(f"model.fusion.{key}={json.dumps(value)}" for key, value in options.items())]
+        model, batch = modkit_model("nexus", overrides)
+        model.train()
+        warmup = 10
+        peer = peer_model("nexus", model, {**options, "warmup": warmup})
+        what = "modalities missing (MultiVae IncompleteDataset)" if partial else "all present"
+        cases.append(compare(f"nexus β (annealing) = {beta}, {options or 'defaults'}, {what}", model, batch, peer,
+                             peer_inputs(batch, model.names, partial), beta, {"epoch": round(beta * warmup)},
+                             noise=shared_noise_nexus(model, batch)))
     for beta, prior_network in [(1.0, False), (0.5, True)]:
         model, batch = modkit_model("cvae", ["model.fusion.hidden=[32]", "model.fusion.condition_dim=4", f"model.fusion.prior_network={str(prior_network).lower()}"])
         model.train()

@@ -32,6 +32,8 @@ OBJECTIVES = {
     "cvae": ("cvae", {"main_modality": "m0"}, "all"),
     "crmvae": ("crmvae", {}, "all"),
     "cmvae": ("cmvae", {"modalities_specific_dim": PRIVATE, "number_of_clusters": 10}, "all"),
+    # the modality-level latents as wide as the nexus latent (the peer's encoders are built at the latent size)
+    "nexus": ("nexus", {}, "all"),
 }
 OBJECTIVES["telbo"] = ("telbo", {}, "all")  # the trainer starts in its joint stage, which the step times
 OBJECTIVES["jnf"] = ("jnf", {"warmup": 1}, "all")  # the first of its stages (joint) is what a step trains: as the peer's epoch 1
@@ -45,6 +47,8 @@ def recipe_dict(args, objective: str, n_rows: int) -> dict:
         options = {**options, "K": args.moe_k}
     if objective == "cvae":
         options = {**options, "conditioning_modalities": [f"m{i}" for i in range(1, args.n)]}
+    if objective == "nexus":
+        options = {**options, "modalities_specific_dim": args.latent}
     if objective == "mopoe" and getattr(args, "mopoe_kl", "exact") != "exact":
         options = {**options, "kl": args.mopoe_kl}
     train = {"device": getattr(args, "device", "cpu"), "progress": False, "lr": 1e-3}

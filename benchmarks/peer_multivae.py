@@ -125,12 +125,18 @@ def build(kind: str, n: int, latent: int, moe_k: int):
 
         # MultiVae's default joint encoder and MAF flows; epoch 1 of its 10 warm-up epochs trains the joint stage
         return JNF(JNFConfig(**common, warmup=10), encoders, decoders), names
+    if kind == "nexus":
+        from multivae.models import Nexus, NexusConfig
+
+        # MultiVae's default top encoders, joint encoder (2 × 512) and top decoders (1 × 512); modality latents = latent
+        config = NexusConfig(**common, modalities_specific_dim={m: latent for m in names}, warmup=1)
+        return Nexus(config, encoders, decoders), names
     raise SystemExit(f"unknown peer model {kind}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["mvae", "mopoe", "moe", "jmvae", "mvtcae", "dmvae", "mmvae_plus", "cvae", "nll", "crmvae", "cmvae", "telbo", "jnf"])
+    parser.add_argument("mode", choices=["mvae", "mopoe", "moe", "jmvae", "mvtcae", "dmvae", "mmvae_plus", "cvae", "nll", "crmvae", "cmvae", "telbo", "jnf", "nexus"])
     base_args(parser)
     args = parser.parse_args()
     set_threads(args.threads)

@@ -33,6 +33,7 @@ OBJECTIVES = ("mvae", "mopoe", "moe")
 #: MultiVae's other models modkit has (``--objectives jmvae,mvtcae,dmvae,mmvae_plus,cvae``; not in the default run)
 MODELS = ("jmvae", "mvtcae", "dmvae", "mmvae_plus", "cvae")
 MODELS += ("crmvae", "cmvae")
+MODELS += ("nexus",)
 #: real recipes (benchmarks/recipe_worker.py): the six-kind shapes recipe and a 19-modality model
 RECIPES = {"shapes": "recipes/shapes.yaml (image, mask, label, attributes, caption, translation)",
            "shapes19": "shapes image + 18 attributes as separate modalities (split: true), PoE, MVAE sampler k = 1"}
@@ -45,6 +46,7 @@ MODELS += ("telbo",)  # its first (joint) stage is timed: the step MultiVae's TE
 LABELS["telbo"] = "TELBO (joint stage)"
 MODELS += ("jnf",)  # its joint stage is timed (MultiVae at epoch 1 of its default 10 warm-up epochs); JNF-DCCA has no MultiVae 1.0.3 peer
 LABELS["jnf"] = "JNF (joint stage)"
+LABELS["nexus"] = "Nexus (modality latents = latent)"
 
 
 # -- the peer's environment ------------------------------------------------------------------------

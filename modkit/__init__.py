@@ -15,7 +15,7 @@ from modkit.core.latent_sampler import LatentSampler, LatentSamplerConfig
 from modkit.core.fusion import Engine, Fusion, FusionConfig, LossOutput, SubsetPlan, subset_gaussian_elbo
 from modkit.core.modality import Modality, ModalityConfig, existing_file
 from modkit.core.joint import JointEncoder
-from modkit.core.private import PrivateLayout
+from modkit.core.private import PrivateLayout, TopDown, TopDownPrior
 from modkit.core.nn import GaussianHead, bounded_logvar, mlp, over_leading
 from modkit.core.records import Column, Records
 from modkit.core.subsets import SamplerConfig, SubsetSampler, all_subsets, full, singles, subset_names, subset_validity
@@ -83,8 +83,8 @@ __all__ = [
     # building blocks for modalities' networks
     "GaussianHead", "mlp", "bounded_logvar", "over_leading", "existing_file",
     # a fusion's own encoder over several modalities' features (JMVAE's joint encoder), and where modality-private
-    # latents sit beside the shared one (MMVAE+, DMVAE)
-    "JointEncoder", "PrivateLayout",
+    # latents sit beside the shared one (MMVAE+, DMVAE) or under it, with the posterior and prior drawn top-down (Nexus)
+    "JointEncoder", "PrivateLayout", "TopDown", "TopDownPrior",
     # files a plugin writes into a run directory (a fitted tokenizer), never half-written
     "atomic_write_bytes", "atomic_write_text",
     # text files a dataset reads (lists, captions, manifests): UTF-8 with or without a byte-order mark, else one line

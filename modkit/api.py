@@ -180,6 +180,7 @@ def _first_subset(post):
 
 
 def _index_subset(post, i: int):
+    from modkit.core.private import TopDown
     from modkit.distributions import Concatenated, DiagLaplace, Pushforward, Stacked, WeightedMixture
 
     if isinstance(post, DiagGaussian):
@@ -197,6 +198,8 @@ def _index_subset(post, i: int):
         return Pushforward(_index_subset(post.base, i), post.to_base)
     if isinstance(post, Stacked):  # one distribution per subset row
         return post.parts[i]
+    if isinstance(post, TopDown):  # a hierarchical posterior: the subset axis leads its given mask
+        return TopDown(post.layout, post.given[i], post.mu, post.logvar, post.top, post.down, post.reason)
     raise ModkitError(f"cannot take one subset of a {type(post).__name__} posterior")
 
 

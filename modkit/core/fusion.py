@@ -124,6 +124,9 @@ class Fusion(nn.Module):
     #: the stage objectives :meth:`loss` tells apart through ``model.stage`` (e.g. ``("joint", "unimodal")``); empty:
     #: the fusion has one objective, and a recipe's stages may only freeze parts of it (see :meth:`stages`)
     objectives: ClassVar[tuple[str, ...]] = ()
+    #: with private latents (:meth:`private_latents`): True when they are each modality's own latent under the shared
+    #: (top) one, which the modality never sees (Nexus: a modality is built at P dims); False when they sit beside it
+    hierarchical: ClassVar[bool] = False
 
     def __init__(self, modalities: Mapping[str, "Modality"], latent_dim: int, config: FusionConfig):
         """``modalities`` are the model's modality plugins, in order: read their shapes and ``feature_dim``
@@ -141,7 +144,7 @@ class Fusion(nn.Module):
             if shared < 1:
                 raise RecipeError("model.fusion", f"a latent of {latent_dim} leaves no shared dimensions beside "
                                                   f"{len(self.names)} × {private} private ones")
-            self.layout = PrivateLayout(shared, private, len(self.names))
+            self.layout = PrivateLayout(shared, private, len(self.names), type(self).hierarchical)
             try:
                 self.layout.install(modalities)
             except ValueError as exc:
@@ -162,7 +165,8 @@ class Fusion(nn.Module):
 
         When it is P > 0, ``model.latent_dim`` is the shared size D: each modality is built at D + P (its expert is
         [shared; private], its decoder reads [shared, its own private]), the latent the model carries is
-        D + N · P wide, laid out as :attr:`layout` says, and the fusion's ``latent_dim`` is that width."""
+        D + N · P wide, laid out as :attr:`layout` says, and the fusion's ``latent_dim`` is that width. With
+        :attr:`hierarchical`, each modality is built at P alone and D is the top latent's size."""
         return 0
 
     @classmethod
@@ -177,6 +181,15 @@ class Fusion(nn.Module):
         optimizer, so no weight decay or momentum moves them) and sets ``model.stage`` to the stage's objective
         before :meth:`loss` is called; the fusion reads it there and nowhere else."""
         return None
+
+    @classmethod
+    def modality_width(cls, config: FusionConfig, latent_dim: int) -> int:
+        """The latent size each modality is built at, given ``model.latent_dim``: itself, or with private latents
+        D + P beside the shared part, P under it (:attr:`hierarchical`)."""
+        private = cls.private_latents(config)
+        if not private:
+            return latent_dim
+        return private if cls.hierarchical else latent_dim + private
 
     @classmethod
     def example(cls) -> dict[str, Any]:
@@ -202,6 +215,11 @@ class Fusion(nn.Module):
     #: why :meth:`prior` is None, when it is (printed as "not applicable: the <Fusion> fusion <this>")
     no_prior_reason: str = ("defines no unconditional prior p(z) "
                             "(scoring under N(0, I) would measure a prior the model never used)")
+
+    #: why the model has no tractable density over the latent it carries, when it has none (None: it has one). Then
+    #: the importance-sampled likelihoods and the test ELBO are reported as "not applicable: the <Fusion> fusion
+    #: <this>", while everything that only draws and decodes (generation, coherence, FID) still runs
+    no_likelihood_reason: str | None = None
 
     def prior(self):
         """p(z) as a distribution with ``rsample``/``log_prob``/``mean``; default N(0, I).

@@ -38,6 +38,7 @@ def test_metrics(model: MultimodalVAE, batches: Iterable[Batch], device: torch.d
         counts[key] = counts.get(key, 0) + mask.double().sum()
 
     everything, singles = subsets.full(len(names)).to(device), subsets.singles(len(names)).to(device)
+    no_density = getattr(model.fusion, "no_likelihood_reason", None) is not None  # no density over z: no ELBO to score
     for batch in batches:
         batch = batch.to(device)
         if len(batch) == 0:
@@ -49,7 +50,7 @@ def test_metrics(model: MultimodalVAE, batches: Iterable[Batch], device: torch.d
         _, per = model.weighted_reconstruction(z, batch)
         rec = sum(per.values())
         prior = model.fusion.prior()  # the fusion's own prior (MMVAE's may be learned or Laplace; MEME has none)
-        if prior is not None:
+        if prior is not None and not no_density:
             log_qz = post.log_prob(z.unsqueeze(1)).squeeze(1)
             add("test/elbo", (rec + prior.log_prob(z) - log_qz).mean(0), complete)
         for name, ll in per.items():
@@ -81,8 +82,8 @@ def test_metrics(model: MultimodalVAE, batches: Iterable[Batch], device: torch.d
     for t, hit in hits.items():
         out.update(_balanced(names, t, hit, totals[t]))
         out[f"chance/{t}"] = 1.0 / n_classes[t]
-    if model.fusion.prior() is None:
-        out["test/elbo"] = None  # no unconditional prior to score the ELBO under (see Fusion.prior)
+    if model.fusion.prior() is None or no_density:
+        out["test/elbo"] = None  # no unconditional prior, or no density over z, to score the ELBO under (Fusion.prior, no_likelihood_reason)
     return out
 
 

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from modkit.core.batch import Batch
 from modkit.core.engine import MultimodalVAE
+from modkit.errors import ModkitError
 
 #: default budget: decoder outputs of at most this many numbers live at once (~64 MB of float32)
 CHUNK_ELEMENTS = 2**24
@@ -57,6 +58,16 @@ def no_prior_reason(model: MultimodalVAE) -> str:
     """Why a quantity that needs p(z) is not reported for this model."""
     return f"not applicable: the {type(model.fusion).__name__} fusion {model.fusion.no_prior_reason}"
 
+
+def no_density_reason(model: MultimodalVAE) -> str | None:
+    """Why the importance-sampled likelihoods (and the test ELBO) are not reported for this model, or None when they
+    are: no unconditional prior (:func:`no_prior_reason`), or no tractable density over the latent the model carries
+    (:attr:`modkit.Fusion.no_likelihood_reason`, e.g. a hierarchical model that decodes through a function of its top latent)."""
+    if prior_of(model) is None:
+        return no_prior_reason(model)
+    reason = getattr(model.fusion, "no_likelihood_reason", None)
+    return f"not applicable: the {type(model.fusion).__name__} fusion {reason}" if reason else None
+
 def output_elements(model: MultimodalVAE, names: Sequence[str]) -> int:
     """Numbers one latent decodes to over ``names``: sizes the chunks of k."""
     z = torch.zeros(1, model.latent_dim, device=model.device)
@@ -91,6 +102,9 @@ def importance_log_likelihood(model: MultimodalVAE, batch: Batch, targets: Seque
     """
     if k < 1:
         raise ValueError("k must be at least 1")
+    refused = no_density_reason(model)
+    if refused is not None:
+        raise ModkitError(f"importance-sampled likelihoods are {refused}")
     names = list(targets)
     use_prior = isinstance(proposal, str) and proposal == PRIOR
     given = [] if use_prior else (list(proposal) or names)

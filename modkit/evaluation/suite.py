@@ -38,7 +38,7 @@ from torch import Tensor
 from modkit.storage import files as rundir
 from modkit.errors import ModkitError
 from modkit.evaluation.judges import attribute_fields, attribute_values
-from modkit.evaluation.likelihood import CHUNK_ELEMENTS, SCOPES, no_prior_reason, prior_of, quantities
+from modkit.evaluation.likelihood import CHUNK_ELEMENTS, SCOPES, no_density_reason, no_prior_reason, prior_of, quantities
 from modkit.evaluation.metric import (EvalContext, EvalSettings, Metric, Progress, Stages, cap, check_metric_class,
                                       fast_balanced_accuracy, grouped)
 from modkit.evaluation.metrics import SUMMARY_ORDER, builtin_metrics, ordered
@@ -139,7 +139,7 @@ def estimate(model, test, iw, masks: Tensor, groups: set[str], settings: EvalSet
     stages = {"posterior pass": len(masks) * len(test) * every * passes}
     if "coherence" in groups:
         stages["joint coherence"] = settings.joint_samples * every
-    todo = quantities(names, settings.likelihoods) if "likelihood" in groups else []
+    todo = quantities(names, settings.likelihoods) if "likelihood" in groups and no_density_reason(model) is None else []
     if todo:
         rows = sum(settings.iw_samples * sum(per_row[t] for t in dict.fromkeys([*targets, *given])) for _, targets, given in todo)
         rows += sum(settings.prior_samples * per_row[g] for g in {g for _, _, given in todo for g in given})
@@ -200,6 +200,8 @@ def evaluate_run(run: "LoadedRun", settings: EvalSettings | None = None, echo: C
     result["chance"] = {a: 1.0 / max(1, len(np.unique(v[v >= 0]))) for a, v in test_attrs.items()}
     if prior_of(model) is None:
         result["not_applicable"] = {k: no_prior_reason(model) for k in ("coherence.joint", "likelihood") if k.split(".")[0] in groups}
+    elif no_density_reason(model) is not None and "likelihood" in groups:
+        result["not_applicable"] = {"likelihood": no_density_reason(model)}
     for metric in metrics:
         values = metric.compute()
         stray = sorted(set(values) - set(metric.keys))

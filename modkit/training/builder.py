@@ -170,7 +170,8 @@ def build_parts(recipe: Recipe, plugins: PluginSet, run_dir: Path | None, source
     A fusion that sizes the latent itself (:meth:`Fusion.latent_width`, M2's ``z_dim`` beside its y map) is
     asked first, with the modalities constructed at ``model.latent_dim`` but not yet prepared; they are then
     constructed again at its width. A fusion with private latents (:meth:`Fusion.private_latents`, P each) gets
-    its modalities built at ``model.latent_dim`` + P and a latent ``model.latent_dim`` + N·P wide. Preparing comes
+    its modalities built at ``model.latent_dim`` + P (at P with a hierarchical layout, where ``model.latent_dim`` is the top
+    latent) and a latent ``model.latent_dim`` + N·P wide. Preparing comes
     last, once per modality: fitting a tokenizer on the data twice cost a second pass, and on a fresh run the
     second fit overwrote the first one's files.
     """
@@ -180,8 +181,10 @@ def build_parts(recipe: Recipe, plugins: PluginSet, run_dir: Path | None, source
     config = component_config(recipe.model.fusion, fusion_cls.Config, "model.fusion", source)
     width = recipe.model.latent_dim
     private = fusion_cls.private_latents(config)
-    if private:  # latent_dim is the shared part: each modality is built at shared + its private part (Fusion.private_latents)
-        modalities = build_modalities(recipe, plugins, records, train_rows, run_dir, source, recipe.model.latent_dim + private)
+    if private:  # latent_dim is the shared part: each modality is built at shared + its private part, or its own part
+        # alone under a top latent (Fusion.private_latents, Fusion.modality_width)
+        modalities = build_modalities(recipe, plugins, records, train_rows, run_dir, source,
+                                      fusion_cls.modality_width(config, recipe.model.latent_dim))
         width = recipe.model.latent_dim + len(modalities) * private
     elif _sizes_latent(fusion_cls):
         modalities = build_modalities(recipe, plugins, records, train_rows, run_dir, source, prepare=False)

@@ -29,6 +29,9 @@ MODELS["telbo"] = ["model.fusion.hidden=[128]", "model.fusion.warmup=5"]  # trai
 # the staged models train every stage's objective at once here (no trainer sets model.stage), image→label through the flow posterior
 _FLOWS = ["model.fusion.hidden=[128]", "model.fusion.unimodal_hidden=[64]", "model.fusion.hidden_size=16", "model.fusion.n_hidden_in_made=1"]
 MODELS.update({"jnf": _FLOWS, "jnf_dcca": [*_FLOWS, "model.fusion.dcca_hidden=[64]"]})
+# the nexus latent barely informs the modality latents under MultiVae's defaults in 10 epochs (σ_m = 1, β_top = 1)
+MODELS["nexus"] = ["model.fusion.hidden=[128]", "model.fusion.decoder_hidden=[128]", "model.fusion.modalities_specific_dim=8",
+                   "model.fusion.top_beta=0.01", "model.fusion.adapt_top_decoder_variance=[image, label]"]
 
 
 def image_to_label_accuracy(fusion: str, epochs: int, overrides: list[str]) -> float:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from modkit.evaluation.judges import iterate
-from modkit.evaluation.likelihood import likelihood_suite, prior_of
+from modkit.evaluation.likelihood import likelihood_suite, no_density_reason
 from modkit.evaluation.metric import BaseMetric, Block, EvalContext, Progress, Table, Text
 
 
@@ -21,12 +21,12 @@ class Likelihood(BaseMetric):
                    "weights p(x, z)/q(z|x) with z from the posterior of the conditioning set, on at most iw_items test items; "
                    "conditionals log p(x_i | x_j) = log p(x_i, x_j) − log p(x_j), the denominator from prior_samples prior "
                    "(or posterior) samples. Nats per item, higher is better; with a standard error and the variance of the "
-                   "log weights (the proposal's quality). Needs an unconditional prior.")
+                   "log weights (the proposal's quality). Needs an unconditional prior and a density over the latent.")
 
     def compute(self) -> dict[str, Any]:
         context: EvalContext = self.context
         model, settings = context.model, context.settings
-        if prior_of(model) is None:
+        if no_density_reason(model) is not None:  # no prior, or no density over the latent: suite.py says which
             return {}
         context.echo(f"importance-sampled log-likelihoods (K={settings.iw_samples}, {settings.prior_samples} prior samples) …")
         bar = Progress(len(context.iw), "log-likelihoods")
