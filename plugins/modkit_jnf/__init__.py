@@ -130,7 +130,7 @@ class JNF(Fusion):
 
     @classmethod
     def example(cls) -> dict[str, Any]:
-        return {"hidden": [8], "unimodal_hidden": [8], "hidden_size": 8, "n_hidden_in_made": 1}
+        return {"hidden": [8], "unimodal_hidden": [8], "hidden_size": 8, "n_hidden_in_made": 1, "warmup": 2}
 
     # -- what the unimodal encoders read ------------------------------------------------------------
     def unimodal_input_dims(self, feature_dims: list[int]) -> list[int]:

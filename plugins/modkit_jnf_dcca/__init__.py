@@ -111,7 +111,7 @@ class JNFDCCA(JNF):
 
     @classmethod
     def example(cls) -> dict[str, Any]:
-        return {**super().example(), "dcca_hidden": [8], "embedding_dcca_dim": 1}
+        return {**super().example(), "dcca_hidden": [8], "embedding_dcca_dim": 1, "nb_epochs_dcca": 2}
 
     def unimodal_input_dims(self, feature_dims: list[int]) -> list[int]:
         return [self._dcca_dim] * len(feature_dims)
