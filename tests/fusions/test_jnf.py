@@ -190,3 +190,15 @@ def test_default_stages_split_the_epochs_and_refuse_too_few():
 def test_latent_of_one_dimension_is_a_recipe_error():
     with pytest.raises(RecipeError, match="latent_dim"):
         JNF({"a": type("M", (), {"feature_dim": 4})()}, 1, JNF.Config.model_validate({"type": "jnf"}))
+
+
+def test_sampled_coherence_draws_each_subset_row_from_its_own_stream():
+    """Subset 'b' draws the same latents whether or not other subsets are evaluated beside it."""
+    from modkit.evaluation.metrics.coherence import posterior_draw
+
+    model = toy_model(JNF, OPTIONS).eval()
+    batch = toy_batch(ALL)
+    with torch.no_grad():
+        both = posterior_draw(model.posterior(batch, torch.tensor([[False, True, False], [True, False, True]])), ["b", "a+c"], 0, 0, 0)
+        alone = posterior_draw(model.posterior(batch, torch.tensor([[False, True, False]])), ["b"], 0, 0, 0)
+    assert torch.equal(both[0], alone[0])
