@@ -187,25 +187,33 @@ class JNF(Fusion):
         return Experts(torch.stack([m for m, _ in bases]), torch.stack([v for _, v in bases]), batch.present,
                        extra={"features": features}, all_present=bool(batch.all_present))
 
-    def posterior(self, experts: Experts, subsets: Tensor) -> WeightedMixture:
+    def posterior(self, experts: Experts, subsets: Tensor) -> Stacked:
         """The joint encoder when every modality is given (and present), the modality's flow posterior when one is, the
         uniform mixture of the given modalities' flow posteriors when several but not all are, and the prior N(0, I)
-        when none is: one mixture over [joint, flow_1 … flow_N, prior] whose weights pick per subset and sample."""
+        when none is. One distribution per subset row (a :class:`Stacked` of them, batch (S, B)), built from only the
+        components some sample of that row uses — each flow posterior costs D sequential passes to sample — and a
+        mixture over them, weighted per sample, where the samples of a row differ in what they have."""
         if not experts.extra or "features" not in experts.extra:
             raise TypeError(f"{self.config.type} posteriors need the features from {type(self).__name__}.encode (use model.encode)")
         mask = subsets.to(torch.bool)
         mask = (mask.unsqueeze(1) if mask.dim() == 2 else mask) & experts.present.unsqueeze(0)  # (S, B, N)
         count = mask.sum(-1)  # (S, B)
         everything = count == len(self.names)
-        joint_mu, joint_logvar = self.joint(experts.extra["features"], mask)  # (S, B, D)
-        shape = joint_mu.shape
-        flows = [flow_posterior(experts.mu[i].expand(shape), experts.logvar[i].expand(shape), self.flows[i]())
-                 for i in range(len(self.names))]
-        zeros = joint_mu.new_zeros(shape)
-        components = Stacked([DiagGaussian(joint_mu, joint_logvar), *flows, DiagGaussian(zeros, zeros)])
         partial = (~everything & (count > 0)).unsqueeze(0) & mask.permute(2, 0, 1)  # (N, S, B)
-        valid = torch.cat([everything.unsqueeze(0), partial, (count == 0).unsqueeze(0)])  # (N + 2, S, B)
-        return WeightedMixture(components, uniform_log_weights(valid, joint_mu.dtype))
+        valid = torch.cat([everything.unsqueeze(0), partial, (count == 0).unsqueeze(0)])  # (N + 2, S, B): joint, flows, prior
+        used = valid.any(-1).cpu()  # (N + 2, S): which components each row needs (evaluation only: one host read)
+        joint_mu, joint_logvar = self.joint(experts.extra["features"], mask)  # (S, B, D): one pass for every row
+        zeros = joint_mu.new_zeros(joint_mu.shape[1:])
+        flows = [flow_posterior(experts.mu[i], experts.logvar[i], self.flows[i]()) for i in range(len(self.names))]
+        rows = []
+        for s in range(mask.shape[0]):
+            parts = [DiagGaussian(joint_mu[s], joint_logvar[s]), *flows, DiagGaussian(zeros, zeros)]
+            keep = [k for k in range(len(parts)) if used[k, s]]
+            if len(keep) == 1:  # every sample of the row uses the same component
+                rows.append(parts[keep[0]])
+            else:
+                rows.append(WeightedMixture(Stacked([parts[k] for k in keep]), uniform_log_weights(valid[keep, s], joint_mu.dtype)))
+        return Stacked(rows)
 
 
 @hookimpl

@@ -32,7 +32,7 @@ def cca_loss(h1: Tensor, h2: Tensor, outdim_size: int, use_all_singular_values: 
 
     Regularised covariances Σ11 + r1 I, Σ22 + r2 I, T = Σ11^{-1/2} Σ12 Σ22^{-1/2} (eigenvalues ≤ 1e-9 dropped
     from the inverse roots). With ``use_all_singular_values`` the correlation is trace(sqrt(TᵀT)) with the square
-    root element-wise, as that code computes it; otherwise Σ sqrt of the top ``outdim_size`` eigenvalues of
+    root element-wise, as that code computes it (the square roots of the diagonal of TᵀT); otherwise Σ sqrt of the top ``outdim_size`` eigenvalues of
     TᵀT + r1 I (each floored at 1e-9), i.e. the top singular values of T, slightly regularised."""
     H1, H2 = h1.t(), h2.t()
     o1, o2, m = H1.shape[0], H2.shape[0], H1.shape[1]
@@ -49,8 +49,9 @@ def cca_loss(h1: Tensor, h2: Tensor, outdim_size: int, use_all_singular_values: 
         return v @ torch.diag(d ** -0.5) @ v.t()
 
     t = root_inverse(s11) @ s12 @ root_inverse(s22)
-    if use_all_singular_values:
-        return -torch.trace(torch.sqrt(t.t() @ t))
+    if use_all_singular_values:  # that code's trace(sqrt(TᵀT)), the root element-wise: only the diagonal counts, and taking
+        # the root of the diagonal alone keeps the gradient finite where negative off-diagonal entries made theirs NaN
+        return -torch.sqrt(torch.diagonal(t.t() @ t)).sum()
     tt = t.t() @ t + R1 * torch.eye(t.shape[1], device=h1.device, dtype=h1.dtype)
     u = torch.linalg.eigvalsh(tt)
     u = torch.where(u > EPS, u, EPS)

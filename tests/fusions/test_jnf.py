@@ -119,6 +119,17 @@ def test_made_affine_is_pythae_made_step():
     assert torch.allclose(t.inv(t(z)), z)
 
 
+def whitened_t(h1: np.ndarray, h2: np.ndarray, r: float = 1e-3) -> np.ndarray:
+    """Σ11^{-1/2} Σ12 Σ22^{-1/2} with scipy's matrix square root (the symmetric root, as the code's T)."""
+    from scipy.linalg import sqrtm
+
+    m = h1.shape[0]
+    a, b = h1 - h1.mean(0), h2 - h2.mean(0)
+    s11 = a.T @ a / (m - 1) + r * np.eye(a.shape[1])
+    s22 = b.T @ b / (m - 1) + r * np.eye(b.shape[1])
+    return np.linalg.inv(sqrtm(s11).real) @ (a.T @ b / (m - 1)) @ np.linalg.inv(sqrtm(s22).real)
+
+
 def whitened_svd_correlation(h1: np.ndarray, h2: np.ndarray, r: float = 1e-3) -> np.ndarray:
     """The canonical correlations of two views another way: whiten each by the inverse of its Cholesky factor (not the
     symmetric inverse root), then the singular values of the whitened cross-covariance."""
@@ -141,8 +152,13 @@ def test_cca_loss_is_the_regularised_total_canonical_correlation(o):
     sigma = whitened_svd_correlation(h1, h2)
     ours = cca_loss(torch.tensor(h1), torch.tensor(h2), o)
     assert np.isclose(float(ours), -np.sqrt(sigma**2 + 1e-3).sum(), rtol=1e-8)  # TᵀT + r1·I: each σ² moved by r1
-    all_values = cca_loss(torch.tensor(h1), torch.tensor(h2), o, use_all_singular_values=True)
-    assert float(all_values) < 0 and np.isfinite(float(all_values))
+    a, b = torch.tensor(h1, requires_grad=True), torch.tensor(h2, requires_grad=True)
+    all_values = cca_loss(a, b, o, use_all_singular_values=True)
+    # Andrew et al.'s code: trace(sqrt(TᵀT)) with the root element-wise, i.e. Σ_i sqrt((TᵀT)_ii) = Σ_i ‖T[:, i]‖
+    t = whitened_t(h1, h2)
+    assert np.isclose(all_values.item(), -np.linalg.norm(t, axis=0).sum(), rtol=1e-8)
+    all_values.backward()
+    assert torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all()
     # two strongly shared directions: the two top correlations near 1, the others near 0
     assert sigma[0] > 0.8 and sigma[1] > 0.8 and (o == 2 or sigma[2] < 0.3)
 
@@ -174,3 +190,15 @@ def test_default_stages_split_the_epochs_and_refuse_too_few():
 def test_latent_of_one_dimension_is_a_recipe_error():
     with pytest.raises(RecipeError, match="latent_dim"):
         JNF({"a": type("M", (), {"feature_dim": 4})()}, 1, JNF.Config.model_validate({"type": "jnf"}))
+
+
+def test_sampled_coherence_draws_each_subset_row_from_its_own_stream():
+    """Subset 'b' draws the same latents whether or not other subsets are evaluated beside it."""
+    from modkit.evaluation.metrics.coherence import posterior_draw
+
+    model = toy_model(JNF, OPTIONS).eval()
+    batch = toy_batch(ALL)
+    with torch.no_grad():
+        both = posterior_draw(model.posterior(batch, torch.tensor([[False, True, False], [True, False, True]])), ["b", "a+c"], 0, 0, 0)
+        alone = posterior_draw(model.posterior(batch, torch.tensor([[False, True, False]])), ["b"], 0, 0, 0)
+    assert torch.equal(both[0], alone[0])

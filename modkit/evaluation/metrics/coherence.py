@@ -30,8 +30,9 @@ def draw_seed(*parts: Any) -> int:
 
 def posterior_draw(posterior: Any, labels: list[str], seed: int, batch_start: int, draw: int) -> torch.Tensor:
     """One z ~ q(z | X_S) for every subset and item: (S, B, D). Each subset draws from its own stream, seeded by
-    ``seed``, its name, the batch and the draw, for Gaussian posteriors and mixtures of Gaussians (MoE, MoPoE);
-    any other posterior draws all subsets at once from one seeded stream."""
+    ``seed``, its name, the batch and the draw, for Gaussian posteriors, mixtures of Gaussians (MoE, MoPoE) and
+    posteriors stacked one distribution per subset (JNF's flows); any other posterior draws all subsets at once from
+    one seeded stream."""
     mean = posterior.mean
     devices = [mean.device] if mean.device.type == "cuda" else []
     if hasattr(posterior, "std"):
@@ -57,9 +58,13 @@ def posterior_draw(posterior: Any, labels: list[str], seed: int, batch_start: in
 
 def _mixture_rows(posterior: Any, subsets: int):
     """``s`` → the mixture of subset ``s`` alone, for a mixture of diagonal Gaussians whose batch starts with the
-    subsets; None for anything else."""
-    from modkit.core.distributions import DiagLaplace, WeightedMixture
+    subsets, or subset ``s``'s own distribution, for a posterior stacked one distribution per subset (JNF's); None
+    for anything else."""
+    from modkit.core.distributions import DiagLaplace, Stacked, WeightedMixture
     from modkit.core.gaussian import DiagGaussian
+
+    if isinstance(posterior, Stacked) and len(posterior.parts) == subsets:
+        return lambda s: posterior.parts[s]
 
     c = getattr(posterior, "components", None)
     if not isinstance(posterior, WeightedMixture) or not isinstance(c, (DiagGaussian, DiagLaplace)):
