@@ -123,6 +123,11 @@ PAPERS: dict[str, dict] = {
         "setup": (*MVAE_MNIST, pairs("the x axis of Fig. 3 is the number of paired examples (values not stated in the "
                                      "text)"), WEAK_BASELINE),
         "diagnoses": WEAK_SHAPES},
+    # the colour-label control of the shapes diagnosis (declared where the MultiVae peer arms are): modkit's own
+    "shapes-colour-label": {
+        "question": "modkit",
+        "setup": (data("none: the paper has no shapes and no such control"),
+                  baseline("logistic regression on the pairs: modkit's own reference"))},
     "meme-partial-observation": {
         "setup": (data("MNIST-SVHN (Appendix H)"), latent("64 (authors' settings, REFERENCE.md)", 64),
                   batch("128 rows at random (authors' settings)"), lr("Adam 5·10⁻⁴ (authors' settings)"),

@@ -80,6 +80,9 @@ def assess(r: dict[str, Any], claim: Claim | None) -> dict[str, Any]:
     claim = as_run(r, claim)
     rows = setups.setup_rows(claim)
     devs = setups.deviations(rows)
+    # a tuned arm chosen by its test means is no fair comparison, whatever the paper did
+    devs += [f"`{a['name']}` chosen on the test scenes (tuned by its test means)" for a in r.get("arms", [])
+             if a.get("best_of") and not a.get("chosen_on")]
     reads = [claim.subject] + ([claim.baseline] if claim.baseline != claim.subject else [])
     reads = [a.name for a in claim.arms if a.name in reads and a.kind in ("model", "best")]
     plateau = verdicts.plateau_state(r, claim.plateau, reads) if reads else verdicts.plateau_state(r, None, [])
@@ -216,10 +219,8 @@ def render(results: list[dict[str, Any]], meta: dict[str, Any], out: Path, quick
         verdict_line = f"**Verdict: {a['verdict']}.**"
         if a["verdict"] != a["measured"]:
             verdict_line += f" The rule's measured verdict: {a['measured']}."
-        if a["verdict"] == verdicts.AT_THIS_SCALE:
-            verdict_line += " Key settings that differ from the paper's: " + "; ".join(a["deviations"]) + "."
-        elif a["deviations"] and a["question"] != "modkit":
-            verdict_line += " Key settings that differ from the paper's: " + "; ".join(a["deviations"]) + "."
+        if a["deviations"] and (a["verdict"] == verdicts.AT_THIS_SCALE or a["question"] != "modkit"):
+            verdict_line += " Key settings that differ from the paper's or a fair comparison's: " + "; ".join(a["deviations"]) + "."
         md += [verdict_line + f" Rule: {r['rule']}", ""]
         md += _plateau_line(claim, a, titles)
         for metric, extra in r.get("also", {}).items():

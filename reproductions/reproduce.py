@@ -366,6 +366,12 @@ def figure(claim: Claim, table: dict[str, dict[Any, dict]], path: Path) -> Path 
                     label=arm.title, linestyle=":" if arm.at is not None else ("--" if arm.kind != "model" else "-"))
     ax.set_xscale("log")
     ax.set_xlabel(claim.x_key)
+    counts = setups.x_counts(claim, sorted({x for t in table.values() for x in t if x is not None}))
+    if counts:  # the absolute number each fraction stands for, under it
+        ticks = sorted(float(x) for x in counts)
+        ax.set_xticks(ticks, [f"{x:g}\n({counts[str(x)]:,})" for x in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel(f"{claim.x_key} ({claim.x_count})")
     ax.set_ylabel(claim.metric_label)
     ax.set_title(claim.title, fontsize=9)
     ax.legend(fontsize=7)

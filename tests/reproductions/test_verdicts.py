@@ -187,8 +187,11 @@ def test_the_page_is_rendered_from_the_json_alone_keeping_each_claims_stamp(tmp_
     own = next(c for c in catalogue.CLAIMS if c.id == "nineteen-modalities")
     old_seg = stored(seg, "contradicted")
     old_seg["arms"] = [{"name": "m2", "title": "M2", "kind": "model", "recipe": "shapes-m2-seg.yaml", "sets": [],
-                        "after": "", "metric": seg.metric}]  # measured under the earlier declaration: α 10, random batches
-    old_seg["subject"], old_seg["baseline"], old_seg["table"] = "m2", "m2", {"m2": {"0.05": cell(0.3), "0.1": cell(0.3)}}
+                        "after": "", "metric": seg.metric},  # measured under the earlier declaration: α 10, random batches
+                       {"name": "tuned", "title": "tuned", "kind": "best", "recipe": "", "sets": [], "after": "",
+                        "metric": seg.metric, "best_of": ["m2"]}]  # chosen on the test scenes (no chosen_on stored)
+    old_seg["subject"], old_seg["baseline"] = "m2", "tuned"
+    old_seg["table"] = {"m2": {"0.05": cell(0.3), "0.1": cell(0.3)}, "tuned": {"0.05": cell(0.3), "0.1": cell(0.3)}}
     data = {"meta": {"commit": "f00ba12", "date": "2026-01-02T00:00:00+00:00", "machine": "m", "load": "",
                      "command": "python -m reproductions --no-train"}, "quick": False,
             "claims": [stored(weak, "contradicted", declaration=setups.digest(weak)), stored(shapes, "contradicted"),
@@ -216,6 +219,7 @@ def test_the_page_is_rendered_from_the_json_alone_keeping_each_claims_stamp(tmp_
     assert "The claim's declaration has changed since this run" in seg_part
     assert "α (weight of log q(y|x)) (modkit 10; paper 1000" in seg_part  # the run's settings, not today's
     assert "0.05 (100 labelled masks)" in seg_part
+    assert "`tuned` chosen on the test scenes (tuned by its test means)" in seg_part
     weak_part = page[page.index('<a id="mvae-weak-supervision">'):page.index('<a id="mvae-weak-supervision-shapes">')]
     assert "declaration has changed" not in weak_part and "Stored before declarations" not in weak_part
     # a stored digest that no longer matches is detected
