@@ -8,6 +8,7 @@ declaration (:class:`reproductions.claim_spec.Setting`).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -35,6 +36,15 @@ def _rows(recipe: str, sets: tuple[str, ...]) -> tuple[int, int]:
     parsed = load_recipe(find_recipe(recipe), list(sets))[0]
     _, train, test = load_records(parsed, load_plugins(), None)
     return len(train), len(test)
+
+
+@functools.lru_cache(maxsize=64)
+def _written(recipe: str, sets: tuple[str, ...]) -> dict[str, Any]:
+    """The recipe as written with the arm's ``--set`` values applied, before defaults are filled in: what the
+    declaration says (a default the library adds later does not make every stored result stale)."""
+    from modkit.config.recipe import apply_overrides, read_yaml
+
+    return apply_overrides(read_yaml(find_recipe(recipe)), list(sets))
 
 
 def resolved(arm: Arm) -> dict[str, Any]:
@@ -230,18 +240,18 @@ def x_counts(claim: Claim, xs: list | None = None) -> dict[str, int]:
 # -- the declaration's digest -------------------------------------------------------------------------------
 
 def declaration(claim: Claim) -> dict[str, Any]:
-    """What a claim's measurement and verdict depend on: its arms (each recipe as resolved after its ``--set``
+    """What a claim's measurement and verdict depend on: its arms (each recipe as written, after its ``--set``
     values), x values, evaluation, metric, region and judge. Labels, notes, diagnoses and the paper's column are
     not part of it: rewording them does not make a stored result stale."""
     def arm(a: Arm) -> dict[str, Any]:
-        spec = {k: v for k, v in vars(a).items() if k not in ("label",)}
-        spec["sets"], spec["requires"], spec["best_of"] = list(a.sets), list(a.requires), list(a.best_of)
-        spec["not_applicable"] = list(a.not_applicable)
+        # the fields set away from their defaults: a field Arm gains later does not change every digest
+        spec = {f.name: list(v) if isinstance(v, tuple) else v for f in dataclasses.fields(a)
+                if f.name != "label" and (v := getattr(a, f.name)) != f.default}
         if a.recipe:
             try:
-                spec["resolved"] = _resolved(a.recipe, tuple(a.sets))
+                spec["recipe_text"] = _written(a.recipe, tuple(a.sets))
             except ModkitError:
-                spec["resolved"] = None
+                spec["recipe_text"] = None
         return spec
 
     return {"metric": claim.metric, "arms": [arm(a) for a in claim.arms], "subject": claim.subject,
