@@ -27,9 +27,14 @@ COMMAND = ["python", "-m", "reproductions"]  # how the report's stamp names the 
 @click.option("--no-train", is_flag=True, help="Train nothing: report the trials that have finished (a run still in "
               "progress elsewhere, or one cut short); a cell says over how many seeds it is.")
 @click.option("--list", "list_claims", is_flag=True, help="List the claims and exit.")
+@click.option("--render", "render_only", is_flag=True, help="Train and read nothing: rewrite the report (and the fusion "
+              "pages) from its reproductions.json and the claims' declarations as they are now.")
+@click.option("--tier", type=click.Choice(["full", "paper"]), default="full", show_default=True,
+              help="full: the recipes' sizes (2 CPU cores); paper: each claim's paper data and settings (needs the "
+              "data locally; a GPU).")
 @user_errors
 def main(claims: tuple[str, ...], quick: bool, seeds: int, workers: int, out: Path | None, report: Path | None,
-         no_train: bool, list_claims: bool) -> None:
+         no_train: bool, list_claims: bool, render_only: bool, tier: str) -> None:
     """Run CLAIMS (default: all) and write their verdicts: reproduced, in direction only, or contradicted."""
     from reproductions import claims as catalogue
     from reproductions.reproduce import RESULTS_MD, project_root, reproduce
@@ -38,10 +43,28 @@ def main(claims: tuple[str, ...], quick: bool, seeds: int, workers: int, out: Pa
         for claim in catalogue.CLAIMS:
             click.echo(f"{claim.id:<28} {claim.title} ({claim.source})")
         return
+    command = [*COMMAND, *sys.argv[1:]]
+    if render_only:
+        from reproductions.render import rerender
+
+        report = report or project_root() / "docs" / RESULTS_MD
+        rerender(report.with_suffix(".json"), report, command, echo=click.echo)
+        return
+    if tier == "paper":
+        from reproductions.tiers import paper_claims
+
+        if quick:
+            raise click.UsageError("--quick and --tier paper exclude each other")
+        chosen = paper_claims(catalogue.find(list(claims)))  # refuses, in one line, where the data is missing
+        out = out or Path("runs") / "reproduce-paper"
+        report = report or out / RESULTS_MD
+        reproduce([c.id for c in chosen], False, seeds, 0 if no_train else workers, out, report,
+                  out / "figures", command, echo=click.echo, catalogue=chosen)
+        return
     out = out or Path("runs") / ("reproduce-quick" if quick else "reproduce")
     report = report or (out / RESULTS_MD if quick else project_root() / "docs" / RESULTS_MD)
     figures = report.parent / "figures" / "reproductions" if not quick else out / "figures"
-    reproduce(list(claims), quick, seeds, 0 if no_train else workers, out, report, figures, [*COMMAND, *sys.argv[1:]], echo=click.echo)
+    reproduce(list(claims), quick, seeds, 0 if no_train else workers, out, report, figures, command, echo=click.echo)
 
 
 if __name__ == "__main__":

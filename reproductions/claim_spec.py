@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 #: the recipes only the claims use (those the docs present to users stay in the repository's recipes/)
@@ -37,6 +38,69 @@ GAP_RULE = ("At each x in the claim's region, gap = mean(subject) − mean(basel
             "unknown and the verdict is **inconclusive**.")
 
 
+#: what a cell of the setup table says where the paper does not state the setting
+NOT_STATED = "not stated"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of a claim's setup table: modkit's value is read from an arm's resolved recipe (never typed), the
+    paper's is declared from the paper (``../shared/REFERENCE.md`` and the seed texts; :data:`NOT_STATED` when they
+    say nothing).
+
+    ``read``: a dotted key of the resolved recipe (``model.fusion.alpha``) or one of the readers of
+    :mod:`reproductions.setups` written ``@name`` (``@train_rows``, ``@resolution``, ``@pairs``, ``@beta``, …).
+    ``value``: the paper's value in the reader's terms (a number or a string), what "matching" compares; a
+    *key* setting (``key=True``) that differs makes a failing claim "not reproduced at this scale" rather than
+    "contradicted", so every key setting states a value. ``arm``: whose recipe is read (default the subject)."""
+    name: str
+    paper: str = NOT_STATED
+    read: str = ""
+    value: Any = None
+    key: bool = False
+    arm: str = ""
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What is known about why a claim does or does not reproduce, with the control that supports it: an arm of the
+    same claim (``"poe-pairs-steps"``) or of another (``"claim-id/arm"``), or a whole claim (``"claim-id"``). A
+    diagnosis whose control has no result is rendered as unsupported, not as a finding."""
+    text: str
+    control: str
+
+
+@dataclass(frozen=True)
+class Plateau:
+    """The rule, fixed before the run, for "still improving": over the last ``window`` of the epochs (a fraction of
+    them, at least 2), the mean over seeds of the per-epoch ``key`` (metrics.jsonl) must not improve on its best
+    before them by more than ``tolerance`` of that best's size. Lower is better for a loss."""
+    key: str = "train/loss"
+    window: float = 0.2
+    tolerance: float = 0.01
+    lower_is_better: bool = True
+
+    def text(self) -> str:
+        way = "fall" if self.lower_is_better else "rise"
+        return (f"an arm has plateaued when the mean over seeds of its per-epoch `{self.key}` does not {way} over the "
+                f"last {self.window:.0%} of the epochs (at least 2) by more than {self.tolerance:.0%} of its best before them")
+
+
+#: every claim's plateau rule unless it says otherwise. modkit keeps no validation split per epoch, so the rule reads
+#: the training objective: a model still improving its training loss has not converged
+PLATEAU = Plateau()
+
+
+@dataclass(frozen=True)
+class PaperTier:
+    """``--tier paper``: the paper's data and settings. ``sets`` are added to every arm's (after the arm's own),
+    ``xs`` replace the claim's x values where given; ``data`` names the datasets the tier needs, each
+    (dataset type, what it is), checked present locally before anything runs."""
+    sets: tuple[str, ...] = ()
+    xs: tuple[float, ...] = ()
+    data: tuple[tuple[str, str], ...] = ()
+
+
 #: the recipe key a two-stage arm's start is written to by default (LCMVAE's fine-tuning from its pre-training)
 INIT_KEY = "model.fusion.downstream.init_from"
 
@@ -49,7 +113,9 @@ class Arm:
     #: "model": trained over seeds at every x; "logreg": scikit-learn on the recipe's labelled pairs;
     #: "pretrain": trained over seeds once, at no x (the claim's x is a later stage's), only to start the arms
     #: that name it in ``after``: not a row of the tables; "best": trains nothing, at each x it is the arm of
-    #: ``best_of`` (model arms listed before it) with the best mean there (a tuned baseline: chosen on the test scenes, as the papers tune theirs)
+    #: ``best_of`` (model arms listed before it) with the best mean there, by ``select_on``'s validation means where
+    #: given (else on the test scenes); "tune": trained like a model arm but no column of the tables: a validation
+    #: twin that only ``select_on`` reads
     kind: str = "model"
     label: str = ""  # how tables name it
     #: two stages: the name of an earlier arm of the claim; each run of this arm starts from that arm's run of the
@@ -64,6 +130,10 @@ class Arm:
     requires: tuple[str, ...] = ()
     #: a "best" arm's candidates: earlier arms of the claim, one network at different settings
     best_of: tuple[str, ...] = ()
+    #: a "best" arm's judges: for each candidate of ``best_of`` (same order) the arm whose mean chooses it, the same
+    #: network measured on a validation split carved from the training rows (``data.evaluate_on=validation``), so
+    #: the choice never sees the test scenes; empty: the candidates' own means (on the test scenes)
+    select_on: tuple[str, ...] = ()
     #: metrics this arm's model does not define (reported as —, even from runs trained before the code said so)
     not_applicable: tuple[str, ...] = ()
 
@@ -96,7 +166,21 @@ class Claim:
     #: "no_divergence" (every seed of the subject finished without a skipped step or rollback)
     judge: str = "gap"
     lower_is_better: bool = False  # an error, not a score: the rule reads gap as baseline − subject
-    diagnosis: str = ""  # what is known about why it does or does not reproduce (written from the code and papers)
+    #: facts about the setup a reader needs (rendered as notes, not findings: a finding is a ``diagnoses`` entry)
+    diagnosis: str = ""
+    #: findings about why it does or does not reproduce, each with the control that supports it
+    diagnoses: tuple[Diagnosis, ...] = ()
+    #: the setup table: each setting beside the paper's (rendered per claim; key settings decide "at this scale")
+    setup: tuple[Setting, ...] = ()
+    #: "paper": the paper's own question; "modkit": a question the paper did not pose (labelled so, never
+    #: "contradicted" or "reproduced" of the paper)
+    question: str = "paper"
+    #: whether the arms still improve (None: not checked for this claim, e.g. a fixed-length stability run)
+    plateau: Plateau | None = PLATEAU
+    #: what x counts in absolute numbers (e.g. "aligned pairs"): the table shows round(x · training rows) beside x
+    x_count: str = ""
+    #: the paper's data and settings (``--tier paper``); None: no paper tier declared
+    paper_tier: PaperTier | None = None
     #: further metrics reported beside the verdict's, each (summary key, label): no verdict, same arms and runs
     also: tuple[tuple[str, str], ...] = ()
     extra: dict = field(default_factory=dict)

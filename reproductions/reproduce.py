@@ -26,7 +26,8 @@ from typing import Any, Callable
 from modkit.errors import ModkitError
 from reproductions.claim_spec import find_recipe
 from reproductions.claims import Arm, Claim, find, project_root
-from reproductions.fusion_tables import cell, portable
+from reproductions import setups
+from reproductions.fusion_tables import portable
 from modkit.storage import files as rundir
 
 
@@ -96,6 +97,8 @@ def run_model_arm(claim: Claim, arm: Arm, xs: list[float], seeds: list[int], out
         x = float(trial.values.get(x_key, xs[0])) if x_key else None  # one x value is not a swept dimension
         for run in trial.runs:
             values = {**run.metrics, **eval_metrics(run.run_dir)}  # eval.json as it is now: a run evaluated again counts anew
+            if claim.plateau is not None:  # what the plateau rule reads: the run's per-epoch series of its key
+                values[HISTORY] = epoch_series(run.run_dir, claim.plateau.key)
             found.setdefault(x, {})[run.seed] = {k: (None if k in arm.not_applicable else v) for k, v in values.items()}
             if dirs is not None:
                 dirs.setdefault(x, {})[run.seed] = run.run_dir
@@ -127,19 +130,47 @@ def run_after_arm(claim: Claim, arm: Arm, xs: list[float], seeds: list[int], out
     return found
 
 
-def best_of(claim: Claim, arm: Arm, runs: dict[str, dict], table: dict[str, dict[Any, dict]]) -> tuple[dict, dict]:
+def best_of(claim: Claim, arm: Arm, runs: dict[str, dict], table: dict[str, dict[Any, dict]],
+            tuning: dict[str, dict[Any, dict]] | None = None) -> tuple[dict, dict]:
     """A tuned arm: at each x, the runs and cell of the candidate with the best mean there (its name in the cell's
-    ``arm``), so the table says which setting won where."""
+    ``arm``), so the table says which setting won where. With ``select_on`` the means that choose are those of each
+    candidate's validation twin (in ``tuning``), never the test scenes'."""
     sign = -1.0 if claim.lower_is_better else 1.0
+    judges = dict(zip(arm.best_of, arm.select_on)) if arm.select_on else {}
+    scores = {name: (tuning or {}).get(judges[name], {}) if judges else table.get(name, {}) for name in arm.best_of}
     found_runs: dict = {}
     found: dict[Any, dict] = {}
     for x in {x for name in arm.best_of for x in table.get(name, {})}:
-        scored = [(sign * table[name][x]["mean"], name) for name in arm.best_of
-                  if table.get(name, {}).get(x) and table[name][x]["mean"] is not None]
+        scored = [(sign * scores[name][x]["mean"], name) for name in arm.best_of
+                  if scores[name].get(x) and scores[name][x]["mean"] is not None and table.get(name, {}).get(x)]
         if scored:
             name = max(scored)[1]
             found[x], found_runs[x] = {**table[name][x], "arm": name}, runs[name][x]
     return found_runs, found
+
+
+#: the metrics key under which a run's per-epoch series of the plateau rule's key travels (not a metric)
+HISTORY = "_history"
+
+
+def epoch_series(run_dir: Path, key: str) -> list[float | None] | None:
+    """The run's metrics.jsonl value of ``key`` at each epoch, or None when it has no such rows."""
+    try:
+        rows = rundir.read_metrics(run_dir)
+    except ModkitError:
+        return None
+    series = [r.get(key) for r in rows]
+    return series if series and any(v is not None for v in series) else None
+
+
+def history(per_seed: dict[int, dict[str, Any]], key: str) -> dict[str, Any] | None:
+    """The mean over seeds of the per-epoch series (stored with a cell for the plateau rule), None unless every
+    seed has one of the same length."""
+    series = [m.get(HISTORY) for m in per_seed.values()]
+    if not series or any(not s for s in series) or len({len(s) for s in series}) != 1:
+        return None
+    mean = [None if any(v is None for v in col) else statistics.fmean(col) for col in zip(*series)]
+    return {"key": key, "mean": mean}
 
 
 def eval_metrics(run_dir: Path) -> dict[str, float]:
@@ -216,9 +247,16 @@ def metric_value(metrics: dict[str, float], key: str) -> float | None:
     return statistics.fmean(found) if found else None
 
 
-def cells(values: dict[Any, dict[int, dict[str, float]]], metric: str) -> dict[Any, dict]:
-    """x → seed → metrics, as x → the table's cell (mean ± sd over the seeds) for ``metric``."""
-    return {x: stats([metric_value(m, metric) for m in per_seed.values()]) for x, per_seed in values.items()}
+def cells(values: dict[Any, dict[int, dict[str, float]]], metric: str, plateau_key: str | None = None) -> dict[Any, dict]:
+    """x → seed → metrics, as x → the table's cell (mean ± sd over the seeds) for ``metric``; with ``plateau_key``
+    each cell also keeps the mean per-epoch history of that key, where every seed recorded one."""
+    out = {}
+    for x, per_seed in values.items():
+        out[x] = stats([metric_value(m, metric) for m in per_seed.values()])
+        found = history(per_seed, plateau_key) if plateau_key else None
+        if found:
+            out[x]["history"] = found
+    return out
 
 
 def stats(values: list[float]) -> dict[str, Any]:
@@ -328,6 +366,12 @@ def figure(claim: Claim, table: dict[str, dict[Any, dict]], path: Path) -> Path 
                     label=arm.title, linestyle=":" if arm.at is not None else ("--" if arm.kind != "model" else "-"))
     ax.set_xscale("log")
     ax.set_xlabel(claim.x_key)
+    counts = setups.x_counts(claim, sorted({x for t in table.values() for x in t if x is not None}))
+    if counts:  # the absolute number each fraction stands for, under it
+        ticks = sorted(float(x) for x in counts)
+        ax.set_xticks(ticks, [f"{x:g}\n({counts[str(x)]:,})" for x in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel(f"{claim.x_key} ({claim.x_count})")
     ax.set_ylabel(claim.metric_label)
     ax.set_title(claim.title, fontsize=9)
     ax.legend(fontsize=7)
@@ -346,13 +390,6 @@ def span(times: list) -> str:
 def claim_meta(meta: dict[str, Any]) -> dict[str, Any]:
     """The part of a report's stamp that belongs to each claim it measured."""
     return {k: meta[k] for k in ("commit", "date", "trained", "machine", "command") if meta.get(k)}
-
-
-def stamp_lines(meta: dict[str, Any] | None) -> list[str]:
-    if not meta:
-        return []
-    parts = [f"commit `{meta['commit']}`", f"written {meta['date']}"] + ([f"runs trained {meta['trained']}"] if meta.get("trained") else [])
-    return [f"Measured by `{portable(meta['command'])}` ({', '.join(parts)}).", ""]
 
 
 def previous_results(report: Path) -> dict[str, dict]:
@@ -380,77 +417,21 @@ def merged(results: list[dict], previous: dict[str, dict]) -> list[dict]:
 
 
 def write_report(results: list[dict], meta: dict[str, Any], out: Path, figures_dir: Path, quick: bool) -> Path:
-    md = ["# Reproductions", "",
-          "Generated by `python -m reproductions` — do not edit: rerun the command below. Each claim is the paper's "
-          "statement and number, modkit's measurement (mean ± sd over seeds, n in brackets) beside a baseline, and a "
-          "verdict decided by the rule written in `reproductions/claims.py` before the run.", "",
-          "This file was last written by the command below; each claim's own stamp says which run of the command "
-          "measured it (a command given some claims rewrites theirs and keeps the others).", "",
-          f"- commit: `{meta['commit']}`", f"- date: {meta['date']} (finished {meta.get('finished', '?')})", *([f"- runs trained: {meta['trained']}"] if meta.get("trained") else []), f"- machine: {meta['machine']}",
-          f"- load average when written: {meta['load']}", f"- command: `{portable(meta['command'])}`", "",
-          "Seeds change the initialisation, the sampling and the minibatch order; the data, the train/test split "
-          "and which rows are paired are fixed (`data.split_seed`, the dataset's own seed), so each sd is over "
-          "training alone.", ""]
-    if quick:
-        md += ["**Quick tier** (one seed, few epochs, one x value): it checks the machinery, not the papers; every "
-               "verdict is inconclusive by construction.", ""]
-    md += ["| claim | paper | verdict |", "|---|---|---|"]
-    md += [f"| [{r['title']}](#{r['id']}) | {r['source']} | **{r['verdict']}** |" for r in results]
-    md.append("")
-    for r in results:
-        md += [f"<a id=\"{r['id']}\"></a>", f"## {r['title']}", "", f"*{r['source']}.* {r['statement']}", "",
-               f"Paper: {r['paper_number']}.", "", *stamp_lines(r.get("meta")), f"Metric: {r['metric_label']} (`{r['metric']}`); subject "
-               f"`{r['subject']}`, baseline `{r['baseline']}`.", ""]
-        for a in r["arms"]:
-            if a.get("best_of"):
-                picked = [f"{x}: `{c['arm']}`" for x, c in sorted(r["table"].get(a["name"], {}).items()) if c.get("arm")]
-                md += [f"`{a['name']}` is, at each x, the best of " + ", ".join(f"`{n}`" for n in a["best_of"])
-                       + " by its mean there (chosen on the test scenes)" + (f": {'; '.join(picked)}" if picked else "") + ".", ""]
-        stages = [f"`{a['name']}` starts from `{a['after']}`'s run of the same seed" for a in r["arms"] if a.get("after")]
-        if r.get("stages") or stages:
-            md += ["Two stages: " + "; ".join([*(f"`{p['name']}` is a pre-training ({p['recipe']}"
-                                                  + (f", {' '.join(p['sets'])}" if p["sets"] else "") + "), trained once per seed"
-                                                  for p in r.get("stages", [])), *stages]) + ".", ""]
-        if r.get("not_run"):
-            md += ["Not run: " + "; ".join(f"`{name}` ({why})" for name, why in r["not_run"].items()) + ".", ""]
-        other = [f"{a['title']}: `{a['metric']}`" for a in r["arms"] if a.get("metric") not in (None, r["metric"])]
-        if other:
-            md += ["Read from another key: " + "; ".join(other) + ".", ""]
-        xs = r["xs"]
-        header = [r["x_key"] or "", *[a["title"] for a in r["arms"]]]
-        md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for x in xs:
-            key = str(x)
-            md.append("| " + " | ".join([str(x) if x is not None else "—", *[cell(r["table"][a["name"]].get(key)) for a in r["arms"]]]) + " |")
-        md += ["", f"**Verdict: {r['verdict']}.** Rule: {r['rule']}", ""]
-        for metric, extra in r.get("also", {}).items():
-            md += [f"Also measured (no verdict): {extra['label']} (`{metric}`).", "",
-                   "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            for x in xs:
-                md.append("| " + " | ".join([str(x) if x is not None else "—",
-                                             *[cell(extra["table"].get(a["name"], {}).get(str(x))) for a in r["arms"]]]) + " |")
-            md.append("")
-        if r["evidence"]:
-            md += ["Evidence: " + "; ".join(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in e.items())
-                                            for e in r["evidence"]) + ".", ""]
-        if r.get("above_baseline") is not None:
-            titles = {a["name"]: a["title"] for a in r["arms"]}
-            found = [f"{titles[b['arm']]} at {b['x']} (by {b['gap']:.3f}, se {b['se']:.3f})" for b in r["above_baseline"]]
-            md += [f"Every arm against the baseline by the same rule (gap > 2·se): "
-                   + ("; ".join(found) if found else "no arm beats it at any x") + ".", ""]
-        if r["diagnosis"]:
-            md += [f"Diagnosis: {r['diagnosis']}", ""]
-        if r.get("figure"):
-            md += [f"![{r['id']}]({os.path.relpath(project_root() / r['figure'], out.parent)})", ""]
+    """The JSON (what was measured) and the page rendered from it (:mod:`reproductions.render`)."""
+    from reproductions.render import render
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    rundir.atomic_write_text(out, "\n".join(md))
+    rundir.atomic_write_text(out, render(results, meta, out, quick))
     rundir.write_json(out.with_suffix(".json"), {"meta": meta, "quick": quick, "claims": results})
     return out
 
 
 def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: Path, report: Path,
-              figures_dir: Path, command: list[str], echo: Callable[[str], None] = print) -> dict[str, Any]:
-    claims = find(claim_ids)
+              figures_dir: Path, command: list[str], echo: Callable[[str], None] = print,
+              catalogue: list[Claim] | None = None) -> dict[str, Any]:
+    """``catalogue``: the claims to run in place of the declared ones (``--tier paper``'s, their paper settings
+    applied)."""
+    claims = find(claim_ids) if catalogue is None else list(catalogue)
     meta = provenance(command)  # the code that runs: taken before, not after, the hours of training
     seed_list = list(range(1 if quick else seeds))
     spans: list = []  # start and end times of every trial the report's numbers come from
@@ -467,6 +448,7 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
         dirs: dict[str, RunDirs] = {}  # each arm's run directories: where its later stages start
         swept = [x for x in xs if x is not None]
         not_run: dict[str, str] = {}  # arm → why (an optional extra is not installed)
+        tuning: dict[str, dict[Any, dict]] = {}  # validation twins' cells, by arm
         for arm in claim.arms:
             echo(f" {arm.name}" + (f" (from {arm.after})" if arm.after else ""))
             metric = arm.metric or claim.metric
@@ -479,7 +461,7 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
                     runs[arm.name], table[arm.name] = {}, {}
                 continue
             if arm.kind == "best":
-                runs[arm.name], table[arm.name] = best_of(claim, arm, runs, table)
+                runs[arm.name], table[arm.name] = best_of(claim, arm, runs, table, tuning)
                 continue
             if arm.kind == "logreg":  # fitted below, once the claim's row is known not to be kept
                 continue
@@ -496,7 +478,10 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
                                        dirs=dirs.setdefault(arm.name, {}))
             if arm.kind == "pretrain":  # a start for later arms, not a row of the tables
                 continue
-            runs[arm.name], table[arm.name] = values, cells(values, metric)
+            if arm.kind == "tune":  # a validation twin: read by a tuned arm's choice, not a column
+                tuning[arm.name] = cells(values, metric)
+                continue
+            runs[arm.name], table[arm.name] = values, cells(values, metric, claim.plateau.key if claim.plateau else None)
         spans.extend(trained)
         if not workers and claim.id in previous and not any(runs.get(a.name) for a in claim.arms if a.kind == "model"):
             echo(f" → no finished run of its models in {out}: its earlier row is kept ({previous[claim.id]['verdict']})")
@@ -510,7 +495,7 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
         also = {metric: {"label": label, "table": {arm: {str(x): c for x, c in cells(values, metric).items()}
                                                    for arm, values in runs.items()}}
                 for metric, label in claim.also}  # a tuned arm's: those of the setting its metric chose
-        reported = [a for a in claim.arms if a.kind != "pretrain"]
+        reported = [a for a in claim.arms if a.kind not in ("pretrain", "tune")]
         result, evidence = verdict(claim, table, runs, quick)
         beats = None if quick or claim.judge != "gap" else above_baseline(claim, table)
         fig = figure(claim, table, figures_dir / f"{claim.id}.png")
@@ -518,8 +503,12 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
                         "paper_number": claim.paper_number, "metric": claim.metric, "metric_label": claim.metric_label,
                         "subject": claim.subject, "baseline": claim.baseline, "x_key": claim.x_key, "xs": xs,
                         "arms": [{"name": a.name, "title": a.title, "kind": a.kind, "recipe": a.recipe, "sets": list(a.sets),
-                                  "after": a.after, "metric": a.metric or claim.metric, **({"best_of": list(a.best_of)} if a.best_of else {})}
+                                  "after": a.after, "metric": a.metric or claim.metric, **({"best_of": list(a.best_of)} if a.best_of else {}),
+                                  **({"chosen_on": "a validation split of the training scenes (" + ", ".join(f"`{t}`" for t in a.select_on) + ")"}
+                                     if a.select_on else {})}
                                  for a in reported],
+                        "tuning": {name: {str(x): c for x, c in t.items()} for name, t in tuning.items()},
+                        "declaration": setups.digest(claim), "measured": result,
                         "stages": [{"name": a.name, "recipe": a.recipe, "sets": list(a.sets)} for a in claim.arms
                                    if a.kind == "pretrain"],
                         "not_run": not_run,

@@ -110,6 +110,15 @@ class DataSpec(Strict):
     #: image + caption recipe. The test split keeps them.
     withhold: list[str] = []
     batch_size: int = Field(64, ge=1)
+    #: balanced batches: each training batch holds this many paired rows (every modality present: the labelled
+    #: ones) and ``batch_size`` minus that many of the others; an epoch is one pass over the others, the paired
+    #: rows cycling in their own shuffled order (M2's 8 labelled + 8 unlabelled). None: rows drawn at random
+    paired_per_batch: int | None = Field(None, ge=1)
+    #: where the run is measured: "test" (the test split) or "validation", rows carved from the training split
+    #: (``validation_fraction`` of it, seeded by ``split_seed``) that training then never sees, so a setting can be
+    #: tuned without looking at the test split
+    evaluate_on: Literal["test", "validation"] = "test"
+    validation_fraction: float = Field(0.2, gt=0, lt=1)
     eval_batch_size: int = Field(512, ge=1)
     num_workers: int = Field(0, ge=0)
     on_bad_sample: Literal["error", "skip"] = "error"

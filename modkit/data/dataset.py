@@ -374,6 +374,47 @@ class EpochBatchSampler(torch.utils.data.Sampler):
             yield mine[step * self.batch_size : (step + 1) * self.batch_size].tolist()
 
 
+class BalancedBatchSampler(EpochBatchSampler):
+    """Batches of ``paired_per_batch`` paired rows and ``batch_size`` − that many others (M2's balanced labelled +
+    unlabelled batches), from permutations seeded by (seed, epoch) like :class:`EpochBatchSampler`.
+
+    An epoch is one pass over the other rows; the paired rows are drawn in a shuffled order that is continued
+    across the epoch (a new permutation each time they run out), so every paired row is seen about equally often.
+    ``paired`` is a boolean per training row. With ``world`` > 1 each global batch is shared out row by row
+    (rank r takes rows r, r + world, …), so every rank's batch keeps the same balance when both parts divide.
+    """
+
+    def __init__(self, paired: Sequence[bool] | np.ndarray, batch_size: int, paired_per_batch: int, seed: int = 0,
+                 rank: int = 0, world: int = 1):
+        flags = np.asarray(paired, dtype=bool)
+        if not 0 < paired_per_batch < batch_size * world:
+            raise ValueError(f"paired_per_batch {paired_per_batch} must be between 1 and the batch size "
+                             f"{batch_size * world} minus one")
+        self.paired_rows = torch.as_tensor(np.flatnonzero(flags), dtype=torch.long)
+        self.other_rows = torch.as_tensor(np.flatnonzero(~flags), dtype=torch.long)
+        if not len(self.paired_rows) or not len(self.other_rows):
+            raise ValueError(f"balanced batches need paired and unpaired rows (paired {len(self.paired_rows)}, "
+                             f"unpaired {len(self.other_rows)})")
+        self.k, self.global_batch = paired_per_batch, batch_size * world
+        super().__init__(len(flags), batch_size, seed=seed, shuffle=True, rank=rank, world=world)
+
+    def steps(self) -> int:
+        return math.ceil(len(self.other_rows) / (self.global_batch - self.k))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        others = self.other_rows[torch.randperm(len(self.other_rows), generator=g)]
+        n_steps = self.steps()
+        needed = n_steps * self.k
+        draws = [self.paired_rows[torch.randperm(len(self.paired_rows), generator=g)]
+                 for _ in range(math.ceil(needed / len(self.paired_rows)))]
+        paired = torch.cat(draws)[:needed]
+        per = self.global_batch - self.k
+        for step in range(self.start, n_steps):
+            batch = torch.cat([paired[step * self.k:(step + 1) * self.k], others[step * per:(step + 1) * per]])
+            yield batch[self.rank::self.world].tolist()
+
+
 def _identity(batch: Batch) -> Batch:
     return batch
 

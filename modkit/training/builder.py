@@ -286,6 +286,14 @@ def withhold(rows: np.ndarray, presence: np.ndarray, withheld: list[str], names:
 DATASET = "dataset"
 
 
+def split_validation(train_rows: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, validation rows): ``fraction`` of the training rows held out, drawn with a generator of its
+    own (``seed`` + 2: the train/test split and the pairing use ``seed`` and ``seed`` + 1)."""
+    perm = np.random.default_rng(seed + 2).permutation(len(train_rows))
+    n_val = max(1, int(round(fraction * len(train_rows))))
+    return np.sort(train_rows[perm[n_val:]]), np.sort(train_rows[perm[:n_val]])
+
+
 def build(recipe: Recipe, plugins: PluginSet, run_dir: Path | None = None, source: str | None = None, *,
           data: str | Mapping[str, Records] | None = DATASET) -> Setup:
     """Everything a recipe describes, each modality prepared once: the one way modkit assembles a model.
@@ -305,6 +313,8 @@ def build(recipe: Recipe, plugins: PluginSet, run_dir: Path | None = None, sourc
         records, train_rows, test_rows = load_records(recipe, plugins, source)
     else:
         records, train_rows, test_rows = split_splits(recipe, data)
+    if recipe.data.evaluate_on == "validation":  # the test split is set aside; training's rows lose a validation part
+        train_rows, test_rows = split_validation(train_rows, recipe.data.validation_fraction, recipe.data.split_seed)
     modalities, fusion, sampler = build_parts(recipe, plugins, run_dir, source, records, train_rows)
     names = list(modalities)
     fields = {n: field_of(m) for n, m in modalities.items()}

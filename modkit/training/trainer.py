@@ -37,7 +37,7 @@ from torch import Tensor
 from modkit.config.recipe import BetaSpec, Recipe
 from modkit.core.fusion import SubsetPlan
 from modkit.core.subsets import full
-from modkit.data.dataset import EpochBatchSampler, make_loader
+from modkit.data.dataset import BalancedBatchSampler, EpochBatchSampler, make_loader
 from modkit.errors import ModkitError, RecipeError
 from modkit.plugins.loader import PluginSet
 from modkit.storage import checkpoint as checkpoints
@@ -145,6 +145,19 @@ def rank_seed(seed: int, rank: int) -> int:
     return seed + 1_000_003 * rank
 
 
+def batch_sampler(recipe: Recipe, train: Any, dist: Dist = SINGLE, source: str | None = None) -> EpochBatchSampler:
+    """The training batches: random (the default) or balanced, ``data.paired_per_batch`` paired rows in each."""
+    batch_size = recipe.data.batch_size // dist.world
+    if not recipe.data.paired_per_batch:
+        return EpochBatchSampler(len(train), batch_size, seed=recipe.seed, rank=dist.rank, world=dist.world)
+    paired = train.presence.all(dim=1).numpy()
+    try:
+        return BalancedBatchSampler(paired, batch_size, recipe.data.paired_per_batch, seed=recipe.seed,
+                                    rank=dist.rank, world=dist.world)
+    except ValueError as exc:
+        raise RecipeError("data.paired_per_batch", str(exc), source) from None
+
+
 class Trainer:
     """Trains a built :class:`Setup` into ``run_dir``, telling ``callbacks`` what happens (:mod:`modkit.training.events`).
 
@@ -184,9 +197,7 @@ class Trainer:
         self.scheduler = make_scheduler(self.optimizer, recipe.train)
         self.state = TrainState()
         self.rows: list[dict[str, Any]] = []
-        batch_size = recipe.data.batch_size
-        self.batches = EpochBatchSampler(len(self.setup.train), batch_size // dist.world, seed=recipe.seed,
-                                         rank=dist.rank, world=dist.world)
+        self.batches = batch_sampler(recipe, self.setup.train, dist, source)
         pin = device.type == "cuda"
         self.loader = make_loader(self.setup.train, self.batches, recipe.data.num_workers, pin,
                                   generator=torch.Generator().manual_seed(rank_seed(recipe.seed, dist.rank)))
