@@ -49,7 +49,9 @@ class Arm:
     #: "model": trained over seeds at every x; "logreg": scikit-learn on the recipe's labelled pairs;
     #: "pretrain": trained over seeds once, at no x (the claim's x is a later stage's), only to start the arms
     #: that name it in ``after``: not a row of the tables; "best": trains nothing, at each x it is the arm of
-    #: ``best_of`` (model arms listed before it) with the best mean there (a tuned baseline: chosen on the test scenes, as the papers tune theirs)
+    #: ``best_of`` (model arms listed before it) with the best mean there (a tuned baseline: chosen on the test scenes, as the papers tune theirs);
+    #: "multivae": MultiVae's model ``peer`` trained on this recipe's rows, nets and budget in MultiVae's own venv
+    #: (:mod:`reproductions.peer`)
     kind: str = "model"
     label: str = ""  # how tables name it
     #: two stages: the name of an earlier arm of the claim; each run of this arm starts from that arm's run of the
@@ -66,6 +68,8 @@ class Arm:
     best_of: tuple[str, ...] = ()
     #: metrics this arm's model does not define (reported as —, even from runs trained before the code said so)
     not_applicable: tuple[str, ...] = ()
+    #: a "multivae" arm's model in MultiVae 1.0.3 (MVAE, MoPoE), trained beside the modkit arm of the same recipe and sets
+    peer: str = ""
 
     @property
     def title(self) -> str:
