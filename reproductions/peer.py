@@ -152,7 +152,7 @@ def train_seed(python: Path, claim: Claim, arm: Arm, quick: bool, x: float | Non
               "finished": dt.datetime.now().isoformat(timespec="seconds"), "config": config,
               "rows": {"train": int(len(rows["train_label"])), "paired": int(rows["train_present"].all(1).sum()),
                        "test": int(len(rows["test_label"]))},
-              **{k: out[k] for k in ("last_epoch_loss", "finite", "seconds", "multivae", "torch", "partial")},
+              **{k: out[k] for k in ("last_epoch_loss", "finite", "seconds", "parameters", "multivae", "torch", "partial")},
               "version": VERSION}
     rundir.write_json(folder / RESULT, result)
     return result

@@ -179,11 +179,13 @@ def main() -> None:
     with torch.no_grad():
         test = rows["test_image"].float()
         pred = torch.cat([image_to_label(model, config, test[i:i + 1024]) for i in range(0, len(test), 1024)])
-    import multivae
+    from importlib.metadata import version
 
     result = {"predictions": pred.tolist(), "last_epoch_loss": sum(losses) / max(1, len(losses)),
               "finite": all(math.isfinite(v) for v in losses), "seconds": time.time() - started,
-              "multivae": getattr(multivae, "__version__", "?"), "torch": torch.__version__, "rows": n, "partial": partial}
+              "parameters": {m: sum(p.numel() for p in [*model.encoders[m].parameters(), *model.decoders[m].parameters()])
+                             for m in ("image", "label")},
+              "multivae": version("multivae"), "torch": torch.__version__, "rows": n, "partial": partial}
     with open(out_path, "w") as f:
         json.dump(result, f)
 
