@@ -150,3 +150,25 @@ def test_a_tiny_real_run_through_multivaes_venv_is_scored_and_kept(tmp_path, mon
     monkeypatch.setattr(peer, "train_seed", lambda *a, **k: pytest.fail("a finished seed was trained again"))
     again, _ = peer.run_peer_arm(claim, arm, [0.3], [0], tmp_path, False, True, lines.append)
     assert again == found
+
+
+def test_only_the_named_arms_train_and_the_others_report_what_has_finished(monkeypatch, tmp_path):
+    from reproductions import reproduce as runner
+
+    asked: dict[str, int] = {}
+
+    def model_arm(claim, arm, xs, seeds, out, quick, workers, *args, **kwargs):
+        asked[arm.name] = workers
+        return {}
+
+    def peer_arm(claim, arm, xs, seeds, out, quick, train, *args):
+        asked[arm.name] = int(train)
+        return {}, None
+
+    monkeypatch.setattr(runner, "run_model_arm", model_arm)
+    monkeypatch.setattr(runner.peer, "run_peer_arm", peer_arm)
+    monkeypatch.setattr(runner, "logreg_on_pairs", lambda *a: {peer.METRIC: 0.5})
+    runner.reproduce(["mvae-weak-supervision"], True, 1, 1, tmp_path, tmp_path / "r.md", tmp_path / "f", ["x"],
+                     echo=lambda s: None, only=["poe", "multivae-mvae"])
+    claim = catalogue.find(["mvae-weak-supervision"])[0]
+    assert asked == {a.name: int(a.name in ("poe", "multivae-mvae")) for a in claim.arms if a.kind != "logreg"}
