@@ -26,6 +26,8 @@ COMMAND = ["python", "-m", "reproductions"]  # how the report's stamp names the 
               help="The Markdown written (default: docs/reproductions.md; with --quick: OUT/reproductions.md).")
 @click.option("--no-train", is_flag=True, help="Train nothing: report the trials that have finished (a run still in "
               "progress elsewhere, or one cut short); a cell says over how many seeds it is.")
+@click.option("--arms", default=None, metavar="A,B", help="Train only these arms (by name); the claim's other arms "
+              "report the runs of theirs that have finished, as with --no-train.")
 @click.option("--list", "list_claims", is_flag=True, help="List the claims and exit.")
 @click.option("--render", "render_only", is_flag=True, help="Train and read nothing: rewrite the report (and the fusion "
               "pages) from its reproductions.json and the claims' declarations as they are now.")
@@ -34,7 +36,7 @@ COMMAND = ["python", "-m", "reproductions"]  # how the report's stamp names the 
               "data locally; a GPU).")
 @user_errors
 def main(claims: tuple[str, ...], quick: bool, seeds: int, workers: int, out: Path | None, report: Path | None,
-         no_train: bool, list_claims: bool, render_only: bool, tier: str) -> None:
+         no_train: bool, arms: str | None, list_claims: bool, render_only: bool, tier: str) -> None:
     """Run CLAIMS (default: all) and write their verdicts: reproduced, in direction only, or contradicted."""
     from reproductions import claims as catalogue
     from reproductions.reproduce import RESULTS_MD, project_root, reproduce
@@ -64,7 +66,8 @@ def main(claims: tuple[str, ...], quick: bool, seeds: int, workers: int, out: Pa
     out = out or Path("runs") / ("reproduce-quick" if quick else "reproduce")
     report = report or (out / RESULTS_MD if quick else project_root() / "docs" / RESULTS_MD)
     figures = report.parent / "figures" / "reproductions" if not quick else out / "figures"
-    reproduce(list(claims), quick, seeds, 0 if no_train else workers, out, report, figures, command, echo=click.echo)
+    reproduce(list(claims), quick, seeds, 0 if no_train else workers, out, report, figures, command, echo=click.echo,
+              only=[a.strip() for a in arms.split(",") if a.strip()] if arms else None)
 
 
 if __name__ == "__main__":

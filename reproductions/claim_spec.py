@@ -116,6 +116,8 @@ class Arm:
     #: ``best_of`` (model arms listed before it) with the best mean there, by ``select_on``'s validation means where
     #: given (else on the test scenes); "tune": trained like a model arm but no column of the tables: a validation
     #: twin that only ``select_on`` reads
+    #: "multivae": MultiVae's model ``peer`` trained on this recipe's rows, nets and budget in MultiVae's own venv
+    #: (:mod:`reproductions.peer`)
     kind: str = "model"
     label: str = ""  # how tables name it
     #: two stages: the name of an earlier arm of the claim; each run of this arm starts from that arm's run of the
@@ -136,6 +138,8 @@ class Arm:
     select_on: tuple[str, ...] = ()
     #: metrics this arm's model does not define (reported as —, even from runs trained before the code said so)
     not_applicable: tuple[str, ...] = ()
+    #: a "multivae" arm's model in MultiVae 1.0.3 (MVAE, MoPoE), trained beside the modkit arm of the same recipe and sets
+    peer: str = ""
 
     @property
     def title(self) -> str:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from modkit.errors import ModkitError
+from reproductions import peer
 from reproductions.claim_spec import find_recipe
 from reproductions.claims import Arm, Claim, find, project_root
 from reproductions import setups
@@ -298,7 +299,7 @@ def above_baseline(claim: Claim, table: dict[str, dict[Any, dict]]) -> list[dict
     found = []
     sign = -1.0 if claim.lower_is_better else 1.0
     for arm in claim.arms:
-        if arm.name == claim.baseline or arm.kind != "model" or arm.name not in table or claim.baseline not in table:
+        if arm.name == claim.baseline or arm.kind not in ("model", peer.KIND) or arm.name not in table or claim.baseline not in table:
             continue
         if arm.at is not None:  # a reference trained at one x is not a result at the others
             continue
@@ -428,10 +429,15 @@ def write_report(results: list[dict], meta: dict[str, Any], out: Path, figures_d
 
 def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: Path, report: Path,
               figures_dir: Path, command: list[str], echo: Callable[[str], None] = print,
-              catalogue: list[Claim] | None = None) -> dict[str, Any]:
+              catalogue: list[Claim] | None = None, only: list[str] | None = None) -> dict[str, Any]:
     """``catalogue``: the claims to run in place of the declared ones (``--tier paper``'s, their paper settings
-    applied)."""
+    applied). ``only``: the arms (by name) to train; the others report what has finished, as under ``--no-train``."""
     claims = find(claim_ids) if catalogue is None else list(catalogue)
+    if only:
+        names = {a.name for c in claims for a in c.arms}
+        unknown = [n for n in only if n not in names]
+        if unknown:
+            raise ModkitError(f"--arms: no arm '{unknown[0]}' in {', '.join(c.id for c in claims)} (arms: {', '.join(sorted(names))})")
     meta = provenance(command)  # the code that runs: taken before, not after, the hours of training
     seed_list = list(range(1 if quick else seeds))
     spans: list = []  # start and end times of every trial the report's numbers come from
@@ -452,6 +458,7 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
         for arm in claim.arms:
             echo(f" {arm.name}" + (f" (from {arm.after})" if arm.after else ""))
             metric = arm.metric or claim.metric
+            arm_workers = workers if not only or arm.name in only else 0  # an arm not named: its finished runs only
             missing = [m for m in arm.requires if importlib.util.find_spec(m) is None]
             if missing or arm.after in not_run:
                 not_run[arm.name] = (f"needs the module {missing[0]} (an optional extra)" if missing
@@ -465,15 +472,22 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
                 continue
             if arm.kind == "logreg":  # fitted below, once the claim's row is known not to be kept
                 continue
+            if arm.kind == peer.KIND:  # MultiVae's model on the same rows, in its own venv
+                values, why = peer.run_peer_arm(claim, arm, swept, seed_list, out, quick, bool(arm_workers), echo, trained)
+                if why and not values:
+                    not_run[arm.name] = why
+                    echo(f"  not run: {why}")
+                runs[arm.name], table[arm.name] = values, cells(values, metric)
+                continue
             if arm.at is not None:  # one x for every x: a reference line
-                values = run_model_arm(claim, arm, [arm.at] if claim.x_key else [], seed_list, out, quick, workers, echo,
+                values = run_model_arm(claim, arm, [arm.at] if claim.x_key else [], seed_list, out, quick, arm_workers, echo,
                                        trained, dirs=dirs.setdefault(arm.name, {}))
                 values = {x: next(iter(values.values())) for x in xs} if values else {}
             elif arm.after:
-                values = run_after_arm(claim, arm, swept, seed_list, out, quick, workers, echo, trained, dirs[arm.after],
+                values = run_after_arm(claim, arm, swept, seed_list, out, quick, arm_workers, echo, trained, dirs[arm.after],
                                        dirs.setdefault(arm.name, {}))
             else:
-                values = run_model_arm(claim, arm, [] if arm.kind == "pretrain" else swept, seed_list, out, quick, workers,
+                values = run_model_arm(claim, arm, [] if arm.kind == "pretrain" else swept, seed_list, out, quick, arm_workers,
                                        echo, trained, x_key=None if arm.kind == "pretrain" else True,
                                        dirs=dirs.setdefault(arm.name, {}))
             if arm.kind == "pretrain":  # a start for later arms, not a row of the tables
@@ -505,7 +519,8 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
                         "arms": [{"name": a.name, "title": a.title, "kind": a.kind, "recipe": a.recipe, "sets": list(a.sets),
                                   "after": a.after, "metric": a.metric or claim.metric, **({"best_of": list(a.best_of)} if a.best_of else {}),
                                   **({"chosen_on": "a validation split of the training scenes (" + ", ".join(f"`{t}`" for t in a.select_on) + ")"}
-                                     if a.select_on else {})}
+                                     if a.select_on else {}),
+                                  **({"peer": f"MultiVae {a.peer}"} if a.kind == peer.KIND else {})}
                                  for a in reported],
                         "tuning": {name: {str(x): c for x, c in t.items()} for name, t in tuning.items()},
                         "declaration": setups.digest(claim), "measured": result,
