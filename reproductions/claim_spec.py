@@ -153,12 +153,15 @@ class Claim:
     source: str  # paper and where in it
     statement: str  # what the paper claims
     paper_number: str  # what it reports, quoted
-    metric: str  # a summary.json / eval.json summary key, or a pattern with * (the mean of the keys it matches)
+    metric: str  # a summary.json / eval.json summary key, or a pattern with * (the mean of the keys it matches); {x}: see x_in_metric
     metric_label: str
     arms: tuple[Arm, ...]
     subject: str
     baseline: str
     x_key: str | None = None
+    #: x is no recipe key but part of the metric's key (``{x}`` in ``metric``, e.g. ``coherence/given_{x}``): every arm
+    #: trains once per seed and is read at each x (``x_key`` then only names the axis)
+    x_in_metric: bool = False
     xs: tuple[float, ...] = ()
     quick_xs: tuple[float, ...] = ()
     region: tuple[float, ...] = ()  # the xs the verdict looks at (default: all)

@@ -202,6 +202,15 @@ PAPERS: dict[str, dict] = {
                   Setting("maximum sentence length", "70 tokens (§7)", "modalities.caption.max_length"),
                   epochs("100 (§7)"),
                   baseline("the same MVAE with every pair aligned: used (Table 4's 100 % column)"))},
+    "polymnist-coherence-by-inputs": {
+        "setup": (data("PolyMNIST: 60,000 training and 10,000 test tuples of five views (REFERENCE.md)"),
+                  resolution("28×28, 3 channels (REFERENCE.md)"),
+                  latent("512 (REFERENCE.md)", 512),
+                  Setting("β", "2.5 (REFERENCE.md)", "model.beta.end", 2.5, key=True),
+                  Setting("epochs", "300 (REFERENCE.md)", "train.epochs", 300, key=True),
+                  Setting("batch size", "256 (REFERENCE.md)", "data.batch_size", 256, key=True),
+                  lr("Adam 5·10⁻⁴ (REFERENCE.md)"),
+                  baseline("MVAE and MMVAE: used (MoPoE's table compares all three)"))},
     "nineteen-modalities": {
         "question": "modkit",
         "setup": (data("CelebA (§5.2)"), latent("100 (CelebA, authors' code)", 100),

@@ -88,7 +88,7 @@ def run_model_arm(claim: Claim, arm: Arm, xs: list[float], seeds: list[int], out
         config, url = sweep.new_sweep(recipe_path(arm), overrides, folder, storage=None, study=None, sampler="grid",
                                       trials=None, objective="test/rec/" + _first_modality(recipe_path(arm)),
                                       direction="maximize", evaluate=evaluate is not None, settings=dict(evaluate or {}),
-                                      plot=[arm.metric or claim.metric], device=None, heartbeat=30, echo=lambda s: echo("  " + s))
+                                      plot=[(arm.metric or claim.metric).replace("{x}", "*")], device=None, heartbeat=30, echo=lambda s: echo("  " + s))
     if workers:  # 0 (--no-train): report the finished trials as they are
         sweep.run_workers(config, url, workers, lambda s: echo("  " + s))
     found: dict[float | None, dict[int, dict[str, float]]] = {}
@@ -248,12 +248,17 @@ def metric_value(metrics: dict[str, float], key: str) -> float | None:
     return statistics.fmean(found) if found else None
 
 
+def at_x(metric: str, x: Any) -> str:
+    """The key a metric names at x: ``{x}`` replaced by x (``coherence/given_{x}`` at 2 is ``coherence/given_2``)."""
+    return metric.replace("{x}", f"{x:g}" if isinstance(x, (int, float)) else str(x)) if "{x}" in metric else metric
+
+
 def cells(values: dict[Any, dict[int, dict[str, float]]], metric: str, plateau_key: str | None = None) -> dict[Any, dict]:
-    """x → seed → metrics, as x → the table's cell (mean ± sd over the seeds) for ``metric``; with ``plateau_key``
-    each cell also keeps the mean per-epoch history of that key, where every seed recorded one."""
+    """x → seed → metrics, as x → the table's cell (mean ± sd over the seeds) for ``metric`` (at x: :func:`at_x`); with
+    ``plateau_key`` each cell also keeps the mean per-epoch history of that key, where every seed recorded one."""
     out = {}
     for x, per_seed in values.items():
-        out[x] = stats([metric_value(m, metric) for m in per_seed.values()])
+        out[x] = stats([metric_value(m, at_x(metric, x)) for m in per_seed.values()])
         found = history(per_seed, plateau_key) if plateau_key else None
         if found:
             out[x]["history"] = found
@@ -482,6 +487,10 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
             if arm.at is not None:  # one x for every x: a reference line
                 values = run_model_arm(claim, arm, [arm.at] if claim.x_key else [], seed_list, out, quick, arm_workers, echo,
                                        trained, dirs=dirs.setdefault(arm.name, {}))
+                values = {x: next(iter(values.values())) for x in xs} if values else {}
+            elif claim.x_in_metric:  # x picks the metric's key, not a setting: one training per seed, read at every x
+                values = run_model_arm(claim, arm, [], seed_list, out, quick, workers, echo, trained, x_key=None,
+                                       dirs=dirs.setdefault(arm.name, {}))
                 values = {x: next(iter(values.values())) for x in xs} if values else {}
             elif arm.after:
                 values = run_after_arm(claim, arm, swept, seed_list, out, quick, arm_workers, echo, trained, dirs[arm.after],

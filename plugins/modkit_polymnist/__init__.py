@@ -8,6 +8,9 @@ Two layouts of the same data, both under ``data.root`` (or ``data.root/<dir>``, 
   float in [0, 1], (N, 3, 28, 28) or (N, 28, 28, 3)) and ``labels.pt`` — loaded with
   ``torch.load(weights_only=True)``, which refuses pickled objects.
 
+``standin: {train: N, test: M}`` reads no folder: the offline stand-in (:mod:`modkit_polymnist.standin`) is drawn
+in memory, the same tuples :func:`make_polymnist` would write, so a recipe runs where nothing is on disk.
+
 Fields: ``m0`` … ``m4`` (only the ``views`` chosen), each (C, 28, 28) float32 in [0, 1] with the
 channel count of the files (3 for PolyMNIST: a 1-channel recipe is refused at build, never trained on
 grey), and ``label`` int64. The images are kept as uint8 and scaled a batch at a time.
@@ -20,17 +23,26 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from modkit import DataError, DatasetConfig, DatasetSource, hookimpl
 from modkit_manifest import with_manifest_hint
 from modkit_mnist import GatheredRecords
-from modkit_polymnist.standin import make_polymnist
+from modkit_polymnist.standin import make_polymnist, standin_arrays
 
-__all__ = ["PolyMnist", "PolyMnistConfig", "make_polymnist", "read_png_views", "read_tensor_views"]
+__all__ = ["PolyMnist", "PolyMnistConfig", "StandinConfig", "make_polymnist", "read_png_views", "read_tensor_views",
+           "standin_arrays"]
 
 NAME = re.compile(r"^(\d+)\.(\d)\.png$")
 SPLITS = ("train", "test")
+
+
+class StandinConfig(BaseModel):
+    """The offline stand-in drawn in memory (scikit-learn's digits over five procedural textures)."""
+    model_config = ConfigDict(extra="forbid")
+    train: int = Field(600, ge=1, description="training tuples")
+    test: int = Field(200, ge=1, description="test tuples (their digits are images the training tuples never use)")
+    seed: int = Field(0, description="the stand-in's own seed: which digits, crops and labels")
 
 
 class PolyMnistConfig(DatasetConfig):
@@ -42,6 +54,8 @@ class PolyMnistConfig(DatasetConfig):
                                                                          "one, else the PNG trees")
     save_tensors: bool = Field(False, description="after reading the PNG trees, write the views read as m<k>.pt + labels.pt "
                                                   "beside them, so later runs load in seconds")
+    standin: StandinConfig | None = Field(None, description="read nothing from disk: draw the offline stand-in in memory "
+                                                            "(what make_polymnist writes), e.g. {train: 3000, test: 500}")
 
     @field_validator("views")
     @classmethod
@@ -186,6 +200,8 @@ class PolyMnist(DatasetSource):
             raise with_manifest_hint(exc) from None
 
     def load(self):
+        if self.config.standin is not None:
+            return self.standin()
         folder = self.folder()
         splits = {}
         for split in SPLITS:
@@ -202,6 +218,15 @@ class PolyMnist(DatasetSource):
                 save_tensor_views(where, images, labels)
             splits[split] = GatheredRecords({name: (a, None) for name, a in images.items()}, {"label": labels})
         return splits
+
+    def standin(self):
+        """The stand-in's splits drawn in memory, the views asked for (five views drawn, as make_polymnist draws
+        them by default, so the tuples are the ones it writes; a sixth view and on reuse the five textures)."""
+        spec = self.config.standin
+        drawn = standin_arrays(spec.train, spec.test, spec.seed, views=max(5, max(self.config.views) + 1))
+        return {split: GatheredRecords({f"m{k}": (np.ascontiguousarray(images[k].transpose(0, 3, 1, 2)), None)
+                                        for k in self.config.views}, {"label": labels})
+                for split, (images, labels) in drawn.items()}
 
 
 @hookimpl

@@ -72,6 +72,25 @@ def compose(digit: np.ndarray, texture: np.ndarray, rng: np.random.Generator) ->
     return np.uint8(np.rint(crop * 255))
 
 
+def standin_arrays(n_train: int = 600, n_test: int = 200, seed: int = 0,
+                   views: int = 5) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The stand-in's tuples in memory: ``{split: (images (views, n, 28, 28, 3) uint8, labels (n,) int64)}``,
+    exactly what :func:`make_polymnist` writes (it writes these arrays)."""
+    digits, labels = digit_images()
+    pools = split_pools(labels, seed)
+    backgrounds = textures(seed)
+    rng = np.random.default_rng(seed + 1)
+    out = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        tuple_labels = rng.integers(0, 10, n)
+        images = np.empty((views, n, 28, 28, 3), dtype=np.uint8)
+        for i, digit in enumerate(tuple_labels):
+            for k in range(views):  # each view a different handwritten instance of the digit
+                images[k, i] = compose(digits[rng.choice(pools[split][int(digit)])], backgrounds[k % 5], rng)
+        out[split] = images, tuple_labels.astype(np.int64)
+    return out
+
+
 def make_polymnist(root: str | Path, n_train: int = 600, n_test: int = 200, seed: int = 0,
                    form: Literal["png", "tensor", "both"] = "png", views: int = 5) -> Path:
     """Write a PolyMNIST-like set under ``root/MMNIST`` and return that folder.
@@ -83,16 +102,7 @@ def make_polymnist(root: str | Path, n_train: int = 600, n_test: int = 200, seed
     from PIL import Image
 
     folder = Path(root) / "MMNIST"
-    digits, labels = digit_images()
-    pools = split_pools(labels, seed)
-    backgrounds = textures(seed)
-    rng = np.random.default_rng(seed + 1)
-    for split, n in (("train", n_train), ("test", n_test)):
-        tuple_labels = rng.integers(0, 10, n)
-        images = np.empty((views, n, 28, 28, 3), dtype=np.uint8)
-        for i, digit in enumerate(tuple_labels):
-            for k in range(views):  # each view a different handwritten instance of the digit
-                images[k, i] = compose(digits[rng.choice(pools[split][int(digit)])], backgrounds[k % 5], rng)
+    for split, (images, tuple_labels) in standin_arrays(n_train, n_test, seed, views).items():
         for k in range(views):
             view = folder / split / f"m{k}"
             if form in ("png", "both"):
@@ -103,5 +113,5 @@ def make_polymnist(root: str | Path, n_train: int = 600, n_test: int = 200, seed
                 view.parent.mkdir(parents=True, exist_ok=True)
                 torch.save(torch.from_numpy(images[k].transpose(0, 3, 1, 2).copy()), view.parent / f"m{k}.pt")
         if form in ("tensor", "both"):
-            torch.save(torch.from_numpy(tuple_labels.astype(np.int64)), folder / split / "labels.pt")
+            torch.save(torch.from_numpy(tuple_labels), folder / split / "labels.pt")
     return folder

@@ -132,3 +132,17 @@ def test_command_line_errors_are_one_line(tmp_path):
     nowhere = error_line(train_small("polymnist-mopoe.yaml", tmp_path / "nowhere", tmp_path / "run"))
     assert nowhere.startswith("error: no PolyMNIST train/m0") and "manifest" in nowhere
     assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_the_in_memory_stand_in_is_what_make_polymnist_writes(load, tmp_path):
+    make_polymnist(tmp_path, n_train=14, n_test=6, seed=3)
+    _, written = load("polymnist", tmp_path)
+    _, drawn = load("polymnist", tmp_path / "nothing-here", standin={"train": 14, "test": 6, "seed": 3})
+    for split in ("train", "test"):
+        a, b = written[split].take(torch.arange(len(written[split]))), drawn[split].take(torch.arange(len(drawn[split])))
+        assert list(a) == list(b) == ["m0", "m1", "m2", "m3", "m4", "label"]
+        for field in a:
+            assert torch.equal(a[field][0], b[field][0]), (split, field)
+    _, two = load("polymnist", tmp_path / "nothing-here", views=[4, 1], standin={"train": 14, "test": 6, "seed": 3})
+    c = two["test"].take(torch.arange(6))
+    assert list(c) == ["m4", "m1", "label"] and torch.equal(c["m4"][0], drawn["test"].take(torch.arange(6))["m4"][0])

@@ -97,7 +97,8 @@ def test_quick_tier_runs_and_writes_a_stamped_report(tmp_path):
     elbo = weak["also"]["test/elbo"]["table"]
     assert elbo["m2"]["0.1"]["n"] == 0 and elbo["poe"]["0.1"]["mean"] < 0  # M2 defines no test ELBO; PoE does
     meme = next(c for c in data["claims"] if c["id"] == "meme-partial-observation-label-only")
-    for metric in ("coherence_mean/label->image/label", "relatedness/image~label/auc"):  # MEME's own measures, from eval.json
+    for metric in ("coherence/label->image/label", "coherence_mean/label->image/label",  # sampled and posterior-mean
+                   "relatedness/image~label/auc"):  # MEME's own measures, from eval.json
         assert all(0 <= meme["also"][metric]["table"][a]["0.1"]["mean"] <= 1 for a in ("meme", "poe", "moe"))
     lik = next(c for c in data["claims"] if c["id"] == "mvae-likelihood")
     assert lik["also"]["log_w_var/log p(label|image)"]["table"]["poe"]["None"]["mean"] >= 0
