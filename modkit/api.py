@@ -200,6 +200,8 @@ def _index_subset(post, i: int):
         return post.parts[i]
     if isinstance(post, TopDown):  # a hierarchical posterior: the subset axis leads its given mask
         return TopDown(post.layout, post.given[i], post.mu, post.logvar, post.top, post.down, post.reason)
+    if hasattr(post, "index_subset"):  # a fusion's own distribution cuts itself (MHVAE's ladder)
+        return post.index_subset(i)
     raise ModkitError(f"cannot take one subset of a {type(post).__name__} posterior")
 
 

@@ -63,7 +63,7 @@ class Ladder:
     the sum of the levels' Gaussian log-densities along the way down."""
 
     def __init__(self, fusion: "MHVAE", top: tuple[Tensor, Tensor], skips: list[list[Tensor]], given: Tensor):
-        self.fusion, self.skips, self.given = fusion, skips, given.to(torch.bool)
+        self.fusion, self.experts, self.skips, self.given = fusion, top, skips, given.to(torch.bool)
         mu, logvar = top[0].transpose(0, 1), top[1].transpose(0, 1)  # (B, N, D)
         zeros = torch.zeros_like(mu[..., 0, :])
         self.top = product(mu, logvar, self.given, zeros, zeros)  # (*S, B, D)
@@ -71,6 +71,10 @@ class Ladder:
     @property
     def batch_shape(self) -> torch.Size:
         return self.given.shape[:-1]
+
+    def index_subset(self, i: int) -> "Ladder":
+        """The posterior of subset row ``i`` alone, batch shape (B,) (``modkit.load(...).encode`` takes one subset)."""
+        return Ladder(self.fusion, self.experts, self.skips, self.given[i])
 
     def _down(self, noise, z_given: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Walk down the ladder: ``noise(level, mu)`` gives z_l from its (mu, logvar), or ``z_given`` (…, L·D) fixes
