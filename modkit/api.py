@@ -113,7 +113,7 @@ class Run(LoadedRun):
                         raise ModkitError(f"logvar=True needs a Gaussian posterior; this run's fusion "
                                           f"({self.recipe.model.fusion.type}) gives a {type(post).__name__}")
                     logvars.append(post.logvar.float().cpu().numpy())
-        dim = self.recipe.model.latent_dim
+        dim = self.model.latent_dim  # the carried width (wider than model.latent_dim with private latents or levels)
         mean = np.concatenate(means) if means else np.zeros((0, dim), np.float32)
         if not logvar:
             return mean
