@@ -226,10 +226,12 @@ def floor_rows(objective: str, n: int, moe_k: int) -> int:
     mixture sample per point: 1. MoE with K samples: every modality's K latents, N·K. JMVAE, MVTCAE: the joint
     latent (1). DMVAE: the joint and every cross ELBO's (1 + N). MMVAE+: N·K, as MoE. CVAE decodes only its main
     modality (1 row; the floor still decodes every modality, so it overstates CVAE's work). JNF's joint stage: the joint latent (1). Nexus: each modality's own
-    latent (1; its small top networks are left out of the floor).
+    latent (1; its small top networks are left out of the floor). MHVAE: every subset's z_1 (2^N − 1; its ladder
+    blocks are left out of the floor).
     """
     return {"mvae": 2, "mopoe": 1, "moe": n * moe_k, "jmvae": 1, "mvtcae": 1, "dmvae": 1 + n, "mmvae_plus": n * moe_k,
-            "cvae": 1, "crmvae": 2, "cmvae": n * moe_k, "telbo": 1, "jnf": 1, "nexus": 1}[objective]  # telbo, jnf: their joint stage, one joint latent per point
+            "cvae": 1, "crmvae": 2, "cmvae": n * moe_k, "telbo": 1, "jnf": 1, "nexus": 1,
+            "mhvae": 2 ** n - 1}[objective]  # telbo, jnf: their joint stage, one joint latent per point
 
 
 class Floor:

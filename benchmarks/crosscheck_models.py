@@ -1,4 +1,4 @@
-"""modkit's JMVAE, MVTCAE, DMVAE, MMVAE+, CVAE and Nexus objectives against MultiVae 1.0.3's, on the same networks, weights, batch and noise.
+"""modkit's JMVAE, MVTCAE, DMVAE, MMVAE+, CVAE, Nexus and MHVAE objectives against MultiVae 1.0.3's, on the same networks, weights, batch and noise.
 
     python benchmarks/crosscheck_models.py          # writes benchmarks/results/crosscheck-models.json and .md
 
@@ -274,6 +274,37 @@ def peer_model(kind: str, model, options: dict):
         options = {**options, "modalities_specific_dim": {n: fusion.layout.private for n in names}}
         peer = Nexus(NexusConfig(**common, **options), encoders, decoders, top_encoders={n: Message(n) for n in names},
                      joint_encoder=Nexus_(), top_decoders={n: Top(n) for n in names})
+    elif kind == "mhvae":
+        from multivae.models import MHVAE, MHVAEConfig
+
+        fusion = model.fusion
+
+        class Features(BaseEncoder):  # MultiVae's first-layer encoder: the modality's features are the skip d_1
+            def __init__(self, name):
+                super().__init__()
+                self.name, self.modality = name, model.modalities[name]
+
+            def forward(self, x):
+                return ModelOutput(embedding=self.modality.features(x.argmax(-1) if self.name == "label" else x))
+
+        class Head(BaseEncoder):  # a block that ends in a Gaussian (the last bottom-up, prior and posterior blocks)
+            def __init__(self, net):
+                super().__init__()
+                self.net = net
+
+            def forward(self, h):
+                mu, logvar = self.net(h)
+                return ModelOutput(embedding=mu, log_covariance=logvar)
+
+        bottom_up = {n: [*fusion.bottom_up_blocks[n][:-1], Head(fusion.bottom_up_blocks[n][-1])] for n in names}
+        if fusion.config.share_posterior_weights:
+            posterior = [Head(block) for block in fusion.posterior_blocks]
+        else:
+            posterior = {n: [Head(block) for block in fusion.posterior_blocks[n]] for n in names}
+        common["latent_dim"] = fusion.level_dim
+        peer = MHVAE(MHVAEConfig(**common, **options), {n: Features(n) for n in names}, decoders, bottom_up_blocks=bottom_up,
+                     top_down_blocks=list(fusion.top_down), posterior_blocks=posterior,
+                     prior_blocks=[Head(block) for block in fusion.prior_blocks])
     else:
         raise ValueError(kind)
     if kind == "telbo":  # its λ and γ are the factors handed to it (a later rescale_factors would not reach them)
@@ -366,6 +397,46 @@ def shared_noise_crmvae(model, batch):
         model.fusion.noise = lambda *_, like: eps
         theirs = list(eps)
         peer_module.rsample_from_gaussian = lambda mu, log_var, *_, **__: mu + theirs.pop(0) * torch.exp(0.5 * log_var)
+def shared_noise_mhvae(model, batch):
+    """MHVAE draws every subset's level at once, level by level (noise (L, S, B, D), subsets in modkit's all_subsets
+    order); MultiVae one ``rsample_from_gaussian`` per level, z_L first, subset after subset in its combinations
+    order: the same standard draws, handed to each in its own order."""
+    import itertools
+
+    import multivae.models.mhvae.mhvae_model as peer_module
+
+    fusion, n, names = model.fusion, len(batch), model.names
+    levels, count = fusion.n_latent, 2 ** len(names) - 1
+    # MultiVae's subsets: sizes 1 … N, each in combinations order; modkit's row of a subset is its bit code − 1
+    rows = [sum(1 << i for i in subset) - 1 for r in range(1, len(names) + 1) for subset in itertools.combinations(range(len(names)), r)]
+
+    def setup(seed: int):
+        eps = torch.randn(levels, count, n, fusion.level_dim, generator=torch.Generator().manual_seed(seed))
+        fusion.noise = lambda *shape, like: eps
+        theirs = [eps[k, row] for row in rows for k in range(levels)]
+        peer_module.rsample_from_gaussian = lambda mu, log_var, *_, **__: mu + theirs.pop(0) * torch.exp(0.5 * log_var)
+    return setup
+
+
+def mhvae_cases() -> list[dict]:
+    """MHVAE against MultiVae 1.0.3's ``MHVAE``: the mean over every subset of its ELBO (MultiVae's batch sum, so
+    ``peer_scale`` 1/B), with the run's β times the fusion's handed to MultiVae as its ``beta``."""
+    cases = []
+    for beta, options, partial in [(1.0, {"n_latent": 3}, False),
+                                   (0.5, {"n_latent": 2, "beta": 0.4}, False),
+                                   (1.0, {"n_latent": 4, "share_posterior_weights": True}, False),
+                                   (0.8, {"n_latent": 3, "beta": 2.0}, True)]:
+        overrides = ["model.fusion.hidden=16", *(["data.paired_fraction=0.3"] if partial else []),
+                     *(f"model.fusion.{key}={json.dumps(value)}" for key, value in options.items())]
+        model, batch = modkit_model("mhvae", overrides)
+        model.train()
+        peer = peer_model("mhvae", model, {"n_latent": options["n_latent"], "beta": beta * model.fusion.config.beta})
+        what = "modalities missing (MultiVae IncompleteDataset)" if partial else "all present"
+        cases.append(compare(f"mhvae β={beta}, {options}, {what}", model, batch, peer, peer_inputs(batch, model.names, partial), beta, {},
+                             noise=shared_noise_mhvae(model, batch), peer_scale=1.0 / len(batch)))
+    return cases
+
+
 def shared_noise_nexus(model, batch):
     """Nexus draws every modality's w at once, then u; MultiVae one ``rsample_from_gaussian`` per modality, then u:
     the same standard draws in each one's order. Forced perceptual dropout is drawn per sample in MultiVae (a
@@ -780,6 +851,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cases.extend(telbo_cases())
     cases.extend(jnf_cases())
+    cases.extend(mhvae_cases())
 
     result = {"commit": commit(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "machine": f"{cpu_name()} ({platform.machine()}), torch {torch.__version__}",

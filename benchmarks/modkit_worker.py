@@ -37,6 +37,7 @@ OBJECTIVES = {
 }
 OBJECTIVES["telbo"] = ("telbo", {}, "all")  # the trainer starts in its joint stage, which the step times
 OBJECTIVES["jnf"] = ("jnf", {"warmup": 1}, "all")  # the first of its stages (joint) is what a step trains: as the peer's epoch 1
+OBJECTIVES["mhvae"] = ("mhvae", {}, "all")  # three levels, 256-wide blocks (the peer builds the same: MultiVae has no default)
 
 
 def recipe_dict(args, objective: str, n_rows: int) -> dict:

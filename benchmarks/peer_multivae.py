@@ -131,12 +131,46 @@ def build(kind: str, n: int, latent: int, moe_k: int):
         # MultiVae's default top encoders, joint encoder (2 × 512) and top decoders (1 × 512); modality latents = latent
         config = NexusConfig(**common, modalities_specific_dim={m: latent for m in names}, warmup=1)
         return Nexus(config, encoders, decoders), names
+    if kind == "mhvae":
+        from multivae.models import MHVAE, MHVAEConfig
+
+        # MultiVae ships no blocks for MHVAE: the ones modkit's fusion builds (3 levels, 256 wide, SiLU), over the
+        # encoders' 512 features (the first-layer encoders), one posterior block per modality and level
+        hidden, levels = 256, 3
+
+        class Features(BaseEncoder):
+            def __init__(self):
+                super().__init__()
+                self.net = nn.Sequential(nn.Linear(784, 512), nn.SiLU(), nn.Linear(512, 512), nn.SiLU())
+
+            def forward(self, x):
+                return ModelOutput(embedding=self.net(x.reshape(-1, 784)))
+
+        class Gaussian(BaseEncoder):
+            def __init__(self, width, deep=True):
+                super().__init__()
+                self.net = nn.Sequential(nn.Linear(width, hidden), nn.SiLU(), nn.Linear(hidden, 2 * latent)) if deep else nn.Linear(width, 2 * latent)
+
+            def forward(self, h):
+                mu, log_var = self.net(h).chunk(2, dim=-1)
+                return ModelOutput(embedding=mu, log_covariance=log_var)
+
+        def skip(level):  # d_1: the 512 features; d_l: a bottom-up block's output
+            return 512 if level == 1 else hidden
+
+        bottom_up = {m: [*(nn.Sequential(nn.Linear(skip(i + 1), hidden), nn.SiLU()) for i in range(levels - 2)), Gaussian(skip(levels - 1))]
+                     for m in names}
+        top_down = [nn.Sequential(nn.Linear(latent, hidden), nn.SiLU()) for _ in range(levels - 1)]
+        posterior = {m: [Gaussian(hidden + skip(level)) for level in range(1, levels)] for m in names}
+        prior = [Gaussian(hidden, deep=False) for _ in range(levels - 1)]
+        config = MHVAEConfig(**common, n_latent=levels, beta=1.0)
+        return MHVAE(config, {m: Features() for m in names}, decoders, bottom_up, top_down, posterior, prior), names
     raise SystemExit(f"unknown peer model {kind}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["mvae", "mopoe", "moe", "jmvae", "mvtcae", "dmvae", "mmvae_plus", "cvae", "nll", "crmvae", "cmvae", "telbo", "jnf", "nexus"])
+    parser.add_argument("mode", choices=["mvae", "mopoe", "moe", "jmvae", "mvtcae", "dmvae", "mmvae_plus", "cvae", "nll", "crmvae", "cmvae", "telbo", "jnf", "nexus", "mhvae"])
     base_args(parser)
     args = parser.parse_args()
     set_threads(args.threads)

@@ -47,6 +47,8 @@ LABELS["telbo"] = "TELBO (joint stage)"
 MODELS += ("jnf",)  # its joint stage is timed (MultiVae at epoch 1 of its default 10 warm-up epochs); JNF-DCCA has no MultiVae 1.0.3 peer
 LABELS["jnf"] = "JNF (joint stage)"
 LABELS["nexus"] = "Nexus (modality latents = latent)"
+MODELS += ("mhvae",)
+LABELS["mhvae"] = "MHVAE (3 levels, every subset)"
 
 
 # -- the peer's environment ------------------------------------------------------------------------

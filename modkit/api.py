@@ -113,7 +113,7 @@ class Run(LoadedRun):
                         raise ModkitError(f"logvar=True needs a Gaussian posterior; this run's fusion "
                                           f"({self.recipe.model.fusion.type}) gives a {type(post).__name__}")
                     logvars.append(post.logvar.float().cpu().numpy())
-        dim = self.recipe.model.latent_dim
+        dim = self.model.latent_dim  # the carried width (wider than model.latent_dim with private latents or levels)
         mean = np.concatenate(means) if means else np.zeros((0, dim), np.float32)
         if not logvar:
             return mean
@@ -200,6 +200,8 @@ def _index_subset(post, i: int):
         return post.parts[i]
     if isinstance(post, TopDown):  # a hierarchical posterior: the subset axis leads its given mask
         return TopDown(post.layout, post.given[i], post.mu, post.logvar, post.top, post.down, post.reason)
+    if hasattr(post, "index_subset"):  # a fusion's own distribution cuts itself (MHVAE's ladder)
+        return post.index_subset(i)
     raise ModkitError(f"cannot take one subset of a {type(post).__name__} posterior")
 
 

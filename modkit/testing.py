@@ -212,7 +212,8 @@ def toy_model(fusion: type[Fusion], options: Mapping[str, Any], seed: int = 0) -
                   "b": VectorModality("b", VectorConfig(type="vector", dim=3), width),
                   "c": ClassModality("c", ClassConfig(type="class"), width)}
     latent = LATENT + len(modalities) * private
-    return MultimodalVAE(modalities, fusion(modalities, latent, config), latent)
+    built = fusion(modalities, latent, config)  # the fusion's latent_dim is the carried width (MHVAE carries every level)
+    return MultimodalVAE(modalities, built, built.latent_dim)
 
 
 def toy_batch(present: Tensor | None = None, seed: int = 1) -> Batch:

@@ -25,6 +25,7 @@ SMALL = {
     "polymnist-cmvae.yaml": ("polymnist", ["model.latent_dim=8", "data.batch_size=32", "model.fusion.K=2",
                                             "model.fusion.modalities_specific_dim=2"]),
     "polymnist-nexus.yaml": ("polymnist", ["model.latent_dim=8", "model.fusion.modalities_specific_dim=8", "data.batch_size=32"]),
+    "polymnist-mhvae.yaml": ("polymnist", ["model.latent_dim=8", "data.batch_size=32"]),
     "mnist-svhn-mmvae.yaml": ("mnist_svhn", ["data.dataset.copies=1", "model.fusion.k=2"]),
     "celeba-mvae19.yaml": ("celeba", ["model.latent_dim=8", "data.batch_size=32"]),
     "cub-mmvae.yaml": ("cub", ["model.latent_dim=8", "model.fusion.k=2", "data.batch_size=32"]),

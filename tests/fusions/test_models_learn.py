@@ -37,6 +37,9 @@ EPOCHS = {"jnf_dcca": 14}
 MODELS["nexus"] = ["model.fusion.hidden=[128]", "model.fusion.decoder_hidden=[128]", "model.fusion.modalities_specific_dim=8",
                    "model.fusion.top_beta=0.01", "model.fusion.adapt_top_decoder_variance=[image, label]"]
 
+# the ladder collapses onto its prior (every KL 0) under β_f = 1 from the first step; MultiVae's beta, the KL weight, eases it
+MODELS["mhvae"] = ["model.fusion.hidden=128", "model.fusion.beta=0.1"]
+
 
 def image_to_label_accuracy(fusion: str, epochs: int, overrides: list[str]) -> float:
     recipe, _ = load_recipe(RECIPES / f"digits-{fusion}.yaml", [*SMALL, f"train.epochs={epochs}", *overrides])
