@@ -23,7 +23,7 @@ def test_run_writes_json_and_markdown(tmp_path):
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--n", "2", "--objectives", "mvae", "--batch", "16",
          "--latent", "8", "--steps", "2", "--warmup", "1", "--no-nll", "--no-scaling",
-         "--no-peer", "--out", str(out)],
+         "--no-peer", "--recipes", "shapes", "--out", str(out)],
         capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((out / "results.json").read_text())
@@ -35,6 +35,11 @@ def test_run_writes_json_and_markdown(tmp_path):
     assert any(t["target"].startswith("MVAE") for t in report["targets"])
     table = (out / "results.md").read_text()
     assert "| MVAE (full + singles) | 2 |" in table and "## Targets (CPU)" in table
+    # the real-recipe path (one recipe, the other runs the same worker): both variants timed beside their floor
+    recipes = {row["variant"]: row for row in report["recipes"]}
+    assert set(recipes) == {"before", "current"} and all(r["recipe"] == "shapes" for r in recipes.values())
+    assert recipes["current"]["modkit"]["cpu_ms"] > 0 and recipes["current"]["overhead"] is not None
+    assert "| shapes | current |" in table and "real recipe shapes: overhead" in table
 
 
 @pytest.mark.slow
@@ -72,7 +77,7 @@ def test_sampled_mopoe_kl_reaches_the_recipe_and_the_report(tmp_path):
     out = tmp_path / "results"
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--n", "3", "--objectives", "mopoe", "--batch", "16",
-         "--latent", "8", "--steps", "2", "--warmup", "1", "--no-nll", "--no-scaling", "--no-peer",
+         "--latent", "8", "--steps", "2", "--warmup", "1", "--no-nll", "--no-scaling", "--no-peer", "--recipes", "",
          "--mopoe-kl", "sampled", "--out", str(out)],
         capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
