@@ -19,18 +19,6 @@ import yaml  # noqa: E402
 from tiny_recipes import tiny_recipe_dict  # noqa: E402
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (it suffixes each node id with its group)
-def pytest_collection_modifyitems(config, items):
-    """The units pytest-xdist's ``--dist loadgroup`` hands to a worker: every PostgreSQL test together (one server,
-    started by the session fixture of the one worker that runs them), else each test file (its tests in order on
-    one worker, so a module fixture — a run trained once for several tests — is built once, not once per worker)."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            postgres = item.get_closest_marker("postgres") or "postgres" in getattr(item, "fixturenames", ())
-            group = "postgres" if postgres else item.nodeid.split("::", 1)[0]
-            item.add_marker(pytest.mark.xdist_group(group))
-
-
 def pytest_configure(config):
     if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("OMP_NUM_THREADS") == "1":
         import torch
