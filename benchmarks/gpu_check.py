@@ -50,7 +50,7 @@ def plan(out: Path, device: str, tiny: bool) -> list[dict]:
     matrix = "tests/cuda/test_cuda_training.py::test_training_runs_on_cuda"  # every fusion × fp32, bf16, bf16 compiled
     tests = ["tests/cuda/test_cuda_kernels.py"] if tiny else ["tests/cuda", "-k", "not test_training_runs_on_cuda"]
     fusions = [matrix + "[poe-fp32]"] if tiny else [matrix]
-    pytest = [py, "-m", "pytest", "-m", "cuda", "-q", "-rs", "-p", "no:cacheprovider"]
+    pytest = [py, "-m", "pytest", "-n", "0", "-m", "cuda", "-q", "-rs", "-p", "no:cacheprovider"]  # one process on one card
     test_env = {"MODKIT_CUDA_TESTS_DEVICE": device, **env_tiny}
     train = [py, "-m", "modkit", "train"]
     bench = [py, "benchmarks/run.py", "--device", device, "--no-scaling", "--recipes", ""]

@@ -7,7 +7,8 @@ Every configuration runs in a fresh process (so its peak memory is its own): mod
 MultiVae 1.0.3's in ``benchmarks/.venv-multivae``, a virtual environment this script creates on first
 use and that sees the same torch build as this python (through a ``.pth`` file), so both engines
 run the same kernels. MultiVae is never a dependency of modkit. Results go to
-``benchmarks/results/results.json`` and ``results.md`` (or ``--out``).
+``benchmarks/results/results.json`` and ``results.md`` (or ``--out``). ``--repeat K`` times every training
+configuration K times and reports each ratio's median and range (``benchmarks/spread.py``).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_common import RESULT_MARK  # noqa: E402
+import spread  # noqa: E402
 
 PEER_VENV = HERE / ".venv-multivae"
 PEER_VERSION = "1.0.3"
@@ -212,6 +214,7 @@ def markdown(report: dict) -> str:
         lines.append(f"\n- code: `current` is this commit; `before` is modkit and its plugins as of commit `{before}` "
                      "(`git archive` into a temporary folder, imported by the same harness), alternating with `current` "
                      "configuration by configuration")
+    lines += spread.markdown(report["train"], LABELS)
     nll = report.get("nll")
     if nll:
         mk, peer = nll.get("modkit", {}), nll.get("multivae") or {}
@@ -265,6 +268,8 @@ def targets(report: dict) -> list[dict]:
     out = []
     current = [r for r in report["train"] if r.get("variant", "current") == "current"]  # --before rows are not judged
     rows = {(r["objective"], r["n"]): r for r in current}
+    k = report["meta"].get("repeat", 1)
+    over = f" (worse end of {k} repeats)" if k > 1 else ""
 
     def add(target: str, values: list, check) -> None:
         known = [v for v in values if v is not None]
@@ -278,11 +283,11 @@ def targets(report: dict) -> list[dict]:
         ns = sorted(n for (o, n) in rows if o == objective)
         if not ns:
             continue
-        add(f"{LABELS[objective]}: overhead ≤ 1.10 at N = {', '.join(map(str, ns))}",
-            [rows[(objective, n)].get("overhead") for n in ns], lambda v: v <= 1.10)
+        add(f"{LABELS[objective]}: overhead ≤ 1.10 at N = {', '.join(map(str, ns))}{over}",
+            [spread.worst(rows[(objective, n)], "overhead") for n in ns], lambda v: v <= 1.10)
     for objective, n, bound in (("mvae", 5, 1.35), ("mopoe", 5, 1.4), ("mopoe", 8, 20.0)):
         if (objective, n) in rows:
-            add(f"{LABELS[objective]}: speed-up over MultiVae ≥ {bound}× at N = {n}", [rows[(objective, n)].get("speedup")],
+            add(f"{LABELS[objective]}: speed-up over MultiVae ≥ {bound}× at N = {n}{over}", [spread.worst(rows[(objective, n)], "speedup")],
                 lambda v, b=bound: v >= b)
     memory = [r.get("memory_ratio") for r in current if r.get("memory_ratio") is not None]
     if memory:
@@ -361,8 +366,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before", default=None, metavar="REV",
                         help="also time the training rows with modkit and its plugins as of git revision REV (before/after "
                              "in one run, modkit and the floor only)")
+    parser.add_argument("--repeat", type=int, default=1, metavar="K",
+                        help="time every training configuration K times (interleaved) and report each ratio's median and "
+                             "range; targets are judged on the range's worse end")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
 
     quick = args.quick
     ns = [int(v) for v in (args.n or ("2,3" if quick else "2,3,5,8")).split(",")]
@@ -385,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
             "threads": args.threads, "load_start": uptime(), "defaults": {"batch": args.batch, "latent": args.latent},
             "device": args.device, "amp": args.amp, "compile": args.compile, "mopoe_kl": args.mopoe_kl, "metric": METRIC["key"],
-            "timing": timing, "nll_k": args.nll_k, "nll_points": nll_points, "multivae": PEER_VERSION if peer else None}
+            "timing": timing, "repeat": args.repeat, "nll_k": args.nll_k, "nll_points": nll_points, "multivae": PEER_VERSION if peer else None}
     report: dict = {"meta": meta, "train": [], "scaling": []}
     me = Path(sys.executable)
     mk_extra = {"plugins": args.plugins} if args.plugins else {}
@@ -415,14 +425,20 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
 
     say(f"training steps: {', '.join(objectives)} at N = {ns} (load {uptime()})")
-    for objective in objectives:
-        for n in ns:
-            if old is not None:
-                options = {"n": n, "batch": args.batch, "latent": args.latent, **timing, **mk_extra}
-                mk = run_worker(me, "modkit_worker.py", objective, options, args.threads, args.timeout, source=old)
-                show(f"modkit {objective} N={n} (before: {meta['before']})", mk)
-                report["train"].append(train_row(objective, n, args.batch, args.latent, mk, None, "before"))
-            report["train"].append(pair(objective, n, args.batch, args.latent))
+    runs: dict = {}  # (objective, n) → {"before": rows, "current": rows}, one row per repeat
+    for repeat in range(args.repeat):  # repeats interleaved: a burst of load lands on one repeat of many configurations
+        for objective in objectives:
+            for n in ns:
+                rows = runs.setdefault((objective, n), {"before": [], "current": []})
+                if old is not None:
+                    options = {"n": n, "batch": args.batch, "latent": args.latent, **timing, **mk_extra}
+                    mk = run_worker(me, "modkit_worker.py", objective, options, args.threads, args.timeout, source=old)
+                    show(f"modkit {objective} N={n} (before: {meta['before']})", mk)
+                    rows["before"].append(train_row(objective, n, args.batch, args.latent, mk, None, "before"))
+                load = uptime()
+                rows["current"].append({**pair(objective, n, args.batch, args.latent), "load": load})
+    for rows in runs.values():
+        report["train"] += [spread.combine(r) for r in (rows["before"], rows["current"]) if r]
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

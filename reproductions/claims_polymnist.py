@@ -3,8 +3,8 @@ MVAE, MMVAE, MoPoE and MMVAE+ on the offline PolyMNIST stand-in.
 
 Kept apart from :mod:`reproductions.claims` (which appends it to ``CLAIMS``). The stand-in is drawn in memory by
 the polymnist dataset plugin (``data.dataset.standin``, docs/datasets.md), so the claim needs nothing on disk; the
-arms are the repository's paper-configured PolyMNIST recipes (recipes/polymnist-*.yaml) and MMVAE+'s beside them
-(reproductions/recipes/polymnist-mmvae_plus.yaml) with the stand-in's size and budget set on top. Paper numbers
+arms are the repository's paper-configured PolyMNIST recipes (recipes/polymnist-*.yaml, MMVAE+'s included) with the
+stand-in's size and budget set on top. Paper numbers
 are quoted from ``../shared/REFERENCE.md``.
 """
 from __future__ import annotations

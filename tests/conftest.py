@@ -4,11 +4,26 @@ This folder is on ``sys.path`` (pytest puts a root conftest's folder there), so 
 several test folders share (``tiny_recipes``, ``run_helpers``, ``sweep_helpers``) sit here beside it."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import pytest
-import yaml
-from tiny_recipes import tiny_recipe_dict
+# Under pytest-xdist (pyproject.toml runs two workers) each worker is one of two processes on CI's 2 cores: one
+# thread each, or the two workers' OpenMP pools fight over the cores (two busy threads per core run several times
+# slower). Set before torch is imported, and inherited by the subprocesses tests start; a value the user set wins.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_name, "1")
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+from tiny_recipes import tiny_recipe_dict  # noqa: E402
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("OMP_NUM_THREADS") == "1":
+        import torch
+
+        torch.set_num_threads(1)  # torch may have been imported (by a plugin) before the environment was set
 
 
 @pytest.fixture(autouse=True, scope="session")

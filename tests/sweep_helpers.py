@@ -66,15 +66,21 @@ def start_postgres() -> Iterator[Postgres]:
         user = pwd.getpwnam("nobody")
         os.chown(root, user.pw_uid, user.pw_gid)
         run_as = {"user": user.pw_uid, "group": user.pw_gid}
-    port = free_port()
     env = {**os.environ, "LC_ALL": "C"}
     log = root / "server.log"
     try:
         subprocess.run([str(folder / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
                        check=True, capture_output=True, cwd=root, env=env, **run_as)
-        subprocess.run([str(folder / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "start",
-                        "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"],
-                       check=True, capture_output=True, cwd=root, env=env, **run_as)
+        # the port is free when asked for, not reserved: another pytest worker's server may take it first, so a
+        # start that fails is retried on a new port
+        for attempt in range(3):
+            port = free_port()
+            started = subprocess.run([str(folder / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "start",
+                                      "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"],
+                                     capture_output=True, cwd=root, env=env, **run_as)
+            if started.returncode == 0:
+                break
+        started.check_returncode()
         yield Postgres(port)
     finally:
         if (data / "postmaster.pid").exists():

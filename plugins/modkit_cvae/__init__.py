@@ -8,6 +8,10 @@ modalities' features — and the prior is N(0, I) or, with ``prior_network``, a 
 
 The latent the model carries is [z, c]: ``model.latent_dim`` is z's size, ``condition_dim`` c's, and every modality is
 built at their sum (only the main one decodes it). Samples missing the main or a conditioning modality are left out.
+
+The conditioning modalities' decoders are built, as every modality's is, but never trained: the engine, checkpoints,
+export and every metric count on each modality having one, so numbers that decode a conditioning modality (its
+``test/rec``, coherence toward it) describe an untrained network (docs/fusions/cvae.md says why they are kept).
 """
 from __future__ import annotations
 

@@ -31,10 +31,17 @@ def run_dir(tmp_path_factory) -> Path:
     return out
 
 
-def test_eval_writes_every_group(run_dir):
+@pytest.fixture(scope="module")
+def evaluated(run_dir) -> tuple[str, dict]:
+    """``modkit eval`` on the run, once: its output and the eval.json it wrote, read at once (later tests evaluate
+    the run again with other metrics), so no test depends on another having run before it."""
     result = invoke("eval", run_dir, *FAST, "--device", "cpu")
     assert result.exit_code == 0, result.output
-    data = json.loads((run_dir / "eval.json").read_text())
+    return result.output, json.loads((run_dir / "eval.json").read_text())
+
+
+def test_eval_writes_every_group(run_dir, evaluated):
+    output, data = evaluated
     for group in ("likelihood", "coherence", "probe", "relatedness", "reconstruction", "active_units", "judges", "summary"):
         assert data[group], group
     assert set(data["coherence"]["cross"]) == {"image->image", "image->label", "label->image", "label->label",
@@ -42,16 +49,16 @@ def test_eval_writes_every_group(run_dir):
     assert data["likelihood"]["log p(image)"]["items"] == 64 and data["likelihood"]["log p(image)"]["mean"] < 0
     assert data["judges"]["image/label"]["kind"] == "classifier" and data["judges"]["image/label"]["balanced_accuracy"] > 0.8
     assert (run_dir / "judges.safetensors").exists() and not (run_dir / "judges.pkl").exists()
-    assert "wrote" in result.output
+    assert "wrote" in output
 
 
-def test_coherence_matches_an_independent_recomputation(run_dir):
+def test_coherence_matches_an_independent_recomputation(run_dir, evaluated):
     """label→image coherence recomputed item by item from model primitives and the saved judge."""
     from sklearn.metrics import balanced_accuracy_score
 
     from modkit.runs.loading import load_run
 
-    data = json.loads((run_dir / "eval.json").read_text())
+    _, data = evaluated
     run = load_run(run_dir, "cpu")
     from modkit.evaluation.judges import JudgeSet
 

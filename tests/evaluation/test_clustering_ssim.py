@@ -40,6 +40,22 @@ def test_ssim_is_wang_et_al(size):
     assert ssim(torch.as_tensor(a), torch.as_tensor(a)).numpy() == pytest.approx(1.0)
 
 
+def test_torchmetrics_ssim_is_not_the_valid_window_definition_on_small_images():
+    """Why ssim() is computed here (docs/evaluation.md): torchmetrics' Gaussian-window SSIM ignores kernel_size and
+    averages over reflected borders, so on 8×8 digits it is not Wang et al.'s valid-window index. Should a
+    torchmetrics release honour kernel_size over the valid positions, this fails and the library can take over."""
+    from torchmetrics.functional.image import structural_similarity_index_measure as library_ssim
+
+    rng = np.random.default_rng(8)
+    a = rng.random((4, 1, 8, 8))
+    b = np.clip(a + 0.2 * rng.normal(size=a.shape), 0, 1)
+    wanted = np.array([reference_ssim(b[i, 0], a[i, 0], 7) for i in range(4)])
+    got = {k: library_ssim(torch.as_tensor(b), torch.as_tensor(a), kernel_size=k, sigma=1.5, data_range=1.0,
+                           reduction="none").numpy() for k in (3, 7)}
+    assert got[3] == pytest.approx(got[7], rel=1e-12)  # the window size asked for is not the one used
+    assert np.abs(got[7] - wanted).max() > 1e-2
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("clustering") / "digits"

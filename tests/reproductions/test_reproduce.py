@@ -81,16 +81,30 @@ def test_the_entry_runs_from_the_checkout_and_no_installed_command_needs_one():
     assert gone.exit_code == 2 and "No such command 'reproduce'" in gone.output
 
 
+#: one claim per path through the runner, trained at the quick tier below (the other claims take the same paths
+#: with other recipes: each of those recipes validates in tests/config, each claim's fields in the test above):
+QUICK_CLAIMS = (
+    "mvae-weak-supervision",  # model, logistic-regression and not-applicable arms; a secondary metric (test/elbo)
+    "meme-partial-observation-label-only",  # secondary metrics read from each arm's eval.json
+    "mvae-likelihood",  # an evaluation-only metric; reported again by --no-train below
+    "stability",  # a claim without x values; continued, not retrained, by the second command below
+    "shapes-flagship",  # the flagship's task metrics and CPU seconds
+    "lcmvae-captions-segmentation",  # pre-training stages and arms started from them
+    "m2-segmentation",  # an arm that is the best of several candidates
+    "translation-weak-supervision",  # a reference arm trained at its one x
+)
+
+
 @pytest.mark.slow
 def test_quick_tier_runs_and_writes_a_stamped_report(tmp_path):
     out = tmp_path / "reproduce"
-    result = CliRunner().invoke(main, ["--quick", "--out", str(out)], catch_exceptions=False)  # every claim
+    result = CliRunner().invoke(main, ["--quick", *QUICK_CLAIMS, "--out", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     report = (out / "reproductions.md").read_text()
     data = json.loads((out / "reproductions.json").read_text())
     for key in ("commit", "date", "machine", "load", "command"):
         assert data["meta"][key] and f"- {key}" in report.replace("load average when written", "load")
-    assert data["quick"] and [c["id"] for c in data["claims"]] == [c.id for c in catalogue.CLAIMS]
+    assert data["quick"] and [c["id"] for c in data["claims"]] == [c.id for c in catalogue.CLAIMS if c.id in QUICK_CLAIMS]
     assert all(c["verdict"] == "inconclusive" for c in data["claims"])  # one seed, three epochs: nothing is decided
     weak = next(c for c in data["claims"] if c["id"] == "mvae-weak-supervision")
     assert all(0 <= weak["table"][a["name"]]["0.1"]["mean"] <= 1 for a in weak["arms"])  # every arm measured at x = 0.1
@@ -106,7 +120,7 @@ def test_quick_tier_runs_and_writes_a_stamped_report(tmp_path):
     # the shapes claims: every arm, two-stage ones included, measured by the key it names
     from reproductions.claims_shapes import SHAPES_CLAIMS
 
-    for claim in SHAPES_CLAIMS:
+    for claim in (c for c in SHAPES_CLAIMS if c.id in QUICK_CLAIMS):
         found = next(c for c in data["claims"] if c["id"] == claim.id)
         assert all(cell["mean"] is not None for cells in found["table"].values() for cell in cells.values()), claim.id
     flagship = next(c for c in data["claims"] if c["id"] == "shapes-flagship")  # every metric beside the verdict's

@@ -5,6 +5,10 @@ smaller image: 7 on 8×8 digits), K1 = 0.01, K2 = 0.03, data range 1 (images in 
 under the window, averaged over the window positions that lie wholly inside the image ("valid"), then over
 the test items. The decoded image is the likelihood's mean (pixel probabilities for a Bernoulli image).
 The pixel MSE of the same reconstructions is in ``reconstruction``.
+
+Not torchmetrics' SSIM: with a Gaussian window it ignores ``kernel_size`` (always 11 pixels at σ = 1.5), pads by
+reflection and averages over every position, so on 8×8 images most of each window is reflected border and the
+index differs from the valid-window definition above (docs/evaluation.md, SSIM).
 """
 from __future__ import annotations
 
