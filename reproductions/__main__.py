@@ -25,7 +25,8 @@ COMMAND = ["python", "-m", "reproductions"]  # how the report's stamp names the 
 @click.option("--report", type=click.Path(path_type=Path), default=None,
               help="The Markdown written (default: docs/reproductions.md; with --quick: OUT/reproductions.md).")
 @click.option("--no-train", is_flag=True, help="Train nothing: report the trials that have finished (a run still in "
-              "progress elsewhere, or one cut short); a cell says over how many seeds it is.")
+              "progress elsewhere, or one cut short); a cell says over how many seeds it is. An arm with no finished trial "
+              "keeps its stored cells where its definition and x values are unchanged (docs/reproducing.md).")
 @click.option("--arms", default=None, metavar="A,B", help="Train only these arms (by name); the claim's other arms "
               "report the runs of theirs that have finished, as with --no-train.")
 @click.option("--list", "list_claims", is_flag=True, help="List the claims and exit.")

@@ -33,6 +33,35 @@ def stamp_lines(meta: dict[str, Any] | None) -> list[str]:
     return [f"Measured by `{portable(meta['command'])}` ({', '.join(parts)}).", ""]
 
 
+def _names(names: list[str]) -> str:
+    return ", ".join(f"`{n}`" for n in names)
+
+
+def carried_lines(r: dict[str, Any]) -> list[str]:
+    """Which arms the claim's own run measured and which it carried over from an earlier run (their stored cells:
+    a run that measured only some arms keeps the others'), each with that earlier run's stamp."""
+    sources: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    for arm in r.get("arms", []):
+        if arm.get("carried_from"):
+            key = repr(sorted(arm["carried_from"].items()))
+            sources.setdefault(key, (arm["carried_from"], []))[1].append(arm["name"])
+    if not sources:
+        return []
+    carried = {n for _, names in sources.values() for n in names}
+    mine = [a["name"] for a in r.get("arms", []) if a["name"] not in carried
+            and any(c.get("n") for c in r.get("table", {}).get(a["name"], {}).values())]
+    out = [f"Arms {_names(mine)}: measured by the run above." if mine else "No arm was measured by the run above."]
+    for src, names in sources.values():
+        parts = [f"commit `{src['commit']}`" if src.get("commit") else "", f"written {src['date']}" if src.get("date") else "",
+                 f"runs trained {src['trained']}" if src.get("trained") else ""]
+        parts = [p for p in parts if p]
+        out.append(f"Arms {_names(names)}: stored cells from `{portable(src.get('command', '?'))}`"
+                   + (f" ({', '.join(parts)})" if parts else "")
+                   + ", carried over: the run above had no finished trial of theirs, and their kind, recipe, `--set` "
+                   "values, metric and x values are those the earlier run measured.")
+    return [line for text in out for line in (text, "")]
+
+
 def _projection(arms: list[dict[str, Any]], stages: list[dict[str, Any]]) -> list:
     return sorted([[a["name"], a.get("kind", "model"), a.get("recipe", ""), list(a.get("sets") or []), a.get("after", ""),
                     list(a.get("best_of") or [])] for a in arms]
@@ -176,7 +205,7 @@ def render(results: list[dict[str, Any]], meta: dict[str, Any], out: Path, quick
         claim, a = declared.get(r["id"]), assessed[r["id"]]
         titles = {arm["name"]: arm["title"] for arm in r["arms"]}
         md += [f"<a id=\"{r['id']}\"></a>", f"## {r['title']}", "", f"*{r['source']}.* {r['statement']}", "",
-               f"Paper: {r['paper_number']}.", "", *stamp_lines(r.get("meta"))]
+               f"Paper: {r['paper_number']}.", "", *stamp_lines(r.get("meta")), *carried_lines(r)]
         if a["question"] == "modkit":
             md += ["**modkit's own question**: the paper did not pose this comparison; the verdict says whether it "
                    "holds, not whether the paper reproduces.", ""]

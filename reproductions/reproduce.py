@@ -146,7 +146,7 @@ def best_of(claim: Claim, arm: Arm, runs: dict[str, dict], table: dict[str, dict
                   if scores[name].get(x) and scores[name][x]["mean"] is not None and table.get(name, {}).get(x)]
         if scored:
             name = max(scored)[1]
-            found[x], found_runs[x] = {**table[name][x], "arm": name}, runs[name][x]
+            found[x], found_runs[x] = {**table[name][x], "arm": name}, runs.get(name, {}).get(x, {})
     return found_runs, found
 
 
@@ -398,6 +398,46 @@ def claim_meta(meta: dict[str, Any]) -> dict[str, Any]:
     return {k: meta[k] for k in ("commit", "date", "trained", "machine", "command") if meta.get(k)}
 
 
+def arm_record(claim: Claim, arm: Arm) -> dict[str, Any]:
+    """How the report records an arm: what it is (kind, recipe, ``--set`` values, metric, start, candidates) and a
+    digest of its declaration (the recipe's text included), so a later run can tell whether its cells still stand."""
+    return {"name": arm.name, "title": arm.title, "kind": arm.kind, "recipe": arm.recipe, "sets": list(arm.sets),
+            "after": arm.after, "metric": arm.metric or claim.metric, **({"best_of": list(arm.best_of)} if arm.best_of else {}),
+            **({"chosen_on": "a validation split of the training scenes (" + ", ".join(f"`{t}`" for t in arm.select_on) + ")"}
+               if arm.select_on else {}),
+            **({"peer": f"MultiVae {arm.peer}"} if arm.kind == peer.KIND else {}),
+            "digest": setups.arm_digest(arm)}
+
+
+#: what must match between an arm as declared now and as a stored entry recorded it for its cells to be carried
+DEFINITION = ("kind", "recipe", "sets", "metric", "after", "best_of", "peer")
+
+
+def carried(claim: Claim, arm: Arm, xs: list, stored: dict | None) -> dict[str, Any] | None:
+    """The stored cells of an arm this run did not measure, where the stored entry of the claim measured the same arm
+    (same kind, recipe, ``--set`` values, metric; the same declaration digest where the entry recorded one) at the
+    same x values: ``{"table", "also", "from"}`` (``from``: the stamp of the run that measured them), else None."""
+    if not stored or stored.get("quick") or [x for x in stored.get("xs", [])] != list(xs):
+        return None
+    mine = arm_record(claim, arm)
+    theirs = next((a for a in stored.get("arms", []) if a.get("name") == arm.name), None)
+    if theirs is None or arm.name not in stored.get("table", {}):
+        return None
+    if any((mine.get(k) or None) != (theirs.get(k) or None) for k in DEFINITION):
+        return None
+    if theirs.get("digest") and theirs["digest"] != mine["digest"]:
+        return None
+    keys = {str(x): x for x in xs}
+    table = {keys[k]: c for k, c in stored["table"][arm.name].items() if k in keys}
+    if not any(c.get("n") for c in table.values()):
+        return None
+    also = {m: {keys[k]: c for k, c in extra.get("table", {}).get(arm.name, {}).items() if k in keys}
+            for m, extra in (stored.get("also") or {}).items()}
+    source = theirs.get("carried_from") or {k: v for k, v in (stored.get("meta") or {}).items()
+                                            if k in ("command", "commit", "date", "trained")}
+    return {"table": table, "also": also, "from": source}
+
+
 def previous_results(report: Path) -> dict[str, dict]:
     """The claims of the report as it stands (each with its stamp; one written before claims had their own gets
     the file's): what a command given only some claims keeps of the others."""
@@ -460,6 +500,16 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
         swept = [x for x in xs if x is not None]
         not_run: dict[str, str] = {}  # arm → why (an optional extra is not installed)
         tuning: dict[str, dict[Any, dict]] = {}  # validation twins' cells, by arm
+        kept: dict[str, dict] = {}  # arm → the stored cells carried over for it (:func:`carried`)
+
+        def keep(arm: Arm) -> None:
+            """An arm with no finished trial in OUT: its stored cells, where the stored entry measured the same arm."""
+            found = carried(claim, arm, xs, previous.get(claim.id))
+            if found is not None:
+                kept[arm.name] = found
+                runs[arm.name], table[arm.name] = {}, found["table"]
+                not_run.pop(arm.name, None)
+                echo(f"  no finished trial in {out}: its stored cells are kept (measured by {found['from'].get('command', '?')})")
         for arm in claim.arms:
             echo(f" {arm.name}" + (f" (from {arm.after})" if arm.after else ""))
             metric = arm.metric or claim.metric
@@ -483,6 +533,8 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
                     not_run[arm.name] = why
                     echo(f"  not run: {why}")
                 runs[arm.name], table[arm.name] = values, cells(values, metric)
+                if not values:
+                    keep(arm)
                 continue
             if arm.at is not None:  # one x for every x: a reference line
                 values = run_model_arm(claim, arm, [arm.at] if claim.x_key else [], seed_list, out, quick, arm_workers, echo,
@@ -505,8 +557,10 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
                 tuning[arm.name] = cells(values, metric)
                 continue
             runs[arm.name], table[arm.name] = values, cells(values, metric, claim.plateau.key if claim.plateau else None)
+            if not values and arm.kind == "model":
+                keep(arm)
         spans.extend(trained)
-        if not workers and claim.id in previous and not any(runs.get(a.name) for a in claim.arms if a.kind == "model"):
+        if not workers and claim.id in previous and not any(runs.get(a.name) for a in claim.arms if a.kind in ("model", peer.KIND)):
             echo(f" → no finished run of its models in {out}: its earlier row is kept ({previous[claim.id]['verdict']})")
             continue
         for arm in claim.arms:
@@ -518,6 +572,9 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
         also = {metric: {"label": label, "table": {arm: {str(x): c for x, c in cells(values, metric).items()}
                                                    for arm, values in runs.items()}}
                 for metric, label in claim.also}  # a tuned arm's: those of the setting its metric chose
+        for metric in also:  # an arm whose cells were carried: its stored cells of the other metrics too
+            also[metric]["table"].update({arm: {str(x): c for x, c in k["also"].get(metric, {}).items()}
+                                          for arm, k in kept.items()})
         reported = [a for a in claim.arms if a.kind not in ("pretrain", "tune")]
         result, evidence = verdict(claim, table, runs, quick)
         beats = None if quick or claim.judge != "gap" else above_baseline(claim, table)
@@ -525,11 +582,7 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
         results.append({"id": claim.id, "title": claim.title, "source": claim.source, "statement": claim.statement,
                         "paper_number": claim.paper_number, "metric": claim.metric, "metric_label": claim.metric_label,
                         "subject": claim.subject, "baseline": claim.baseline, "x_key": claim.x_key, "xs": xs,
-                        "arms": [{"name": a.name, "title": a.title, "kind": a.kind, "recipe": a.recipe, "sets": list(a.sets),
-                                  "after": a.after, "metric": a.metric or claim.metric, **({"best_of": list(a.best_of)} if a.best_of else {}),
-                                  **({"chosen_on": "a validation split of the training scenes (" + ", ".join(f"`{t}`" for t in a.select_on) + ")"}
-                                     if a.select_on else {}),
-                                  **({"peer": f"MultiVae {a.peer}"} if a.kind == peer.KIND else {})}
+                        "arms": [{**arm_record(claim, a), **({"carried_from": kept[a.name]["from"]} if a.name in kept else {})}
                                  for a in reported],
                         "tuning": {name: {str(x): c for x, c in t.items()} for name, t in tuning.items()},
                         "declaration": setups.digest(claim), "measured": result,

@@ -239,22 +239,23 @@ def x_counts(claim: Claim, xs: list | None = None) -> dict[str, int]:
 
 # -- the declaration's digest -------------------------------------------------------------------------------
 
+def _arm_declaration(a: Arm) -> dict[str, Any]:
+    # the fields set away from their defaults: a field Arm gains later does not change every digest
+    spec = {f.name: list(v) if isinstance(v, tuple) else v for f in dataclasses.fields(a)
+            if f.name != "label" and (v := getattr(a, f.name)) != f.default}
+    if a.recipe:
+        try:
+            spec["recipe_text"] = _written(a.recipe, tuple(a.sets))
+        except ModkitError:
+            spec["recipe_text"] = None
+    return spec
+
+
 def declaration(claim: Claim) -> dict[str, Any]:
     """What a claim's measurement and verdict depend on: its arms (each recipe as written, after its ``--set``
     values), x values, evaluation, metric, region and judge. Labels, notes, diagnoses and the paper's column are
     not part of it: rewording them does not make a stored result stale."""
-    def arm(a: Arm) -> dict[str, Any]:
-        # the fields set away from their defaults: a field Arm gains later does not change every digest
-        spec = {f.name: list(v) if isinstance(v, tuple) else v for f in dataclasses.fields(a)
-                if f.name != "label" and (v := getattr(a, f.name)) != f.default}
-        if a.recipe:
-            try:
-                spec["recipe_text"] = _written(a.recipe, tuple(a.sets))
-            except ModkitError:
-                spec["recipe_text"] = None
-        return spec
-
-    return {"metric": claim.metric, "arms": [arm(a) for a in claim.arms], "subject": claim.subject,
+    return {"metric": claim.metric, "arms": [_arm_declaration(a) for a in claim.arms], "subject": claim.subject,
             "baseline": claim.baseline, "x_key": claim.x_key, "xs": list(claim.xs), "region": list(claim.region),
             "evaluate": claim.evaluate, "judge": claim.judge, "lower_is_better": claim.lower_is_better,
             "plateau": None if claim.plateau is None else vars(claim.plateau)}
@@ -262,4 +263,11 @@ def declaration(claim: Claim) -> dict[str, Any]:
 
 def digest(claim: Claim) -> str:
     text = json.dumps(declaration(claim), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def arm_digest(arm: Arm) -> str:
+    """One arm's part of :func:`declaration` (its recipe's text included): whether a stored arm's cells still stand
+    for the arm as declared now."""
+    text = json.dumps(_arm_declaration(arm), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
