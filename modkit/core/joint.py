@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from modkit.core.gaussian import DiagGaussian, Experts, product_of_experts
 from modkit.core.nn import GaussianHead, mlp
 
 
@@ -36,3 +37,18 @@ class JointEncoder(nn.Module):
         lead = torch.broadcast_shapes(*(p.shape[:-1] for p in parts))
         parts = [p.expand(*lead, p.shape[-1]) for p in parts]
         return self.head(self.net(torch.cat([*parts, mask.expand(*lead, mask.shape[-1]).to(parts[0].dtype)], dim=-1)))
+
+    def subset_posterior(self, experts: Experts, subsets: Tensor, features: Sequence[Tensor]) -> DiagGaussian:
+        """The posterior rule JMVAE and TELBO share (MultiVae's): this joint encoder where every modality is given
+        (and present), the product of the given unimodal experts (no prior expert) where some but not all are,
+        N(0, I) where none is. ``subsets`` is (S, N) or (S, B, N); the result has batch shape (S, B)."""
+        mask = subsets.to(torch.bool)
+        mask = (mask.unsqueeze(1) if mask.dim() == 2 else mask) & experts.present.unsqueeze(0)  # (S, B, N)
+        count = mask.sum(-1, keepdim=True)  # (S, B, 1)
+        mu, logvar = product_of_experts(experts, mask, prior=False)  # (S, B, D)
+        everything = count == len(self.feature_dims)
+        if bool(everything.any()):  # evaluation only: the joint pass is skipped when no row gives every modality
+            joint_mu, joint_logvar = self(features, mask)
+            mu, logvar = torch.where(everything, joint_mu, mu), torch.where(everything, joint_logvar, logvar)
+        some = count > 0
+        return DiagGaussian(torch.where(some, mu, 0.0), torch.where(some, logvar, 0.0))

@@ -16,7 +16,7 @@ from pydantic import Field
 from torch import Tensor
 
 from modkit import Batch, Engine, Fusion, FusionConfig, JointEncoder, LossOutput, RecipeError, SubsetPlan, hookimpl
-from modkit.distributions import DiagGaussian, Experts, kl_gaussians, kl_standard_normal, product_of_experts, reparameterize
+from modkit.distributions import DiagGaussian, Experts, kl_gaussians, kl_standard_normal, reparameterize
 
 
 class JMVAEConfig(FusionConfig):
@@ -73,16 +73,7 @@ class JMVAE(Fusion):
         are, and the prior N(0, I) when none is."""
         if not experts.extra or "features" not in experts.extra:
             raise TypeError("jmvae posteriors need the features from JMVAE.encode (use model.encode)")
-        mask = subsets.to(torch.bool)
-        mask = (mask.unsqueeze(1) if mask.dim() == 2 else mask) & experts.present.unsqueeze(0)  # (S, B, N)
-        count = mask.sum(-1, keepdim=True)  # (S, B, 1)
-        poe_mu, poe_logvar = product_of_experts(experts, mask, prior=False)  # (S, B, D)
-        everything = count == len(self.names)
-        if bool(everything.any()):
-            joint_mu, joint_logvar = self.joint(experts.extra["features"], mask)
-            poe_mu, poe_logvar = torch.where(everything, joint_mu, poe_mu), torch.where(everything, joint_logvar, poe_logvar)
-        some = count > 0
-        return DiagGaussian(torch.where(some, poe_mu, 0.0), torch.where(some, poe_logvar, 0.0))
+        return self.joint.subset_posterior(experts, subsets, experts.extra["features"])
 
 
 @hookimpl

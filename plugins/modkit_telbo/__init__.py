@@ -22,7 +22,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from modkit import Batch, Engine, Fusion, FusionConfig, JointEncoder, LossOutput, RecipeError, SubsetPlan, hookimpl
-from modkit.distributions import DiagGaussian, Experts, kl_standard_normal, product_of_experts
+from modkit.distributions import DiagGaussian, Experts, kl_standard_normal
 
 JOINT, UNIMODAL = "joint", "unimodal"
 
@@ -163,16 +163,7 @@ class TELBO(Fusion):
         experts without a prior expert (the paper's product of experts for missing attributes); N(0, I) for none."""
         if not experts.extra or "features" not in experts.extra:
             raise TypeError("telbo posteriors need the features from TELBO.encode (use model.encode)")
-        mask = subsets.to(torch.bool)
-        mask = (mask.unsqueeze(1) if mask.dim() == 2 else mask) & experts.present.unsqueeze(0)  # (S, B, N)
-        count = mask.sum(-1, keepdim=True)  # (S, B, 1)
-        mu, logvar = product_of_experts(experts, mask, prior=False)  # (S, B, D)
-        everything = count == len(self.names)
-        if bool(everything.any()):
-            joint_mu, joint_logvar = self.joint(experts.extra["features"], mask)
-            mu, logvar = torch.where(everything, joint_mu, mu), torch.where(everything, joint_logvar, logvar)
-        some = count > 0
-        return DiagGaussian(torch.where(some, mu, 0.0), torch.where(some, logvar, 0.0))
+        return self.joint.net.subset_posterior(experts, subsets, experts.extra["features"])
 
 
 @hookimpl
