@@ -107,7 +107,11 @@ def test_quick_tier_runs_and_writes_a_stamped_report(tmp_path):
     assert data["quick"] and [c["id"] for c in data["claims"]] == [c.id for c in catalogue.CLAIMS if c.id in QUICK_CLAIMS]
     assert all(c["verdict"] == "inconclusive" for c in data["claims"])  # one seed, three epochs: nothing is decided
     weak = next(c for c in data["claims"] if c["id"] == "mvae-weak-supervision")
-    assert all(0 <= weak["table"][a["name"]]["0.1"]["mean"] <= 1 for a in weak["arms"])  # every arm measured at x = 0.1
+    # every arm measured at x = 0.1, except a MultiVae peer arm where MultiVae's own venv is absent (CI): that one is
+    # reported as not run, with its reason
+    skipped = {a["name"] for a in weak["arms"] if a["name"] in weak["not_run"]}
+    assert all(a["kind"] == "multivae" and weak["not_run"][a["name"]] for a in weak["arms"] if a["name"] in skipped)
+    assert all(0 <= weak["table"][a["name"]]["0.1"]["mean"] <= 1 for a in weak["arms"] if a["name"] not in skipped)
     elbo = weak["also"]["test/elbo"]["table"]
     assert elbo["m2"]["0.1"]["n"] == 0 and elbo["poe"]["0.1"]["mean"] < 0  # M2 defines no test ELBO; PoE does
     meme = next(c for c in data["claims"] if c["id"] == "meme-partial-observation-label-only")
