@@ -55,6 +55,26 @@ def product(mus: Tensor, logvars: Tensor, given: Tensor, prior_mu: Tensor, prior
     return mu, -torch.log(total)
 
 
+def walk_down(fusion: "MHVAE", top: tuple[Tensor, Tensor], conditional, noise, z_given: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The top-down walk the posterior ladder and the prior share: z_L from ``top`` (mu, logvar), then each lower
+    level from ``conditional(level, z_above)`` → (mu, logvar). ``noise(mu, logvar)`` draws a level, or ``z_given``
+    (…, L·D) fixes every level; returns the carried latent [z_L, …, z_1] and the log-density of it."""
+    d = fusion.level_dim
+    mu, logvar = top
+    levels, log_density = [], 0.0
+    for level in range(fusion.n_latent, 0, -1):
+        if level < fusion.n_latent:
+            mu, logvar = conditional(level, levels[-1])
+        if z_given is None:
+            z = noise(mu, logvar)
+        else:
+            start = (fusion.n_latent - level) * d
+            z = z_given[..., start:start + d]
+            log_density = log_density + gaussian_log_prob(z, mu, logvar)
+        levels.append(z)
+    return torch.cat([torch.broadcast_to(z, levels[-1].shape) for z in levels], dim=-1), log_density
+
+
 class Ladder:
     """q(z_L, …, z_1 | the given modalities), over the carried latent [z_L, …, z_1], batch shape (*S, B).
 
@@ -79,20 +99,9 @@ class Ladder:
     def _down(self, noise, z_given: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Walk down the ladder: ``noise(level, mu)`` gives z_l from its (mu, logvar), or ``z_given`` (…, L·D) fixes
         every level. Returns the carried latent and the posterior's log-density of it."""
-        fusion, d = self.fusion, self.fusion.level_dim
-        levels, log_q = [], 0.0
-        mu, logvar = self.top
-        for level in range(fusion.n_latent, 0, -1):
-            if level < fusion.n_latent:
-                mu, logvar, _ = fusion.level(level, levels[-1], self.skips[level - 1], self.given)
-            if z_given is None:
-                z = noise(mu, logvar)
-            else:
-                start = (fusion.n_latent - level) * d
-                z = z_given[..., start:start + d]
-                log_q = log_q + gaussian_log_prob(z, mu, logvar)
-            levels.append(z)
-        return torch.cat([torch.broadcast_to(z, levels[-1].shape) for z in levels], dim=-1), log_q
+        fusion = self.fusion
+        return walk_down(fusion, self.top, lambda level, above: fusion.level(level, above, self.skips[level - 1], self.given)[:2],
+                         noise, z_given)
 
     @property
     def mean(self) -> Tensor:
@@ -118,21 +127,10 @@ class LadderPrior:
         self.fusion = fusion
 
     def _down(self, noise, z_given: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        fusion, d = self.fusion, self.fusion.level_dim
-        zeros = fusion._prior_zeros[:d]
-        mu, logvar = zeros, zeros
-        levels, log_p = [], 0.0
-        for level in range(fusion.n_latent, 0, -1):
-            if level < fusion.n_latent:
-                mu, logvar = fusion.prior_blocks[level - 1](fusion.top_down[level - 1](levels[-1]))
-            if z_given is None:
-                z = noise(mu, logvar)
-            else:
-                start = (fusion.n_latent - level) * d
-                z = z_given[..., start:start + d]
-                log_p = log_p + gaussian_log_prob(z, mu, logvar)
-            levels.append(z)
-        return torch.cat([torch.broadcast_to(z, levels[-1].shape) for z in levels], dim=-1), log_p
+        fusion = self.fusion
+        zeros = fusion._prior_zeros[:fusion.level_dim]
+        return walk_down(fusion, (zeros, zeros), lambda level, above: fusion.prior_blocks[level - 1](fusion.top_down[level - 1](above)),
+                         noise, z_given)
 
     @property
     def mean(self) -> Tensor:
