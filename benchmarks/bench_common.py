@@ -168,6 +168,8 @@ def base_args(parser) -> None:
     parser.add_argument("--nll-repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--floor-plan", default="", help="JSON: what the work floor trains (see Floor); run.py takes it from "
+                        "modkit's model so both engines' floors are the same networks")
 
 
 def device_tools(device: str):
@@ -217,9 +219,9 @@ def floor_rows(objective: str, n: int, moe_k: int) -> int:
     MVAE full + singles: the joint latent and the modality's own single latent (2). MoPoE with one
     mixture sample per point: 1. MoE with K samples: every modality's K latents, N·K. JMVAE, MVTCAE: the joint
     latent (1). DMVAE: the joint and every cross ELBO's (1 + N). MMVAE+: N·K, as MoE. CVAE decodes only its main
-    modality (1 row; the floor still decodes every modality, so it overstates CVAE's work). JNF's joint stage: the joint latent (1). Nexus: each modality's own
-    latent (1; its small top networks are left out of the floor). MHVAE: every subset's z_1 (2^N − 1; its ladder
-    blocks are left out of the floor).
+    modality (1 row, and the floor's plan decodes only that one). JNF's joint stage: the joint latent (1). Nexus: each modality's own
+    latent (1). MHVAE: every subset's z_1 (2^N − 1). The networks a fusion owns (joint encoders, Nexus's top networks,
+    MHVAE's ladder blocks) are in the floor's plan, once per point.
     """
     return {"mvae": 2, "mopoe": 1, "moe": n * moe_k, "jmvae": 1, "mvtcae": 1, "dmvae": 1 + n, "mmvae_plus": n * moe_k,
             "cvae": 1, "crmvae": 2, "cmvae": n * moe_k, "telbo": 1, "jnf": 1, "nexus": 1,
@@ -233,21 +235,35 @@ class Floor:
     exactly the rows the objective needs, scores them with the Bernoulli log-likelihood, and takes
     the Adam step (fused kernels where torch has them): work that any engine must do. Decoder inputs are leaves that require grad, so the
     decoder's input gradient (which a real model back-propagates into the encoders) is computed too.
+
+    ``plan`` (``modkit_worker.floor_plan``) narrows this to what the model's step trains and adds the networks a fusion
+    owns: ``encoders`` and ``decoders``, the modalities whose networks get a gradient (a CVAE decodes only its main
+    modality; a model in its joint stage trains no unimodal encoder), and ``extra``, [in, out, input needs a gradient,
+    rows per point] for every linear layer of the fusion's own networks that gets a gradient (a joint encoder, a code
+    network, top encoders, ladder blocks), each run forward and backward on that many rows per point of a leaf input
+    (requiring a gradient where the model's input to that layer does), with SiLU after it.
     """
 
-    def __init__(self, n: int, latent: int, rows_per_point: int, lr: float = 1e-3, device: str = "cpu"):
+    def __init__(self, n: int, latent: int, rows_per_point: int, lr: float = 1e-3, device: str = "cpu", plan: dict | None = None):
         import torch
         from torch import nn
 
         self.torch = torch
+        plan = plan or {}
+        self.encoded = list(plan.get("encoders", range(n)))
+        self.decoded = list(plan.get("decoders", range(n)))
         self.encoders = nn.ModuleList(
             nn.Sequential(nn.Linear(784, 512), nn.SiLU(), nn.Linear(512, 512), nn.SiLU(), nn.Linear(512, 2 * latent)) for _ in range(n))
         self.decoders = nn.ModuleList(
             nn.Sequential(nn.Linear(latent, 512), nn.SiLU(), nn.Linear(512, 512), nn.SiLU(), nn.Linear(512, 784)) for _ in range(n))
-        self.encoders.to(device)
-        self.decoders.to(device)
+        self.extra = nn.ModuleList(nn.Linear(int(spec[0]), int(spec[1])) for spec in plan.get("extra", []))
+        self.extra_input_grad = [bool(spec[2]) if len(spec) > 2 else True for spec in plan.get("extra", [])]
+        self.extra_rows = [int(spec[3]) if len(spec) > 3 else 1 for spec in plan.get("extra", [])]
+        for part in (self.encoders, self.decoders, self.extra):
+            part.to(device)
         self.device = torch.device(device)
-        self.params = [*self.encoders.parameters(), *self.decoders.parameters()]
+        self.params = [*(p for i in self.encoded for p in self.encoders[i].parameters()),
+                       *(p for i in self.decoded for p in self.decoders[i].parameters()), *self.extra.parameters()]
         major, minor = (int(v) for v in torch.__version__.split(".")[:2])
         fused = {"fused": True} if (major, minor) >= (2, 4) else {}  # the fastest Adam this torch has
         self.optimizer = torch.optim.Adam(self.params, lr=lr, **fused)
@@ -259,12 +275,19 @@ class Floor:
         F = torch.nn.functional
         t0 = time.perf_counter()
         loss = 0.0
-        for enc, dec, x in zip(self.encoders, self.decoders, xs):
+        for i in self.encoded:
+            stats = self.encoders[i](xs[i].reshape(len(xs[i]), -1))
+            loss = loss + stats.square().sum()
+        for i in self.decoded:
+            x = xs[i]
             flat = x.reshape(len(x), -1)
-            stats = enc(flat)
             z = torch.randn(self.rows, len(x), self.latent, device=self.device, requires_grad=True)
-            out = dec(z.reshape(-1, self.latent)).reshape(self.rows, len(x), -1)
-            loss = loss + F.binary_cross_entropy_with_logits(out, flat.expand_as(out), reduction="sum") + stats.square().sum()
+            out = self.decoders[i](z.reshape(-1, self.latent)).reshape(self.rows, len(x), -1)
+            loss = loss + F.binary_cross_entropy_with_logits(out, flat.expand_as(out), reduction="sum")
+        points = len(xs[0])
+        for layer, input_grad, rows in zip(self.extra, self.extra_input_grad, self.extra_rows):
+            h = torch.randn(rows * points, layer.in_features, device=self.device, requires_grad=input_grad)
+            loss = loss + F.silu(layer(h)).sum()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         t1 = time.perf_counter()

@@ -9,6 +9,7 @@ is timed in the same process, step by step between modkit's steps.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -113,7 +114,8 @@ def train(args) -> None:
             trainer.step(batch, 1.0)
 
         memory = first_steps(trainer, step, probe, args.profile)
-        floor = Floor(args.n, args.latent, floor_rows(args.mode, args.n, args.moe_k), device=args.device)
+        plan = json.loads(args.floor_plan) if args.floor_plan else floor_plan(trainer.model, args.n, step, args.batch)
+        floor = Floor(args.n, args.latent, floor_rows(args.mode, args.n, args.moe_k), device=args.device, plan=plan)
         xs = [[b.data[f"m{i}"] for i in range(args.n)] for b in batches]
         adam: list[float] = []
 
@@ -127,7 +129,43 @@ def train(args) -> None:
         emit({"engine": "modkit", "model": args.mode, "device": args.device, "amp": args.amp, "compile": args.compile,
               "modkit_from": str(Path(modkit.__file__).parent.parent),
               **summary(times["modkit"]), **memory.result(),
-              "floor": {**summary(times["floor"]), "adam_ms": round(statistics.median(adam[-len(times["floor"]["wall"]):]), 2)}})
+              "floor": {**summary(times["floor"]), "adam_ms": round(statistics.median(adam[-len(times["floor"]["wall"]):]), 2),
+                        "plan": plan}})
+
+
+def floor_plan(model, n: int, step, points: int) -> dict:
+    """What the work floor should train for this model (``bench_common.Floor``), read off one more training step of
+    ``points`` data points: the modalities whose encoder and whose decoder get a gradient, and for each of the fusion's
+    own linear layers that does, [in, out, whether its input needs a gradient too, rows per point]. A joint encoder over
+    the encoders' features needs the input gradient; the first layer of a network that reads the data does not. The
+    rows are the ones the step feeds the layer (MHVAE's posterior blocks run once per subset): the floor takes the
+    fusion's own row counts as given, where the decoders' rows are declared per objective (``floor_rows``). Read from
+    the model rather than declared per objective, so a fusion's networks are never missed."""
+    layers = [m for m in model.fusion.modules() if isinstance(m, torch.nn.Linear)]
+    seen: dict[int, list] = {id(layer): [False, 0] for layer in layers}
+
+    def record(module, inputs, output) -> None:
+        entry = seen[id(module)]
+        entry[0] = entry[0] or inputs[0].requires_grad
+        entry[1] += inputs[0].numel() // module.in_features
+
+    hooks = [layer.register_forward_hook(record) for layer in layers]
+    try:
+        step()
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+    def trained(params) -> bool:
+        return any(p.grad is not None for p in params)
+
+    names = [f"m{i}" for i in range(n)]
+    encoders = [i for i, m in enumerate(names)
+                if trained(p for key, p in model.modalities[m].named_parameters() if not key.startswith("decoder"))]
+    decoders = [i for i, m in enumerate(names) if trained(model.modalities[m].decoder.parameters())]
+    extra = [[layer.in_features, layer.out_features, int(seen[id(layer)][0]), max(1, round(seen[id(layer)][1] / points))]
+             for layer in layers if layer.weight.grad is not None]
+    return {"encoders": encoders, "decoders": decoders, "extra": extra}
 
 
 def first_steps(trainer, step, probe, profile: str | None):

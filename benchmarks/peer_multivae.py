@@ -9,6 +9,7 @@ bookkeeping are left out, which only flatters the peer.
 from __future__ import annotations
 
 import argparse
+import json
 
 import torch
 from torch import nn
@@ -109,11 +110,49 @@ def build(kind: str, n: int, latent: int, moe_k: int):
         return CRMVAE(CRMVAEConfig(**common, beta=1.0), encoders, decoders), names
     if kind == "cvae":
         from multivae.models import CVAE, CVAEConfig
+        from multivae.models.nn.base_architectures import BaseConditionalDecoder, BaseJointEncoder
 
-        # MultiVae's default networks (a joint MLP encoder over all modalities, an MLP conditional decoder)
+        # the networks modkit's CVAE builds (its defaults: hidden [512, 512], a 16-wide code c(x), N(0, I) prior) rather
+        # than MultiVae's smaller default MLPs, so both engines train the same function: q(z | x, y) a joint MLP over every
+        # modality's encoder trunk; p(y | z, x) the main decoder on [z, c(x)], c an MLP over the conditioning trunks.
+        # MultiVae hands each network the raw inputs, so the decoder runs the conditioning trunks again (same weights).
+        trunks = nn.ModuleList(nn.Sequential(nn.Linear(784, 512), nn.SiLU(), nn.Linear(512, 512), nn.SiLU()) for _ in names)
+        code_dim = 16
+
+        def mlp(widths: list) -> nn.Sequential:
+            layers = []
+            for a, b in zip(widths[:-1], widths[1:]):
+                layers += [nn.Linear(a, b), nn.SiLU()]
+            return nn.Sequential(*layers[:-1])
+
+        def flat(x):
+            return x.reshape(len(x), -1)
+
+        class Posterior(BaseJointEncoder):
+            def __init__(self):
+                super().__init__()
+                self.trunks, self.net = trunks, mlp([512 * n + n, 512, 512, 2 * latent])  # features and presence bits
+
+            def forward(self, x):
+                f = [t(flat(x[m])) for t, m in zip(self.trunks, names)]
+                mu, log_var = self.net(torch.cat([*f, f[0].new_ones(len(f[0]), n)], -1)).chunk(2, dim=-1)
+                return ModelOutput(embedding=mu, log_covariance=log_var)
+
+        class Conditional(BaseConditionalDecoder):
+            def __init__(self):
+                super().__init__()
+                self.trunks, self.code = trunks, mlp([512 * (n - 1) + n - 1, 512, 512, code_dim])
+                self.net = mlp([latent + code_dim, 512, 512, 784])
+                self.latent_dim = latent
+
+            def forward(self, z, cond_mods):
+                f = [t(flat(cond_mods[m])) for t, m in zip(self.trunks[1:], names[1:])]
+                c = self.code(torch.cat([*f, f[0].new_ones(len(f[0]), n - 1)], -1))
+                return ModelOutput(reconstruction=self.net(torch.cat([z, c], -1)).reshape(len(z), *SIDE))
+
         config = CVAEConfig(main_modality="m0", conditioning_modalities=names[1:], input_dims={m: SIDE for m in names},
                             latent_dim=latent, decoder_dist="bernoulli")
-        return CVAE(config), names
+        return CVAE(config, encoder=Posterior(), decoder=Conditional()), names
     if kind == "telbo":
         from multivae.models import TELBO, TELBOConfig
 
@@ -213,12 +252,13 @@ def main() -> None:
         for _ in range(3):
             step()
     # the floor, timed step by step between the peer's steps, so both feel the same machine load
-    floor = Floor(args.n, args.latent, floor_rows(kind, args.n, args.moe_k), device=args.device)
+    plan = json.loads(args.floor_plan) if args.floor_plan else None  # modkit's model's plan, from run.py: the same floor
+    floor = Floor(args.n, args.latent, floor_rows(kind, args.n, args.moe_k), device=args.device, plan=plan)
     xs = [[b.data[m] for m in names] for b in batches]
     times = time_interleaved({"peer": step, "floor": lambda: floor.step(xs[counter[0] % n_batches])},
                              args.warmup, args.steps, args.max_seconds, sync=sync)
     emit({"engine": "multivae", "model": kind, "device": args.device, **summary(times["peer"]), **memory.result(),
-          "floor": summary(times["floor"])})
+          "floor": {**summary(times["floor"]), "plan": plan}})
 
 
 if __name__ == "__main__":

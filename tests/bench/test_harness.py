@@ -172,6 +172,50 @@ def test_floor_decodes_exactly_the_rows_it_should():
     assert all(p.grad is not None for p in floor.params)  # every network was back-propagated
 
 
+
+def test_a_floor_plan_trains_only_the_named_networks_and_the_fusions_own_layers():
+    import torch
+
+    plan = {"encoders": [0, 1], "decoders": [0], "extra": [[20, 6, 0, 1], [6, 3, 1, 3]]}
+    floor = Floor(n=2, latent=4, rows_per_point=1, plan=plan)
+    shapes = []
+    for layer in floor.extra:
+        layer.register_forward_hook(lambda module, inputs, output: shapes.append(tuple(inputs[0].shape)))
+    floor.step([torch.zeros(8, 1, 28, 28), torch.ones(8, 1, 28, 28)])
+    assert shapes == [(8, 20), (24, 6)]  # each extra layer on its rows per point
+    assert all(p.grad is not None for p in floor.params)
+    assert all(p.grad is None for p in floor.decoders[1].parameters())  # the unplanned decoder is not trained
+    assert len(floor.params) == 2 * 6 + 6 + 4  # two encoders, one decoder (3 layers each), two extra layers
+
+
+@pytest.mark.parametrize("objective, encoders, decoders", [("jmvae", [0, 1, 2], [0, 1, 2]), ("cvae", [0, 1, 2], [0])])
+def test_the_floor_plan_is_read_off_the_trained_model(tmp_path, objective, encoders, decoders):
+    """The plan names what a real step trained: a CVAE decodes its main modality only; both own a joint encoder over
+    the three encoders' 512-wide features and their presence bits."""
+    import modkit_worker
+
+    args = argparse.Namespace(n=3, seed=0, batch=8, latent=4, moe_k=1, amp="off", compile=False, device="cpu", plugins="")
+    trainer, why = modkit_worker.make_trainer(args, objective, 16, tmp_path)
+    assert trainer is not None, why
+    batch = trainer.setup.train.__getitems__(list(range(8)))
+    plan = modkit_worker.floor_plan(trainer.model, 3, lambda: trainer.step(batch, 1.0), 8)
+    assert (plan["encoders"], plan["decoders"]) == (encoders, decoders)
+    # the joint encoder reads the (trained) encoders' features, so its first layer's input needs a gradient; then its head
+    assert plan["extra"][0] == [3 * 512 + 3, 512, 1, 1] and plan["extra"][2] == [512, 8, 1, 1]  # once per point
+
+
+def test_a_fusion_layer_that_reads_the_data_needs_no_input_gradient(tmp_path):
+    """TELBO's joint stage trains its joint encoder's own trunks, which read the images: no gradient flows into them."""
+    import modkit_worker
+
+    args = argparse.Namespace(n=2, seed=0, batch=8, latent=4, moe_k=1, amp="off", compile=False, device="cpu", plugins="")
+    trainer, why = modkit_worker.make_trainer(args, "telbo", 16, tmp_path)
+    assert trainer is not None, why
+    batch = trainer.setup.train.__getitems__(list(range(8)))
+    plan = modkit_worker.floor_plan(trainer.model, 2, lambda: trainer.step(batch, 1.0), 8)
+    assert plan["encoders"] == []  # the unimodal encoders wait for their stage
+    assert [784, 512, 0, 1] in plan["extra"] and [512, 512, 1, 1] in plan["extra"]
+
 def _timed_row(overhead: float, speedup: float, load: str) -> dict:
     """A training row as run.train_row builds it, with made-up times whose ratios are the given ones."""
     import run
@@ -200,3 +244,16 @@ def test_repeats_report_median_and_range_and_targets_take_the_worse_end():
     assert target["met"] == "no" and "1.120" in target["result"] and "worse end of 3 repeats" in target["target"]
     page = "\n".join(spread.markdown([row], run.LABELS))
     assert "1.080 (1.050–1.120)" in page and "1.0; 3.0; 2.0" in page
+
+
+def test_the_floor_plan_counts_the_rows_a_fusion_layer_sees(tmp_path):
+    """MHVAE's posterior blocks run once per subset: the plan gives them more than one row per point."""
+    import modkit_worker
+
+    args = argparse.Namespace(n=2, seed=0, batch=8, latent=4, moe_k=1, amp="off", compile=False, device="cpu", plugins="")
+    trainer, why = modkit_worker.make_trainer(args, "mhvae", 16, tmp_path)
+    assert trainer is not None, why
+    batch = trainer.setup.train.__getitems__(list(range(8)))
+    plan = modkit_worker.floor_plan(trainer.model, 2, lambda: trainer.step(batch, 1.0), 8)
+    rows = [spec[3] for spec in plan["extra"]]
+    assert min(rows) == 1 and max(rows) == 3  # bottom-up blocks once; per-subset blocks for the 2^2 − 1 subsets
