@@ -90,7 +90,7 @@ QUICK_CLAIMS = (
     "stability",  # a claim without x values; continued, not retrained, by the second command below
     "shapes-flagship",  # the flagship's task metrics and CPU seconds
     "lcmvae-captions-segmentation",  # pre-training stages and arms started from them
-    "m2-segmentation",  # an arm that is the best of several candidates
+    "m2-segmentation",  # balanced labelled + unlabelled batches (data.paired_per_batch)
     "translation-weak-supervision",  # a reference arm trained at its one x
 )
 
