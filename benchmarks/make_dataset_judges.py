@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> None:
                       "python": platform.python_version(), "scikit-learn": sklearn.__version__, "modkit": modkit.__version__,
                       "train_rows": len(train), "test_rows": len(test),
                       "judge": "StandardScaler (+ PCA to 128 above 256 features) then LogisticRegression(max_iter=500) per attribute"}
-        fixed = to_dataset_judges(judges, model, feature_dims(model, train, judges), dataset_identity(run), provenance)
+        # a shipped file is used wherever the package is installed: no folder of the machine that made it
+        shipped_identity = {k: v for k, v in dataset_identity(run).items() if k != "root"}
+        fixed = to_dataset_judges(judges, model, feature_dims(model, train, judges), shipped_identity, provenance)
         fixed.save(args.out)
     print(json.dumps({"file": args.out, "judges": {k: v["balanced_accuracy"] for k, v in fixed.scores.items()},
                       "provenance": provenance}, indent=1, default=lambda o: np.asarray(o).tolist()))

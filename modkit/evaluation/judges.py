@@ -17,7 +17,7 @@ Classifier judges are fixed per dataset, so that every run on it is scored by th
 papers score every model with one pretrained classifier per dataset). They are found, first that exists:
 a judges file the user names (``EvalSettings.judges``, ``--judges``), the file a dataset plugin ships in its
 package (``judges.safetensors`` beside its module, made by ``benchmarks/make_dataset_judges.py``), the
-user's cache keyed by the dataset's identity (its recipe entry and split); otherwise they are fitted once on
+user's cache keyed by the dataset's identity (its recipe entry, folder and split); otherwise they are fitted once on
 the dataset's real training data and cached there. Such a *dataset judges* file keys its classifiers by
 dataset field, not by a run's modality names, and records for each field the modality kind and feature
 width it was trained on: a run whose modality reads the field differently gets judges fitted for it instead.
@@ -462,9 +462,14 @@ def modality_kind(modality: Any) -> str:
 
 
 def dataset_identity(run: Any) -> dict[str, Any]:
-    """What makes two runs' real data the same for a judge: the dataset's recipe entry and the split."""
+    """What makes two runs' real data the same for a judge: the dataset's recipe entry, the folder it is read from
+    (judges fitted on a stand-in in one folder must not be reused for the real files in another) and the split."""
+    from pathlib import Path
+
     data = run.recipe.data
-    return {"dataset": data.dataset.model_dump(mode="json"), "test_fraction": data.test_fraction, "split_seed": data.split_seed}
+    root = str(Path(data.root).expanduser().resolve()) if data.root else None
+    return {"dataset": data.dataset.model_dump(mode="json"), "root": root, "test_fraction": data.test_fraction,
+            "split_seed": data.split_seed}
 
 
 def cache_dir() -> "Path":

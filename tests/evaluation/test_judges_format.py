@@ -60,3 +60,19 @@ def test_state_file_round_trip_keeps_types(tmp_path):
         state_file.read(path, "checkpoint", 7)
     with pytest.raises(TypeError, match="a object cannot be stored"):
         state_file.to_bytes({"x": object()}, "test", 1)
+
+
+def test_the_judge_cache_key_names_the_data_folder(tmp_path):
+    """Judges fitted on a stand-in in one folder are not picked up for the real files in another."""
+    from types import SimpleNamespace
+
+    from modkit.config.recipe import DataSpec
+    from modkit.evaluation.judges import cached_judges_path, dataset_identity
+
+    def run(root):
+        return SimpleNamespace(recipe=SimpleNamespace(data=DataSpec(dataset={"type": "polymnist"}, root=root)))
+
+    stand_in, real = dataset_identity(run(str(tmp_path / "a"))), dataset_identity(run(str(tmp_path / "b")))
+    assert stand_in["root"] == str((tmp_path / "a").resolve())
+    assert cached_judges_path(stand_in) != cached_judges_path(real)
+    assert cached_judges_path(stand_in) == cached_judges_path(dataset_identity(run(str(tmp_path / "a" / "."))))

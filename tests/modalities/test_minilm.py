@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("all_minilm_l6_v2") is 
 def caption(tmp_path_factory):
     import os
 
-    os.environ["MODKIT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ["MODKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
     from modkit_caption import Caption, CaptionConfig
 
     from modkit import ArrayRecords, Column
@@ -31,7 +31,7 @@ def test_packaged_minilm_is_unpacked_locally_and_frozen(caption, tmp_path_factor
     from modkit_caption.pretrained import packaged_folder
 
     folder = packaged_folder("sentence-transformers/all-MiniLM-L6-v2")
-    assert (folder / "model.safetensors").is_file() and str(folder).startswith(os.environ["MODKIT_CACHE"])
+    assert (folder / "model.safetensors").is_file() and str(folder).startswith(os.environ["MODKIT_CACHE_DIR"])
     assert caption.feature_dim == 384  # MiniLM-L6's hidden size
     assert not any(p.requires_grad for p in caption.pretrained.model.parameters())
     assert packaged_folder("bert-base-uncased") is None  # not a packaged encoder: the hub cache or a folder is used
