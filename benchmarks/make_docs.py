@@ -100,6 +100,12 @@ SECTIONS = {
     "mlp-all-present": (lambda: _run(RESULTS / "all-present" / "results.json"),
                         'python benchmarks/run.py --objectives mvae,mopoe --no-nll --no-scaling --no-peer --recipes "" '
                         '--before REV --out benchmarks/results/all-present'),
+    "mlp-spread": (lambda: _run(RESULTS / "spread" / "results.json"),
+                   'python benchmarks/run.py --n 3,8 --objectives mvae,mopoe --repeat 3 --no-nll --no-scaling --recipes "" '
+                   '--out benchmarks/results/spread'),
+    "models": (lambda: _run(RESULTS / "models" / "results.json"),
+               'python benchmarks/run.py --n 2,3,5 --objectives jmvae,mvtcae,dmvae,mmvae_plus,cvae,telbo,jnf,nexus,mhvae,'
+               'cmvae,crmvae --repeat 3 --no-nll --no-scaling --recipes "" --out benchmarks/results/models'),
     "gpu": (_gpu, "bash benchmarks/gpu_check.sh benchmarks/results/gpu"),
     "threads-operators": (_operators, "python benchmarks/threads.py --operators"),
     "op-counts": (lambda: _texts(*(f"op-count-mopoe-n{n}-{code}.txt" for n in (2, 8) for code in ("before", "current"))),
