@@ -109,15 +109,37 @@ def assess(r: dict[str, Any], claim: Claim | None) -> dict[str, Any]:
     claim = as_run(r, claim)
     rows = setups.setup_rows(claim)
     devs = setups.deviations(rows)
-    # a tuned arm chosen by its test means is no fair comparison, whatever the paper did
+    # a tuned arm chosen by its test means is no fair comparison, whatever the paper did, unless the choice decides
+    # nothing: the rule gives the same verdict against each candidate alone
     devs += [f"`{a['name']}` chosen on the test scenes (tuned by its test means)" for a in r.get("arms", [])
-             if a.get("best_of") and not a.get("chosen_on")]
+             if a.get("best_of") and not a.get("chosen_on") and choice_decides(r, claim, a)]
     reads = [claim.subject] + ([claim.baseline] if claim.baseline != claim.subject else [])
     reads = [a.name for a in claim.arms if a.name in reads and a.kind in ("model", "best")]
     plateau = verdicts.plateau_state(r, claim.plateau, reads) if reads else verdicts.plateau_state(r, None, [])
     return {"verdict": verdicts.qualified(measured, question=claim.question, plateau=plateau, deviations=devs),
             "measured": measured, "setup": rows, "deviations": devs, "plateau": plateau, "changed": changed,
             "question": claim.question}
+
+
+def candidate_verdicts(r: dict[str, Any], claim: Claim, arm: dict[str, Any]) -> dict[str, str] | None:
+    """The rule's verdict with each of a best-of baseline's candidates alone as the baseline, from the stored cells;
+    None when ``arm`` is not the claim's baseline or a candidate has no cells."""
+    from reproductions.reproduce import verdict
+
+    if arm["name"] != claim.baseline or not arm.get("best_of"):
+        return None
+    xs = {str(x): x for x in claim.xs}
+    table = {name: {xs.get(k, k): c for k, c in cells.items()} for name, cells in (r.get("table") or {}).items()}
+    if claim.subject not in table or any(name not in table for name in arm["best_of"]):
+        return None
+    return {name: verdict(dataclasses.replace(claim, baseline=name), table, {})[0] for name in arm["best_of"]}
+
+
+def choice_decides(r: dict[str, Any], claim: Claim, arm: dict[str, Any]) -> bool:
+    """Whether choosing a best-of baseline by test means could have changed the measured verdict: not when the rule
+    gives the stored verdict against every candidate alone (then no choice of candidate, fair or not, changes it)."""
+    alone = candidate_verdicts(r, claim, arm)
+    return alone is None or set(alone.values()) != {r.get("measured") or r["verdict"]}
 
 
 def _setup_table(rows: list[dict[str, Any]]) -> list[str]:
@@ -226,6 +248,12 @@ def render(results: list[dict[str, Any]], meta: dict[str, Any], out: Path, quick
                 chosen_on = arm.get("chosen_on") or "the test scenes"
                 md += [f"`{arm['name']}` is, at each x, the best of " + ", ".join(f"`{n}`" for n in arm["best_of"])
                        + f" by its mean there (chosen on {chosen_on})" + (f": {'; '.join(picked)}" if picked else "") + ".", ""]
+                alone = candidate_verdicts(r, claim, arm) if claim is not None and not arm.get("chosen_on") else None
+                if alone:
+                    same = not choice_decides(r, claim, arm)
+                    md[-2] += (" The rule against each candidate alone: " + "; ".join(f"`{n}` {v}" for n, v in alone.items())
+                               + (": the same verdict whichever is chosen, so choosing on the test scenes decides nothing "
+                                  "here." if same else ": the choice matters, so the page counts it as a deviation."))
         stages = [f"`{arm['name']}` starts from `{arm['after']}`'s run of the same seed" for arm in r["arms"] if arm.get("after")]
         if r.get("stages") or stages:
             md += ["Two stages: " + "; ".join([*(f"`{p['name']}` is a pre-training ({p['recipe']}"

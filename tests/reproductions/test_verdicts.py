@@ -148,6 +148,27 @@ def test_a_tuned_arm_chooses_by_its_validation_twins_never_the_test_scenes():
     assert on_test[0.1]["arm"] == "a"
 
 
+
+@pytest.mark.parametrize("other, decides", [(0.2, False), (0.1, True)])
+def test_a_best_of_baseline_chosen_on_test_counts_as_a_deviation_only_where_the_choice_matters(other, decides):
+    """The subject is far below candidate `a`; against `b` it is far below too (the choice decides nothing) or level
+    (then picking `a` by its test mean is what makes the verdict contradicted)."""
+    from reproductions import render
+
+    arms = (Arm("s", "digits-poe-partial.yaml"), Arm("a", "digits-poe-partial.yaml"), Arm("b", "digits-poe-partial.yaml"),
+            Arm("best", kind="best", best_of=("a", "b")))
+    claim = planted_claim(arms=arms, subject="s", baseline="best", setup=())
+    table = {"s": {"0.03": cell(0.1), "0.1": cell(0.1)}, "a": {"0.03": cell(0.5), "0.1": cell(0.5)},
+             "b": {"0.03": cell(other), "0.1": cell(other)}}
+    table["best"] = {x: {**table["a"][x], "arm": "a"} for x in table["a"]}
+    stored = {"verdict": "contradicted", "table": table,
+              "arms": [{"name": "best", "best_of": ["a", "b"]}, {"name": "s"}, {"name": "a"}, {"name": "b"}]}
+    alone = render.candidate_verdicts(stored, claim, stored["arms"][0])
+    assert alone["a"] == "contradicted" and (alone["b"] == "contradicted") is not decides
+    assert render.choice_decides(stored, claim, stored["arms"][0]) is decides
+    flagged = any("chosen on the test scenes" in d for d in render.assess(stored, claim)["deviations"])
+    assert flagged is decides
+
 def test_the_segmentation_claim_takes_the_papers_settings_and_tunes_neither_side():
     claim = next(c for c in catalogue.CLAIMS if c.id == "m2-segmentation")
     rows = {r["name"]: r for r in setups.setup_rows(claim)}
