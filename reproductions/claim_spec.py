@@ -110,7 +110,8 @@ class Arm:
     name: str
     recipe: str = ""  # a file of reproductions/recipes/ or of the repository's recipes/ (find_recipe)
     sets: tuple[str, ...] = ()
-    #: "model": trained over seeds at every x; "logreg": scikit-learn on the recipe's labelled pairs;
+    #: "model": trained over seeds at every x; "logreg": scikit-learn on the recipe's labelled pairs; "copy" and
+    #: "ridge": a transform's floors (the source view itself, a ridge regression from it), no model (``pixel_floor``);
     #: "pretrain": trained over seeds once, at no x (the claim's x is a later stage's), only to start the arms
     #: that name it in ``after``: not a row of the tables; "best": trains nothing, at each x it is the arm of
     #: ``best_of`` (model arms listed before it) with the best mean there, by ``select_on``'s validation means where

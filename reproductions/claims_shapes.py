@@ -50,8 +50,10 @@ WORD_DROPOUT = ("modalities.caption.word_dropout=0.3", "modalities.translation.w
 
 TRANSFORMS = "shapes-transforms.yaml"
 VIEWS = ("image_grayscale", "image_edges", "mask", "image_half", "image_watermark")
-RECONSTRUCTION_EVAL = {"metrics": ["reconstruction"]}
-RECONSTRUCTION_QUICK_EVAL = {"metrics": ["reconstruction"], "max_items": 20}
+#: what the transforms are read by: the image decoded from the source view's posterior mean, scored per pixel
+#: (reconstruction) and read back by the shapes parser (coherence_mean: the judge of a shapes image is the parser)
+TRANSFORM_EVAL = {"metrics": ["reconstruction", "coherence"], "joint_samples": 0}
+TRANSFORM_QUICK_EVAL = {**TRANSFORM_EVAL, "max_items": 20}
 
 
 def not_worse(gap: str, better: str) -> str:
@@ -72,6 +74,7 @@ def supervised_transform(source: str) -> Arm:
 
 
 def transform_claim(source: str, what: str) -> Claim:
+    objects = f"coherence_mean/{source}->image/attributes[*]"
     return Claim(
         id=f"mvae-vision-transforms-{what.split()[0].lower()}",
         title=f"MVAE's vision transforms: {what} ({source} → image) against a supervised network",
@@ -81,18 +84,33 @@ def transform_claim(source: str, what: str) -> Claim:
                   "trained for that one task.",
         paper_number="qualitative only (Fig. 4: reconstructions 'quite good', 'all trace of the watermark is removed'); "
                      "CelebA, latent 250, k = 1 (REFERENCE.md)",
-        metric=f"reconstruction/{source}->image/mse",
-        metric_label=f"mean squared error of the image decoded from q(z | {source}), per pixel (lower is better)",
-        arms=(Arm("mvae", TRANSFORMS, label="MVAE over the six views"), supervised_transform(source)),
+        metric=objects,
+        metric_label=f"the scene read back off the image decoded from q(z | {source})'s mean by the shapes parser: "
+                     "class-balanced accuracy of each of the 48 attribute bits (each quadrant's object present, its "
+                     "size, shape and colour), averaged (chance 0.5; higher is better; the posterior-mean image the per-pixel error "
+                     "scores, not sampled coherence)",
+        arms=(Arm("mvae", TRANSFORMS, label="MVAE over the six views"), supervised_transform(source),
+              Arm("copy", TRANSFORMS, kind="copy", label=f"floor: the {source} view itself as the image"),
+              Arm("ridge", TRANSFORMS, kind="ridge", label=f"floor: ridge regression {source} → image")),
         subject="mvae", baseline=f"supervised-{source}",
-        quick_sets=QUICK, evaluate=RECONSTRUCTION_EVAL, quick_evaluate=RECONSTRUCTION_QUICK_EVAL,
-        lower_is_better=True, judge="not_worse",
-        rule=not_worse("mean error of the supervised network − of the MVAE", "the MVAE's error at most the supervised one's"),
-        also=((f"reconstruction/{source}->image/nll", f"−log p(image | {source}) of the decoded image, nats (lower is better)"),),
+        quick_sets=QUICK, evaluate=TRANSFORM_EVAL, quick_evaluate=TRANSFORM_QUICK_EVAL,
+        judge="not_worse",
+        rule=not_worse("mean read-back accuracy of the MVAE − of the supervised network",
+                       "the MVAE's image reads back at least as well"),
+        also=((f"reconstruction/{source}->image/mse", f"mean squared error of the image decoded from q(z | {source})'s "
+                                                       "mean, per pixel and channel (lower is better)"),
+              (f"reconstruction/{source}->image/nll", f"−log p(image | {source}) of the decoded image, nats (lower is better)"),
+              (f"coherence_mean/{source}->image/label", "the first object's shape read back by the parser, class-balanced "
+                                                        "accuracy")),
         diagnosis="The supervised network is latent mixing's downstream mode from scratch (`supervised_transform` in "
                   "reproductions/claims_shapes.py): the source view's encoder, a mixer and the image's own "
                   "convolutional decoder (`head: decoder`), trained on that pair alone: the MVAE's data, encoder and "
-                  "decoder, without a generative model of the source or the other views.",
+                  "decoder, without a generative model of the source or the other views. Per-pixel error alone cannot "
+                  "decide the question: an earlier run found both networks' errors above a ridge regression's, and "
+                  "for colourisation above copying the grey view, an error floor both share (the 64-wide latent, the "
+                  "striped background). So the verdict reads the scene back off the image (the objects, not the "
+                  "background), and the two floors (`copy`, `ridge`: `pixel_floor` in reproductions/reproduce.py) are "
+                  "scored the same way beside them.",
     )
 
 

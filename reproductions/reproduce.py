@@ -235,12 +235,85 @@ def logreg_on_pairs(claim: Claim, arm: Arm, x: float | None, quick: bool) -> dic
     return scores
 
 
+#: arms computed from the data, with no model: a logistic regression on the labelled pairs, and the transforms' floors
+DATA_KINDS = ("logreg", "copy", "ridge")
+
+
+def transform_source(claim: Claim) -> tuple[str, str]:
+    """(source view, target) of a transform claim, read off its MSE key ``reconstruction/<source>-><target>/mse``."""
+    import re
+
+    keys = [claim.metric, *(m for m, _ in claim.also)]
+    found = next((m for m in (re.match(r"reconstruction/([\w-]+)->([\w-]+)/mse$", k) for k in keys) if m), None)
+    if found is None:
+        raise ModkitError(f"claim {claim.id}: a copy or ridge arm needs a reconstruction/<source>-><target>/mse metric")
+    return found.group(1), found.group(2)
+
+
+def pixel_floor(claim: Claim, arm: Arm, x: float | None, quick: bool) -> dict[str, float]:
+    """A transform's floor, scored as the models are: ``copy`` takes the source view itself as the image (one channel
+    repeated over the target's), ``ridge`` a ridge regression from the source view's pixels to the target's, its
+    penalty chosen by leave-one-out on the training rows (scikit-learn's RidgeCV) and its output clipped to [0, 1].
+    Keys: ``reconstruction/<source>-><target>/mse`` (per element, as the reconstruction metric averages it) and
+    ``coherence_mean/<source>-><target>/<attribute>`` (the dataset's judge reading the predicted image, class-balanced
+    accuracy per attribute, a vector attribute averaged, as the coherence metric reports its posterior-mean variant)."""
+    import numpy as np
+    from sklearn.linear_model import RidgeCV
+
+    from modkit import DatasetSource
+    from modkit.config.recipe import component_config, load_recipe
+    from modkit.evaluation.judges import attribute_values
+    from modkit.evaluation.metric import fast_balanced_accuracy, grouped
+    from modkit.plugins.loader import load_plugins
+    from modkit.training.builder import build, lookup
+
+    source, target = transform_source(claim)
+    sets = arm_sets(claim, arm, quick) + ([f"{claim.x_key}={x}"] if claim.x_key else [])
+    recipe = load_recipe(recipe_path(arm), sets)[0]
+    plugins = load_plugins()
+    setup = build(recipe, plugins)
+    train = setup.train.__getitems__(list(range(len(setup.train))))
+    test = setup.test.__getitems__(list(range(len(setup.test))))
+    shape = tuple(test.data[target].shape[1:])
+
+    def flat(t) -> np.ndarray:
+        return t.float().flatten(1).numpy()
+
+    if arm.kind == "copy":
+        given = test.data[source].float()
+        if given.shape[1:] != shape:  # one channel (grey, edges) shown in each of the target's
+            given = given.expand(len(given), shape[0], *given.shape[2:]) if given.shape[1] == 1 else None
+        if given is None:
+            raise ModkitError(f"claim {claim.id}: {source} {tuple(test.data[source].shape[1:])} cannot be copied into {target} {shape}")
+        predicted = flat(given)
+    else:
+        model = RidgeCV(alphas=np.logspace(-1, 4, 11)).fit(flat(train.data[source]), flat(train.data[target]))
+        predicted = np.clip(model.predict(flat(test.data[source])), 0.0, 1.0)
+    truth = flat(test.data[target])
+    scores = {f"reconstruction/{source}->{target}/mse": float(((predicted - truth) ** 2).mean(1).mean())}
+    spec = recipe.data.dataset
+    cls = lookup(plugins, "dataset", spec, "data.dataset", None)
+    dataset = cls(component_config(spec, getattr(cls, "Config", None) or DatasetSource.Config, "data.dataset"),
+                  Path(recipe.data.root or "data"))
+    images = predicted.reshape(len(predicted), *shape).transpose(0, 2, 3, 1)  # the judge reads (H, W, C) images
+    verdicts = dataset.judge(target, list(images))
+    if verdicts:
+        truth = attribute_values(setup.test.records, list(verdicts), setup.test.rows.numpy())
+        per_attr = {}
+        for name, found in verdicts.items():
+            keep = truth[name] >= 0
+            per_attr[name] = fast_balanced_accuracy(truth[name][keep], np.asarray(found)[keep])
+        scores.update({f"coherence_mean/{source}->{target}/{a}": v for a, v in grouped(per_attr).items()})
+    return scores
+
+
 # -- aggregation and verdicts -------------------------------------------------------------------
 
 def metric_value(metrics: dict[str, float], key: str) -> float | None:
     """A run's number for ``key``; a key with ``*`` is the mean of the keys it matches (e.g. every attribute's
-    balanced accuracy), None when none does."""
-    if "*" not in key:
+    balanced accuracy), None when none does. A key a run has as it is (``attributes[*]``, a vector attribute's mean)
+    is read as it is."""
+    if "*" not in key or key in metrics:
         return metrics.get(key)
     import fnmatch
 
@@ -525,7 +598,7 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
             if arm.kind == "best":
                 runs[arm.name], table[arm.name] = best_of(claim, arm, runs, table, tuning)
                 continue
-            if arm.kind == "logreg":  # fitted below, once the claim's row is known not to be kept
+            if arm.kind in DATA_KINDS:  # fitted below, once the claim's row is known not to be kept
                 continue
             if arm.kind == peer.KIND:  # MultiVae's model on the same rows, in its own venv
                 values, why = peer.run_peer_arm(claim, arm, swept, seed_list, out, quick, bool(arm_workers), echo, trained)
@@ -564,8 +637,9 @@ def reproduce(claim_ids: list[str], quick: bool, seeds: int, workers: int, out: 
             echo(f" → no finished run of its models in {out}: its earlier row is kept ({previous[claim.id]['verdict']})")
             continue
         for arm in claim.arms:
-            if arm.kind == "logreg" and arm.name not in not_run:
-                runs[arm.name] = {x: {0: logreg_on_pairs(claim, arm, x, quick)} for x in xs}
+            if arm.kind in DATA_KINDS and arm.name not in not_run:
+                fit = logreg_on_pairs if arm.kind == "logreg" else pixel_floor
+                runs[arm.name] = {x: {0: fit(claim, arm, x, quick)} for x in xs}
                 table[arm.name] = cells(runs[arm.name], arm.metric or claim.metric)
         # the claim's arm order, whatever order they were computed in
         runs, table = ({a.name: d[a.name] for a in claim.arms if a.name in d} for d in (runs, table))

@@ -140,13 +140,15 @@ def flatten_lead(data: Data, lead: int) -> Data:
     return {k: merge(v) for k, v in data.items()} if isinstance(data, dict) else merge(data)
 
 
-def _reducer(dim: int):
-    """Standardise, and project to 128 dimensions above 256 features: fitted once per modality, shared by its judges."""
+def _reducer(dim: int, rows: int | None = None):
+    """Standardise, and project to 128 dimensions above 256 features (fewer where fewer rows fit it: PCA cannot
+    find more components than rows): fitted once per modality, shared by its judges."""
     from sklearn.decomposition import PCA
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    return make_pipeline(StandardScaler(), *([PCA(n_components=128, random_state=0)] if dim > 256 else []))
+    components = 128 if rows is None else max(1, min(128, rows))
+    return make_pipeline(StandardScaler(), *([PCA(n_components=components, random_state=0)] if dim > 256 else []))
 
 
 def _classifier():
@@ -365,7 +367,7 @@ def fit_classifiers(model: MultimodalVAE, judges: JudgeSet, train: ModalityView,
         reduced = {}
         for m in {m for m, _ in wanted}:
             x, present = feats[m]
-            judges.reducers[m] = LinearReducer.of(_reducer(x.shape[1]).fit(x[present]))
+            judges.reducers[m] = LinearReducer.of(_reducer(x.shape[1], int(present.sum())).fit(x[present]))
             reduced[m] = judges.reducers[m].transform(x)
         for m, a in wanted:
             present = feats[m][1]

@@ -76,3 +76,15 @@ def test_the_judge_cache_key_names_the_data_folder(tmp_path):
     assert stand_in["root"] == str((tmp_path / "a").resolve())
     assert cached_judges_path(stand_in) != cached_judges_path(real)
     assert cached_judges_path(stand_in) == cached_judges_path(dataset_identity(run(str(tmp_path / "a" / "."))))
+
+
+def test_a_judges_projection_fits_fewer_rows_than_its_components():
+    """A small test set (a quick run's 80 training scenes of 32×32 images) still fits a judge's PCA."""
+    import numpy as np
+
+    from modkit.evaluation.judges import LinearReducer, _reducer
+
+    x = np.random.default_rng(0).normal(size=(80, 1024))
+    reducer = LinearReducer.of(_reducer(1024, 80).fit(x))
+    assert reducer.transform(x).shape == (80, 80)
+    assert LinearReducer.of(_reducer(1024).fit(np.random.default_rng(1).normal(size=(300, 1024)))).transform(x).shape == (80, 128)

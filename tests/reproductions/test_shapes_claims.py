@@ -2,6 +2,7 @@
 ``data.withhold``, split attributes for the logistic regression and the coherence judges."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -127,3 +128,26 @@ def test_an_arm_whose_extra_is_missing_is_reported_not_run_with_the_arms_that_st
     assert result["table"]["down"] == {} and result["table"]["logreg"]["None"]["mean"] > 0.5
     assert result["verdict"] == "inconclusive"
     assert "Not run: `pre` (needs the module no_such_module_for_modkit" in (out / "r.md").read_text()
+
+
+def test_a_grouped_key_is_read_as_it_is():
+    assert metric_value({"coherence_mean/a->image/attributes[*]": 0.75}, "coherence_mean/a->image/attributes[*]") == 0.75
+
+
+def test_the_transform_floors_are_scored_as_the_models_are(tmp_path):
+    """copy and ridge on a small shapes set: per-pixel error per element (copying the image onto itself is exact) and
+    the scene read back by the parser (exact for the image itself, near chance for an all-grey guess)."""
+    from reproductions.claims_shapes import transform_claim
+    from reproductions.reproduce import pixel_floor
+
+    small = ("data.dataset.n=120",)
+    claim = transform_claim("image_watermark", "Watermark removal")
+    copy = pixel_floor(claim, Arm("copy", "shapes-transforms.yaml", small, kind="copy"), None, False)
+    ridge = pixel_floor(claim, Arm("ridge", "shapes-transforms.yaml", small, kind="ridge"), None, False)
+    key, objects = "reconstruction/image_watermark->image/mse", "coherence_mean/image_watermark->image/attributes[*]"
+    assert 0 < copy[key] < 0.05 and 0 < ridge[key]
+    assert 0.5 <= ridge[objects] <= 1 and 0.5 <= copy[objects] <= 1
+    itself = transform_claim("image", "Identity")  # the image as its own source: exact, and read back perfectly
+    exact = pixel_floor(dataclasses.replace(itself, metric="reconstruction/image->image/mse", also=()),
+                        Arm("copy", "shapes-transforms.yaml", small, kind="copy"), None, False)
+    assert exact["reconstruction/image->image/mse"] == 0 and exact["coherence_mean/image->image/attributes[*]"] > 0.95

@@ -74,7 +74,7 @@ def test_an_arm_can_only_start_from_an_earlier_arm():
         seen: set[str] = set()
         for arm in claim.arms:
             assert not arm.after or arm.after in seen, (claim.id, arm.name)
-            assert arm.kind in ("model", "logreg", "pretrain", "best", "tune", "multivae")
+            assert arm.kind in ("model", "logreg", "copy", "ridge", "pretrain", "best", "tune", "multivae")
             assert (arm.kind == "multivae") == bool(arm.peer)
             assert set(arm.best_of) <= seen and (arm.kind == "best") == bool(arm.best_of)
             assert set(arm.select_on) <= seen and (not arm.select_on or len(arm.select_on) == len(arm.best_of))
