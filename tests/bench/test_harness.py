@@ -173,6 +173,17 @@ def test_floor_decodes_exactly_the_rows_it_should():
 
 
 
+def plan_after_a_step(tmp_path, objective: str, n: int) -> dict:
+    """The floor plan modkit_worker reads off a real model of ``n`` modalities after one training step of 8 points."""
+    import modkit_worker
+
+    args = argparse.Namespace(n=n, seed=0, batch=8, latent=4, moe_k=1, amp="off", compile=False, device="cpu", plugins="")
+    trainer, why = modkit_worker.make_trainer(args, objective, 16, tmp_path)
+    assert trainer is not None, why
+    batch = trainer.setup.train.__getitems__(list(range(8)))
+    return modkit_worker.floor_plan(trainer.model, n, lambda: trainer.step(batch, 1.0), 8)
+
+
 def test_a_floor_plan_trains_only_the_named_networks_and_the_fusions_own_layers():
     import torch
 
@@ -192,13 +203,7 @@ def test_a_floor_plan_trains_only_the_named_networks_and_the_fusions_own_layers(
 def test_the_floor_plan_is_read_off_the_trained_model(tmp_path, objective, encoders, decoders):
     """The plan names what a real step trained: a CVAE decodes its main modality only; both own a joint encoder over
     the three encoders' 512-wide features and their presence bits."""
-    import modkit_worker
-
-    args = argparse.Namespace(n=3, seed=0, batch=8, latent=4, moe_k=1, amp="off", compile=False, device="cpu", plugins="")
-    trainer, why = modkit_worker.make_trainer(args, objective, 16, tmp_path)
-    assert trainer is not None, why
-    batch = trainer.setup.train.__getitems__(list(range(8)))
-    plan = modkit_worker.floor_plan(trainer.model, 3, lambda: trainer.step(batch, 1.0), 8)
+    plan = plan_after_a_step(tmp_path, objective, 3)
     assert (plan["encoders"], plan["decoders"]) == (encoders, decoders)
     # the joint encoder reads the (trained) encoders' features, so its first layer's input needs a gradient; then its head
     assert plan["extra"][0] == [3 * 512 + 3, 512, 1, 1] and plan["extra"][2] == [512, 8, 1, 1]  # once per point
@@ -206,15 +211,10 @@ def test_the_floor_plan_is_read_off_the_trained_model(tmp_path, objective, encod
 
 def test_a_fusion_layer_that_reads_the_data_needs_no_input_gradient(tmp_path):
     """TELBO's joint stage trains its joint encoder's own trunks, which read the images: no gradient flows into them."""
-    import modkit_worker
-
-    args = argparse.Namespace(n=2, seed=0, batch=8, latent=4, moe_k=1, amp="off", compile=False, device="cpu", plugins="")
-    trainer, why = modkit_worker.make_trainer(args, "telbo", 16, tmp_path)
-    assert trainer is not None, why
-    batch = trainer.setup.train.__getitems__(list(range(8)))
-    plan = modkit_worker.floor_plan(trainer.model, 2, lambda: trainer.step(batch, 1.0), 8)
+    plan = plan_after_a_step(tmp_path, "telbo", 2)
     assert plan["encoders"] == []  # the unimodal encoders wait for their stage
     assert [784, 512, 0, 1] in plan["extra"] and [512, 512, 1, 1] in plan["extra"]
+
 
 def _timed_row(overhead: float, speedup: float, load: str) -> dict:
     """A training row as run.train_row builds it, with made-up times whose ratios are the given ones."""
@@ -248,12 +248,6 @@ def test_repeats_report_median_and_range_and_targets_take_the_worse_end():
 
 def test_the_floor_plan_counts_the_rows_a_fusion_layer_sees(tmp_path):
     """MHVAE's posterior blocks run once per subset: the plan gives them more than one row per point."""
-    import modkit_worker
-
-    args = argparse.Namespace(n=2, seed=0, batch=8, latent=4, moe_k=1, amp="off", compile=False, device="cpu", plugins="")
-    trainer, why = modkit_worker.make_trainer(args, "mhvae", 16, tmp_path)
-    assert trainer is not None, why
-    batch = trainer.setup.train.__getitems__(list(range(8)))
-    plan = modkit_worker.floor_plan(trainer.model, 2, lambda: trainer.step(batch, 1.0), 8)
+    plan = plan_after_a_step(tmp_path, "mhvae", 2)
     rows = [spec[3] for spec in plan["extra"]]
     assert min(rows) == 1 and max(rows) == 3  # bottom-up blocks once; per-subset blocks for the 2^2 − 1 subsets
