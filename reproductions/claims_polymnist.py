@@ -82,6 +82,10 @@ POLYMNIST_CLAIMS: tuple[Claim, ...] = (
         diagnosis="Written before the run: a probe of MoPoE alone (one seed, this stand-in, 15 epochs at batch 64 "
                   "and 20 at batch 32) sat at chance at every number of inputs, its KL falling to about ten nats: "
                   "within this budget the latent encodes each view's texture crop before the digit, so every arm may "
-                  "sit at chance and the comparison needs the paper's scale (a GPU) to decide.",
+                  "sit at chance and the comparison needs the paper's scale (a GPU) to decide. After the run: that "
+                  "expectation held for MoPoE alone; MVAE and MMVAE read the digit above chance at every number of "
+                  "inputs. Why MoPoE stays at chance is not known here: no control has been run (MoPoE on views "
+                  "without the textures would test the texture explanation; MoPoE at the paper's budget, the scale "
+                  "explanation), so this is a note, not a diagnosis.",
     ),
 )
