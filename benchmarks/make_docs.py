@@ -106,6 +106,9 @@ SECTIONS = {
     "models": (lambda: _run(RESULTS / "models" / "results.json"),
                'python benchmarks/run.py --n 2,3,5 --objectives jmvae,mvtcae,dmvae,mmvae_plus,cvae,telbo,jnf,nexus,mhvae,'
                'cmvae,crmvae --repeat 3 --no-nll --no-scaling --recipes "" --out benchmarks/results/models'),
+    "models-same-joint": (lambda: _run(RESULTS / "models-same-joint" / "results.json"),
+                          'python benchmarks/run.py --n 2,3,5 --objectives jmvae,telbo,jnf --peer-joint modkit --repeat 3 '
+                          '--no-nll --no-scaling --recipes "" --out benchmarks/results/models-same-joint'),
     "gpu": (_gpu, "bash benchmarks/gpu_check.sh benchmarks/results/gpu"),
     "threads-operators": (_operators, "python benchmarks/threads.py --operators"),
     "op-counts": (lambda: _texts(*(f"op-count-mopoe-n{n}-{code}.txt" for n in (2, 8) for code in ("before", "current"))),

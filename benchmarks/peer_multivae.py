@@ -17,14 +17,34 @@ from torch import nn
 from bench_common import SIDE, PRIVATE, Floor, base_args, device_tools, floor_rows, rates, emit, set_threads, summary, synthetic_data, time_interleaved
 
 
-def build(kind: str, n: int, latent: int, moe_k: int):
+def mlp(widths: list) -> nn.Sequential:
+    """Linear layers of these widths with SiLU between them (none after the last), as modkit's ``mlp``."""
+    layers = []
+    for a, b in zip(widths[:-1], widths[1:]):
+        layers += [nn.Linear(a, b), nn.SiLU()]
+    return nn.Sequential(*layers[:-1])
+
+
+def flat(x):
+    return x.reshape(len(x), -1)
+
+
+def trunk() -> nn.Sequential:
+    """The encoders' 784→512→512 part, whose output is a modality's features in modkit."""
+    return nn.Sequential(nn.Linear(784, 512), nn.SiLU(), nn.Linear(512, 512), nn.SiLU())
+
+
+def build(kind: str, n: int, latent: int, moe_k: int, joint: str = "multivae"):
+    """MultiVae's model of ``kind`` on the benchmark's networks. ``joint`` (JMVAE, TELBO, JNF): "multivae", MultiVae's
+    default joint encoder (copies of the encoders, their means concatenated, then 2 × 512: what its users get), or
+    "modkit", modkit's (an MLP over the trunks' 512 features each: the same function as modkit's model)."""
     from multivae.models.base import BaseDecoder, BaseEncoder, ModelOutput
-    from multivae.models.nn.base_architectures import BaseMultilatentEncoder
+    from multivae.models.nn.base_architectures import BaseJointEncoder, BaseMultilatentEncoder
 
     class Encoder(BaseEncoder):
         def __init__(self):
             super().__init__()
-            self.net = nn.Sequential(nn.Linear(784, 512), nn.SiLU(), nn.Linear(512, 512), nn.SiLU())
+            self.net = trunk()
             self.head = nn.Linear(512, 2 * latent)
             self.latent_dim = latent  # MultiVae's default joint encoder (JMVAE) sizes itself from it
 
@@ -61,6 +81,22 @@ def build(kind: str, n: int, latent: int, moe_k: int):
             out = self.net(z.reshape(-1, z.shape[-1]))
             return ModelOutput(reconstruction=out.reshape(*z.shape[:-1], *SIDE))
 
+    class Joint(BaseJointEncoder):
+        """modkit's joint encoder (``modkit.JointEncoder``, hidden [512, 512]), for ``joint="modkit"``: an MLP over every modality's 512
+        features and the presence bits, on ``trunks`` (the unimodal encoders' own, shared, where modkit's joint
+        encoder reads the encoders' features; copies where modkit's has its own, as TELBO's). MultiVae hands a joint
+        encoder the raw inputs, so shared trunks run again here."""
+
+        def __init__(self, trunks):
+            super().__init__()
+            self.trunks, self.net = nn.ModuleList(trunks), mlp([512 * n + n, 512, 512, 2 * latent])
+            self.latent_dim = latent
+
+        def forward(self, x):
+            f = [t(flat(x[m])) for t, m in zip(self.trunks, names)]
+            mu, log_var = self.net(torch.cat([*f, f[0].new_ones(len(f[0]), n)], -1)).chunk(2, dim=-1)
+            return ModelOutput(embedding=mu, log_covariance=log_var)
+
     names = [f"m{i}" for i in range(n)]
     common = dict(n_modalities=n, latent_dim=latent, input_dims={m: SIDE for m in names},
                   decoders_dist={m: "bernoulli" for m in names})
@@ -83,8 +119,8 @@ def build(kind: str, n: int, latent: int, moe_k: int):
     if kind == "jmvae":
         from multivae.models import JMVAE, JMVAEConfig
 
-        # MultiVae's default joint encoder (copies of the encoders, their means concatenated, 2 × 512); no warm-up
-        return JMVAE(JMVAEConfig(**common, alpha=0.1, warmup=0), encoders, decoders), names
+        shared = Joint([encoders[m].net for m in names]) if joint == "modkit" else None  # no warm-up
+        return JMVAE(JMVAEConfig(**common, alpha=0.1, warmup=0), encoders, decoders, joint_encoder=shared), names
     if kind == "mvtcae":
         from multivae.models import MVTCAE, MVTCAEConfig
 
@@ -110,23 +146,14 @@ def build(kind: str, n: int, latent: int, moe_k: int):
         return CRMVAE(CRMVAEConfig(**common, beta=1.0), encoders, decoders), names
     if kind == "cvae":
         from multivae.models import CVAE, CVAEConfig
-        from multivae.models.nn.base_architectures import BaseConditionalDecoder, BaseJointEncoder
+        from multivae.models.nn.base_architectures import BaseConditionalDecoder
 
         # the networks modkit's CVAE builds (its defaults: hidden [512, 512], a 16-wide code c(x), N(0, I) prior) rather
         # than MultiVae's smaller default MLPs, so both engines train the same function: q(z | x, y) a joint MLP over every
         # modality's encoder trunk; p(y | z, x) the main decoder on [z, c(x)], c an MLP over the conditioning trunks.
         # MultiVae hands each network the raw inputs, so the decoder runs the conditioning trunks again (same weights).
-        trunks = nn.ModuleList(nn.Sequential(nn.Linear(784, 512), nn.SiLU(), nn.Linear(512, 512), nn.SiLU()) for _ in names)
+        trunks = nn.ModuleList(trunk() for _ in names)
         code_dim = 16
-
-        def mlp(widths: list) -> nn.Sequential:
-            layers = []
-            for a, b in zip(widths[:-1], widths[1:]):
-                layers += [nn.Linear(a, b), nn.SiLU()]
-            return nn.Sequential(*layers[:-1])
-
-        def flat(x):
-            return x.reshape(len(x), -1)
 
         class Posterior(BaseJointEncoder):
             def __init__(self):
@@ -156,14 +183,18 @@ def build(kind: str, n: int, latent: int, moe_k: int):
     if kind == "telbo":
         from multivae.models import TELBO, TELBOConfig
 
-        # MultiVae's default joint encoder (copies of the encoders, 2 × 512); λ = γ = 1 as modkit's weights; epoch 1: the joint stage
+        # modkit's TELBO joint encoder has its own copies of the trunks; λ = γ = 1 as modkit's weights; epoch 1: the
+        # joint stage
         ones = {m: 1.0 for m in names}
-        return TELBO(TELBOConfig(**common, warmup=10, lambda_factors=ones, gamma_factors=ones), encoders, decoders), names
+        own = Joint([trunk() for _ in names]) if joint == "modkit" else None
+        return TELBO(TELBOConfig(**common, warmup=10, lambda_factors=ones, gamma_factors=ones), encoders, decoders,
+                     joint_encoder=own), names
     if kind == "jnf":
         from multivae.models import JNF, JNFConfig
 
-        # MultiVae's default joint encoder and MAF flows; epoch 1 of its 10 warm-up epochs trains the joint stage
-        return JNF(JNFConfig(**common, warmup=10), encoders, decoders), names
+        # MultiVae's default MAF flows; epoch 1 of its 10 warm-up epochs trains the joint stage
+        shared = Joint([encoders[m].net for m in names]) if joint == "modkit" else None
+        return JNF(JNFConfig(**common, warmup=10), encoders, decoders, joint_encoder=shared), names
     if kind == "nexus":
         from multivae.models import Nexus, NexusConfig
 
@@ -211,13 +242,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["mvae", "mopoe", "moe", "jmvae", "mvtcae", "dmvae", "mmvae_plus", "cvae", "nll", "crmvae", "cmvae", "telbo", "jnf", "nexus", "mhvae"])
     base_args(parser)
+    parser.add_argument("--peer-joint", choices=["multivae", "modkit"], default="multivae",
+                        help="JMVAE, TELBO, JNF: MultiVae's default joint encoder, or modkit's (the same function as modkit's)")
     args = parser.parse_args()
     set_threads(args.threads)
     torch.manual_seed(args.seed)
     from multivae.data.datasets.base import MultimodalBaseDataset
 
     kind = "mvae" if args.mode == "nll" else args.mode
-    model, names = build(kind, args.n, args.latent, args.moe_k)
+    model, names = build(kind, args.n, args.latent, args.moe_k, args.peer_joint)
     device, sync, probe = device_tools(args.device)
     model.to(device)
     if args.mode == "nll":

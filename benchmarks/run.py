@@ -167,7 +167,9 @@ def markdown(report: dict) -> str:
         "",
         f"- date: {meta['date']}; commit `{meta.get('commit', 'not recorded')}`; command: `{meta['command']}`",
         f"- machine: {meta['cpu']}, {meta['cores']} cores; device {meta['device']}; torch {meta['torch']} "
-        f"({meta['threads']} thread(s) per process); python {meta['python']}; modkit amp {meta['amp']}, compile {meta['compile']}, MoPoE kl {meta.get('mopoe_kl', 'exact')}",
+        f"({meta['threads']} thread(s) per process); python {meta['python']}; modkit amp {meta['amp']}, compile {meta['compile']}, MoPoE kl {meta.get('mopoe_kl', 'exact')}"
+        + ("; MultiVae's JMVAE, TELBO and JNF with modkit's joint encoder (`--peer-joint modkit`: the same function on both sides)"
+           if meta.get("peer_joint") == "modkit" else ""),
         f"- load average (1, 5, 15 min) at start: {meta['load_start']}; at end: {meta['load_end']}",
         ("- times: median over the timed steps of CPU time per step in ms (wall-clock median in brackets). "
          "modkit's steps and the floor's alternate in one process, as do MultiVae's and its floor's; "
@@ -369,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, metavar="K",
                         help="time every training configuration K times (interleaved) and report each ratio's median and "
                              "range; targets are judged on the range's worse end")
+    parser.add_argument("--peer-joint", choices=["multivae", "modkit"], default="multivae",
+                        help="MultiVae's JMVAE, TELBO and JNF with its default joint encoder, or with modkit's (the same function)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
     if args.repeat < 1:
@@ -395,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
             "threads": args.threads, "load_start": uptime(), "defaults": {"batch": args.batch, "latent": args.latent},
             "device": args.device, "amp": args.amp, "compile": args.compile, "mopoe_kl": args.mopoe_kl, "metric": METRIC["key"],
+            "peer_joint": args.peer_joint,
             "timing": timing, "repeat": args.repeat, "nll_k": args.nll_k, "nll_points": nll_points, "multivae": PEER_VERSION if peer else None}
     report: dict = {"meta": meta, "train": [], "scaling": []}
     me = Path(sys.executable)
@@ -413,8 +418,9 @@ def main(argv: list[str] | None = None) -> int:
         res = None
         if peer:
             plan = (mk.get("floor") or {}).get("plan")  # the peer's floor trains the same networks as modkit's
-            res = run_worker(peer, "peer_multivae.py", objective, {**options, **({"floor_plan": json.dumps(plan)} if plan else {})},
-                             args.threads, args.timeout)
+            extra = {**({"floor_plan": json.dumps(plan)} if plan else {}),
+                     **({"peer_joint": args.peer_joint} if args.peer_joint != "multivae" else {})}
+            res = run_worker(peer, "peer_multivae.py", objective, {**options, **extra}, args.threads, args.timeout)
             show(f"MultiVae {objective} N={n} B={batch} D={latent}", res)
         return train_row(objective, n, batch, latent, mk, res)
 
