@@ -1,7 +1,7 @@
 """Where a modkit training step's time goes: torch.profiler over a few steps, ops split into the
 networks' own work (what the floor also does) and everything else (engine + fusion).
 
-    python benchmarks/profile_step.py mopoe --n 8 [--plugins …] [--compile]
+    python benchmarks/profile_step.py mopoe --n 8 [--plugins …] [--compile]   # any objective of run.py
     python benchmarks/profile_step.py mopoe --n 2 --count-ops   # operator calls per step, modkit vs the floor
     python benchmarks/profile_step.py mopoe --n 2 --count-ops --out benchmarks/results/op-count-mopoe-n2.txt
 
@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_common import base_args, portable, set_threads  # noqa: E402
-from modkit_worker import make_trainer  # noqa: E402
+from modkit_worker import OBJECTIVES, make_trainer  # noqa: E402
 
 #: operators the bare networks run (forward, backward, likelihood, optimizer): the floor's work too
 NETWORK_OPS = ("aten::mm", "aten::addmm", "aten::silu", "aten::silu_backward", "aten::log_sigmoid_forward",
@@ -28,7 +28,7 @@ NETWORK_OPS = ("aten::mm", "aten::addmm", "aten::silu", "aten::silu_backward", "
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["mvae", "mopoe", "moe"])
+    parser.add_argument("mode", choices=sorted(OBJECTIVES))
     base_args(parser)
     parser.add_argument("--amp", default="off")
     parser.add_argument("--compile", action="store_true")
