@@ -87,6 +87,12 @@ def _run(path: Path) -> tuple[Path, str]:
     return path, run.markdown(json.loads(path.read_text()))
 
 
+def _run_section(folder: str, options: str):
+    """A section of ``run.py``'s results: (its renderer, the command that writes ``results/<folder>/results.json``)."""
+    out = f" --out benchmarks/results/{folder}" if folder else ""
+    return (lambda: _run(RESULTS / folder / "results.json"), f"python benchmarks/run.py {options}{out}".strip())
+
+
 #: placeholder → (renderer, the command that writes its file)
 SECTIONS = {
     "threads": (_threads, "python benchmarks/threads.py"),
@@ -94,21 +100,15 @@ SECTIONS = {
     "eval-shapes": (_eval, "python benchmarks/eval_shapes.py"),
     "caption-cache": (_caption_cache, "python benchmarks/caption_cache.py"),
     "mnist-svhn-load": (_mnist_svhn, "python benchmarks/bench_mnist_svhn.py"),
-    "recipes": (lambda: _run(RESULTS / "recipes" / "results.json"),
-                'python benchmarks/run.py --objectives "" --no-nll --no-scaling --no-peer --out benchmarks/results/recipes'),
-    "mlp": (lambda: _run(RESULTS / "results.json"), "python benchmarks/run.py"),
-    "mlp-all-present": (lambda: _run(RESULTS / "all-present" / "results.json"),
-                        'python benchmarks/run.py --objectives mvae,mopoe --no-nll --no-scaling --no-peer --recipes "" '
-                        '--before REV --out benchmarks/results/all-present'),
-    "mlp-spread": (lambda: _run(RESULTS / "spread" / "results.json"),
-                   'python benchmarks/run.py --n 3,8 --objectives mvae,mopoe --repeat 3 --no-nll --no-scaling --recipes "" '
-                   '--out benchmarks/results/spread'),
-    "models": (lambda: _run(RESULTS / "models" / "results.json"),
-               'python benchmarks/run.py --n 2,3,5 --objectives jmvae,mvtcae,dmvae,mmvae_plus,cvae,telbo,jnf,nexus,mhvae,'
-               'cmvae,crmvae --repeat 3 --no-nll --no-scaling --recipes "" --out benchmarks/results/models'),
-    "models-same-joint": (lambda: _run(RESULTS / "models-same-joint" / "results.json"),
-                          'python benchmarks/run.py --n 2,3,5 --objectives jmvae,telbo,jnf --peer-joint modkit --repeat 3 '
-                          '--no-nll --no-scaling --recipes "" --out benchmarks/results/models-same-joint'),
+    "recipes": _run_section("recipes", '--objectives "" --no-nll --no-scaling --no-peer'),
+    "mlp": _run_section("", ""),
+    "mlp-all-present": _run_section("all-present", '--objectives mvae,mopoe --no-nll --no-scaling --no-peer --recipes "" '
+                                                   '--before REV'),
+    "mlp-spread": _run_section("spread", '--n 3,8 --objectives mvae,mopoe --repeat 3 --no-nll --no-scaling --recipes ""'),
+    "models": _run_section("models", '--n 2,3,5 --objectives jmvae,mvtcae,dmvae,mmvae_plus,cvae,telbo,jnf,nexus,mhvae,'
+                                     'cmvae,crmvae --repeat 3 --no-nll --no-scaling --recipes ""'),
+    "models-same-joint": _run_section("models-same-joint", '--n 2,3,5 --objectives jmvae,telbo,jnf --peer-joint modkit '
+                                                           '--repeat 3 --no-nll --no-scaling --recipes ""'),
     "gpu": (_gpu, "bash benchmarks/gpu_check.sh benchmarks/results/gpu"),
     "threads-operators": (_operators, "python benchmarks/threads.py --operators"),
     "op-counts": (lambda: _texts(*(f"op-count-mopoe-n{n}-{code}.txt" for n in (2, 8) for code in ("before", "current"))),
