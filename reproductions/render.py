@@ -250,7 +250,7 @@ def render(results: list[dict[str, Any]], meta: dict[str, Any], out: Path, quick
                        + f" by its mean there (chosen on {chosen_on})" + (f": {'; '.join(picked)}" if picked else "") + ".", ""]
                 alone = candidate_verdicts(r, claim, arm) if claim is not None and not arm.get("chosen_on") else None
                 if alone:
-                    same = not choice_decides(r, claim, arm)
+                    same = set(alone.values()) == {r.get("measured") or r["verdict"]}
                     md[-2] += (" The rule against each candidate alone: " + "; ".join(f"`{n}` {v}" for n, v in alone.items())
                                + (": the same verdict whichever is chosen, so choosing on the test scenes decides nothing "
                                   "here." if same else ": the choice matters, so the page counts it as a deviation."))

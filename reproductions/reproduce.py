@@ -260,12 +260,11 @@ def pixel_floor(claim: Claim, arm: Arm, x: float | None, quick: bool) -> dict[st
     import numpy as np
     from sklearn.linear_model import RidgeCV
 
-    from modkit import DatasetSource
-    from modkit.config.recipe import component_config, load_recipe
+    from modkit.config.recipe import load_recipe
     from modkit.evaluation.judges import attribute_values
     from modkit.evaluation.metric import fast_balanced_accuracy, grouped
     from modkit.plugins.loader import load_plugins
-    from modkit.training.builder import build, lookup
+    from modkit.training.builder import build, dataset_source
 
     source, target = transform_source(claim)
     sets = arm_sets(claim, arm, quick) + ([f"{claim.x_key}={x}"] if claim.x_key else [])
@@ -281,22 +280,16 @@ def pixel_floor(claim: Claim, arm: Arm, x: float | None, quick: bool) -> dict[st
 
     if arm.kind == "copy":
         given = test.data[source].float()
-        if given.shape[1:] != shape:  # one channel (grey, edges) shown in each of the target's
-            given = given.expand(len(given), shape[0], *given.shape[2:]) if given.shape[1] == 1 else None
-        if given is None:
-            raise ModkitError(f"claim {claim.id}: {source} {tuple(test.data[source].shape[1:])} cannot be copied into {target} {shape}")
-        predicted = flat(given)
+        if given.shape[1:] != shape and (given.shape[1] != 1 or given.shape[2:] != shape[1:]):
+            raise ModkitError(f"claim {claim.id}: {source} {tuple(given.shape[1:])} cannot be copied into {target} {shape}")
+        predicted = flat(given.expand(len(given), *shape))  # one channel (grey, edges) shown in each of the target's
     else:
         model = RidgeCV(alphas=np.logspace(-1, 4, 11)).fit(flat(train.data[source]), flat(train.data[target]))
         predicted = np.clip(model.predict(flat(test.data[source])), 0.0, 1.0)
     truth = flat(test.data[target])
     scores = {f"reconstruction/{source}->{target}/mse": float(((predicted - truth) ** 2).mean(1).mean())}
-    spec = recipe.data.dataset
-    cls = lookup(plugins, "dataset", spec, "data.dataset", None)
-    dataset = cls(component_config(spec, getattr(cls, "Config", None) or DatasetSource.Config, "data.dataset"),
-                  Path(recipe.data.root or "data"))
     images = predicted.reshape(len(predicted), *shape).transpose(0, 2, 3, 1)  # the judge reads (H, W, C) images
-    verdicts = dataset.judge(target, list(images))
+    verdicts = dataset_source(recipe, plugins).judge(target, list(images))
     if verdicts:
         truth = attribute_values(setup.test.records, list(verdicts), setup.test.rows.numpy())
         per_attr = {}

@@ -17,13 +17,13 @@ from modkit.storage import checkpoint as checkpoints
 from modkit.storage import files as rundir
 from modkit.storage import train_state
 from modkit.training.accel import resolve_device
-from modkit.training.builder import Setup, build, lookup
+from modkit.training.builder import Setup, build, dataset_source
 from modkit.data.dataset import DatasetSource, ModalityView
 from modkit.core.engine import MultimodalVAE
 from modkit.errors import ModkitError
 from modkit.plugins.loader import PluginSet, plugins_for_loading
 from modkit.config.project import load_project
-from modkit.config.recipe import Recipe, component_config, read_yaml, resolve_raw
+from modkit.config.recipe import Recipe, read_yaml, resolve_raw
 
 
 @dataclass
@@ -44,10 +44,7 @@ class LoadedRun:
 
     def dataset_source(self) -> DatasetSource:
         """The dataset plugin object (not loaded again): its ``attributes`` and ``judge`` hooks."""
-        spec = self.recipe.data.dataset
-        cls = lookup(self.plugins, "dataset", spec, "data.dataset", None)
-        config = component_config(spec, getattr(cls, "Config", None) or DatasetSource.Config, "data.dataset")
-        return cls(config, Path(self.recipe.data.root or "data"))
+        return dataset_source(self.recipe, self.plugins)
 
     def train_rows(self) -> np.ndarray:
         """The distinct training rows (weak supervision repeats unpaired rows once per modality)."""

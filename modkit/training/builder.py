@@ -44,13 +44,17 @@ def lookup(plugins: PluginSet, kind: str, component: Component, key: str, source
     return plugins.registry.get(kind, component.type)
 
 
-def load_records(recipe: Recipe, plugins: PluginSet, source: str | None) -> tuple[Records, np.ndarray, np.ndarray]:
-    """The dataset plugin's records and the train/test row indices (a seeded split if it has none)."""
+def dataset_source(recipe: Recipe, plugins: PluginSet, source: str | None = None) -> DatasetSource:
+    """The recipe's dataset plugin object, not loaded yet (its ``load``, ``attributes`` and ``judge`` hooks)."""
     spec = recipe.data.dataset
     cls = lookup(plugins, "dataset", spec, "data.dataset", source)
     config = component_config(spec, getattr(cls, "Config", None) or DatasetSource.Config, "data.dataset", source)
-    root = Path(recipe.data.root or "data")
-    return split_splits(recipe, cls(config, root).load())
+    return cls(config, Path(recipe.data.root or "data"))
+
+
+def load_records(recipe: Recipe, plugins: PluginSet, source: str | None) -> tuple[Records, np.ndarray, np.ndarray]:
+    """The dataset plugin's records and the train/test row indices (a seeded split if it has none)."""
+    return split_splits(recipe, dataset_source(recipe, plugins, source).load())
 
 
 def split_splits(recipe: Recipe, splits: Mapping[str, Records]) -> tuple[Records, np.ndarray, np.ndarray]:
