@@ -155,16 +155,6 @@ def build(kind: str, n: int, latent: int, moe_k: int, joint: str = "multivae"):
         trunks = nn.ModuleList(trunk() for _ in names)
         code_dim = 16
 
-        class Posterior(BaseJointEncoder):
-            def __init__(self):
-                super().__init__()
-                self.trunks, self.net = trunks, mlp([512 * n + n, 512, 512, 2 * latent])  # features and presence bits
-
-            def forward(self, x):
-                f = [t(flat(x[m])) for t, m in zip(self.trunks, names)]
-                mu, log_var = self.net(torch.cat([*f, f[0].new_ones(len(f[0]), n)], -1)).chunk(2, dim=-1)
-                return ModelOutput(embedding=mu, log_covariance=log_var)
-
         class Conditional(BaseConditionalDecoder):
             def __init__(self):
                 super().__init__()
@@ -179,7 +169,7 @@ def build(kind: str, n: int, latent: int, moe_k: int, joint: str = "multivae"):
 
         config = CVAEConfig(main_modality="m0", conditioning_modalities=names[1:], input_dims={m: SIDE for m in names},
                             latent_dim=latent, decoder_dist="bernoulli")
-        return CVAE(config, encoder=Posterior(), decoder=Conditional()), names
+        return CVAE(config, encoder=Joint(list(trunks)), decoder=Conditional()), names  # q(z | x, y): the joint MLP
     if kind == "telbo":
         from multivae.models import TELBO, TELBOConfig
 
