@@ -23,7 +23,19 @@ def error_line(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+def small_sets(root: Path, *sets: str) -> list[str]:
+    """The overrides that point a benchmark recipe at ``root`` and shrink it to one quick epoch on the CPU."""
+    return ["data.root=" + str(root), "train.epochs=1", "train.progress=false", "train.device=cpu", *sets]
+
+
 def train_small(recipe: str, root: Path, out: Path, *sets: str) -> subprocess.CompletedProcess:
-    """``modkit train recipes/RECIPE`` pointed at ``root`` and shrunk to one quick epoch on the CPU."""
-    flags = [f for s in ("data.root=" + str(root), "train.epochs=1", "train.progress=false", "train.device=cpu", *sets) for f in ("--set", s)]
-    return modkit("train", REPO / "recipes" / recipe, *flags, "--out", out)
+    """``modkit train recipes/RECIPE --set …`` (:func:`small_sets`) in a subprocess: for what the command line prints."""
+    return modkit("train", REPO / "recipes" / recipe, *[f for s in small_sets(root, *sets) for f in ("--set", s)], "--out", out)
+
+
+def train_small_here(recipe: str, root: Path, out: Path, *sets: str) -> None:
+    """The same training through the Python API in this process: a run that is only read afterwards need not pay
+    a fresh interpreter's imports (seconds per recipe); a failure raises with its message."""
+    import modkit as api
+
+    api.train(str(REPO / "recipes" / recipe), small_sets(root, *sets), out=out, echo=lambda line: None)

@@ -15,7 +15,7 @@ from modkit_cub import make_cub
 from modkit_mnist_svhn import make_mnist_svhn
 from modkit_polymnist import make_polymnist
 
-from benchmark_helpers import REPO, modkit, train_small
+from benchmark_helpers import REPO, modkit, train_small_here
 
 SMALL = {
     "polymnist-mopoe.yaml": ("polymnist", ["model.latent_dim=8", "data.batch_size=32"]),
@@ -54,8 +54,7 @@ def test_small_tier_trains_on_the_stand_in(standins, tmp_path, recipe):
     header = (REPO / "recipes" / recipe).read_text()
     assert "Needs on disk" in header and "Small tier" in header  # the recipe says what it needs and how to try it
     assert all(f"--set {s}" in header for s in sets)  # and its small-tier line is the one trained here
-    result = train_small(recipe, standins / dataset, tmp_path / "run", *sets)
-    assert result.returncode == 0, result.stderr[-2000:]
+    train_small_here(recipe, standins / dataset, tmp_path / "run", *sets)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     modalities = yaml.safe_load((REPO / "recipes" / recipe).read_text())["modalities"]
     # a split attribute becomes one modality per name: <modality>_<name>
@@ -73,8 +72,7 @@ def test_small_tier_trains_on_the_stand_in(standins, tmp_path, recipe):
 def test_coherence_reads_the_labels_of_gathered_pairs(standins, tmp_path):
     """The papers' metric on MNIST-SVHN: evaluation reads ``label`` through the lazily gathered records."""
     # two copies of the matching: the evaluation's classifier wants more training rows than one copy of this stand-in has
-    trained = train_small("mnist-svhn-mmvae.yaml", standins / "mnist_svhn", tmp_path / "run", "data.dataset.copies=2", "model.fusion.k=2")
-    assert trained.returncode == 0, trained.stderr[-2000:]
+    train_small_here("mnist-svhn-mmvae.yaml", standins / "mnist_svhn", tmp_path / "run", "data.dataset.copies=2", "model.fusion.k=2")
     result = modkit("eval", tmp_path / "run", "--metrics", "coherence", "--max-items", "40", "--device", "cpu")
     assert result.returncode == 0, result.stderr[-2000:]
     scores = json.loads((tmp_path / "run" / "eval.json").read_text())
