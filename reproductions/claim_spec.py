@@ -86,8 +86,9 @@ class Plateau:
                 f"last {self.window:.0%} of the epochs (at least 2) by more than {self.tolerance:.0%} of its best before them")
 
 
-#: every claim's plateau rule unless it says otherwise. modkit keeps no validation split per epoch, so the rule reads
-#: the training objective: a model still improving its training loss has not converged
+#: every claim's plateau rule unless it says otherwise: the training objective (a model still improving its training
+#: loss has not converged). The claims' runs hold no rows out for a per-epoch score; a claim whose arms set
+#: ``data.monitor_fraction`` can read the held-out joint ELBO instead: ``Plateau("monitor/elbo", lower_is_better=False)``
 PLATEAU = Plateau()
 
 

@@ -119,6 +119,11 @@ class DataSpec(Strict):
     #: tuned without looking at the test split
     evaluate_on: Literal["test", "validation"] = "test"
     validation_fraction: float = Field(0.2, gt=0, lt=1)
+    #: rows carved from the training split (this fraction of it, seeded by ``split_seed``) that training never
+    #: sees and that are scored after every epoch (``monitor/*`` in metrics.jsonl: the joint ELBO and the
+    #: cross-modal accuracies): a curve of how the model does on data it does not fit, which a rule for
+    #: "still improving" can read instead of the training loss. 0: none
+    monitor_fraction: float = Field(0.0, ge=0, lt=0.5)
     eval_batch_size: int = Field(512, ge=1)
     num_workers: int = Field(0, ge=0)
     on_bad_sample: Literal["error", "skip"] = "error"

@@ -2,6 +2,8 @@
 
 The run lifecycle composes them (:func:`run_callbacks`) onto every trainer it builds, in this order:
 
+* :class:`Monitor`: with ``data.monitor_fraction``, after each epoch, the held-out rows' joint ELBO and
+  cross-modal accuracies added to the epoch's row (``monitor/*``) before it is written or tracked;
 * :class:`TestMetrics`, :class:`Summary`, :class:`Samples`: at the end of ``fit``, on rank 0, the test
   split's metrics, ``summary.json`` and ``samples.png``/``samples.md``;
 * :class:`LatentSamplerFit`: with ``eval.latent_sampler``, the post-hoc latent sampler fitted to the
@@ -76,6 +78,31 @@ class Tracking(Callback):
             return
         interrupted = isinstance(error, KeyboardInterrupt) or type(error).__name__ == "Interrupted"
         self.tracker.close("KILLED" if interrupted else "FAILED")
+
+
+class Monitor(Callback):
+    """The rows ``data.monitor_fraction`` holds out of training, scored after every epoch (on rank 0; the
+    numbers join the epoch's row as ``monitor/<key>``, <key> as in the test metrics).
+
+    The training loss says whether the model still fits its own rows better; these say whether it still
+    improves on rows it never fits, which is what "has it converged" means to a reader of a result. The
+    noise comes from a stream of its own (the recipe's seed + 3), the same every epoch, and training's RNG
+    is given back: a run with the monitor trains exactly as one without it on the rows it keeps.
+    """
+
+    def on_epoch_end(self, trainer, row: dict[str, Any]) -> None:
+        view = trainer.setup.monitor
+        if view is None or not trainer.dist.main:
+            return
+        recipe = trainer.recipe
+        loader = make_loader(view, EpochBatchSampler(len(view), recipe.data.eval_batch_size, shuffle=False))
+        devices = [trainer.device] if trainer.device.type == "cuda" else []  # the CPU's RNG is always forked
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(recipe.seed + 3)
+            metrics = test_metrics(trainer.model, loader, trainer.device, coherence=recipe.eval.coherence)
+        trainer.model.train()  # the evaluation switched it to eval mode; the next epoch starts in train mode anyway
+        row.update({f"monitor/{key.removeprefix('test/')}": value for key, value in metrics.items()
+                    if value is not None and not key.startswith("chance/")})
 
 
 class TestMetrics(Callback):
@@ -174,7 +201,7 @@ class LatentSamplerFit(Callback):
 def run_callbacks() -> list[Callback]:
     """The callbacks every run's trainer gets, in order (see the module's docstring)."""
     stream = EvaluationStream()
-    return [TestMetrics(stream), Summary(stream), Samples(stream), LatentSamplerFit(), Tracking()]
+    return [Monitor(), TestMetrics(stream), Summary(stream), Samples(stream), LatentSamplerFit(), Tracking()]
 
 
 def plugin_callbacks(plugins, recipe) -> list[Any]:

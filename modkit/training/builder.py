@@ -35,6 +35,8 @@ class Setup:
     sampler: SubsetSampler
     train: ModalityView
     test: ModalityView
+    #: rows held out of training and scored after each epoch (``data.monitor_fraction``); None without them
+    monitor: ModalityView | None = None
 
 
 def lookup(plugins: PluginSet, kind: str, component: Component, key: str, source: str | None):
@@ -290,10 +292,11 @@ def withhold(rows: np.ndarray, presence: np.ndarray, withheld: list[str], names:
 DATASET = "dataset"
 
 
-def split_validation(train_rows: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(training rows, validation rows): ``fraction`` of the training rows held out, drawn with a generator of its
-    own (``seed`` + 2: the train/test split and the pairing use ``seed`` and ``seed`` + 1)."""
-    perm = np.random.default_rng(seed + 2).permutation(len(train_rows))
+def split_validation(train_rows: np.ndarray, fraction: float, seed: int, stream: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, held-out rows): ``fraction`` of the training rows held out, drawn with a generator of its
+    own (``seed`` + ``stream``: the train/test split and the pairing use ``seed`` and ``seed`` + 1, the validation
+    split + 2, the monitor rows + 3)."""
+    perm = np.random.default_rng(seed + stream).permutation(len(train_rows))
     n_val = max(1, int(round(fraction * len(train_rows))))
     return np.sort(train_rows[perm[n_val:]]), np.sort(train_rows[perm[:n_val]])
 
@@ -319,6 +322,9 @@ def build(recipe: Recipe, plugins: PluginSet, run_dir: Path | None = None, sourc
         records, train_rows, test_rows = split_splits(recipe, data)
     if recipe.data.evaluate_on == "validation":  # the test split is set aside; training's rows lose a validation part
         train_rows, test_rows = split_validation(train_rows, recipe.data.validation_fraction, recipe.data.split_seed)
+    monitor_rows = None
+    if recipe.data.monitor_fraction:  # after the validation split, so a tuned setting's held-out rows stay the same
+        train_rows, monitor_rows = split_validation(train_rows, recipe.data.monitor_fraction, recipe.data.split_seed, stream=3)
     modalities, fusion, sampler = build_parts(recipe, plugins, run_dir, source, records, train_rows)
     names = list(modalities)
     fields = {n: field_of(m) for n, m in modalities.items()}
@@ -337,8 +343,9 @@ def build(recipe: Recipe, plugins: PluginSet, run_dir: Path | None = None, sourc
     train = ModalityView(records, modalities, fields, rows, presence, skip_bad=skip)
     test = ModalityView(records, modalities, fields, test_rows, skip_bad=skip)
     check_data(train, source)
+    monitor = None if monitor_rows is None else ModalityView(records, modalities, fields, monitor_rows, skip_bad=skip)
     model = MultimodalVAE(modalities, fusion, fusion.latent_dim)
-    return Setup(recipe, model, sampler, train, test)
+    return Setup(recipe, model, sampler, train, test, monitor)
 
 
 def build_on_ranks(recipe: Recipe, plugins: PluginSet, run_dir: Path | None, source: str | None = None,
