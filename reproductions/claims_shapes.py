@@ -209,7 +209,11 @@ SHAPES_CLAIMS: tuple[Claim, ...] = (
         metric="task/miou/image->mask",
         metric_label="segmentation mIoU of q(y|x) on held-out scenes (5 classes)",
         arms=(Arm("m2", "shapes-m2-seg.yaml", M2_SEG, label="M2, fully convolutional", not_applicable=("test/elbo",)),
-              Arm("supervised", "shapes-m2-seg.yaml", (SUPERVISED, *M2_SEG), label="same classifier, labelled masks only")),
+              Arm("supervised", "shapes-m2-seg.yaml", (SUPERVISED, *M2_SEG), label="same classifier, labelled masks only"),
+              # the control for how much the unlabelled term moves the classifier at α = 1000: the same M2 and
+              # batches with the labelled term weighted 100× less (the recipe's earlier α), at 100 labelled masks
+              Arm("m2-alpha-10", "shapes-m2-seg.yaml", (*M2_SEG, "model.fusion.alpha=10"), at=0.05,
+                  label="control: M2 at α = 10 (100 labelled masks)", not_applicable=("test/elbo",))),
         subject="m2", baseline="supervised",
         x_key=PAIRED, xs=(0.05, 0.1), quick_xs=(0.1,), x_count="labelled masks",
         quick_sets=QUICK, evaluate=TASK_EVAL, quick_evaluate=TASK_QUICK_EVAL,

@@ -174,8 +174,11 @@ def test_the_segmentation_claim_takes_the_papers_settings_and_tunes_neither_side
     rows = {r["name"]: r for r in setups.setup_rows(claim)}
     assert rows["α (weight of log q(y|x))"]["matches"] and rows["batch composition"]["matches"]
     arms = {a.name: a for a in claim.arms}
-    assert set(arms) == {claim.subject, claim.baseline} and all(a.kind == "model" for a in arms.values())
+    assert set(arms) == {claim.subject, claim.baseline, "m2-alpha-10"} and all(a.kind == "model" for a in arms.values())
     subject, baseline = arms[claim.subject], arms[claim.baseline]
+    # the control: the subject with the labelled term weighted 100× less (the last α set wins), at one x
+    control = arms["m2-alpha-10"]
+    assert control.sets == (*subject.sets, "model.fusion.alpha=10") and control.at == 0.05
     # the same settings on both sides (no learning rate chosen anywhere), the baseline only switching the objective
     assert not any(s.startswith("train.lr") for s in subject.sets + baseline.sets)
     assert [s for s in baseline.sets if s not in subject.sets] == ["model.fusion.objective=supervised"]
