@@ -138,7 +138,11 @@ def candidate_verdicts(r: dict[str, Any], claim: Claim, arm: dict[str, Any]) -> 
 def choice_decides(r: dict[str, Any], claim: Claim, arm: dict[str, Any]) -> bool:
     """Whether choosing a best-of baseline by test means could have changed the measured verdict: not when the rule
     gives the stored verdict against every candidate alone (then no choice of candidate, fair or not, changes it)."""
-    alone = candidate_verdicts(r, claim, arm)
+    return _alone_differs(r, candidate_verdicts(r, claim, arm))
+
+
+def _alone_differs(r: dict[str, Any], alone: dict[str, str] | None) -> bool:
+    """Whether the candidates' verdicts alone (None: unknown) differ from the stored measured verdict."""
     return alone is None or set(alone.values()) != {r.get("measured") or r["verdict"]}
 
 
@@ -250,7 +254,7 @@ def render(results: list[dict[str, Any]], meta: dict[str, Any], out: Path, quick
                        + f" by its mean there (chosen on {chosen_on})" + (f": {'; '.join(picked)}" if picked else "") + ".", ""]
                 alone = candidate_verdicts(r, claim, arm) if claim is not None and not arm.get("chosen_on") else None
                 if alone:
-                    same = set(alone.values()) == {r.get("measured") or r["verdict"]}
+                    same = not _alone_differs(r, alone)
                     md[-2] += (" The rule against each candidate alone: " + "; ".join(f"`{n}` {v}" for n, v in alone.items())
                                + (": the same verdict whichever is chosen, so choosing on the test scenes decides nothing "
                                   "here." if same else ": the choice matters, so the page counts it as a deviation."))

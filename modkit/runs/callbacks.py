@@ -100,7 +100,7 @@ class Monitor(Callback):
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(recipe.seed + 3)
             metrics = test_metrics(trainer.model, loader, trainer.device, coherence=recipe.eval.coherence)
-        trainer.model.train()  # the evaluation switched it to eval mode; the next epoch starts in train mode anyway
+        # test_metrics leaves the model in eval mode: the next epoch puts it back in train mode before its first step
         row.update({f"monitor/{key.removeprefix('test/')}": value for key, value in metrics.items()
                     if value is not None and not key.startswith("chance/")})
 
