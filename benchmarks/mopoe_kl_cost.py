@@ -1,15 +1,18 @@
 """What MoPoE's exact subset KL costs inside a training step: the step, the same step with the KL of
-every subset replaced by nothing, and the work floor, alternated in one process.
+every subset replaced by nothing, the step with ``kl: sampled`` (the drawn component's KL alone), and
+the work floor, alternated in one process.
 
-    python benchmarks/mopoe_kl_cost.py --n 8 [--steps 30]
+    python benchmarks/mopoe_kl_cost.py --n 8 [--steps 30] [--out benchmarks/results/mopoe-kl-cost-n8.txt]
 
 The difference between the first two is the price of Σ_S w_S KL(PoE_S ‖ p) over the 2^N − 1
 subsets (the floor does no KL); the second against the floor is everything else modkit adds.
-Used in docs/benchmarks.md to show what bounds the MoPoE overhead.
+Used in docs/benchmarks.md to show what bounds the MoPoE overhead. ``--out`` also writes the lines to a
+file headed by the command, date, commit, machine and load.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -25,6 +28,7 @@ def main() -> None:
     base_args(parser)
     parser.add_argument("--amp", default="off")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--out", type=Path, default=None, help="also write the result to this file, with its header")
     args = parser.parse_args()
     set_threads(args.threads)
     import modkit_mopoe
@@ -33,8 +37,10 @@ def main() -> None:
     no_kl = lambda experts, subsets, weights, prior=True, **_: experts.mu.sum((0, 2)) * 0.0  # noqa: E731
     with tempfile.TemporaryDirectory() as tmp:
         trainer, why = make_trainer(args, "mopoe", 4 * args.batch, Path(tmp))
-        if trainer is None:
-            raise SystemExit(why)
+        sampled, why_sampled = make_trainer(argparse.Namespace(**{**vars(args), "mopoe_kl": "sampled"}), "mopoe",
+                                            4 * args.batch, Path(tmp) / "sampled")
+        if trainer is None or sampled is None:
+            raise SystemExit(why or why_sampled)
         batches = [trainer.setup.train.__getitems__(list(range(i * args.batch, (i + 1) * args.batch))) for i in range(4)]
         counter = [0]
 
@@ -48,14 +54,36 @@ def main() -> None:
 
         floor = Floor(args.n, args.latent, floor_rows("mopoe", args.n, 1))
         xs = [[b.data[f"m{i}"] for i in range(args.n)] for b in batches]
+        def step_sampled() -> None:
+            counter[0] += 1
+            sampled.step(batches[counter[0] % 4], 1.0)
+
         times = time_interleaved({"MoPoE step": lambda: step(exact), "same step without the subset KL": lambda: step(no_kl),
-                                  "floor": lambda: floor.step(xs[counter[0] % 4])}, args.warmup, args.steps, args.max_seconds * 3)
+                                  "the step with kl: sampled": step_sampled,
+                                  "floor": lambda: floor.step(xs[counter[0] % 4])}, args.warmup, args.steps, args.max_seconds * 4)
     median = {key: statistics.median(t["cpu"]) for key, t in times.items()}
-    print(f"MoPoE N={args.n} B={args.batch} D={args.latent}: median CPU ms per step over {len(times['floor']['cpu'])} rounds")
+    lines = [f"MoPoE N={args.n} B={args.batch} D={args.latent}: median CPU ms per step over {len(times['floor']['cpu'])} rounds"]
     for key, value in median.items():
-        print(f"  {key:34s} {value:8.1f} ms  {value / median['floor']:.3f} of the floor")
+        lines.append(f"  {key:34s} {value:8.1f} ms  {value / median['floor']:.3f} of the floor")
     kl = median["MoPoE step"] - median["same step without the subset KL"]
-    print(f"  the exact subset KL: {kl:.1f} ms = {kl / median['floor']:.1%} of the floor")
+    lines.append(f"  the exact subset KL: {kl:.1f} ms = {kl / median['floor']:.1%} of the floor")
+    print("\n".join(lines))
+    if args.out:
+        write_stamped(args.out, lines, args.threads)
+
+
+def write_stamped(path: Path, lines: list[str], threads: int) -> None:
+    """The lines under a header a reader can check them by: command, date, commit, machine, load."""
+    import datetime as dt
+
+    import torch
+    from run import commit, cpu_name, uptime
+
+    date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    header = (f"# python benchmarks/mopoe_kl_cost.py {' '.join(sys.argv[1:])}  ({date}, commit {commit()}, "
+              f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} with {threads} thread(s), load {uptime()})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join([header, *lines]) + "\n")
 
 
 if __name__ == "__main__":
