@@ -105,6 +105,10 @@ SECTIONS = {
     "mlp-all-present": _run_section("all-present", '--objectives mvae,mopoe --no-nll --no-scaling --no-peer --recipes "" '
                                                    '--before REV'),
     "mlp-spread": _run_section("spread", '--n 3,8 --objectives mvae,mopoe --repeat 3 --no-nll --no-scaling --recipes ""'),
+    "mlp-spread-sampled": _run_section("spread-sampled", '--n 3,8 --objectives mopoe --mopoe-kl sampled --repeat 3 --no-peer '
+                                                         '--no-nll --no-scaling --recipes ""'),
+    "mopoe-kl-cost": (lambda: _texts("mopoe-kl-cost-n8.txt", "mopoe-kl-cost-n5.txt"),
+                      "python benchmarks/mopoe_kl_cost.py --n N --out benchmarks/results/mopoe-kl-cost-nN.txt"),
     "models": _run_section("models", '--n 2,3,5 --objectives jmvae,mvtcae,dmvae,mmvae_plus,cvae,telbo,jnf,nexus,mhvae,'
                                      'cmvae,crmvae --repeat 3 --no-nll --no-scaling --recipes ""'),
     "models-same-joint": _run_section("models-same-joint", '--n 2,3,5 --objectives jmvae,telbo,jnf --peer-joint modkit '
