@@ -5,9 +5,9 @@
 
 The timed step is ``Trainer.step`` on the recipe's own model, data and batch size. The floor is a second
 copy of the same networks doing only the work the objective needs: every encoder once on the batch, every
-decoder on as many latent rows as the step's subset plan gives it (``plan.counts``: the subsets that hold
-the modality, the same plan the step just used), its likelihood scored, the backward, and one fused Adam
-step. Decoder inputs are leaves that require grad (the input gradient a real model back-propagates).
+decoder on as many latent rows as the objective needs under the subset plan the step just used
+(:func:`decoder_rows`: a product of experts decodes every subset that holds the modality, ``plan.counts``;
+MoPoE one drawn component per point), its likelihood scored, the backward, and one fused Adam step. Decoder inputs are leaves that require grad (the input gradient a real model back-propagates).
 """
 from __future__ import annotations
 
@@ -68,6 +68,18 @@ def load(args):
         sets = SHAPES_SETS + [f"train.device={args.device}"] + ([f"data.batch_size={args.recipe_batch}"] if args.recipe_batch else [])
         return load_recipe(ROOT / "recipes" / "shapes.yaml", sets)
     return resolve_raw(shapes19_recipe(args), [], None, source="benchmark")
+
+
+def decoder_rows(fusion: str, plan) -> list[int]:
+    """Latent rows per point each decoder must see in one step of ``fusion`` under ``plan``. MoPoE reconstructs every
+    modality from one drawn mixture component: one row. A product of experts (PoE, with any sampler) scores each
+    subset's ELBO on the subset's own modalities: the plan's subsets that hold the modality. Declared per objective,
+    as ``bench_common.floor_rows`` does for the MLP table, so the floor never copies what modkit happens to decode."""
+    if fusion == "mopoe":
+        return [1] * len(plan.counts)
+    if fusion in ("poe", "poe_quotient"):
+        return [int(c) for c in plan.counts]
+    raise SystemExit(f"recipe_worker: no floor declared for fusion '{fusion}' (add it to decoder_rows)")
 
 
 class RecipeFloor:
@@ -143,9 +155,11 @@ def main() -> None:
         floor = RecipeFloor(build(recipe, plugins, None).model.to(device))
         adam: list[float] = []
 
+        fusion = recipe.model.fusion.type
+
         def floor_step() -> None:
-            plan = plans[-1]  # the plan modkit's step just drew: the same rows per decoder
-            floor.step(batches[(counter[0] - 1) % n_batches], [int(c) for c in plan.counts])
+            plan = plans[-1]  # the plan modkit's step just drew
+            floor.step(batches[(counter[0] - 1) % n_batches], decoder_rows(fusion, plan))
             adam.append(floor.last["adam_ms"])
 
         times = time_interleaved({"modkit": step, "floor": floor_step}, args.warmup, args.steps, args.max_seconds, sync=sync)
