@@ -251,3 +251,20 @@ def test_the_floor_plan_counts_the_rows_a_fusion_layer_sees(tmp_path):
     plan = plan_after_a_step(tmp_path, "mhvae", 2)
     rows = [spec[3] for spec in plan["extra"]]
     assert min(rows) == 1 and max(rows) == 3  # bottom-up blocks once; per-subset blocks for the 2^2 − 1 subsets
+
+
+def test_the_recipe_floor_decodes_what_the_objective_needs():
+    """A product of experts scores each subset on its own modalities (the plan's counts); MoPoE reconstructs every
+    modality from one drawn component. The shapes recipe is MoPoE over every subset: 32 of its 63 subsets hold each
+    modality, and a floor that decoded them all once took seconds a step beside modkit's fraction of one."""
+    import torch
+
+    from modkit.core.fusion import SubsetPlan
+    from modkit.core.subsets import all_subsets
+    from recipe_worker import decoder_rows
+
+    plan = SubsetPlan.from_mask(all_subsets(6), torch.device("cpu"))
+    assert [int(c) for c in plan.counts] == [32] * 6
+    assert decoder_rows("poe", plan) == [32] * 6 and decoder_rows("mopoe", plan) == [1] * 6
+    with pytest.raises(SystemExit, match="no floor declared for fusion 'moe'"):
+        decoder_rows("moe", plan)
