@@ -17,7 +17,7 @@ COMMAND = ["python", "-m", "reproductions"]  # how the report's stamp names the 
 
 @click.command("reproductions")
 @click.argument("claims", nargs=-1)
-@click.option("--quick", is_flag=True, help="One seed, 3 epochs, one x value: checks the machinery in minutes (verdicts inconclusive).")
+@click.option("--quick", is_flag=True, help="One seed, one epoch (stability: three), one x value: checks the machinery in minutes (verdicts inconclusive).")
 @click.option("--seeds", type=click.IntRange(1), default=3, show_default=True, help="Seeds per arm and x (the full tier).")
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Training processes (each gets cores/N threads).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,

@@ -167,7 +167,7 @@ class Claim:
     xs: tuple[float, ...] = ()
     quick_xs: tuple[float, ...] = ()
     region: tuple[float, ...] = ()  # the xs the verdict looks at (default: all)
-    quick_sets: tuple[str, ...] = ("train.epochs=3",)
+    quick_sets: tuple[str, ...] = ("train.epochs=1",)  # the quick tier checks the machinery: one epoch shows it
     evaluate: dict | None = None  # EvalSettings for arms whose metric comes from eval.json
     quick_evaluate: dict | None = None
     rule: str = GAP_RULE

@@ -105,7 +105,7 @@ def test_quick_tier_runs_and_writes_a_stamped_report(tmp_path):
     for key in ("commit", "date", "machine", "load", "command"):
         assert data["meta"][key] and f"- {key}" in report.replace("load average when written", "load")
     assert data["quick"] and [c["id"] for c in data["claims"]] == [c.id for c in catalogue.CLAIMS if c.id in QUICK_CLAIMS]
-    assert all(c["verdict"] == "inconclusive" for c in data["claims"])  # one seed, three epochs: nothing is decided
+    assert all(c["verdict"] == "inconclusive" for c in data["claims"])  # one seed, an epoch or three: nothing is decided
     weak = next(c for c in data["claims"] if c["id"] == "mvae-weak-supervision")
     # every arm measured at x = 0.1, except a MultiVae peer arm where MultiVae's own venv is absent (CI): that one is
     # reported as not run, with its reason
