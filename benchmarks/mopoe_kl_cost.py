@@ -54,6 +54,7 @@ def main() -> None:
 
         floor = Floor(args.n, args.latent, floor_rows("mopoe", args.n, 1))
         xs = [[b.data[f"m{i}"] for i in range(args.n)] for b in batches]
+
         def step_sampled() -> None:
             counter[0] += 1
             sampled.step(batches[counter[0] % 4], 1.0)
@@ -69,21 +70,11 @@ def main() -> None:
     lines.append(f"  the exact subset KL: {kl:.1f} ms = {kl / median['floor']:.1%} of the floor")
     print("\n".join(lines))
     if args.out:
-        write_stamped(args.out, lines, args.threads)
+        import torch
+        from run import cpu_name, write_stamped
 
-
-def write_stamped(path: Path, lines: list[str], threads: int) -> None:
-    """The lines under a header a reader can check them by: command, date, commit, machine, load."""
-    import datetime as dt
-
-    import torch
-    from run import commit, cpu_name, uptime
-
-    date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    header = (f"# python benchmarks/mopoe_kl_cost.py {' '.join(sys.argv[1:])}  ({date}, commit {commit()}, "
-              f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} with {threads} thread(s), load {uptime()})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join([header, *lines]) + "\n")
+        write_stamped(args.out, "mopoe_kl_cost.py", lines, f"{cpu_name()}, {os.cpu_count()} cores",
+                      f"torch {torch.__version__} with {args.threads} thread(s)")
 
 
 if __name__ == "__main__":

@@ -71,15 +71,10 @@ def main() -> None:
 
 
 def write_counts(path: Path, lines: list[str]) -> None:
-    import datetime as dt
-
     import modkit
-    from run import commit, uptime
+    from run import write_stamped
 
-    date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    header = (f"# python benchmarks/profile_step.py {' '.join(sys.argv[1:])}  ({date}, commit {commit()}, "
-              f"modkit imported from {portable(str(Path(modkit.__file__).parent))}, load {uptime()})")
-    path.write_text("\n".join([header, *lines]) + "\n")
+    write_stamped(path, "profile_step.py", lines, f"modkit imported from {portable(str(Path(modkit.__file__).parent))}")
 
 
 def count_ops(args, trainer, batch) -> list[str]:

@@ -7,7 +7,8 @@ The timed step is ``Trainer.step`` on the recipe's own model, data and batch siz
 copy of the same networks doing only the work the objective needs: every encoder once on the batch, every
 decoder on as many latent rows as the objective needs under the subset plan the step just used
 (:func:`decoder_rows`: a product of experts decodes every subset that holds the modality, ``plan.counts``;
-MoPoE one drawn component per point), its likelihood scored, the backward, and one fused Adam step. Decoder inputs are leaves that require grad (the input gradient a real model back-propagates).
+MoPoE one drawn component per point), its likelihood scored, the backward, and one fused Adam step.
+Decoder inputs are leaves that require grad (the input gradient a real model back-propagates).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from bench_common import base_args, device_tools, emit, set_threads, summary, time_interleaved  # noqa: E402
+from bench_common import base_args, device_tools, emit, floor_rows, set_threads, summary, time_interleaved  # noqa: E402
 from modkit_worker import first_steps  # noqa: E402
 
 #: the shapes recipe, shortened so building it takes seconds (the step's shapes are the recipe's own)
@@ -71,13 +72,14 @@ def load(args):
 
 
 def decoder_rows(fusion: str, plan) -> list[int]:
-    """Latent rows per point each decoder must see in one step of ``fusion`` under ``plan``. MoPoE reconstructs every
-    modality from one drawn mixture component: one row. A product of experts (PoE, with any sampler) scores each
-    subset's ELBO on the subset's own modalities: the plan's subsets that hold the modality. Declared per objective,
-    as ``bench_common.floor_rows`` does for the MLP table, so the floor never copies what modkit happens to decode."""
+    """Latent rows per point each decoder must see in one step of ``fusion`` under ``plan``. MoPoE reconstructs
+    every modality from one drawn mixture component (``floor_rows``, the MLP table's declaration). A product of
+    experts (with any sampler) scores each subset's ELBO on the subset's own modalities: the plan's subsets that hold
+    the modality. Declared per objective, so the floor never copies what modkit happens to decode."""
+    n = len(plan.counts)
     if fusion == "mopoe":
-        return [1] * len(plan.counts)
-    if fusion in ("poe", "poe_quotient"):
+        return [floor_rows("mopoe", n, 1)] * n
+    if fusion == "poe":
         return [int(c) for c in plan.counts]
     raise SystemExit(f"recipe_worker: no floor declared for fusion '{fusion}' (add it to decoder_rows)")
 

@@ -347,6 +347,16 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def write_stamped(path: Path, script: str, lines: list[str], *details: str) -> None:
+    """A text result under one header line a reader can check it by: the command that wrote it (``script`` and this
+    process's arguments), the date, the commit, ``details`` (the machine, where modkit came from, …) and the load."""
+    date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    about = ", ".join([date, f"commit {commit()}", *details, f"load {uptime()}"])
+    header = f"# python benchmarks/{script} {' '.join(sys.argv[1:])}  ({about})"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join([header, *lines]) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="N = 2, 3, fewer steps, a smaller scaling sweep")
